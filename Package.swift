@@ -1,0 +1,63 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Modules are split by what they depend on (the swift-nio way):
+// - CRDMA / CLinux: C headers only (libibverbs + librdmacm; Linux uapi shims).
+// - LinuxFile: leases, FIEMAP, statx/DAX, mmap, inotify, signalfd. No verbs.
+// - Verbs: Swift owners of verbs resources. No files.
+// - MRLeaseEngine: strategy, probing, (later) registration and revocation. No sockets.
+// - mrlease: the CLI.
+let package = Package(
+    name: "mrleased",
+    products: [
+        .library(name: "LinuxFile", targets: ["LinuxFile"]),
+        .library(name: "Verbs", targets: ["Verbs"]),
+        .library(name: "MRLeaseEngine", targets: ["MRLeaseEngine"]),
+        .executable(name: "mrlease", targets: ["mrlease"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CRDMA",
+            pkgConfig: "libibverbs",
+            providers: [.apt(["libibverbs-dev", "librdmacm-dev"])]
+        ),
+        .target(name: "CLinux"),
+        .target(
+            name: "LinuxFile",
+            dependencies: [
+                "CLinux",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .target(
+            name: "Verbs",
+            dependencies: ["CRDMA"]
+        ),
+        .target(
+            name: "MRLeaseEngine",
+            dependencies: [
+                "LinuxFile", "Verbs",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .executableTarget(
+            name: "mrlease",
+            dependencies: [
+                "MRLeaseEngine", "LinuxFile", "Verbs",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
+        .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
+        .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "TestSupport"]),
+        // Shared by the test targets: facility checks that skip with the missing facility's name.
+        .target(name: "TestSupport", dependencies: ["LinuxFile"], path: "Tests/TestSupport"),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,61 @@
+import Foundation
+import XCTest
+
+/// The facilities a test may need, and the one place that decides whether a test can run.
+///
+/// Inside `Scripts/vm-test` the guest sets `MRLEASED_VM=1` and the paths of its filesystems;
+/// on the build host none of them exist, and a test that needs one skips naming it.
+public enum Facility: String, CaseIterable, Sendable {
+    case rdmaDevice = "an RDMA device (MRLEASED_RDMA_DEVICE, set by Scripts/vm-test)"
+    case ext4DAX = "an ext4 FS-DAX mount (MRLEASED_FS_EXT4_DAX, set by Scripts/vm-test)"
+    case xfsDAX = "an xfs FS-DAX mount (MRLEASED_FS_XFS_DAX, set by Scripts/vm-test)"
+    case ext4 = "an ext4 page-cache mount (MRLEASED_FS_EXT4, set by Scripts/vm-test)"
+    case xfs = "an xfs page-cache mount with reflink (MRLEASED_FS_XFS, set by Scripts/vm-test)"
+    case tmpfs = "a tmpfs mount (MRLEASED_FS_TMPFS, set by Scripts/vm-test)"
+
+    var variable: String {
+        switch self {
+        case .rdmaDevice: "MRLEASED_RDMA_DEVICE"
+        case .ext4DAX: "MRLEASED_FS_EXT4_DAX"
+        case .xfsDAX: "MRLEASED_FS_XFS_DAX"
+        case .ext4: "MRLEASED_FS_EXT4"
+        case .xfs: "MRLEASED_FS_XFS"
+        case .tmpfs: "MRLEASED_FS_TMPFS"
+        }
+    }
+
+    /// The environment's value for this facility, or nil when it is absent here.
+    public var value: String? {
+        let value = ProcessInfo.processInfo.environment[variable]
+        return (value?.isEmpty ?? true) ? nil : value
+    }
+
+    /// The value, or an `XCTSkip` naming the missing facility.
+    public func require() throws -> String {
+        guard let value else { throw XCTSkip("needs \(rawValue)") }
+        return value
+    }
+}
+
+/// Facts about the guest kernel the VM harness booted, for tests that assert the kernel matrix.
+public enum TestKernel {
+    /// "6.1", "7" … as exported by Scripts/vm-test (`MRLEASED_KERNEL`), or nil on the host.
+    public static var series: String? { ProcessInfo.processInfo.environment["MRLEASED_KERNEL"] }
+
+    /// The running kernel's major.minor, from uname.
+    public static var release: (major: Int, minor: Int) {
+        var name = utsname()
+        uname(&name)
+        let text = withUnsafeBytes(of: &name.release) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        let parts = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        return (parts.first ?? 0, parts.dropFirst().first ?? 0)
+    }
+
+    /// Kernels from 6.5 on refuse writable long-term pins of file-backed pages (KERNEL-FACTS).
+    public static var refusesWritableFilePins: Bool {
+        let r = release
+        return r.major > 6 || (r.major == 6 && r.minor >= 5)
+    }
+}
