@@ -36,7 +36,10 @@ let package = Package(
         ),
         .target(
             name: "Verbs",
-            dependencies: ["CRDMA"]
+            dependencies: [
+                "CRDMA",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
         ),
         .target(
             name: "MRLeaseEngine",
@@ -56,6 +59,8 @@ let package = Package(
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
         .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "TestSupport"]),
+        // Drives the built `mrlease` executable as a user would.
+        .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name.
         .target(name: "TestSupport", dependencies: ["LinuxFile"], path: "Tests/TestSupport"),
     ],

@@ -3,72 +3,77 @@
 
 /*
  * Linux facilities Swift cannot import directly: ioctl request macros built
- * over structs (FS_IOC_FIEMAP), variadic fcntl commands behind _GNU_SOURCE
- * (F_SETLEASE, F_SETSIG), SIGRTMIN (a libc call), statx and its DAX bit.
+ * over structs (FS_IOC_FIEMAP), fcntl commands behind _GNU_SOURCE (F_SETLEASE,
+ * F_SETSIG, F_SETOWN_EX), SIGRTMIN (a libc call), statx and its DAX bit.
  * Each wrapper returns what the C call returns; errno is left for Swift.
+ *
+ * This header does NOT define _GNU_SOURCE: Swift's Glibc module is built without
+ * it, and glibc headers seen with and without it give clang two different
+ * definitions of the same types (fd_set, struct utsname, enum __rusage_who), which
+ * it refuses when a Swift file imports both modules. Everything that needs GNU
+ * declarations is defined in CLinux.c, which does define it; here are only plain
+ * prototypes, the uapi structs (the linux/ headers), and constants exported as values.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdint.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
+#include <signal.h>
+#include <sys/types.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/inotify.h>
-#include <sys/stat.h>
-#include <sys/statfs.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <sys/un.h>
-#include <sys/prctl.h>
 #include <linux/fiemap.h>
-#include <linux/fs.h>
-#include <linux/magic.h>
-#include <unistd.h>
+#include <linux/stat.h>
 
-#ifndef STATX_ATTR_DAX
-#define STATX_ATTR_DAX 0x00200000
-#endif
-#ifndef MAP_SHARED_VALIDATE
-#define MAP_SHARED_VALIDATE 0x03
-#endif
-#ifndef MAP_SYNC
-#define MAP_SYNC 0x80000
-#endif
+/* fcntl commands and lease types (fcntl.h under _GNU_SOURCE). */
+extern const int MRL_F_SETLEASE;
+extern const int MRL_F_GETLEASE;
+extern const int MRL_F_SETSIG;
+extern const int MRL_F_RDLCK;
+extern const int MRL_F_WRLCK;
+extern const int MRL_F_UNLCK;
+extern const int MRL_F_OWNER_TID;
+/* mmap flags newer than some libc headers. */
+extern const int MRL_MAP_SHARED_VALIDATE;
+extern const int MRL_MAP_SYNC;
+/* statx: the DAX attribute bit and the mount-id mask bit (5.8+). */
+extern const unsigned long long MRL_STATX_ATTR_DAX;
+extern const unsigned int MRL_STATX_MNT_ID;
+/* fallocate modes. */
+extern const int MRL_FALLOC_FL_PUNCH_HOLE;
+extern const int MRL_FALLOC_FL_KEEP_SIZE;
 
-static const int MRL_F_SETLEASE = F_SETLEASE;
-static const int MRL_F_GETLEASE = F_GETLEASE;
-static const int MRL_F_SETSIG = F_SETSIG;
-static const int MRL_F_RDLCK = F_RDLCK;
-static const int MRL_F_WRLCK = F_WRLCK;
-static const int MRL_F_UNLCK = F_UNLCK;
-static const int MRL_MAP_SHARED_VALIDATE = MAP_SHARED_VALIDATE;
-static const int MRL_MAP_SYNC = MAP_SYNC;
-static const unsigned long long MRL_STATX_ATTR_DAX = STATX_ATTR_DAX;
+int mrl_sigrtmin(void);
+pid_t mrl_gettid(void);
+int mrl_tgkill(pid_t tgid, pid_t tid, int sig);
 
-static inline int mrl_sigrtmin(void) { return SIGRTMIN; }
-
-static inline int mrl_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
-static inline int mrl_fcntl_noarg(int fd, int cmd) { return fcntl(fd, cmd); }
+int mrl_fcntl_int(int fd, int cmd, int arg);
+int mrl_fcntl_noarg(int fd, int cmd);
+/* F_SETOWN_EX takes a struct f_owner_ex: direct SIGIO and lease-break signals at one thread. */
+int mrl_set_owner_tid(int fd, pid_t tid);
+/* F_GETOWN_EX: returns the owner id and stores its F_OWNER_* type, or -1. */
+int mrl_get_owner(int fd, int *type);
 
 /* FS_IOC_FIEMAP is _IOWR('f', 11, struct fiemap): a macro over a struct. */
-static inline int mrl_ioctl_fiemap(int fd, struct fiemap *map) {
-    return ioctl(fd, FS_IOC_FIEMAP, map);
-}
-
-static inline int mrl_statx(int dirfd, const char *path, int flags,
-                            unsigned int mask, struct statx *out) {
-    return statx(dirfd, path, flags, mask, out);
-}
-
+int mrl_ioctl_fiemap(int fd, struct fiemap *map);
 /* The fiemap header is followed by fm_extent_count extents (a flexible array). */
-static inline struct fiemap_extent *mrl_fiemap_extents(struct fiemap *map) {
-    return map->fm_extents;
-}
+struct fiemap_extent *mrl_fiemap_extents(struct fiemap *map);
+
+int mrl_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out);
+/* AT_EMPTY_PATH (fcntl.h under _GNU_SOURCE): statx of the fd itself. */
+extern const int MRL_AT_EMPTY_PATH;
+/* fstatfs's f_type (the filesystem magic), widened. */
+int mrl_fstatfs_type(int fd, uint64_t *type);
+
+int mrl_fallocate(int fd, int mode, off_t offset, off_t len);
+
+/* RLIMIT_MEMLOCK; 1 from mrl_rlim_is_infinity when the value is RLIM_INFINITY. */
+int mrl_getrlimit_memlock(struct rlimit *out);
+int mrl_rlim_is_infinity(rlim_t value);
+
+/* MAP_FAILED is a cast macro Swift does not import. */
+void *mrl_map_failed(void);
+
+/* Blocks `signals` in the calling thread and fills `mask` with them (for signalfd). */
+int mrl_block_signals(const int *signals, int count, sigset_t *mask);
+/* 1 when sig is blocked in the calling thread, 0 when not. */
+int mrl_signal_is_blocked(int sig);
 
 #endif

@@ -1,0 +1,250 @@
+import Glibc
+import LinuxFile
+import SystemPackage
+import Verbs
+
+/// Gathers the host's RDMA and lease facts and, for each path, what mrleased would do with it.
+///
+/// The doctor opens paths itself (the daemon never does: it only takes fds from clients). It
+/// keeps one fd per file at a time, because a second fd of our own would make a write lease
+/// fail with EAGAIN and misreport the file as busy.
+public struct Doctor {
+    public var access: RegionAccess
+    /// How much of each file the trial registrations map (from offset 0).
+    public var trialLength: Int
+
+    public init(access: RegionAccess = [.read, .write], trialLength: Int = 1 << 20) {
+        self.access = access
+        self.trialLength = trialLength
+    }
+
+    public func run(paths: [String]) -> DoctorReport {
+        let (host, probes) = hostReport()
+        // The lease trial arms a lease-break signal aimed at this thread: block it here (and
+        // SIGIO, the kernel's fallback when the RT queue is full) so a break during the trial
+        // is queued instead of killing the process.
+        let signals = try? SignalFD(signals: [FileLease.breakSignal, SIGIO])
+        defer { try? signals?.close() }
+        let files = paths.map { fileReport(path: $0, probes: probes) }
+        return DoctorReport(host: host, files: files)
+    }
+
+    // MARK: Host
+
+    func hostReport() -> (HostReport, [RegistrationProbe]) {
+        var host = HostReport(
+            kernel: SystemFacts.kernelRelease, devices: [], rdmaProblem: nil,
+            memlockSoft: nil, memlockHard: nil, leaseBreakTimeSeconds: try? SystemFacts.leaseBreakTime(),
+            leasesEnabled: SystemFacts.leasesEnabled(),
+            capLease: SystemFacts.hasCapability(SystemFacts.capLease),
+            capIPCLock: SystemFacts.hasCapability(SystemFacts.capIPCLock))
+        if let memlock = try? SystemFacts.memlockLimit() {
+            host.memlockSoft = memlock.soft
+            host.memlockHard = memlock.hard
+        }
+        var probes: [RegistrationProbe] = []
+        let devices: [Device]
+        do {
+            devices = try Device.list()
+        } catch {
+            host.rdmaProblem = "cannot list RDMA devices: \(error)"
+            return (host, [])
+        }
+        if devices.isEmpty {
+            host.rdmaProblem = "no RDMA devices: ibv_get_device_list found none (this kernel has no RDMA"
+                + " support loaded, or no provider matches). Registration trials are skipped;"
+                + " on a host with RDMA hardware or soft-RoCE (Scripts/setup-rxe) they run."
+        }
+        for device in devices {
+            var report = DeviceReport(
+                name: device.name, guid: String(device.guid, radix: 16), firmware: nil, ports: [],
+                odpSupported: false, odpImplicit: false, odpRC: [], odpUC: [], odpUD: [], error: nil)
+            do {
+                let context = try device.open()
+                let attributes = try context.query()
+                report.firmware = attributes.firmwareVersion
+                report.odpSupported = attributes.odp.supported
+                report.odpImplicit = attributes.odp.implicit
+                report.odpRC = attributes.odp.rc.names
+                report.odpUC = attributes.odp.uc.names
+                report.odpUD = attributes.odp.ud.names
+                if attributes.physicalPortCount > 0 {
+                    for port in 1...attributes.physicalPortCount {
+                        let attrs = try context.queryPort(port)
+                        report.ports.append(PortReport(
+                            port: Int(port), state: attrs.state.rawValue, linkLayer: attrs.linkLayer,
+                            activeMTU: attrs.activeMTU, gids: attrs.gids.map { "\($0.index): \($0)" }))
+                    }
+                }
+                probes.append(try RegistrationProbe(context: context))
+            } catch {
+                report.error = "\(error)"
+            }
+            host.devices.append(report)
+        }
+        return (host, probes)
+    }
+
+    // MARK: Files
+
+    func fileReport(path: String, probes: [RegistrationProbe]) -> FileReport {
+        var report = FileReport(path: path, access: access.description, trials: [])
+        let opened: (fd: FileDescriptor, writable: Bool)
+        do {
+            opened = try Self.open(path: path, writable: access.isWritable)
+        } catch {
+            return report.failing("cannot open \(path): open(2) failed with \(error.symbolicName) (\(error))", errno: error)
+        }
+        defer { try? opened.fd.close() }
+        report.openedWritable = opened.writable
+
+        let facts: FileFacts
+        do {
+            facts = try FileFacts.inspect(opened.fd)
+        } catch {
+            return report.failing("cannot inspect \(path): statx failed with \(error.symbolicName)", errno: error)
+        }
+        report.filesystem = facts.filesystem
+        report.backing = facts.backing.rawValue
+        report.dax = facts.isDAX
+        report.mountDAX = facts.mountDAX
+        report.size = facts.size
+        report.device = "\(facts.device)"
+        report.inode = facts.inode
+        guard facts.kind == .regular else {
+            return report.failing("\(path) is a \(facts.kind.rawValue), not a regular file: only regular files can be registered", errno: nil)
+        }
+
+        do {
+            report.extentCount = try opened.fd.extents(sync: true).extents.count
+        } catch {
+            // shmem has no block layout to track: a lease alone guards it.
+            if facts.backing == .shmem {
+                report.extentNote = "FIEMAP unsupported on \(facts.filesystem) (\(error.symbolicName)); not needed: shmem has no block layout"
+            } else {
+                return report.failing("\(facts.filesystem) does not support FIEMAP (FS_IOC_FIEMAP: \(error.symbolicName)): mrleased cannot track this file's extents, so it will not register it", errno: error)
+            }
+        }
+
+        // Pseudo filesystems that do answer FIEMAP still have no pages behind their files.
+        if ["proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup2", "configfs"].contains(facts.filesystem) {
+            return report.failing("\(path) is on \(facts.filesystem), a pseudo filesystem: its files have no memory behind them to register", errno: nil)
+        }
+
+        report.lease = Self.leaseTrial(fd: opened.fd, writable: opened.writable)
+
+        let length = min(trialLength, Int(facts.size.roundedUp(to: UInt64(SharedMapping.pageSize))))
+        guard length > 0 else {
+            report.refusal = "the file is empty: there is nothing to register (extend it first, e.g. truncate -s 1M)"
+            return report
+        }
+        guard !probes.isEmpty else {
+            report.refusal = "no RDMA device on this host"
+            return report
+        }
+        var decided: (String, StrategyDecision)?
+        for probe in probes {
+            let trials = probe.trials(fd: opened.fd, backing: facts.backing, offset: 0, length: length,
+                                      writable: opened.writable, access: access)
+            report.trials += trials.map { TrialReport(device: probe.context.device.name, $0) }
+            let decision = StrategyChooser.choose(device: probe.context.device.name, odp: probe.odp,
+                                                  backing: facts.backing, access: access, trials: trials)
+            if decided == nil || (decided?.1.strategy == nil && decision.strategy != nil) {
+                decided = (probe.context.device.name, decision)
+            }
+        }
+        if let (device, decision) = decided {
+            report.strategyDevice = device
+            switch decision {
+            case .use(let strategy, let reason):
+                report.strategy = strategy.rawValue
+                report.strategyReason = reason
+            case .refuse(let refusal):
+                report.refusal = refusal.message
+                report.refusalErrno = refusal.errno?.symbolicName
+            }
+        }
+        return report
+    }
+
+    /// Opens for reading and writing when writable access is asked and allowed, else read-only.
+    /// O_NONBLOCK so a FIFO opens at once (and is then rejected) instead of waiting for a writer.
+    static func open(path: String, writable: Bool) throws(Errno) -> (fd: FileDescriptor, writable: Bool) {
+        let options: FileDescriptor.OpenOptions = [.nonBlocking, .closeOnExec]
+        if writable {
+            do {
+                return (try FileDescriptor.open(FilePath(path), .readWrite, options: options), true)
+            } catch let error as Errno where [.permissionDenied, .readOnlyFileSystem, .isDirectory, .textFileBusy].contains(error) {
+                // Fall through to a read-only open; the write trials say why they were skipped.
+            } catch let error as Errno {
+                throw error
+            } catch {
+                throw .ioError
+            }
+        }
+        do {
+            return (try FileDescriptor.open(FilePath(path), .readOnly, options: options), false)
+        } catch let error as Errno {
+            throw error
+        } catch {
+            throw .ioError
+        }
+    }
+
+    /// Takes and at once releases the lease the engine would hold on this fd.
+    static func leaseTrial(fd: FileDescriptor, writable: Bool) -> LeaseReport {
+        // A read lease is refused while any writable fd exists, our own included: writable
+        // regions need a write lease on the O_RDWR fd.
+        let type: LeaseType = writable ? .write : .read
+        let lease = FileLease(fd: fd)
+        do {
+            try lease.acquire(type)
+            try? lease.release()
+            return LeaseReport(type: "\(type)", granted: true, errno: nil, message: "\(type) lease granted")
+        } catch {
+            let message = error == .resourceTemporarilyUnavailable
+                ? "file busy: another process has it open, so the kernel refuses a \(type) lease (EAGAIN)"
+                : "F_SETLEASE \(type) failed (\(error.symbolicName)): \(error)"
+            return LeaseReport(type: "\(type)", granted: false, errno: error.symbolicName, message: message)
+        }
+    }
+}
+
+extension FileReport {
+    init(path: String, access: String, trials: [TrialReport]) {
+        self.path = path
+        self.access = access
+        self.trials = trials
+    }
+
+    fileprivate func failing(_ message: String, errno: Errno?) -> FileReport {
+        var copy = self
+        copy.error = message
+        copy.errno = errno?.symbolicName
+        return copy
+    }
+}
+
+extension TrialReport {
+    init(device: String, _ trial: Trial) {
+        self.device = device
+        kind = trial.kind.rawValue
+        flags = "\(trial.flags)"
+        switch trial.outcome {
+        case .registered:
+            result = "registered"
+        case .failed(let op, let errno):
+            result = "failed"
+            self.op = op
+            self.errno = errno.symbolicName
+            errnoValue = errno.rawValue
+        case .notTried(let reason):
+            result = "not-tried"
+            note = reason
+        }
+    }
+}
+
+extension UInt64 {
+    func roundedUp(to multiple: UInt64) -> UInt64 { (self + multiple - 1) / multiple * multiple }
+}

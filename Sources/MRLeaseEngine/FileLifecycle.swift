@@ -1,0 +1,154 @@
+/// The life of one tracked file's regions, as a pure state machine: every transition is in
+/// `handle(_:)`, and the engine carries out the actions it returns, in order.
+///
+///     leased ──break──▶ revoking(deadline, awaiting acks)
+///        ▲                  │ all acked, or deadline passed
+///        │                  ▼
+///        └──restored── released(retry) ──unlinked / gone──▶ lost
+///
+/// Time is passed in (`now`, nanoseconds on a monotonic clock) so tests drive it exactly.
+public struct FileLifecycle: Sendable, Equatable {
+    public enum Phase: Sendable, Equatable {
+        /// MRs registered, lease held.
+        case leased
+        /// A break arrived: owners were told; waiting for their acks or the deadline.
+        case revoking(deadline: UInt64, awaiting: Set<RegionID>)
+        /// MRs gone, lease released; re-leasing at `nextAttempt` or when the last other
+        /// opener closes the file (inotify), whichever comes first.
+        case released(attempt: Int, nextAttempt: UInt64)
+        /// Nothing left to restore: the file was unlinked or every region lies past its end.
+        case lost
+    }
+
+    public enum Event: Sendable, Equatable {
+        case leaseBroken(now: UInt64)
+        case acknowledged(RegionID, now: UInt64)
+        case timer(now: UInt64)
+        /// inotify: someone closed the file; the lease may be free again.
+        case closed(now: UInt64)
+        /// Re-taking the lease failed with EAGAIN: someone still has the file open.
+        case restoreBusy(now: UInt64)
+        /// The lease is back; `lost` lists the regions that no longer fit in the file.
+        case restored(lost: Set<RegionID>)
+        /// The file is gone (nlink 0) or cannot be restored at all.
+        case gone(reason: String)
+    }
+
+    public enum Action: Sendable, Equatable {
+        case notifyRevoking(Set<RegionID>, deadline: UInt64)
+        /// Deregister every MR of the file, unmap it, and unlock the lease — in that order.
+        case revoke
+        case notifyRevoked(Set<RegionID>)
+        case armTimer(at: UInt64)
+        case watchCloses
+        case attemptRestore
+        case notifyRestored(Set<RegionID>)
+        case notifyLost(Set<RegionID>, reason: String)
+    }
+
+    public struct Timing: Sendable, Equatable {
+        /// How long owners get to quiesce after a break. Far below lease-break-time (45 s).
+        public var quiesce: UInt64
+        /// First retry of the lease after a release, doubled per busy attempt up to `maxBackoff`.
+        public var initialBackoff: UInt64
+        public var maxBackoff: UInt64
+
+        public init(quiesce: UInt64 = 100_000_000, initialBackoff: UInt64 = 10_000_000, maxBackoff: UInt64 = 2_000_000_000) {
+            self.quiesce = quiesce
+            self.initialBackoff = initialBackoff
+            self.maxBackoff = maxBackoff
+        }
+    }
+
+    public private(set) var phase: Phase = .leased
+    public private(set) var regions: Set<RegionID>
+    public let timing: Timing
+
+    public init(regions: Set<RegionID>, timing: Timing = Timing()) {
+        self.regions = regions
+        self.timing = timing
+    }
+
+    /// Regions join and leave only while the file is leased (new registrations wait otherwise).
+    public mutating func add(_ region: RegionID) { regions.insert(region) }
+    /// A deregistered region no longer holds up a revocation.
+    public mutating func remove(_ region: RegionID, now: UInt64) -> [Action] {
+        regions.remove(region)
+        if case .revoking(let deadline, var awaiting) = phase {
+            awaiting.remove(region)
+            phase = .revoking(deadline: deadline, awaiting: awaiting)
+            if awaiting.isEmpty { return revokeNow(now: now) }
+        }
+        return []
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        switch (phase, event) {
+        case (.leased, .leaseBroken(let now)):
+            let deadline = now + timing.quiesce
+            guard !regions.isEmpty else { return revokeNow(now: now) }
+            phase = .revoking(deadline: deadline, awaiting: regions)
+            return [.notifyRevoking(regions, deadline: deadline), .armTimer(at: deadline)]
+
+        case (.revoking(let deadline, var awaiting), .acknowledged(let region, let now)):
+            awaiting.remove(region)
+            phase = .revoking(deadline: deadline, awaiting: awaiting)
+            return awaiting.isEmpty ? revokeNow(now: now) : []
+
+        case (.revoking(let deadline, _), .timer(let now)) where now >= deadline:
+            // Owners that did not ack in time lose nothing but the wait: the break is answered.
+            return revokeNow(now: now)
+
+        case (.released(let attempt, let next), .timer(let now)) where now >= next:
+            phase = .released(attempt: attempt, nextAttempt: UInt64.max)
+            return [.attemptRestore]
+
+        case (.released(let attempt, _), .closed):
+            phase = .released(attempt: attempt, nextAttempt: UInt64.max)
+            return [.attemptRestore]
+
+        case (.released(let attempt, _), .restoreBusy(let now)):
+            let next = now + backoff(attempt: attempt + 1)
+            phase = .released(attempt: attempt + 1, nextAttempt: next)
+            return [.armTimer(at: next)]
+
+        case (.released, .restored(let lost)):
+            let kept = regions.subtracting(lost)
+            regions = kept
+            phase = kept.isEmpty ? .lost : .leased
+            var actions: [Action] = []
+            if !kept.isEmpty { actions.append(.notifyRestored(kept)) }
+            if !lost.isEmpty { actions.append(.notifyLost(lost, reason: "range-truncated")) }
+            return actions
+
+        case (.released, .gone(let reason)):
+            let all = regions
+            regions = []
+            phase = .lost
+            return all.isEmpty ? [] : [.notifyLost(all, reason: reason)]
+
+        default:
+            // Stale timers, duplicate breaks (one per signal) and late acks change nothing.
+            return []
+        }
+    }
+
+    private mutating func revokeNow(now: UInt64) -> [Action] {
+        let next = now + timing.initialBackoff
+        phase = .released(attempt: 0, nextAttempt: next)
+        return [.revoke, .notifyRevoked(regions), .watchCloses, .armTimer(at: next)]
+    }
+
+    func backoff(attempt: Int) -> UInt64 {
+        let shifted = timing.initialBackoff << UInt64(min(attempt, 20))
+        return min(shifted, timing.maxBackoff)
+    }
+}
+
+/// A region's stable identity: it survives re-registration, while its MR keys change.
+public struct RegionID: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public static func < (a: RegionID, b: RegionID) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "r\(rawValue)" }
+}

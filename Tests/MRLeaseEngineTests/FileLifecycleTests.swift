@@ -1,0 +1,82 @@
+import XCTest
+
+@testable import MRLeaseEngine
+
+final class FileLifecycleTests: XCTestCase {
+    let r1 = RegionID(1), r2 = RegionID(2)
+    let ms: UInt64 = 1_000_000
+
+    func testBreakNotifiesOwnersAndRevokesOnceAllAck() {
+        var file = FileLifecycle(regions: [r1, r2])
+        XCTAssertEqual(file.handle(.leaseBroken(now: 0)),
+                       [.notifyRevoking([r1, r2], deadline: 100 * ms), .armTimer(at: 100 * ms)])
+        XCTAssertEqual(file.handle(.acknowledged(r1, now: 1 * ms)), [])
+        XCTAssertEqual(file.handle(.acknowledged(r2, now: 2 * ms)),
+                       [.revoke, .notifyRevoked([r1, r2]), .watchCloses, .armTimer(at: 12 * ms)])
+        XCTAssertEqual(file.phase, .released(attempt: 0, nextAttempt: 12 * ms))
+    }
+
+    func testSilentOwnersCannotHoldTheBreakPastTheDeadline() {
+        var file = FileLifecycle(regions: [r1])
+        _ = file.handle(.leaseBroken(now: 0))
+        XCTAssertEqual(file.handle(.timer(now: 99 * ms)), [], "an early timer must not revoke")
+        XCTAssertEqual(file.handle(.timer(now: 100 * ms)).first, .revoke)
+    }
+
+    func testDuplicateBreakSignalsAndLateAcksChangeNothing() {
+        var file = FileLifecycle(regions: [r1])
+        _ = file.handle(.leaseBroken(now: 0))
+        XCTAssertEqual(file.handle(.leaseBroken(now: 1)), [])
+        _ = file.handle(.acknowledged(r1, now: 2))
+        XCTAssertEqual(file.handle(.acknowledged(r1, now: 3)), [])
+        XCTAssertEqual(file.handle(.leaseBroken(now: 4)), [])
+    }
+
+    func testBusyFileBacksOffExponentiallyUpToTheCap() {
+        var file = FileLifecycle(regions: [r1], timing: .init(quiesce: 100 * ms, initialBackoff: 10 * ms, maxBackoff: 50 * ms))
+        _ = file.handle(.leaseBroken(now: 0))
+        _ = file.handle(.acknowledged(r1, now: 0))
+        XCTAssertEqual(file.handle(.timer(now: 10 * ms)), [.attemptRestore])
+        XCTAssertEqual(file.handle(.restoreBusy(now: 10 * ms)), [.armTimer(at: 30 * ms)])
+        XCTAssertEqual(file.handle(.timer(now: 30 * ms)), [.attemptRestore])
+        XCTAssertEqual(file.handle(.restoreBusy(now: 30 * ms)), [.armTimer(at: 70 * ms)])
+        _ = file.handle(.timer(now: 70 * ms))
+        XCTAssertEqual(file.handle(.restoreBusy(now: 70 * ms)), [.armTimer(at: 120 * ms)], "capped at 50 ms")
+    }
+
+    func testCloseEventRestoresWithoutWaitingForTheTimer() {
+        var file = FileLifecycle(regions: [r1])
+        _ = file.handle(.leaseBroken(now: 0))
+        _ = file.handle(.acknowledged(r1, now: 0))
+        XCTAssertEqual(file.handle(.closed(now: 1)), [.attemptRestore])
+        XCTAssertEqual(file.handle(.restored(lost: [])), [.notifyRestored([r1])])
+        XCTAssertEqual(file.phase, .leased)
+    }
+
+    func testTruncationBelowARegionLosesOnlyThatRegion() {
+        var file = FileLifecycle(regions: [r1, r2])
+        _ = file.handle(.leaseBroken(now: 0))
+        _ = file.handle(.timer(now: 100 * ms))
+        _ = file.handle(.timer(now: 110 * ms))
+        XCTAssertEqual(file.handle(.restored(lost: [r2])),
+                       [.notifyRestored([r1]), .notifyLost([r2], reason: "range-truncated")])
+        XCTAssertEqual(file.regions, [r1])
+        XCTAssertEqual(file.phase, .leased)
+    }
+
+    func testUnlinkedFileLosesEveryRegion() {
+        var file = FileLifecycle(regions: [r1, r2])
+        _ = file.handle(.leaseBroken(now: 0))
+        _ = file.handle(.timer(now: 100 * ms))
+        XCTAssertEqual(file.handle(.gone(reason: "unlinked")), [.notifyLost([r1, r2], reason: "unlinked")])
+        XCTAssertEqual(file.phase, .lost)
+    }
+
+    func testDeregisteringTheLastAwaitedRegionRevokesAtOnce() {
+        var file = FileLifecycle(regions: [r1, r2])
+        _ = file.handle(.leaseBroken(now: 0))
+        _ = file.handle(.acknowledged(r1, now: 1))
+        XCTAssertEqual(file.remove(r2, now: 2).first, .revoke)
+        XCTAssertEqual(file.regions, [r1])
+    }
+}

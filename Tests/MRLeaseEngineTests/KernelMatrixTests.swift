@@ -1,0 +1,86 @@
+import LinuxFile
+import MRLeaseEngine
+import TestSupport
+import XCTest
+
+/// Pins down KERNEL-FACTS' registration matrix through the doctor's own probe and strategy
+/// logic, on the guest kernels Scripts/vm-test boots (6.1 and 7.x) with soft-RoCE.
+final class KernelMatrixTests: XCTestCase {
+    /// True on kernels whose rxe has ODP (Daisuke Matsuda's series, ~6.14).
+    var rxeHasODP: Bool { TestKernel.release.major > 6 || (TestKernel.release.major == 6 && TestKernel.release.minor >= 14) }
+
+    func report(on facility: Facility, access: RegionAccess = [.read, .write]) throws -> FileReport {
+        _ = try Facility.rdmaDevice.require()
+        let root = try facility.require()
+        let scratch = try ScratchDirectory(in: root)
+        let file = try scratch.file("matrix", size: 1 << 20)
+        let report = Doctor(access: access).run(paths: [file])
+        let fileReport = try XCTUnwrap(report.files.first)
+        XCTAssertNil(fileReport.error, fileReport.error ?? "")
+        XCTAssertNil(report.host.rdmaProblem)
+        return fileReport
+    }
+
+    func trial(_ report: FileReport, _ kind: TrialKind) throws -> TrialReport {
+        try XCTUnwrap(report.trials.first { $0.kind == kind.rawValue }, "no \(kind) trial in \(report.trials)")
+    }
+
+    func assertFSDAX(_ facility: Facility) throws {
+        let report = try report(on: facility)
+        XCTAssertEqual(report.backing, "fs-dax")
+        XCTAssertEqual(report.dax, true)
+        XCTAssertGreaterThanOrEqual(report.extentCount ?? 0, 1)
+        XCTAssertEqual(report.lease?.granted, true, report.lease?.message ?? "")
+        // The kernel never long-term pins FS-DAX pages, whatever the access.
+        XCTAssertEqual(try trial(report, .pinnedWrite).errno, "EOPNOTSUPP")
+        XCTAssertEqual(try trial(report, .pinnedReadOnly).errno, "EOPNOTSUPP")
+        if rxeHasODP {
+            XCTAssertEqual(try trial(report, .odp).result, "registered")
+            XCTAssertEqual(report.strategy, "odp")
+        } else {
+            XCTAssertEqual(try trial(report, .odp).errno, "EINVAL")
+            XCTAssertNil(report.strategy)
+            XCTAssertEqual(report.refusalErrno, "EOPNOTSUPP")
+            XCTAssertTrue(report.refusal?.contains("no ODP support") == true, report.refusal ?? "")
+        }
+    }
+
+    func assertPageCache(_ facility: Facility) throws {
+        let report = try report(on: facility)
+        XCTAssertEqual(report.backing, "page-cache")
+        XCTAssertEqual(report.dax, false)
+        XCTAssertEqual(try trial(report, .pinnedReadOnly).result, "registered")
+        if TestKernel.refusesWritableFilePins {
+            XCTAssertEqual(try trial(report, .pinnedWrite).errno, "EFAULT")
+        } else {
+            XCTAssertEqual(try trial(report, .pinnedWrite).result, "registered")
+        }
+        if rxeHasODP {
+            XCTAssertEqual(try trial(report, .odp).result, "registered")
+            XCTAssertEqual(report.strategy, "odp")
+        } else {
+            XCTAssertEqual(report.strategy, "pinned")
+        }
+    }
+
+    func testExt4DAXPinnedIsRefusedAndODPDecides() throws { try assertFSDAX(.ext4DAX) }
+    func testXFSDAXPinnedIsRefusedAndODPDecides() throws { try assertFSDAX(.xfsDAX) }
+    func testExt4PageCacheWritablePinsDependOnTheKernel() throws { try assertPageCache(.ext4) }
+    func testXFSPageCacheWritablePinsDependOnTheKernel() throws { try assertPageCache(.xfs) }
+
+    func testTmpfsPinsOnEveryKernel() throws {
+        let report = try report(on: .tmpfs)
+        XCTAssertEqual(report.backing, "shmem")
+        XCTAssertEqual(try trial(report, .pinnedWrite).result, "registered")
+        XCTAssertEqual(try trial(report, .pinnedReadOnly).result, "registered")
+        XCTAssertNotNil(report.strategy, report.refusal ?? "")
+    }
+
+    func testReadOnlyPageCacheRegionIsPinnedWithoutWriteAccess() throws {
+        let report = try report(on: .ext4, access: [.read])
+        let pinned = try trial(report, .pinnedReadOnly)
+        XCTAssertEqual(pinned.result, "registered")
+        XCTAssertFalse(pinned.flags.contains("WRITE"), pinned.flags)
+        XCTAssertNotNil(report.strategy)
+    }
+}

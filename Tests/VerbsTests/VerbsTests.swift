@@ -1,0 +1,127 @@
+import Glibc
+import TestSupport
+import Verbs
+import XCTest
+
+/// Real verbs on the guest's soft-RoCE device (Scripts/vm-test); skipped where no device exists.
+final class VerbsTests: XCTestCase {
+    func openDevice() throws -> Context {
+        let name = try Facility.rdmaDevice.require()
+        let device = try XCTUnwrap(try Device.list().first { $0.name == name }, "\(name) not in ibv_get_device_list")
+        return try device.open()
+    }
+
+    func testDeviceListIsEmptyOnAHostWithoutRDMA() throws {
+        guard Facility.rdmaDevice.value == nil else { throw XCTSkip("this machine has an RDMA device") }
+        guard !FileManager.default.fileExists(atPath: "/dev/infiniband") else {
+            throw XCTSkip("/dev/infiniband exists: RDMA present but not announced by the harness")
+        }
+        XCTAssertEqual(try Device.list(), [])
+    }
+
+    func testRXEPortIsActiveWithAnIPv4MappedGID() throws {
+        let context = try openDevice()
+        let attributes = try context.query()
+        XCTAssertGreaterThanOrEqual(attributes.physicalPortCount, 1)
+        let port = try context.queryPort(1)
+        XCTAssertEqual(port.state, .active)
+        XCTAssertEqual(port.linkLayer, "Ethernet")
+        XCTAssertTrue(port.gids.contains { $0.description == "::ffff:127.0.0.1" }, "GIDs: \(port.gids)")
+    }
+
+    func testODPCapabilitiesMatchTheKernel() throws {
+        let context = try openDevice()
+        let odp = try context.query().odp
+        // KERNEL-FACTS: rxe gained ODP around 6.14; 6.1 reports none, 7.x reports RC WRITE/READ/ATOMIC.
+        if TestKernel.release.major >= 7 {
+            XCTAssertTrue(odp.supported)
+            XCTAssertTrue(odp.rc.isSuperset(of: [.write, .read, .atomic]), "rc caps \(odp.rc)")
+        } else if TestKernel.release.major == 6 && TestKernel.release.minor < 14 {
+            XCTAssertFalse(odp.supported)
+            XCTAssertEqual(odp.rc, [])
+        }
+    }
+
+    func testAnonymousMemoryRegistersWithKeysAndDeregistersOnce() throws {
+        let pd = try openDevice().allocateProtectionDomain()
+        let length = 1 << 16
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
+        defer { buffer.deallocate() }
+        let mr = try pd.register(address: buffer, length: length, access: [.localWrite, .remoteWrite, .remoteRead])
+        XCTAssertEqual(mr.address, UInt64(UInt(bitPattern: buffer)))
+        XCTAssertEqual(mr.length, length)
+        XCTAssertTrue(mr.isRegistered)
+        try mr.deregister()
+        XCTAssertFalse(mr.isRegistered)
+        try mr.deregister()  // a second call is a no-op, not a double free
+    }
+
+    func testRegisteringUnmappedMemoryFailsWithTheCallAndErrno() throws {
+        let pd = try openDevice().allocateProtectionDomain()
+        let bogus = UnsafeMutableRawPointer(bitPattern: 0x10)!
+        XCTAssertThrowsError(try pd.register(address: bogus, length: 4096, access: [.localWrite])) { error in
+            let verbs = error as? VerbsError
+            XCTAssertEqual(verbs?.op, "ibv_reg_mr")
+            XCTAssertNotNil(verbs?.errno)
+            XCTAssertTrue("\(error)".contains("ibv_reg_mr failed"), "\(error)")
+        }
+    }
+
+    func testChildrenKeepTheirParentsAlive() throws {
+        // Only the MR is kept: the PD and context must stay valid behind it.
+        var mr: MemoryRegion?
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+        defer { buffer.deallocate() }
+        do {
+            let pd = try openDevice().allocateProtectionDomain()
+            mr = try pd.register(address: buffer, length: 4096, access: [.localWrite])
+        }
+        XCTAssertEqual(mr?.protectionDomain.context.device.name, Facility.rdmaDevice.value)
+        XCTAssertNoThrow(try mr?.deregister())
+    }
+
+    func testRDMAWriteAndReadOverLoopbackRC() throws {
+        let context = try openDevice()
+        let pd = try context.allocateProtectionDomain()
+        let cq = try context.createCompletionQueue(entries: 16)
+        let port = try context.queryPort(1)
+        let gid = try XCTUnwrap(port.gids.first { $0.description == "::ffff:127.0.0.1" } ?? port.gids.first)
+        let a = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
+        let b = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
+        let access: AccessFlags = [.localWrite, .remoteWrite, .remoteRead]
+        try a.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: b.number, lid: port.lid, gid: gid), access: access)
+        try b.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: a.number, lid: port.lid, gid: gid), access: access)
+
+        let length = 4096
+        let source = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
+        let target = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
+        defer { source.deallocate(); target.deallocate() }
+        source.initializeMemory(as: UInt8.self, repeating: 0xA5, count: length)
+        target.initializeMemory(as: UInt8.self, repeating: 0, count: length)
+        let sourceMR = try pd.register(address: source, length: length, access: access)
+        let targetMR = try pd.register(address: target, length: length, access: access)
+
+        try a.post(.write, local: sourceMR, localAddress: sourceMR.address, length: UInt32(length),
+                   remoteAddress: targetMR.address, rkey: targetMR.rkey, wrID: 1)
+        let completion = try waitForCompletion(cq)
+        XCTAssertTrue(completion.isSuccess, completion.statusText)
+        XCTAssertEqual(completion.wrID, 1)
+        XCTAssertEqual(target.load(fromByteOffset: length - 1, as: UInt8.self), 0xA5)
+
+        // A deregistered MR's rkey is dead: the write fails remotely instead of landing.
+        try targetMR.deregister()
+        try a.post(.write, local: sourceMR, localAddress: sourceMR.address, length: 64,
+                   remoteAddress: targetMR.address, rkey: targetMR.rkey, wrID: 2)
+        let refused = try waitForCompletion(cq)
+        XCTAssertFalse(refused.isSuccess, "write through a deregistered rkey succeeded")
+    }
+
+    func waitForCompletion(_ cq: CompletionQueue, timeout: Double = 20) throws -> WorkCompletion {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let completion = try cq.poll(max: 1).first { return completion }
+            usleep(1000)
+        }
+        throw VerbsError(op: "ibv_poll_cq", errno: .timedOut, detail: "no completion within \(timeout) s")
+    }
+}
