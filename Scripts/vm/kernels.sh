@@ -16,8 +16,13 @@ private_apt() {
   local stamp="$dir/updated"
   if [[ -z $(find "$stamp" -mmin -1440 2>/dev/null) ]]; then
     log "apt update ($name, private lists in $dir)"
-    apt-get -q "${APT_OPTS[@]}" update >"$dir/update.log" 2>&1 || { cat "$dir/update.log" >&2; die "apt update ($name) failed"; }
-    touch "$stamp"
+    if apt-get -q "${APT_OPTS[@]}" update >"$dir/update.log" 2>&1; then
+      touch "$stamp"
+    elif [[ -f $stamp ]]; then
+      log "apt update ($name) failed; using the cached lists from $(date -r "$stamp" +%F)"
+    else
+      cat "$dir/update.log" >&2; die "apt update ($name) failed"
+    fi
   fi
 }
 
@@ -35,7 +40,9 @@ download() {
   deb=$(ls "$CACHE"/debs/"${pkg}_${ver//:/%3a}"_*.deb 2>/dev/null | head -1 || true)
   if [[ -z $deb ]]; then
     log "download $pkg $ver"
-    (cd "$CACHE/debs" && apt-get -q "${APT_OPTS[@]}" download "$pkg=$ver" >/dev/null) || die "download $pkg failed"
+    local tmp; tmp=$(mktemp -d "$CACHE/debs/.dl.XXXXXX")   # no partial .deb left in the cache
+    (cd "$tmp" && apt-get -q "${APT_OPTS[@]}" download "$pkg=$ver" >/dev/null) || die "download $pkg failed"
+    mv "$tmp"/*.deb "$CACHE/debs/" && rmdir "$tmp"
     deb=$(ls "$CACHE"/debs/"${pkg}_${ver//:/%3a}"_*.deb | head -1)
   fi
   echo "$deb"
