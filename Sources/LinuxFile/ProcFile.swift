@@ -2,7 +2,7 @@ import SystemPackage
 
 /// The whole text of a /proc or /sys file. These report a size of 0 and are produced on read,
 /// so they are read in chunks until EOF rather than sized with stat.
-func readProcFile(_ path: String) throws -> String {
+public func readProcFile(_ path: String) throws -> String {
     let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
     defer { try? fd.close() }
     var bytes: [UInt8] = []

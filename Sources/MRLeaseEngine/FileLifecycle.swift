@@ -28,8 +28,9 @@ public struct FileLifecycle: Sendable, Equatable {
         case closed(now: UInt64)
         /// Re-taking the lease failed with EAGAIN: someone still has the file open.
         case restoreBusy(now: UInt64)
-        /// The lease is back; `lost` lists the regions that no longer fit in the file.
-        case restored(lost: Set<RegionID>)
+        /// The lease is back; `lost` names the regions that could not come back, and why
+        /// (`range-truncated` when the file now ends before them, `restore-failed`).
+        case restored(lost: [RegionID: String])
         /// The file is gone (nlink 0) or cannot be restored at all.
         case gone(reason: String)
     }
@@ -43,7 +44,7 @@ public struct FileLifecycle: Sendable, Equatable {
         case watchCloses
         case attemptRestore
         case notifyRestored(Set<RegionID>)
-        case notifyLost(Set<RegionID>, reason: String)
+        case notifyLost([RegionID: String])
     }
 
     public struct Timing: Sendable, Equatable {
@@ -53,7 +54,11 @@ public struct FileLifecycle: Sendable, Equatable {
         public var initialBackoff: UInt64
         public var maxBackoff: UInt64
 
-        public init(quiesce: UInt64 = 100_000_000, initialBackoff: UInt64 = 10_000_000, maxBackoff: UInt64 = 2_000_000_000) {
+        /// `initialBackoff` is also the grace an opener that failed with EWOULDBLOCK gets to
+        /// retry: coreutils `truncate` opens O_NONBLOCK, so its open fails at once while the
+        /// lease is held but still starts the break; it never opened, so no close event comes,
+        /// and re-leasing sooner than a human or a retry loop re-runs it would starve it.
+        public init(quiesce: UInt64 = 100_000_000, initialBackoff: UInt64 = 500_000_000, maxBackoff: UInt64 = 2_000_000_000) {
             self.quiesce = quiesce
             self.initialBackoff = initialBackoff
             self.maxBackoff = maxBackoff
@@ -113,19 +118,19 @@ public struct FileLifecycle: Sendable, Equatable {
             return [.armTimer(at: next)]
 
         case (.released, .restored(let lost)):
-            let kept = regions.subtracting(lost)
+            let kept = regions.subtracting(lost.keys)
             regions = kept
             phase = kept.isEmpty ? .lost : .leased
             var actions: [Action] = []
             if !kept.isEmpty { actions.append(.notifyRestored(kept)) }
-            if !lost.isEmpty { actions.append(.notifyLost(lost, reason: "range-truncated")) }
+            if !lost.isEmpty { actions.append(.notifyLost(lost)) }
             return actions
 
         case (.released, .gone(let reason)):
             let all = regions
             regions = []
             phase = .lost
-            return all.isEmpty ? [] : [.notifyLost(all, reason: reason)]
+            return all.isEmpty ? [] : [.notifyLost(Dictionary(uniqueKeysWithValues: all.map { ($0, reason) }))]
 
         default:
             // Stale timers, duplicate breaks (one per signal) and late acks change nothing.
@@ -136,7 +141,9 @@ public struct FileLifecycle: Sendable, Equatable {
     private mutating func revokeNow(now: UInt64) -> [Action] {
         let next = now + timing.initialBackoff
         phase = .released(attempt: 0, nextAttempt: next)
-        return [.revoke, .notifyRevoked(regions), .watchCloses, .armTimer(at: next)]
+        // Watch for closes before unlocking: the breaker may finish and close the file the
+        // moment the lease is gone, and that close is the cue to restore.
+        return [.watchCloses, .revoke, .notifyRevoked(regions), .armTimer(at: next)]
     }
 
     func backoff(attempt: Int) -> UInt64 {

@@ -30,9 +30,9 @@ public struct RegistrationProbe {
             }
             return Trial(kind: kind, flags: flags, outcome: attempt(
                 fd: fd, offset: offset, length: length, flags: flags,
-                protection: needsWrite ? .readWrite : .read,
+                protection: SharedMapping.Protection.forRegions(writableFD: writable),
                 // MAP_SYNC only where stores reach media directly (FS-DAX) and may be written.
-                sync: backing == .fsDAX && needsWrite))
+                sync: backing == .fsDAX && writable))
         }
     }
 
@@ -53,5 +53,15 @@ public struct RegistrationProbe {
         } catch {
             return .failed(op: error.op, errno: error.errno)
         }
+    }
+}
+
+extension SharedMapping.Protection {
+    /// Mappings are read-write whenever the fd allows it, whatever the region's access: the
+    /// MR's access flags, not the mapping, decide what the NIC may do, and kernels before 6.2
+    /// pin even read-only MRs with FOLL_FORCE|FOLL_WRITE, which a read-only shared mapping
+    /// refuses with EFAULT (measured on 6.1).
+    static func forRegions(writableFD: Bool) -> SharedMapping.Protection {
+        writableFD ? .readWrite : .read
     }
 }

@@ -199,8 +199,11 @@ public enum StrategyChooser {
             switch (backing, errno) {
             case (.fsDAX, .notSupported):
                 text += ": the kernel never long-term pins FS-DAX pages"
-            case (.pageCache, .badAddress):
+            case (.pageCache, .badAddress) where trial.flags.contains(.localWrite) || trial.flags.contains(.remoteWrite):
                 text += ": this kernel refuses writable long-term pins of file-backed page-cache pages (Linux 6.5+)"
+            case (_, .badAddress):
+                text += ": kernels before 6.2 pin even read-only MRs for writing (FOLL_FORCE|FOLL_WRITE), which a"
+                    + " read-only shared mapping refuses; pass an fd opened O_RDWR"
             default:
                 break
             }

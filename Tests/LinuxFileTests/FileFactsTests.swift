@@ -36,7 +36,9 @@ final class FileFactsTests: XCTestCase {
         XCTAssertEqual(facts.backing, .pageCache)
         XCTAssertNotNil(facts.mountID)
         let mountPoint = try XCTUnwrap(facts.mountPoint)
-        XCTAssertTrue(path.hasPrefix(mountPoint), "\(mountPoint) should contain \(path)")
+        // Compare real paths: the test directory may sit behind a symlink.
+        let realPath = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        XCTAssertTrue(realPath.hasPrefix(mountPoint), "\(mountPoint) should contain \(realPath)")
         XCTAssertTrue(facts.mountOptions.contains("rw"), "\(facts.mountOptions)")
         print("[measure] ext4 file: dev \(facts.device) mount \(mountPoint) options \(facts.mountOptions)")
     }

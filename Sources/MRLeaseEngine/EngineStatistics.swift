@@ -1,0 +1,42 @@
+/// Counters and the break-to-unlock latency histogram, as `stats` reports them.
+public struct EngineStatistics: Sendable, Equatable {
+    public var files = 0
+    public var regions = 0
+    public var leasesHeld = 0
+    public var bytesByStrategy: [String: UInt64] = [:]
+    public var registrations = 0
+    public var breaksHandled = 0
+    public var restorations = 0
+    public var regionsLost = 0
+    public var breakToUnlock = LatencyHistogram()
+}
+
+/// Latencies in power-of-two microsecond buckets (bucket i holds [2^i, 2^(i+1)) µs), plus
+/// the exact maximum: enough for p50/p99 to within a factor of two, in constant space.
+public struct LatencyHistogram: Sendable, Equatable {
+    public private(set) var buckets = [UInt64](repeating: 0, count: 40)
+    public private(set) var count: UInt64 = 0
+    public private(set) var maxMicros: UInt64 = 0
+
+    public init() {}
+
+    public mutating func record(nanoseconds: UInt64) {
+        let micros = nanoseconds / 1000
+        let bucket = micros == 0 ? 0 : min(buckets.count - 1, 63 - micros.leadingZeroBitCount)
+        buckets[bucket] += 1
+        count += 1
+        maxMicros = max(maxMicros, micros)
+    }
+
+    /// The upper bound (µs) of the bucket holding quantile `q` (0...1); nil when empty.
+    public func quantileMicros(_ q: Double) -> UInt64? {
+        guard count > 0 else { return nil }
+        let rank = UInt64((Double(count) * q).rounded(.up))
+        var seen: UInt64 = 0
+        for (index, n) in buckets.enumerated() {
+            seen += n
+            if seen >= max(rank, 1) { return min(UInt64(1) << UInt64(index + 1), max(maxMicros, 1)) }
+        }
+        return maxMicros
+    }
+}

@@ -1,0 +1,82 @@
+import LinuxFile
+import Verbs
+
+/// The state of a region as owners and operators see it.
+public enum RegionState: String, Sendable, Codable {
+    case registered, revoking, revoked, lost
+}
+
+/// A registered range of a tracked file, as `list` reports it.
+public struct RegionInfo: Sendable, Equatable {
+    public var id: RegionID
+    public var owner: OwnerID
+    public var file: FileKey
+    public var offset: UInt64
+    public var length: UInt64
+    public var access: RegionAccess
+    public var strategy: Strategy
+    public var strategyReason: String
+    public var backing: Backing
+    public var device: String
+    public var state: RegionState
+    /// nil while revoked: there is no MR then.
+    public var keys: MRKeys?
+}
+
+/// A tracked file's identity: (device, inode). Two fds of one file are one tracked file.
+public struct FileKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var device: DeviceNumber
+    public var inode: UInt64
+    public init(device: DeviceNumber, inode: UInt64) {
+        self.device = device
+        self.inode = inode
+    }
+    public static func < (a: FileKey, b: FileKey) -> Bool {
+        (a.device.major, a.device.minor, a.inode) < (b.device.major, b.device.minor, b.inode)
+    }
+    public var description: String { "\(device):\(inode)" }
+}
+
+/// The engine's record of one region: what was asked, and its current mapping and MR.
+final class Region {
+    let id: RegionID
+    let owner: OwnerID
+    let offset: UInt64
+    let length: UInt64
+    let access: RegionAccess
+    var strategy: Strategy
+    var strategyReason: String
+    var state: RegionState = .registered
+    /// Whether the last restoration found the region's extents moved.
+    var layoutChanged = false
+    var mapping: SharedMapping?
+    var mr: (any RegisteredMemory)?
+
+    init(id: RegionID, owner: OwnerID, offset: UInt64, length: UInt64, access: RegionAccess,
+         strategy: Strategy, strategyReason: String, mapping: SharedMapping, mr: any RegisteredMemory) {
+        self.id = id
+        self.owner = owner
+        self.offset = offset
+        self.length = length
+        self.access = access
+        self.strategy = strategy
+        self.strategyReason = strategyReason
+        self.mapping = mapping
+        self.mr = mr
+    }
+
+    var keys: MRKeys? { mr.map { MRKeys(lkey: $0.lkey, rkey: $0.rkey, address: $0.address) } }
+
+    /// Deregisters, then unmaps: the device must stop using the pages before they go.
+    /// Returns the deregistration failure, if any (the mapping goes regardless: a failed
+    /// ibv_dereg_mr leaves nothing the engine could retry).
+    @discardableResult
+    func tearDown() -> VerbsError? {
+        var failure: VerbsError?
+        do { try mr?.deregister() } catch { failure = error }
+        mr = nil
+        try? mapping?.unmap()
+        mapping = nil
+        return failure
+    }
+}
