@@ -15,6 +15,21 @@ public struct QueuePairEndpoint: Sendable, Hashable {
     }
 }
 
+/// The path MTU of a connection: RDMA messages longer than this travel as several packets.
+public enum PathMTU: Int, Sendable {
+    case bytes256 = 256, bytes512 = 512, bytes1024 = 1024, bytes2048 = 2048, bytes4096 = 4096
+
+    var raw: ibv_mtu {
+        switch self {
+        case .bytes256: IBV_MTU_256
+        case .bytes512: IBV_MTU_512
+        case .bytes1024: IBV_MTU_1024
+        case .bytes2048: IBV_MTU_2048
+        case .bytes4096: IBV_MTU_4096
+        }
+    }
+}
+
 /// A reliable-connected queue pair. Owns its `ibv_qp`; keeps its PD and CQs alive.
 public final class QueuePair {
     public let protectionDomain: ProtectionDomain
@@ -41,7 +56,7 @@ public final class QueuePair {
     ///
     /// The corresponding C function is `ibv_modify_qp`.
     public func connect(port: UInt8, local: GID, to remote: QueuePairEndpoint,
-                        access: AccessFlags, mtu: ibv_mtu = IBV_MTU_1024) throws(VerbsError) {
+                        access: AccessFlags, mtu: PathMTU = .bytes1024) throws(VerbsError) {
         var attr = ibv_qp_attr()
         attr.qp_state = IBV_QPS_INIT
         attr.pkey_index = 0
@@ -54,7 +69,7 @@ public final class QueuePair {
 
         attr = ibv_qp_attr()
         attr.qp_state = IBV_QPS_RTR
-        attr.path_mtu = mtu
+        attr.path_mtu = mtu.raw
         attr.dest_qp_num = remote.qpNumber
         attr.rq_psn = remote.packetSequence
         attr.max_dest_rd_atomic = 1
