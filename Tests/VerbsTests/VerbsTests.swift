@@ -116,6 +116,38 @@ final class VerbsTests: XCTestCase {
         XCTAssertFalse(refused.isSuccess, "write through a deregistered rkey succeeded")
     }
 
+    /// Multi-packet RDMA WRITEs (4 packets at path MTU 1024) into ODP memory. Measured on
+    /// 7.3.4: rxe's ODP lands only the first packet (1024 bytes) while the completion reports
+    /// success. This pins that defect (docs/kernel-matrix.md), so a kernel that fixes it shows
+    /// up here; other devices must land every byte. Skips where the device has no RC ODP WRITE.
+    func testRXEODPLandsOnlyTheFirstPacketOfAMultiPacketWrite() throws {
+        let context = try openDevice()
+        guard try context.query().odp.rc.contains(.write) else { throw XCTSkip("needs RC ODP WRITE (rxe gained ODP around 6.14)") }
+        let pd = try context.allocateProtectionDomain()
+        let cq = try context.createCompletionQueue(entries: 16)
+        let port = try context.queryPort(1)
+        let gid = try XCTUnwrap(port.gids.first { $0.description == "::ffff:127.0.0.1" })
+        let a = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
+        let b = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
+        let access: AccessFlags = [.localWrite, .remoteWrite, .remoteRead]
+        try a.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: b.number, lid: port.lid, gid: gid), access: access, mtu: .bytes1024)
+        try b.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: a.number, lid: port.lid, gid: gid), access: access, mtu: .bytes1024)
+        let length = 4096
+        let source = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
+        let target = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
+        defer { source.deallocate(); target.deallocate() }
+        source.initializeMemory(as: UInt8.self, repeating: 0x5C, count: length)
+        target.initializeMemory(as: UInt8.self, repeating: 0, count: length)
+        let sourceMR = try pd.register(address: source, length: length, access: access)
+        let targetMR = try pd.register(address: target, length: length, access: access.union(.onDemand))
+        try a.post(.write, local: sourceMR, localAddress: sourceMR.address, length: UInt32(length),
+                   remoteAddress: targetMR.address, rkey: targetMR.rkey, wrID: 3)
+        XCTAssertTrue(try waitForCompletion(cq).isSuccess)
+        let landed = (0..<length).filter { target.load(fromByteOffset: $0, as: UInt8.self) == 0x5C }.count
+        let expected = context.device.name.hasPrefix("rxe") ? 1024 : length
+        XCTAssertEqual(landed, expected, "bytes of a 4-packet RDMA WRITE that reached ODP memory")
+    }
+
     func waitForCompletion(_ cq: CompletionQueue, timeout: Double = 20) throws -> WorkCompletion {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
