@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import LinuxFile
 import SystemPackage
@@ -247,5 +248,49 @@ final class EngineHostTests: XCTestCase {
         XCTAssertEqual(engine.list().map(\.id), [other.id])
         XCTAssertEqual(engine.statistics().leasesHeld, 1)
         XCTAssertTrue(registrar.steps.contains("release o1"))
+    }
+
+    func testUnlinkedFileLosesItsRegionsInsteadOfRestoring() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try makeEngine()
+        let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
+        // The open breaks the lease; once it goes through, the child unlinks and closes.
+        let child = try spawn("/bin/sh", ["-c", "exec 3<\"$1\" && rm \"$1\"", "sh", path])
+        drive(engine) { self.events.contains { if case .lost = $0.1 { return true }; return false } }
+        child.waitUntilExit()
+        XCTAssertEqual(child.terminationStatus, 0)
+        XCTAssertTrue(events.contains { $0.1 == .lost(region.id, reason: "unlinked") }, "\(events)")
+        XCTAssertEqual(engine.list(), [])
+        XCTAssertEqual(engine.statistics().files, 0, "a lost file is no longer tracked")
+    }
+
+    func testVerifyReportsDriftFromAChangeThroughTheOwnersOwnFD() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try makeEngine()
+        let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 1 << 20, access: [.read, .write])
+        XCTAssertEqual(try engine.verify(region.id).layoutChanged, false)
+        // Our own open file description does not break our lease: only verify can see this.
+        XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 65536, 65536), 0)
+        let drift = try engine.verify(region.id)
+        XCTAssertTrue(drift.layoutChanged)
+        XCTAssertGreaterThan(drift.extentsAfter, drift.extentsBefore)
+    }
+
+    func testExplicitRevokeTakesTheMRAndTellsTheOwner() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let registrar = RecordingRegistrar()
+        registrar.inode = try inode(fd)
+        let engine = try makeEngine(registrar)
+        let first = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
+        let second = try engine.register(owner: owner, fd: fd, offset: 4096, length: 4096, access: [.read])
+        try engine.revoke(first.id)
+        XCTAssertEqual(events.map(\.1), [.lost(first.id, reason: "revoked")])
+        XCTAssertEqual(engine.list().map(\.id), [second.id])
+        XCTAssertEqual(registrar.steps.last, "deregister lease=true mapped=true")
+        engine.revoke(file: try XCTUnwrap(engine.list().first?.file))
+        XCTAssertEqual(engine.statistics().leasesHeld, 0)
     }
 }
