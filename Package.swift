@@ -13,7 +13,10 @@ let package = Package(
         .library(name: "LinuxFile", targets: ["LinuxFile"]),
         .library(name: "Verbs", targets: ["Verbs"]),
         .library(name: "MRLeaseEngine", targets: ["MRLeaseEngine"]),
+        .library(name: "MRLeaseProtocol", targets: ["MRLeaseProtocol"]),
         .executable(name: "mrlease", targets: ["mrlease"]),
+        .executable(name: "mrleased", targets: ["mrleased"]),
+        .executable(name: "mrleased-bench", targets: ["mrleased-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -56,6 +59,36 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The revocation and registration benchmark (Scripts/bench-revoke); not a test.
+        .executableTarget(
+            name: "mrleased-bench",
+            dependencies: [
+                "MRLeaseEngine", "LinuxFile", "Verbs",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // Only to quiet the engine's per-break info log, which would otherwise be timed.
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The service: epoll loop, sessions, requests, systemd integration. No main.
+        .target(
+            name: "MRLeaseDaemon",
+            dependencies: [
+                "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "Verbs",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .executableTarget(
+            name: "mrleased",
+            dependencies: [
+                "MRLeaseDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The wire protocol's messages and codec: pure Swift, so clients need no libibverbs.
+        .target(name: "MRLeaseProtocol"),
+        .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
         .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "TestSupport"]),

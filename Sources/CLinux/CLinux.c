@@ -7,9 +7,12 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -101,4 +104,81 @@ int mrl_signal_is_blocked(int sig) {
     sigset_t current;
     pthread_sigmask(SIG_BLOCK, NULL, &current);
     return sigismember(&current, sig);
+}
+
+const int MRL_MSG_TRUNC = MSG_TRUNC;
+const int MRL_MSG_CTRUNC = MSG_CTRUNC;
+
+ssize_t mrl_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    void *control = NULL;
+    if (nfds > 0) {
+        size_t payload = (size_t)nfds * sizeof(int);
+        control = calloc(1, CMSG_SPACE(payload));
+        if (control == NULL) { errno = ENOMEM; return -1; }
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(payload);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(payload);
+        memcpy(CMSG_DATA(cmsg), fds, payload);
+    }
+    ssize_t sent = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    int saved = errno;
+    free(control);
+    errno = saved;
+    return sent;
+}
+
+ssize_t mrl_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *msg_flags) {
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    size_t space = max_fds > 0 ? CMSG_SPACE((size_t)max_fds * sizeof(int)) : 0;
+    void *control = NULL;
+    if (space > 0) {
+        control = calloc(1, space);
+        if (control == NULL) { errno = ENOMEM; return -1; }
+        msg.msg_control = control;
+        msg.msg_controllen = space;
+    }
+    *nfds = 0;
+    ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    int saved = errno;
+    if (got >= 0) {
+        *msg_flags = msg.msg_flags;
+        for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+            if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+            size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            const unsigned char *data = CMSG_DATA(cmsg);
+            for (size_t i = 0; i < count; i++) {
+                int fd;
+                memcpy(&fd, data + i * sizeof(int), sizeof(int));
+                if (*nfds < max_fds) {
+                    fds[(*nfds)++] = fd;
+                } else {
+                    close(fd);
+                    *msg_flags |= MSG_CTRUNC;
+                }
+            }
+        }
+    }
+    free(control);
+    errno = saved;
+    return got;
+}
+
+int mrl_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cred;
+    socklen_t size = sizeof(cred);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &size) != 0) return -1;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
+int mrl_accept(int sock, int nonblocking) {
+    return accept4(sock, NULL, NULL, SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0));
 }

@@ -1,5 +1,6 @@
 /// Counters and the break-to-unlock latency histogram, as `stats` reports them.
 public struct EngineStatistics: Sendable, Equatable {
+    public init() {}
     public var files = 0
     public var regions = 0
     public var leasesHeld = 0

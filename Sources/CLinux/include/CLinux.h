@@ -19,6 +19,7 @@
 #include <sys/types.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/epoll.h>
 #include <linux/fiemap.h>
 #include <linux/stat.h>
 
@@ -75,5 +76,23 @@ void *mrl_map_failed(void);
 int mrl_block_signals(const int *signals, int count, sigset_t *mask);
 /* 1 when sig is blocked in the calling thread, 0 when not. */
 int mrl_signal_is_blocked(int sig);
+
+/*
+ * Unix sockets (UnixSocket.swift). SCM_RIGHTS ancillary data is built and parsed with the
+ * CMSG_* macros, and struct ucred and MSG_CMSG_CLOEXEC are GNU declarations, so both ends of
+ * the fd passing live in CLinux.c.
+ */
+/* sendmsg with MSG_NOSIGNAL: the bytes and `nfds` descriptors (one SCM_RIGHTS message) in one packet. */
+ssize_t mrl_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/* recvmsg with MSG_CMSG_CLOEXEC. Up to `max_fds` received descriptors go to `fds` (*nfds counts
+ * them); *msg_flags gets the kernel's msg_flags (MRL_MSG_TRUNC, MRL_MSG_CTRUNC). Descriptors
+ * beyond max_fds (CMSG_SPACE rounding can admit one more) are closed and reported as MSG_CTRUNC. */
+ssize_t mrl_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *msg_flags);
+/* SO_PEERCRED (struct ucred is a GNU declaration). */
+int mrl_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
+/* accept4 with SOCK_CLOEXEC, plus SOCK_NONBLOCK when nonblocking != 0. */
+int mrl_accept(int sock, int nonblocking);
+extern const int MRL_MSG_TRUNC;
+extern const int MRL_MSG_CTRUNC;
 
 #endif

@@ -1,0 +1,139 @@
+import Glibc
+import LinuxFile
+import MRLeaseEngine
+import MRLeaseProtocol
+import SystemPackage
+
+extension Daemon {
+    /// The reply to one packet. Never throws and never touches another client's state: a bad
+    /// request costs only its sender an error reply.
+    func answer(_ message: UnixSocket.Message, from session: ClientSession) -> Reply {
+        if message.truncated { return Codec.errorReply(to: [], .messageTooLarge) }
+        if message.fdsDropped {
+            return Codec.errorReply(to: message.bytes, ProtocolError(.tooManyFDs, "a request carries at most one fd (register); the extra fds were closed"))
+        }
+        do throws(ProtocolError) {
+            let (id, request) = try Codec.decodeRequest(message.bytes)
+            try Codec.checkDescriptors(message.fds.count, for: request.type)
+            if stopping { throw ProtocolError(.shuttingDown, "mrleased is stopping; reconnect after it restarts") }
+            return Reply(id: id, try perform(request, fds: message.fds, session: session))
+        } catch {
+            return Codec.errorReply(to: message.bytes, error)
+        }
+    }
+
+    func perform(_ request: Request, fds: [FileDescriptor], session: ClientSession) throws(ProtocolError) -> ReplyResult {
+        switch request {
+        case .hello(let hello):
+            let version = try hello.negotiatedVersion()
+            session.clientName = hello.clientName
+            return .hello(HelloResult(
+                version: version, daemon: Self.version,
+                devices: deviceName.map { [.init(name: $0, odpSupported: odp.supported, odpRC: odp.rc.names)] } ?? [],
+                strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
+                limits: .init(maxMessageBytes: UInt64(Codec.maxMessageBytes), maxRegionsPerUid: UInt64(configuration.maxRegionsPerUID),
+                              maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis)))
+
+        case .register(let register):
+            return .register(try registerRegion(register, fd: fds[0], session: session))
+
+        case .deregister(let region):
+            try engineCall { engine throws(EngineError) in try engine.deregister(RegionID(region), owner: session.owner) }
+            session.tags[RegionID(region)] = nil
+            return .deregister
+
+        case .list(let after):
+            let regions = (engine?.list(owner: session.owner) ?? []).filter { after == nil || $0.id.rawValue > after! }
+            return .list(RegionList(regions: regions.map { wireRegion($0, tag: session.tags[$0.id]) }))
+
+        case .stats:
+            let stats = engine?.statistics() ?? EngineStatistics()
+            let latency = stats.breakToUnlock
+            return .stats(Statistics(
+                files: UInt64(stats.files), regions: UInt64(stats.regions),
+                bytesODP: stats.bytesByStrategy["odp"] ?? 0, bytesPinned: stats.bytesByStrategy["pinned"] ?? 0,
+                leasesHeld: UInt64(stats.leasesHeld), breaksHandled: UInt64(stats.breaksHandled),
+                breakToUnlockMicros: .init(p50: latency.quantileMicros(0.5) ?? 0, p99: latency.quantileMicros(0.99) ?? 0,
+                                           max: latency.maxMicros, count: latency.count),
+                clients: UInt64(sessions.count)))
+
+        case .ack(let region):
+            try engineCall { engine throws(EngineError) in try engine.acknowledge(RegionID(region), owner: session.owner) }
+            return .ack
+
+        case .verify(let region):
+            guard session.tags.keys.contains(RegionID(region)) || engine?.list(owner: session.owner).contains(where: { $0.id.rawValue == region }) == true else {
+                throw ProtocolError(.unknownRegion, "no region \(region) on this connection")
+            }
+            let drift = try engineCall { engine throws(EngineError) in try engine.verify(RegionID(region)) }
+            return .verify(Verification(layoutChanged: drift.layoutChanged, extentsBefore: UInt64(drift.extentsBefore),
+                                        extentsAfter: UInt64(drift.extentsAfter)))
+        }
+    }
+
+    func registerRegion(_ register: Request.Register, fd: FileDescriptor, session: ClientSession) throws(ProtocolError) -> Registration {
+        // The fd is the proof of access: the daemon never opens a client's path itself.
+        let facts: FileFacts
+        do { facts = try FileFacts.inspect(fd) } catch {
+            throw ProtocolError(.badRequest, "statx on the passed fd failed: \(error.symbolicName)", errnoName: error.symbolicName, errnoValue: error.rawValue)
+        }
+        guard facts.kind == .regular, !["proc", "sysfs", "debugfs", "tracefs", "securityfs", "configfs", "cgroup2"].contains(facts.filesystem) else {
+            let what = facts.kind == .regular ? "a \(facts.filesystem) file" : "a \(facts.kind.rawValue)"
+            throw ProtocolError(.notRegularFile, "the fd is \(what): only regular files with memory behind them can be registered")
+        }
+        let uid = session.credentials.uid
+        let held = sessions.values.filter { $0.credentials.uid == uid }.flatMap { engine?.list(owner: $0.owner) ?? [] }
+        if held.count >= configuration.maxRegionsPerUID {
+            throw ProtocolError(.quotaExceeded, "uid \(uid) holds \(held.count) regions, the limit (max-regions-per-uid); deregister some first")
+        }
+        let bytes = held.reduce(UInt64(0)) { $0 + $1.length }
+        if let limit = session.byteLimit, bytes + register.length > limit {
+            throw ProtocolError(.quotaExceeded, "uid \(uid) would hold \(bytes + register.length) bytes in regions; its limit is \(limit) (its RLIMIT_MEMLOCK, or max-bytes-per-uid)")
+        }
+        var access: RegionAccess = []
+        if register.access.contains(.read) { access.insert(.read) }
+        if register.access.contains(.write) { access.insert(.write) }
+        if register.access.contains(.atomic) { access.insert(.atomic) }
+        let preference: Strategy? = switch register.strategy {
+        case .odp: .odp
+        case .pinned: .pinned
+        case .any: nil
+        }
+        let info = try engineCall { engine throws(EngineError) in
+            try engine.register(owner: session.owner, fd: fd, offset: register.offset, length: register.length,
+                                access: access, preference: preference)
+        }
+        if let tag = register.tag { session.tags[info.id] = tag } else { session.tags[info.id] = "" }
+        logger.info("registered", metadata: ["region": "\(info.id)", "file": "\(info.file)", "client": "\(session.owner)",
+                                            "strategy": "\(info.strategy)", "bytes": "\(info.length)"])
+        let keys = info.keys ?? MRKeys(lkey: 0, rkey: 0, address: 0)
+        return Registration(region: info.id.rawValue, lkey: keys.lkey, rkey: keys.rkey, address: keys.address, length: info.length,
+                            strategy: info.strategy == .odp ? .odp : .pinned, strategyReason: info.strategyReason,
+                            device: info.device, backing: FileBacking(rawValue: info.backing.rawValue) ?? .pageCache)
+    }
+
+    /// Runs an engine call, turning "no device" and engine errors into protocol errors.
+    func engineCall<T>(_ body: (Engine) throws(EngineError) -> T) throws(ProtocolError) -> T {
+        guard let engine else {
+            throw ProtocolError(.strategyUnavailable, noDeviceReason ?? "no RDMA device", errnoName: "ENODEV", errnoValue: ENODEV)
+        }
+        do {
+            return try body(engine)
+        } catch {
+            throw ProtocolError(ErrorCode(rawValue: error.code) ?? .internal, error.description,
+                                errnoName: error.errno?.symbolicName, errnoValue: error.errno?.rawValue)
+        }
+    }
+
+    func wireRegion(_ info: RegionInfo, tag: String?) -> RegionList.Region {
+        var access: Set<Access> = []
+        if info.access.contains(.read) { access.insert(.read) }
+        if info.access.contains(.write) { access.insert(.write) }
+        if info.access.contains(.atomic) { access.insert(.atomic) }
+        return RegionList.Region(region: info.id.rawValue, file: "\(info.file)", offset: info.offset, length: info.length,
+                                 access: access, strategy: info.strategy == .odp ? .odp : .pinned,
+                                 state: RegionStatus(rawValue: info.state.rawValue) ?? .registered,
+                                 rkey: info.keys?.rkey, lkey: info.keys?.lkey, address: info.keys?.address,
+                                 tag: tag.flatMap { $0.isEmpty ? nil : $0 })
+    }
+}

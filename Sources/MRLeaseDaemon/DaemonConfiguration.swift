@@ -1,0 +1,80 @@
+import Foundation
+
+/// The daemon's settings: documented defaults, then the config file, then the environment,
+/// then command-line flags (each overriding the one before).
+public struct DaemonConfiguration: Sendable, Equatable {
+    public var socketPath = "/run/mrleased/mrleased.sock"
+    /// Permissions of the socket file: who may connect at all.
+    public var socketMode: UInt32 = 0o666
+    /// RDMA device name; nil = the first device.
+    public var device: String?
+    /// How long owners get to quiesce after a lease break before their MRs go.
+    public var quiesceMillis: UInt64 = 100
+    /// Wait after unlocking before re-taking the lease when no close event comes.
+    public var restoreBackoffMillis: UInt64 = 500
+    public var maxConnections = 256
+    public var maxRegionsPerUID = 4096
+    /// Bytes of regions per uid; nil = the caller's own RLIMIT_MEMLOCK (read from
+    /// /proc/PID/limits at connect): a client cannot make the daemon hold more than it could.
+    public var maxBytesPerUID: UInt64?
+    /// Events and replies queued for a client that does not read; past this it is disconnected.
+    public var maxQueuedMessages = 4096
+    public var logLevel = "info"
+
+    public init() {}
+
+    /// The keys of the config file and of `MRLEASED_*` variables (upper-cased, '-' → '_').
+    public static let keys = ["socket", "socket-mode", "device", "quiesce-ms", "restore-backoff-ms",
+                              "max-connections", "max-regions-per-uid", "max-bytes-per-uid",
+                              "max-queued-messages", "log-level"]
+
+    public struct Problem: Error, Equatable, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
+    }
+
+    /// Applies `key = value` lines (`#` starts a comment). Unknown keys and bad values are
+    /// errors naming the line: a typo must not silently leave a default in place.
+    public mutating func apply(file text: String, name: String) throws(Problem) {
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
+            let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2 else { throw Problem(description: "\(name):\(number + 1): expected 'key = value', got '\(line)'") }
+            try set(parts[0], parts[1], source: "\(name):\(number + 1)")
+        }
+    }
+
+    /// Applies `MRLEASED_SOCKET`, `MRLEASED_QUIESCE_MS`, … where set.
+    public mutating func apply(environment: [String: String]) throws(Problem) {
+        for key in Self.keys {
+            let variable = "MRLEASED_" + key.uppercased().replacingOccurrences(of: "-", with: "_")
+            if let value = environment[variable] { try set(key, value, source: variable) }
+        }
+    }
+
+    public mutating func set(_ key: String, _ value: String, source: String) throws(Problem) {
+        func number(_ text: String, radix: Int = 10) throws(Problem) -> UInt64 {
+            guard let value = UInt64(text, radix: radix) else { throw Problem(description: "\(source): \(key) must be a number, got '\(text)'") }
+            return value
+        }
+        switch key {
+        case "socket": socketPath = value
+        case "socket-mode": socketMode = UInt32(try number(value, radix: 8))
+        case "device": device = value.isEmpty ? nil : value
+        case "quiesce-ms": quiesceMillis = try number(value)
+        case "restore-backoff-ms": restoreBackoffMillis = try number(value)
+        case "max-connections": maxConnections = Int(try number(value))
+        case "max-regions-per-uid": maxRegionsPerUID = Int(try number(value))
+        case "max-bytes-per-uid": maxBytesPerUID = value == "memlock" ? nil : try number(value)
+        case "max-queued-messages": maxQueuedMessages = Int(try number(value))
+        case "log-level":
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
+                throw Problem(description: "\(source): log-level must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            logLevel = value
+        default:
+            throw Problem(description: "\(source): unknown key '\(key)' (known: \(Self.keys.joined(separator: ", ")))")
+        }
+    }
+}

@@ -1,0 +1,126 @@
+/// Turns messages into packets and back: one UTF-8 JSON object per `SOCK_SEQPACKET` packet,
+/// every object carrying `"v"` (the protocol version) and `"type"` (docs/protocol.md).
+///
+/// Decoding never traps: any byte string either decodes or throws a `ProtocolError`, whose
+/// message names the field and the rule it broke.
+public enum Codec {
+    /// The protocol version this module speaks.
+    public static let version: UInt64 = 1
+    /// The largest packet either side sends. The daemon receives at most this much; the kernel
+    /// flags a longer packet as cut (`MSG_TRUNC`), and the daemon answers `message-too-large`.
+    public static let maxMessageBytes = 65_536
+    /// The longest `tag` and `clientName`, in bytes of UTF-8.
+    public static let maxTagBytes = 256
+
+    // MARK: Requests (the daemon's side)
+
+    /// The request in `bytes` and its id.
+    public static func decodeRequest(_ bytes: [UInt8]) throws(ProtocolError) -> (id: UInt64, request: Request) {
+        let f = try envelope(bytes)
+        let name = try f.string("type")
+        let id = try f.uint64("id")
+        guard let type = RequestType(rawValue: name) else {
+            let known = RequestType.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ProtocolError(.badRequest, "unknown request type \"\(name.prefix(64))\"; expected one of \(known)")
+        }
+        return (id, try Request(type: type, f))
+    }
+
+    /// The error reply to a request that failed: with the request's id and type when `bytes`
+    /// got that far, so the client can match it.
+    public static func errorReply(to bytes: [UInt8], _ error: ProtocolError) -> Reply {
+        guard case .object(let object)? = try? JSONParser.parse(bytes) else {
+            return Reply(id: nil, type: nil, error: error)
+        }
+        let f = Fields(object)
+        return Reply(id: try? f.uint64("id"),
+                     type: (try? f.string("type")).flatMap(RequestType.init(rawValue:)),
+                     error: error)
+    }
+
+    /// Checks the number of fds that came with a request of `type`: exactly one for
+    /// `register`, none for the others. The daemon closes them all when this throws.
+    public static func checkDescriptors(_ count: Int, for type: RequestType) throws(ProtocolError) {
+        let expected = type == .register ? 1 : 0
+        if count == expected { return }
+        if count < expected {
+            throw ProtocolError(.missingFD, "register needs the file's fd attached with SCM_RIGHTS; none came")
+        }
+        let takes = expected == 1 ? "exactly one fd" : "no fds"
+        throw ProtocolError(.tooManyFDs, "\(type.rawValue) takes \(takes); \(count) came and were closed")
+    }
+
+    public static func encode(_ request: Request, id: UInt64) -> [UInt8] {
+        var o = header(type: request.type.rawValue)
+        o.set("id", .integer(id))
+        request.write(to: &o)
+        return JSONValue.object(o).bytes
+    }
+
+    // MARK: Replies and events (the client's side)
+
+    public static func encode(_ reply: Reply) -> [UInt8] {
+        var o = header(type: reply.type?.rawValue ?? "error")
+        reply.write(to: &o)
+        return JSONValue.object(o).bytes
+    }
+
+    public static func encode(_ event: Event) -> [UInt8] {
+        var o = header(type: "event")
+        event.write(to: &o)
+        return JSONValue.object(o).bytes
+    }
+
+    /// A `list` reply holding as many of `regions` (ascending region ids) as fit in
+    /// `maxBytes`, with `next` set when some were left for the client to ask for.
+    public static func encodeList(id: UInt64, regions: [RegionList.Region], maxBytes: Int = maxMessageBytes) -> [UInt8] {
+        let sizes = regions.map { $0.json.bytes.count + 1 }   // + the comma before it
+        let whole = encode(Reply(id: id, .list(RegionList(regions: [])))).count
+        if whole + sizes.reduce(0, +) <= maxBytes {
+            return encode(Reply(id: id, .list(RegionList(regions: regions))))
+        }
+        // Budget for the longest `next` there is, so the page never overflows.
+        var budget = maxBytes - encode(Reply(id: id, .list(RegionList(regions: [], next: .max)))).count
+        var count = 0
+        while count < regions.count, sizes[count] <= budget {
+            budget -= sizes[count]
+            count += 1
+        }
+        // One region always fits in practice (tags are short); at least one keeps paging moving.
+        count = max(count, 1)
+        let page = Array(regions.prefix(count))
+        return encode(Reply(id: id, .list(RegionList(regions: page, next: page.last?.region))))
+    }
+
+    /// A packet from the daemon: a reply or an event.
+    public static func decodeServerMessage(_ bytes: [UInt8]) throws(ProtocolError) -> ServerMessage {
+        let f = try envelope(bytes)
+        let name = try f.string("type")
+        if name == "event" { return .event(try Event(f)) }
+        if name == "error" { return .reply(try Reply(type: nil, f)) }
+        guard let type = RequestType(rawValue: name) else {
+            throw ProtocolError(.badRequest, "unknown message type \"\(name.prefix(64))\"")
+        }
+        return .reply(try Reply(type: type, f))
+    }
+
+    // MARK: Envelope
+
+    private static func header(type: String) -> JSONObject {
+        JSONObject([.init(key: "v", value: .integer(version)), .init(key: "type", value: .string(type))])
+    }
+
+    /// The message object, after checking it is one and speaks this version.
+    private static func envelope(_ bytes: [UInt8]) throws(ProtocolError) -> Fields {
+        guard bytes.count <= maxMessageBytes else { throw .messageTooLarge }
+        guard case .object(let object) = try JSONParser.parse(bytes) else {
+            throw ProtocolError(.badRequest, "a message must be a JSON object")
+        }
+        let f = Fields(object)
+        let v = try f.uint64("v")
+        guard v == version else {
+            throw ProtocolError(.unsupportedVersion, "protocol version \(v) is not supported; this side speaks \(version)")
+        }
+        return f
+    }
+}

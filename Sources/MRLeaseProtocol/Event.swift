@@ -1,0 +1,127 @@
+/// What the daemon pushes about a region without being asked: `"type": "event"`, no `id`.
+///
+/// A region's events come in this order: `revoking` → `revoked` → `restored` or `lost`
+/// (a `lost` can also follow `revoking` directly, or come alone).
+public enum Event: Sendable, Equatable {
+    /// Stop issuing RDMA to the region and send `ack`; the MR is deregistered at `ack` or at
+    /// the deadline, whichever comes first.
+    case revoking(Revoking)
+    /// The MR is gone: its keys are invalid and RDMA to them fails.
+    case revoked(region: UInt64)
+    /// A new MR covers the region again, with new keys and address.
+    case restored(Restored)
+    /// The region cannot come back; `deregister` it to release its quota.
+    case lost(Lost)
+
+    public struct Revoking: Sendable, Equatable {
+        public var region: UInt64
+        public var reason: RevocationReason
+        /// Milliseconds from now until the daemon revokes without waiting for `ack`.
+        public var deadlineMillis: UInt64
+        /// The same deadline as Unix time in milliseconds, for logs.
+        public var deadlineUnixMillis: UInt64?
+
+        public init(region: UInt64, reason: RevocationReason, deadlineMillis: UInt64, deadlineUnixMillis: UInt64? = nil) {
+            self.region = region
+            self.reason = reason
+            self.deadlineMillis = deadlineMillis
+            self.deadlineUnixMillis = deadlineUnixMillis
+        }
+    }
+
+    public struct Restored: Sendable, Equatable {
+        public var region: UInt64
+        public var lkey: UInt32
+        public var rkey: UInt32
+        public var address: UInt64
+        /// The file's extents moved while the region was revoked (the data is the file's, but
+        /// anything cached about its physical layout is stale).
+        public var layoutChanged: Bool
+
+        public init(region: UInt64, lkey: UInt32, rkey: UInt32, address: UInt64, layoutChanged: Bool) {
+            self.region = region
+            self.lkey = lkey
+            self.rkey = rkey
+            self.address = address
+            self.layoutChanged = layoutChanged
+        }
+    }
+
+    public struct Lost: Sendable, Equatable {
+        public var region: UInt64
+        public var reason: LossReason
+        public var message: String?
+
+        public init(region: UInt64, reason: LossReason, message: String? = nil) {
+            self.region = region
+            self.reason = reason
+            self.message = message
+        }
+    }
+
+    /// The event's name on the wire.
+    public enum Name: String, Sendable, CaseIterable {
+        case revoking, revoked, restored, lost
+    }
+
+    public var name: Name {
+        switch self {
+        case .revoking: .revoking
+        case .revoked: .revoked
+        case .restored: .restored
+        case .lost: .lost
+        }
+    }
+
+    public var region: UInt64 {
+        switch self {
+        case .revoking(let event): event.region
+        case .revoked(let region): region
+        case .restored(let event): event.region
+        case .lost(let event): event.region
+        }
+    }
+}
+
+// MARK: Wire form
+
+extension Event {
+    init(_ f: Fields) throws(ProtocolError) {
+        let region = try f.uint64("region")
+        switch try f.enumValue("event", as: Name.self) {
+        case .revoking:
+            self = .revoking(Revoking(region: region, reason: try f.enumValue("reason"),
+                                      deadlineMillis: try f.uint64("deadlineMillis"),
+                                      deadlineUnixMillis: try f.uint64IfPresent("deadlineUnixMillis")))
+        case .revoked:
+            self = .revoked(region: region)
+        case .restored:
+            self = .restored(Restored(region: region, lkey: try f.uint32("lkey"), rkey: try f.uint32("rkey"),
+                                      address: try f.uint64("address"), layoutChanged: try f.bool("layoutChanged")))
+        case .lost:
+            self = .lost(Lost(region: region, reason: try f.enumValue("reason"), message: try f.stringIfPresent("message")))
+        }
+    }
+
+    /// The event's fields, appended to an object that already holds `v` and `type`.
+    func write(to o: inout JSONObject) {
+        o.set("event", .string(name.rawValue))
+        o.set("region", .integer(region))
+        switch self {
+        case .revoking(let event):
+            o.set("reason", .string(event.reason.rawValue))
+            o.set("deadlineMillis", .integer(event.deadlineMillis))
+            o.set("deadlineUnixMillis", event.deadlineUnixMillis.map(JSONValue.integer))
+        case .revoked:
+            break
+        case .restored(let event):
+            o.set("lkey", .integer(event.lkey))
+            o.set("rkey", .integer(event.rkey))
+            o.set("address", .integer(event.address))
+            o.set("layoutChanged", .bool(event.layoutChanged))
+        case .lost(let event):
+            o.set("reason", .string(event.reason.rawValue))
+            o.set("message", event.message.map(JSONValue.string))
+        }
+    }
+}

@@ -1,0 +1,79 @@
+/// The daemon's answer to one request: the request's `id` and `type`, and a result or an error.
+public struct Reply: Sendable, Equatable {
+    /// The request's id; nil only when the request was unreadable before its id.
+    public let id: UInt64?
+    /// The request's type; nil when the request was unreadable before its type, or had an
+    /// unknown one (the wire then says `"type": "error"`).
+    public let type: RequestType?
+    public let outcome: Result<ReplyResult, ProtocolError>
+
+    /// A successful reply; its type is the result's.
+    public init(id: UInt64, _ result: ReplyResult) {
+        self.id = id
+        self.type = result.type
+        self.outcome = .success(result)
+    }
+
+    /// An error reply.
+    public init(id: UInt64?, type: RequestType?, error: ProtocolError) {
+        self.id = id
+        self.type = type
+        self.outcome = .failure(error)
+    }
+}
+
+/// One packet from the daemon, as a client reads it.
+public enum ServerMessage: Sendable, Equatable {
+    case reply(Reply)
+    case event(Event)
+}
+
+// MARK: Wire form
+
+extension ProtocolError {
+    init(_ f: Fields) throws(ProtocolError) {
+        let name = try f.string("code")
+        let message = try f.string("message")
+        // A newer daemon may send codes this client does not know: they mean "failed, and
+        // nothing specific to do", like `internal`, and the original code stays in the message.
+        if let code = ErrorCode(rawValue: name) {
+            self.init(code, message)
+        } else {
+            self.init(.internal, "\(name): \(message)")
+        }
+        errnoName = try f.stringIfPresent("errno")
+        errnoValue = try f.int32IfPresent("errnoValue")
+    }
+
+    var json: JSONValue {
+        var o = JSONObject()
+        o.set("code", .string(code.rawValue))
+        o.set("message", .string(message))
+        o.set("errno", errnoName.map(JSONValue.string))
+        o.set("errnoValue", errnoValue.map(JSONValue.integer))
+        return .object(o)
+    }
+}
+
+extension Reply {
+    init(type: RequestType?, _ f: Fields) throws(ProtocolError) {
+        let id = type == nil ? try f.uint64IfPresent("id") : try f.uint64("id")
+        switch (f.object["result"], f.object["error"]) {
+        case (nil, nil), (.some, .some):
+            throw ProtocolError(.badRequest, "a reply has exactly one of \"result\" and \"error\"")
+        case (.some, nil):
+            guard let type, let id else { throw ProtocolError(.badRequest, "a reply of type \"error\" has no result") }
+            self.init(id: id, try ReplyResult(type: type, try f.object("result")))
+        case (nil, .some):
+            self.init(id: id, type: type, error: try ProtocolError(try f.object("error")))
+        }
+    }
+
+    func write(to o: inout JSONObject) {
+        o.set("id", id.map(JSONValue.integer))
+        switch outcome {
+        case .success(let result): o.set("result", result.json)
+        case .failure(let error): o.set("error", error.json)
+        }
+    }
+}

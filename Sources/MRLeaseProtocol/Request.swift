@@ -1,0 +1,145 @@
+/// The `type` of a request, and of the reply that answers it.
+public enum RequestType: String, Sendable, Hashable, CaseIterable {
+    case hello, register, deregister, list, stats, ack, verify
+}
+
+/// A client's request. Its fields sit beside `v`, `type` and `id` in the message object.
+public enum Request: Sendable, Equatable {
+    case hello(Hello)
+    /// Comes with exactly one fd (`SCM_RIGHTS`): the file to register.
+    case register(Register)
+    case deregister(region: UInt64)
+    /// Regions of this connection in ascending id order, starting after region `after`.
+    case list(after: UInt64?)
+    case stats
+    /// The client has stopped issuing RDMA to a `revoking` region.
+    case ack(region: UInt64)
+    /// Compare the file's extent map now with the one recorded at registration.
+    case verify(region: UInt64)
+
+    public struct Hello: Sendable, Equatable {
+        /// For the daemon's logs ("fio", "my-app 2.1").
+        public var clientName: String?
+        /// The protocol versions the client speaks.
+        public var versions: [UInt64]
+
+        public init(clientName: String? = nil, versions: [UInt64] = [Codec.version]) {
+            self.clientName = clientName
+            self.versions = versions
+        }
+
+        /// The highest version both sides speak, or `unsupported-version`.
+        public func negotiatedVersion(supported: [UInt64] = [Codec.version]) throws(ProtocolError) -> UInt64 {
+            guard let version = versions.filter(supported.contains).max() else {
+                let theirs = versions.map(String.init).joined(separator: ", ")
+                let ours = supported.map(String.init).joined(separator: ", ")
+                throw ProtocolError(.unsupportedVersion, "client speaks versions [\(theirs)], daemon speaks [\(ours)]")
+            }
+            return version
+        }
+    }
+
+    public struct Register: Sendable, Equatable {
+        /// Byte offset of the region in the file: a multiple of the page size.
+        public var offset: UInt64
+        /// Bytes from `offset`: more than 0, and offset + length within the file.
+        public var length: UInt64
+        /// Not empty.
+        public var access: Set<Access>
+        public var strategy: StrategyPreference
+        /// The client's label, echoed by `list` (at most `Codec.maxTagBytes` bytes of UTF-8).
+        public var tag: String?
+
+        public init(offset: UInt64, length: UInt64, access: Set<Access>,
+                    strategy: StrategyPreference = .any, tag: String? = nil) {
+            self.offset = offset
+            self.length = length
+            self.access = access
+            self.strategy = strategy
+            self.tag = tag
+        }
+    }
+
+    public var type: RequestType {
+        switch self {
+        case .hello: .hello
+        case .register: .register
+        case .deregister: .deregister
+        case .list: .list
+        case .stats: .stats
+        case .ack: .ack
+        case .verify: .verify
+        }
+    }
+
+    /// How many fds must come with this request: 1 for `register`, 0 for the rest.
+    public var descriptorCount: Int {
+        if case .register = self { 1 } else { 0 }
+    }
+}
+
+// MARK: Wire form
+
+extension Request {
+    /// Reads the payload of a request whose `type` is `type`.
+    init(type: RequestType, _ fields: Fields) throws(ProtocolError) {
+        switch type {
+        case .hello:
+            let versions = try fields.array("versions") { (item, path) throws(ProtocolError) in
+                try Fields.unsigned(item, path, as: UInt64.self)
+            }
+            guard !versions.isEmpty else { throw .invalid("versions", "must list at least one version") }
+            self = .hello(Hello(clientName: try fields.stringIfPresent("clientName", maxBytes: Codec.maxTagBytes),
+                                versions: versions))
+        case .register:
+            self = .register(try Register(fields))
+        case .deregister: self = .deregister(region: try fields.uint64("region"))
+        case .list: self = .list(after: try fields.uint64IfPresent("after"))
+        case .stats: self = .stats
+        case .ack: self = .ack(region: try fields.uint64("region"))
+        case .verify: self = .verify(region: try fields.uint64("region"))
+        }
+    }
+
+    /// The payload fields, appended to an object that already holds `v`, `type` and `id`.
+    func write(to object: inout JSONObject) {
+        switch self {
+        case .hello(let hello):
+            object.set("clientName", hello.clientName.map(JSONValue.string))
+            object.set("versions", .array(hello.versions.map(JSONValue.integer)))
+        case .register(let register):
+            object.set("offset", .integer(register.offset))
+            object.set("length", .integer(register.length))
+            object.set("access", register.access.wire)
+            object.set("strategy", .string(register.strategy.rawValue))
+            object.set("tag", register.tag.map(JSONValue.string))
+        case .deregister(let region), .ack(let region), .verify(let region):
+            object.set("region", .integer(region))
+        case .list(let after):
+            object.set("after", after.map(JSONValue.integer))
+        case .stats:
+            break
+        }
+    }
+}
+
+extension Request.Register {
+    init(_ fields: Fields) throws(ProtocolError) {
+        offset = try fields.uint64("offset")
+        length = try fields.uint64("length")
+        guard length > 0 else { throw .invalid("length", "must be greater than 0") }
+        guard offset.addingReportingOverflow(length).overflow == false else {
+            throw .invalid("length", "puts the region's end beyond 2^64 - 1")
+        }
+        access = []
+        let listed = try fields.array("access") { (item, path) throws(ProtocolError) in
+            try Fields.enumValue(item, path, as: Access.self)
+        }
+        for right in listed where !access.insert(right).inserted {
+            throw .invalid("access", "lists \"\(right.rawValue)\" twice")
+        }
+        guard !access.isEmpty else { throw .invalid("access", "must list at least one of read, write, atomic") }
+        strategy = try fields.enumIfPresent("strategy") ?? .any
+        tag = try fields.stringIfPresent("tag", maxBytes: Codec.maxTagBytes)
+    }
+}

@@ -1,0 +1,197 @@
+// The JSON shape of each result, read and written side by side so the two cannot drift.
+
+extension ReplyResult {
+    init(type: RequestType, _ f: Fields) throws(ProtocolError) {
+        switch type {
+        case .hello: self = .hello(try HelloResult(f))
+        case .register: self = .register(try Registration(f))
+        case .deregister: self = .deregister
+        case .list: self = .list(try RegionList(f))
+        case .stats: self = .stats(try Statistics(f))
+        case .ack: self = .ack
+        case .verify: self = .verify(try Verification(f))
+        }
+    }
+
+    var json: JSONValue {
+        switch self {
+        case .hello(let result): result.json
+        case .register(let result): result.json
+        case .list(let result): result.json
+        case .stats(let result): result.json
+        case .verify(let result): result.json
+        case .deregister, .ack: .object(JSONObject())
+        }
+    }
+}
+
+extension HelloResult {
+    init(_ f: Fields) throws(ProtocolError) {
+        version = try f.uint64("version")
+        daemon = try f.string("daemon")
+        devices = []
+        for device in try f.objects("devices") {
+            let odp = try device.object("odp")
+            devices.append(Device(name: try device.string("name"), odpSupported: try odp.bool("supported"),
+                                  odpRC: try odp.strings("rc")))
+        }
+        strategies = try f.array("strategies") { (item, path) throws(ProtocolError) in
+            try Fields.enumValue(item, path, as: RegionStrategy.self)
+        }
+        let l = try f.object("limits")
+        limits = Limits(maxMessageBytes: try l.uint64("maxMessageBytes"), maxRegionsPerUid: try l.uint64("maxRegionsPerUid"),
+                        maxBytesPerUid: try l.uint64("maxBytesPerUid"), quiesceMillis: try l.uint64("quiesceMillis"))
+    }
+
+    var json: JSONValue {
+        var o = JSONObject()
+        o.set("version", .integer(version))
+        o.set("daemon", .string(daemon))
+        o.set("devices", .array(devices.map { device in
+            var odp = JSONObject()
+            odp.set("supported", .bool(device.odpSupported))
+            odp.set("rc", .array(device.odpRC.map(JSONValue.string)))
+            var d = JSONObject()
+            d.set("name", .string(device.name))
+            d.set("odp", .object(odp))
+            return .object(d)
+        }))
+        o.set("strategies", .array(strategies.map { .string($0.rawValue) }))
+        var l = JSONObject()
+        l.set("maxMessageBytes", .integer(limits.maxMessageBytes))
+        l.set("maxRegionsPerUid", .integer(limits.maxRegionsPerUid))
+        l.set("maxBytesPerUid", .integer(limits.maxBytesPerUid))
+        l.set("quiesceMillis", .integer(limits.quiesceMillis))
+        o.set("limits", .object(l))
+        return .object(o)
+    }
+}
+
+extension Registration {
+    init(_ f: Fields) throws(ProtocolError) {
+        region = try f.uint64("region")
+        lkey = try f.uint32("lkey")
+        rkey = try f.uint32("rkey")
+        address = try f.uint64("address")
+        length = try f.uint64("length")
+        strategy = try f.enumValue("strategy")
+        strategyReason = try f.string("strategyReason")
+        device = try f.string("device")
+        backing = try f.enumValue("backing")
+    }
+
+    var json: JSONValue {
+        var o = JSONObject()
+        o.set("region", .integer(region))
+        o.set("lkey", .integer(lkey))
+        o.set("rkey", .integer(rkey))
+        o.set("address", .integer(address))
+        o.set("length", .integer(length))
+        o.set("strategy", .string(strategy.rawValue))
+        o.set("strategyReason", .string(strategyReason))
+        o.set("device", .string(device))
+        o.set("backing", .string(backing.rawValue))
+        return .object(o)
+    }
+}
+
+extension RegionList {
+    init(_ f: Fields) throws(ProtocolError) {
+        regions = []
+        for r in try f.objects("regions") { regions.append(try Region(r)) }
+        next = try f.uint64IfPresent("next")
+    }
+
+    var json: JSONValue {
+        var o = JSONObject()
+        o.set("regions", .array(regions.map(\.json)))
+        o.set("next", next.map(JSONValue.integer))
+        return .object(o)
+    }
+}
+
+extension RegionList.Region {
+    init(_ f: Fields) throws(ProtocolError) {
+        region = try f.uint64("region")
+        file = try f.string("file")
+        offset = try f.uint64("offset")
+        length = try f.uint64("length")
+        access = Set(try f.array("access") { (item, path) throws(ProtocolError) in
+            try Fields.enumValue(item, path, as: Access.self)
+        })
+        strategy = try f.enumValue("strategy")
+        state = try f.enumValue("state")
+        rkey = try f.uint32IfPresent("rkey")
+        lkey = try f.uint32IfPresent("lkey")
+        address = try f.uint64IfPresent("address")
+        tag = try f.stringIfPresent("tag")
+    }
+
+    var json: JSONValue {
+        var o = JSONObject()
+        o.set("region", .integer(region))
+        o.set("file", .string(file))
+        o.set("offset", .integer(offset))
+        o.set("length", .integer(length))
+        o.set("access", access.wire)
+        o.set("strategy", .string(strategy.rawValue))
+        o.set("state", .string(state.rawValue))
+        o.set("rkey", rkey.map(JSONValue.integer))
+        o.set("lkey", lkey.map(JSONValue.integer))
+        o.set("address", address.map(JSONValue.integer))
+        o.set("tag", tag.map(JSONValue.string))
+        return .object(o)
+    }
+}
+
+extension Statistics {
+    init(_ f: Fields) throws(ProtocolError) {
+        files = try f.uint64("files")
+        regions = try f.uint64("regions")
+        let bytes = try f.object("bytesByStrategy")
+        bytesODP = try bytes.uint64("odp")
+        bytesPinned = try bytes.uint64("pinned")
+        leasesHeld = try f.uint64("leasesHeld")
+        breaksHandled = try f.uint64("breaksHandled")
+        let l = try f.object("breakToUnlockMicros")
+        breakToUnlockMicros = Latency(p50: try l.uint64("p50"), p99: try l.uint64("p99"),
+                                      max: try l.uint64("max"), count: try l.uint64("count"))
+        clients = try f.uint64("clients")
+    }
+
+    var json: JSONValue {
+        var bytes = JSONObject()
+        bytes.set("odp", .integer(bytesODP))
+        bytes.set("pinned", .integer(bytesPinned))
+        var latency = JSONObject()
+        latency.set("p50", .integer(breakToUnlockMicros.p50))
+        latency.set("p99", .integer(breakToUnlockMicros.p99))
+        latency.set("max", .integer(breakToUnlockMicros.max))
+        latency.set("count", .integer(breakToUnlockMicros.count))
+        var o = JSONObject()
+        o.set("files", .integer(files))
+        o.set("regions", .integer(regions))
+        o.set("bytesByStrategy", .object(bytes))
+        o.set("leasesHeld", .integer(leasesHeld))
+        o.set("breaksHandled", .integer(breaksHandled))
+        o.set("breakToUnlockMicros", .object(latency))
+        o.set("clients", .integer(clients))
+        return .object(o)
+    }
+}
+
+extension Verification {
+    init(_ f: Fields) throws(ProtocolError) {
+        layoutChanged = try f.bool("layoutChanged")
+        extentsBefore = try f.uint64("extentsBefore")
+        extentsAfter = try f.uint64("extentsAfter")
+    }
+
+    var json: JSONValue {
+        var o = JSONObject()
+        o.set("layoutChanged", .bool(layoutChanged))
+        o.set("extentsBefore", .integer(extentsBefore))
+        o.set("extentsAfter", .integer(extentsAfter))
+        return .object(o)
+    }
+}

@@ -1,0 +1,197 @@
+/// The `result` of a successful reply; its case matches the request's type.
+public enum ReplyResult: Sendable, Equatable {
+    case hello(HelloResult)
+    case register(Registration)
+    case deregister
+    case list(RegionList)
+    case stats(Statistics)
+    case ack
+    case verify(Verification)
+
+    public var type: RequestType {
+        switch self {
+        case .hello: .hello
+        case .register: .register
+        case .deregister: .deregister
+        case .list: .list
+        case .stats: .stats
+        case .ack: .ack
+        case .verify: .verify
+        }
+    }
+}
+
+/// What the daemon is and offers, answered to `hello`.
+public struct HelloResult: Sendable, Equatable {
+    public struct Device: Sendable, Equatable {
+        /// The verbs device name ("mlx5_0", "rxe0").
+        public var name: String
+        public var odpSupported: Bool
+        /// The RC operations ODP supports on this device: "SEND", "RECV", "WRITE", "READ",
+        /// "ATOMIC", "SRQ_RECV" (from `ibv_query_device_ex`'s `odp_caps.per_transport_caps.rc_odp_caps`).
+        public var odpRC: [String]
+
+        public init(name: String, odpSupported: Bool, odpRC: [String]) {
+            self.name = name
+            self.odpSupported = odpSupported
+            self.odpRC = odpRC
+        }
+    }
+
+    public struct Limits: Sendable, Equatable {
+        public var maxMessageBytes: UInt64
+        public var maxRegionsPerUid: UInt64
+        public var maxBytesPerUid: UInt64
+        /// How long a client has to `ack` a revocation before the daemon revokes anyway.
+        public var quiesceMillis: UInt64
+
+        public init(maxMessageBytes: UInt64, maxRegionsPerUid: UInt64, maxBytesPerUid: UInt64, quiesceMillis: UInt64) {
+            self.maxMessageBytes = maxMessageBytes
+            self.maxRegionsPerUid = maxRegionsPerUid
+            self.maxBytesPerUid = maxBytesPerUid
+            self.quiesceMillis = quiesceMillis
+        }
+    }
+
+    /// The version every later message on this connection uses.
+    public var version: UInt64
+    /// "mrleased 0.4.0".
+    public var daemon: String
+    public var devices: [Device]
+    /// The strategies this daemon can use at all (per file, `register` may still refuse one).
+    public var strategies: [RegionStrategy]
+    public var limits: Limits
+
+    public init(version: UInt64, daemon: String, devices: [Device], strategies: [RegionStrategy], limits: Limits) {
+        self.version = version
+        self.daemon = daemon
+        self.devices = devices
+        self.strategies = strategies
+        self.limits = limits
+    }
+}
+
+/// A new MR over the file, answered to `register`.
+public struct Registration: Sendable, Equatable {
+    public var region: UInt64
+    public var lkey: UInt32
+    public var rkey: UInt32
+    /// The MR's address in the daemon's mapping: the `remote_addr` base for RDMA to it.
+    public var address: UInt64
+    public var length: UInt64
+    public var strategy: RegionStrategy
+    /// Why this strategy ("device supports ODP for RC READ/WRITE", "ODP not supported; pinned under a write lease").
+    public var strategyReason: String
+    public var device: String
+    public var backing: FileBacking
+
+    public init(region: UInt64, lkey: UInt32, rkey: UInt32, address: UInt64, length: UInt64,
+                strategy: RegionStrategy, strategyReason: String, device: String, backing: FileBacking) {
+        self.region = region
+        self.lkey = lkey
+        self.rkey = rkey
+        self.address = address
+        self.length = length
+        self.strategy = strategy
+        self.strategyReason = strategyReason
+        self.device = device
+        self.backing = backing
+    }
+}
+
+/// One page of `list`: the regions, and where to continue when more did not fit in a message.
+public struct RegionList: Sendable, Equatable {
+    public struct Region: Sendable, Equatable {
+        public var region: UInt64
+        /// The file as "major:minor:inode" of its device and inode, like `FileKey`'s
+        /// description ("259:1:1234").
+        public var file: String
+        public var offset: UInt64
+        public var length: UInt64
+        public var access: Set<Access>
+        public var strategy: RegionStrategy
+        public var state: RegionStatus
+        /// Present while the MR exists (`registered`, `revoking`).
+        public var rkey: UInt32?
+        public var lkey: UInt32?
+        public var address: UInt64?
+        public var tag: String?
+
+        public init(region: UInt64, file: String, offset: UInt64, length: UInt64, access: Set<Access>,
+                    strategy: RegionStrategy, state: RegionStatus, rkey: UInt32? = nil, lkey: UInt32? = nil,
+                    address: UInt64? = nil, tag: String? = nil) {
+            self.region = region
+            self.file = file
+            self.offset = offset
+            self.length = length
+            self.access = access
+            self.strategy = strategy
+            self.state = state
+            self.rkey = rkey
+            self.lkey = lkey
+            self.address = address
+            self.tag = tag
+        }
+    }
+
+    public var regions: [Region]
+    /// When present, more regions follow: send `list` again with `after` set to this.
+    public var next: UInt64?
+
+    public init(regions: [Region], next: UInt64? = nil) {
+        self.regions = regions
+        self.next = next
+    }
+}
+
+/// The engine's counters, answered to `stats`.
+public struct Statistics: Sendable, Equatable {
+    public struct Latency: Sendable, Equatable {
+        public var p50: UInt64
+        public var p99: UInt64
+        public var max: UInt64
+        public var count: UInt64
+
+        public init(p50: UInt64, p99: UInt64, max: UInt64, count: UInt64) {
+            self.p50 = p50
+            self.p99 = p99
+            self.max = max
+            self.count = count
+        }
+    }
+
+    public var files: UInt64
+    public var regions: UInt64
+    public var bytesODP: UInt64
+    public var bytesPinned: UInt64
+    public var leasesHeld: UInt64
+    public var breaksHandled: UInt64
+    /// From a lease break's signal to the lease released, in microseconds.
+    public var breakToUnlockMicros: Latency
+    public var clients: UInt64
+
+    public init(files: UInt64, regions: UInt64, bytesODP: UInt64, bytesPinned: UInt64, leasesHeld: UInt64,
+                breaksHandled: UInt64, breakToUnlockMicros: Latency, clients: UInt64) {
+        self.files = files
+        self.regions = regions
+        self.bytesODP = bytesODP
+        self.bytesPinned = bytesPinned
+        self.leasesHeld = leasesHeld
+        self.breaksHandled = breaksHandled
+        self.breakToUnlockMicros = breakToUnlockMicros
+        self.clients = clients
+    }
+}
+
+/// The file's extent map now against the one recorded at registration, answered to `verify`.
+public struct Verification: Sendable, Equatable {
+    public var layoutChanged: Bool
+    public var extentsBefore: UInt64
+    public var extentsAfter: UInt64
+
+    public init(layoutChanged: Bool, extentsBefore: UInt64, extentsAfter: UInt64) {
+        self.layoutChanged = layoutChanged
+        self.extentsBefore = extentsBefore
+        self.extentsAfter = extentsAfter
+    }
+}

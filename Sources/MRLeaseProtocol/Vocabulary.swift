@@ -1,0 +1,64 @@
+// The words of the protocol: each a string on the wire, spelled as in docs/protocol.md. Type
+// names differ from MRLeaseEngine's (Strategy, RegionState, Backing) so a daemon file can import
+// both modules without qualifying every use.
+
+/// What a region lets a peer do over RDMA: remote read, remote write, remote atomics. `write`
+/// and `atomic` change the file's memory, so both need an fd opened for writing.
+public enum Access: String, Sendable, Hashable, CaseIterable {
+    case read, write, atomic
+}
+
+/// How the daemon registered an MR: on-demand paging, or pinned pages under a lease.
+public enum RegionStrategy: String, Sendable, Hashable, CaseIterable {
+    case odp, pinned
+}
+
+/// The strategy a `register` asks for; `any` lets the daemon choose (ODP when the device
+/// supports it for the requested access, pinned otherwise).
+public enum StrategyPreference: String, Sendable, Hashable, CaseIterable {
+    case odp, pinned, any
+}
+
+/// What backs the file's pages.
+public enum FileBacking: String, Sendable, Hashable, CaseIterable {
+    case fsDAX = "fs-dax"
+    case pageCache = "page-cache"
+    case shmem
+}
+
+/// A region's state as `list` reports it.
+public enum RegionStatus: String, Sendable, Hashable, CaseIterable {
+    /// The MR is valid; RDMA may use its keys.
+    case registered
+    /// A revocation is under way: stop issuing RDMA to the region and send `ack`.
+    case revoking
+    /// The MR is deregistered; the daemon restores it once the file allows.
+    case revoked
+    /// The region is gone for good (see the `lost` event's reason); deregister it.
+    case lost
+}
+
+/// Why a revocation started.
+public enum RevocationReason: String, Sendable, Hashable, CaseIterable {
+    /// Another process wants the file (truncate, write open, …) and the kernel broke our lease.
+    case leaseBreak = "lease-break"
+    /// An operator or the daemon asked for it.
+    case explicit
+    /// The daemon is stopping.
+    case shutdown
+}
+
+/// Why a region was lost instead of restored.
+public enum LossReason: String, Sendable, Hashable, CaseIterable {
+    /// The file shrank below the region's end.
+    case rangeTruncated = "range-truncated"
+    /// The file was unlinked.
+    case unlinked
+    /// Registering the MR again failed; the event's message says how.
+    case restoreFailed = "restore-failed"
+}
+
+extension Set where Element == Access {
+    /// The set in the fixed order `read, write, atomic`, as the wire writes it.
+    var wire: JSONValue { .array(Access.allCases.filter(contains).map { .string($0.rawValue) }) }
+}

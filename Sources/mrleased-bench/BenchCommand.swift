@@ -1,0 +1,222 @@
+import ArgumentParser
+import Foundation
+import LinuxFile
+import Logging
+import MRLeaseEngine
+import SystemPackage
+import Verbs
+
+@main
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mrleased-bench",
+        abstract: "Time lease-break revocation and registration against baselines from the same run.",
+        discussion: """
+        Break: a child calls truncate(2) on a file with R regions registered (4 KiB each, one per
+        page) and times its own blocked time; interleaved with it, the same child breaks a lease
+        held by a minimal loop that unlocks the moment the signal arrives (the baseline).
+        Registration: engine.register against a plain ibv_reg_mr loop with the same flags.
+        Without an RDMA device the break benchmark runs on a stub registrar (fake keys) and the
+        registration benchmark is skipped.
+        """
+    )
+
+    @Option(help: "Directory for the benchmark files (default: $TMPDIR, else /tmp).")
+    var dir: String?
+
+    @Option(help: "A label for this run's lines (e.g. 'guest 7.x ext4-dax').")
+    var label: String?
+
+    @Option(help: "Region counts for the break benchmark, comma separated.")
+    var regions: String = "1,100,10000"
+
+    @Option(help: "Breaks per region count (engine and baseline each).")
+    var iterations: Int = 15
+
+    @Option(help: "Breaks per region count from 1000 regions up.")
+    var largeIterations: Int = 7
+
+    @Option(help: "Region counts for the variant whose owner never acknowledges (revocation at the quiesce deadline).")
+    var noAckRegions: String = "1,10000"
+
+    @Option(help: "Breaks per region count in the no-ack variant.")
+    var noAckIterations: Int = 5
+
+    @Option(help: "The engine's quiesce deadline, ms.")
+    var quiesceMs: UInt64 = 100
+
+    @Option(help: "The engine's first re-lease retry after a release, ms (daemon default 500; only restoration waits on it).")
+    var restoreBackoffMs: UInt64 = 100
+
+    @Option(help: "4 KiB registrations per pass in the registration benchmark.")
+    var registrations: Int = 2000
+
+    @Option(help: "2 MiB registrations per pass in the registration benchmark.")
+    var hugeRegistrations: Int = 200
+
+    @Option(help: "Alternating engine/plain passes per registration case.")
+    var passes: Int = 2
+
+    @Option(help: "auto (verbs when a device exists, else stub), verbs, or stub.")
+    var registrar: String = "auto"
+
+    @Option(help: "RDMA device (default: $MRLEASED_RDMA_DEVICE, else the first).")
+    var device: String?
+
+    @Flag(help: "Skip the break benchmark.")
+    var skipBreak = false
+
+    @Flag(help: "Skip the registration benchmark.")
+    var skipRegistration = false
+
+    @Flag(help: "Also print the results as one JSON object at the end.")
+    var json = false
+
+    func validate() throws {
+        guard ["auto", "verbs", "stub"].contains(registrar) else { throw ValidationError("--registrar: auto, verbs or stub") }
+        guard counts(regions) != nil, counts(noAckRegions) != nil else { throw ValidationError("region counts: comma separated positive integers") }
+        guard iterations > 0, largeIterations > 0, noAckIterations > 0, passes > 0 else { throw ValidationError("iterations and passes must be positive") }
+    }
+
+    func counts(_ list: String) -> [Int]? {
+        let values = list.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.contains(where: { $0 == nil || $0! <= 0 }) else { return nil }
+        return values.compactMap { $0 }
+    }
+
+    func run() throws {
+        let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        let (chosen, registrarNote) = try makeRegistrar()
+        let isStub = chosen is StubRegistrar
+        let breakCounts = counts(regions)!, noAckCounts = counts(noAckRegions)!
+        // One page per region, at least 1 MiB; 10 000 regions need 40 MiB.
+        let page = UInt64(SharedMapping.pageSize)
+        let size = max(1 << 20, UInt64((breakCounts + noAckCounts).max() ?? 1) * page)
+
+        var logger = Logger(label: "mrleased.bench")
+        logger.logLevel = .warning  // the engine logs each break at info: not part of what we time
+        let events = EventLog()
+        let timing = FileLifecycle.Timing(quiesce: quiesceMs * 1_000_000, initialBackoff: restoreBackoffMs * 1_000_000,
+                                          maxBackoff: max(2_000_000_000, restoreBackoffMs * 1_000_000))
+        let engine = try Engine(registrar: chosen, configuration: .init(timing: timing), logger: logger) { _, event in
+            events.record(event)
+        }
+
+        var report = Report(label: label ?? "", kernel: Self.kernelRelease(), guest: ProcessInfo.processInfo.environment["MRLEASED_VM"] != nil,
+                            directory: directory, registrar: registrarNote, stub: isStub)
+        let prefix = label.map { "[\($0)] " } ?? ""
+        say("\(prefix)mrleased-bench: kernel \(report.kernel) (\(report.guest ? "vm-test guest" : "host")), dir \(directory)")
+        say("\(prefix)registrar: \(registrarNote)")
+
+        if !skipBreak {
+            let before = ProcessCensus.take(countMRs: !isStub)
+            do {
+                let bench = try BreakBenchmark(engine: engine, events: events, directory: directory, size: size)
+                let facts = try? FileFacts.inspect(bench.fd)
+                report.filesystem = facts.map { "\($0.filesystem), \($0.backing.rawValue)" } ?? "?"
+                say("\(prefix)break file: \(bench.path), \(String(format: "%.1f", Double(size) / 1048576)) MiB, \(report.filesystem); quiesce \(quiesceMs) ms, re-lease backoff \(restoreBackoffMs) ms")
+                for count in breakCounts {
+                    let n = count >= 1000 ? largeIterations : iterations
+                    let row = try bench.run(regions: count, iterations: n, acknowledge: true, countMRs: !isStub)
+                    report.breakCases.append(row)
+                    say(prefix + Self.setupLine(row, stub: isStub))
+                    say(prefix + line(row, stub: isStub))
+                }
+                for count in noAckCounts {
+                    let row = try bench.run(regions: count, iterations: noAckIterations, acknowledge: false, countMRs: !isStub)
+                    report.breakCases.append(row)
+                    say(prefix + Self.setupLine(row, stub: isStub))
+                    say(prefix + line(row, stub: isStub))
+                }
+            }
+            let after = ProcessCensus.take(countMRs: !isStub)
+            report.breakCensus = "\(before) -> \(after)" + (before == after ? " (back to start)" : " (LEAK)")
+            say("\(prefix)break benchmark census: \(report.breakCensus)")
+        }
+
+        if !skipRegistration {
+            if let verbs = chosen as? VerbsRegistrar {
+                let before = ProcessCensus.take(countMRs: true)
+                do {
+                    let bench = try RegistrationBenchmark(engine: engine, registrar: verbs, directory: directory, size: size)
+                    for (count, length) in [(registrations, 4096), (hugeRegistrations, 2 << 20)] where count > 0 {
+                        let row = try bench.run(regions: count, length: length, passes: passes)
+                        report.registrationCases.append(row)
+                        say(prefix + Self.line(row))
+                    }
+                }
+                let after = ProcessCensus.take(countMRs: true)
+                report.registrationCensus = "\(before) -> \(after)" + (before == after ? " (back to start)" : " (LEAK)")
+                say("\(prefix)registration benchmark census: \(report.registrationCensus)")
+            } else {
+                report.registrationCensus = "skipped: no RDMA device"
+                say("\(prefix)registrations: skipped: no RDMA device")
+            }
+        }
+
+        report.judge()
+        for verdict in report.verdicts { say("\(prefix)\(verdict)") }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            say(String(decoding: try encoder.encode(report), as: UTF8.self))
+        }
+    }
+
+    /// The registrar and how to label its numbers.
+    func makeRegistrar() throws -> (any Registrar, String) {
+        let stubNote = "host, no RDMA: stub registrar (lease/revocation path only)"
+        if registrar == "stub" { return (StubRegistrar(), stubNote.replacingOccurrences(of: "host, no RDMA", with: "forced")) }
+        let name = device ?? ProcessInfo.processInfo.environment["MRLEASED_RDMA_DEVICE"]
+        let devices = (try? Device.list()) ?? []
+        if devices.isEmpty && registrar == "auto" { return (StubRegistrar(), stubNote) }
+        let verbs = try VerbsRegistrar(deviceNamed: name)
+        return (verbs, "\(verbs.deviceName) (verbs: real MRs; RC ODP \(verbs.odp.supported ? "\(verbs.odp.rc)" : "none"))")
+    }
+
+    static func setupLine(_ row: BreakCase, stub: Bool) -> String {
+        let rate = Double(row.regions) / (row.registerMS / 1000)
+        return "setup regions=\(row.regions)\(row.acknowledged ? "" : " no-ack"): engine.register \(row.regions) x 4 KiB in \(ms(row.registerMS)) ms"
+            + " (\(Self.rate(rate))/s\(stub ? ", stub: no ibv_reg_mr" : ""))" + (row.mrsListed.map { ", rdma resource show mr: \($0) MRs" } ?? "")
+    }
+
+    func line(_ row: BreakCase, stub: Bool) -> String {
+        let variant = row.acknowledged ? "" : " no-ack"
+        var text = "break-to-unlock regions=\(row.regions)\(variant): engine median \(ms(row.engineMedianMS)) ms p90 \(ms(row.engineP90MS)) ms"
+            + " | baseline median \(ms(row.baselineMedianMS)) ms p90 \(ms(row.baselineP90MS)) ms | ratio \(ratio(row.engineMedianMS, row.baselineMedianMS))"
+            + " (n=\(row.iterations)"
+        if let work = row.revokeWorkMedianMS { text += ", ack+revoke work median \(ms(work)) ms" }
+        if !row.acknowledged { text += ", median past the quiesce deadline \(ms(row.engineMedianMS - Double(quiesceMs))) ms" }
+        text += ", restore median \(ms(row.restoreMedianMS)) ms\(stub ? ", stub" : ""))"
+        return text
+    }
+
+    static func line(_ row: RegistrationCase) -> String {
+        let size = row.length >= 1 << 20 ? "\(row.length >> 20) MiB" : "\(row.length >> 10) KiB"
+        return "registrations \(row.regions) x \(size) (\(row.strategy), \(row.flags)): engine \(rate(row.engineRegsPerSecond))/s"
+            + " | plain ibv_reg_mr \(rate(row.plainRegsPerSecond))/s | ratio \(String(format: "%.2f", row.ratio))"
+            + " (deregistration: engine \(rate(row.engineDeregsPerSecond))/s, plain \(rate(row.plainDeregsPerSecond))/s)"
+    }
+
+    static func rate(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : "%.1f", value) }
+
+    static func kernelRelease() -> String {
+        var names = utsname()
+        uname(&names)
+        return withUnsafeBytes(of: names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+}
+
+/// One line to stdout, unbuffered: in the guest, stdout is the serial console behind a pipe.
+func say(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { bytes in
+        var done = 0
+        while done < bytes.count {
+            let n = write(1, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            done += n
+        }
+    }
+}

@@ -1,0 +1,171 @@
+import Glibc
+import LinuxFile
+import MRLeaseEngine
+import SystemPackage
+
+/// What the engine told the benchmark's one owner, collected outside the engine: acknowledging
+/// from inside `onEvent` would re-enter the engine while it is still carrying out actions.
+final class EventLog {
+    var revoking: [RegionID] = []
+    var restored = 0
+    var lost: [String] = []
+
+    func record(_ event: EngineEvent) {
+        switch event {
+        case .revoking(let id, _, _): revoking.append(id)
+        case .revoked: break
+        case .restored: restored += 1
+        case .lost(let id, let reason): lost.append("\(id) \(reason)")
+        }
+    }
+
+    func reset() {
+        revoking = []
+        restored = 0
+        lost = []
+    }
+}
+
+/// One row of the break table: the breaker's blocked time with the engine and, interleaved
+/// with it (one baseline break before each engine break), with the immediate-unlock baseline.
+struct BreakCase: Codable {
+    var regions: Int
+    var acknowledged: Bool
+    var iterations: Int
+    var engineMedianMS: Double
+    var engineP90MS: Double
+    var engineMaxMS: Double
+    var baselineMedianMS: Double
+    var baselineP90MS: Double
+    var ratio: Double
+    /// With acks: the owner's ack loop, whose last ack runs the revocation (deregister every
+    /// MR, unmap, unlock). nil without acks (the revocation runs inside `poll` at the deadline).
+    var revokeWorkMedianMS: Double?
+    /// How long after the child exited the last region was restored (re-lease backoff included).
+    var restoreMedianMS: Double
+    /// Registering the regions before the first break (engine.register, one at a time).
+    var registerMS: Double
+    /// MRs of this process as `rdma resource show mr` lists them while the regions are
+    /// registered (nil with the stub registrar or without the rdma tool).
+    var mrsListed: Int?
+}
+
+/// Times truncate(2) against a file with R regions registered by the engine, against the
+/// baseline lease on a twin file in the same directory.
+final class BreakBenchmark {
+    let engine: Engine
+    let events: EventLog
+    let baseline: BaselineLease
+    let path: String
+    let fd: FileDescriptor
+    let size: UInt64
+    let owner = OwnerID(1)
+
+    init(engine: Engine, events: EventLog, directory: String, size: UInt64) throws(BenchError) {
+        self.engine = engine
+        self.events = events
+        self.size = size
+        let stem = "\(directory)/mrleased-bench-\(getpid())"
+        path = stem + "-break"
+        try BenchFile.create(path, size: size)
+        try BenchFile.create(stem + "-baseline", size: size)
+        do {
+            fd = try FileDescriptor.open(FilePath(path), .readWrite, options: [.closeOnExec])
+        } catch {
+            throw BenchError("open \(path): \(error)")
+        }
+        baseline = try BaselineLease(path: stem + "-baseline")
+    }
+
+    deinit {
+        try? fd.close()
+        unlink(path)
+        unlink(baseline.path)
+    }
+
+    /// Registers `regions` 4 KiB regions at distinct pages, breaks `iterations` times, and
+    /// deregisters them again.
+    func run(regions count: Int, iterations: Int, acknowledge: Bool, countMRs: Bool) throws(BenchError) -> BreakCase {
+        let page = UInt64(SharedMapping.pageSize)
+        guard UInt64(count) * page <= size else { throw BenchError("\(count) regions do not fit in \(size) bytes") }
+        var ids: [RegionID] = []
+        defer { for id in ids { try? engine.deregister(id) } }
+        let start = Engine.now()
+        for i in 0..<count {
+            do {
+                ids.append(try engine.register(owner: owner, fd: fd, offset: UInt64(i) * page, length: page, access: [.read, .write]).id)
+            } catch {
+                throw BenchError("register region \(i) of \(count): \(error)")
+            }
+        }
+        let registerMS = Double(Engine.now() - start) / 1e6
+        let mrs = countMRs ? ProcessCensus.countProcessMRs() : nil
+        var engineTimes = Samples(), baselineTimes = Samples(), work = Samples(), restore = Samples()
+        for _ in 0..<iterations {
+            baselineTimes.append(try baseline.breakOnce(size: size))
+            let one = try breakOnce(regions: count, acknowledge: acknowledge)
+            engineTimes.append(one.blocked)
+            if let w = one.work { work.append(w) }
+            restore.append(one.restore)
+        }
+        return BreakCase(regions: count, acknowledged: acknowledge, iterations: iterations,
+                         engineMedianMS: engineTimes.medianMS, engineP90MS: engineTimes.p90MS, engineMaxMS: engineTimes.maxMS,
+                         baselineMedianMS: baselineTimes.medianMS, baselineP90MS: baselineTimes.p90MS,
+                         ratio: engineTimes.medianMS / baselineTimes.medianMS,
+                         revokeWorkMedianMS: acknowledge ? work.medianMS : nil, restoreMedianMS: restore.medianMS,
+                         registerMS: registerMS, mrsListed: mrs)
+    }
+
+    /// One break of the engine's file: drive the engine until the child has returned and
+    /// every region is restored, acknowledging revocations right after `poll` returns.
+    func breakOnce(regions count: Int, acknowledge: Bool) throws(BenchError) -> (blocked: UInt64, work: UInt64?, restore: UInt64) {
+        events.reset()
+        let breaksBefore = engine.statistics().breaksHandled
+        let child = try Breaker(truncating: path, to: size)
+        let deadline = Engine.now() + 60_000_000_000
+        var work: UInt64?
+        var exitedAt: UInt64?
+        while exitedAt == nil || events.restored + events.lost.count < count {
+            engine.poll(timeout: .milliseconds(5))
+            if acknowledge && !events.revoking.isEmpty {
+                let start = Engine.now()
+                for id in events.revoking {
+                    do { try engine.acknowledge(id, owner: owner) } catch { throw BenchError("acknowledge \(id): \(error)") }
+                }
+                work = Engine.now() - start
+                events.revoking = []
+            }
+            if exitedAt == nil && child.hasExited { exitedAt = Engine.now() }
+            if Engine.now() > deadline {
+                throw BenchError("no restoration within 60 s (restored \(events.restored) of \(count), child exited: \(child.hasExited))")
+            }
+        }
+        let restore = Engine.now() - (exitedAt ?? 0)
+        let blocked = try child.blockedNanoseconds()
+        guard events.lost.isEmpty else { throw BenchError("regions lost on restore: \(events.lost.prefix(5))") }
+        let breaks = engine.statistics().breaksHandled - breaksBefore
+        guard breaks == 1 else {
+            throw BenchError(breaks == 0
+                ? "truncate(2) to the file's own size did not break the lease"
+                : "one truncate caused \(breaks) breaks (the lease was re-taken before the breaker woke?)")
+        }
+        return (blocked, work, restore)
+    }
+}
+
+/// Benchmark files: written in full (not sparse), so every page has blocks behind it.
+enum BenchFile {
+    static func create(_ path: String, size: UInt64) throws(BenchError) {
+        let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw BenchError("create \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0xA5, count: 1 << 20)
+        var written: UInt64 = 0
+        while written < size {
+            let n = chunk.withUnsafeBytes { pwrite(fd, $0.baseAddress, Int(min(UInt64(chunk.count), size - written)), off_t(written)) }
+            guard n > 0 else { throw BenchError("write \(path): \(String(cString: strerror(errno)))") }
+            written += UInt64(n)
+        }
+        guard fsync(fd) == 0 else { throw BenchError("fsync \(path): \(String(cString: strerror(errno)))") }
+    }
+}

@@ -1,0 +1,145 @@
+import Glibc
+import LinuxFile
+import MRLeaseEngine
+import SystemPackage
+import Verbs
+
+/// One row of the registration table: `engine.register` against a plain `ibv_reg_mr` loop
+/// over one mapping of the same file with the same access flags.
+struct RegistrationCase: Codable {
+    var regions: Int
+    var length: Int
+    var strategy: String
+    var flags: String
+    var engineRegsPerSecond: Double
+    var plainRegsPerSecond: Double
+    /// engine rate / plain rate: below 1 means the engine is slower.
+    var ratio: Double
+    var engineDeregsPerSecond: Double
+    var plainDeregsPerSecond: Double
+}
+
+/// Registrations per second, engine against plain verbs, in alternating passes on one file.
+///
+/// The engine maps each region on its own (one mapping per region, see `Engine.map`) and
+/// inspects the fd on every call; the plain loop maps the file once and only calls
+/// ibv_reg_mr. The ratio is the engine's whole per-region overhead.
+final class RegistrationBenchmark {
+    let engine: Engine
+    let registrar: VerbsRegistrar
+    let path: String
+    let fd: FileDescriptor
+    let size: UInt64
+    let owner = OwnerID(2)
+    let plainOwner = OwnerID(3)
+
+    init(engine: Engine, registrar: VerbsRegistrar, directory: String, size: UInt64) throws(BenchError) {
+        self.engine = engine
+        self.registrar = registrar
+        self.size = size
+        path = "\(directory)/mrleased-bench-\(getpid())-register"
+        try BenchFile.create(path, size: size)
+        do {
+            fd = try FileDescriptor.open(FilePath(path), .readWrite, options: [.closeOnExec])
+        } catch {
+            throw BenchError("open \(path): \(error)")
+        }
+    }
+
+    deinit {
+        try? fd.close()
+        unlink(path)
+    }
+
+    /// Region i starts at (i mod slots) × length: distinct ranges while they fit in the file,
+    /// then the same ranges again (200 × 2 MiB over a 40 MiB file registers each range 10 times).
+    func offset(_ i: Int, length: Int) -> UInt64 {
+        let slots = max(1, Int(size) / length)
+        return UInt64(i % slots) * UInt64(length)
+    }
+
+    func run(regions count: Int, length: Int, passes: Int) throws(BenchError) -> RegistrationCase {
+        var engineNS: UInt64 = 0, plainNS: UInt64 = 0, engineDeregNS: UInt64 = 0, plainDeregNS: UInt64 = 0
+        var strategy = Strategy.odp
+        for _ in 0..<passes {
+            let engineRun = try enginePass(count: count, length: length)
+            engineNS += engineRun.register
+            engineDeregNS += engineRun.deregister
+            strategy = engineRun.strategy
+            let plainRun = try plainPass(count: count, length: length, flags: Self.flags(for: strategy))
+            plainNS += plainRun.register
+            plainDeregNS += plainRun.deregister
+        }
+        let total = Double(count * passes)
+        let engineRate = total / (Double(engineNS) / 1e9), plainRate = total / (Double(plainNS) / 1e9)
+        return RegistrationCase(regions: count, length: length, strategy: strategy.rawValue,
+                                flags: "\(Self.flags(for: strategy))",
+                                engineRegsPerSecond: engineRate, plainRegsPerSecond: plainRate, ratio: engineRate / plainRate,
+                                engineDeregsPerSecond: total / (Double(engineDeregNS) / 1e9),
+                                plainDeregsPerSecond: total / (Double(plainDeregNS) / 1e9))
+    }
+
+    static let access: RegionAccess = [.read, .write]
+
+    /// The flags `Engine.makeRegion` passes for this access and strategy.
+    static func flags(for strategy: Strategy) -> AccessFlags {
+        strategy == .odp ? access.verbsFlags.union(.onDemand) : access.verbsFlags
+    }
+
+    func enginePass(count: Int, length: Int) throws(BenchError) -> (register: UInt64, deregister: UInt64, strategy: Strategy) {
+        var ids: [RegionID] = []
+        ids.reserveCapacity(count)
+        defer { for id in ids { try? engine.deregister(id) } }
+        var strategy = Strategy.odp
+        let start = Engine.now()
+        for i in 0..<count {
+            do {
+                let info = try engine.register(owner: owner, fd: fd, offset: offset(i, length: length), length: UInt64(length),
+                                               access: Self.access)
+                ids.append(info.id)
+                strategy = info.strategy
+            } catch {
+                throw BenchError("engine.register \(i) of \(count) × \(length) B: \(error)")
+            }
+        }
+        let registered = Engine.now()
+        for id in ids {
+            do { try engine.deregister(id) } catch { throw BenchError("engine.deregister \(id): \(error)") }
+        }
+        ids = []
+        let end = Engine.now()
+        engine.release(owner: owner)
+        return (registered - start, end - registered, strategy)
+    }
+
+    func plainPass(count: Int, length: Int, flags: AccessFlags) throws(BenchError) -> (register: UInt64, deregister: UInt64) {
+        let mapping: SharedMapping
+        let pd: ProtectionDomain
+        do {
+            mapping = try SharedMapping(fd: fd, offset: 0, length: Int(size), protection: .readWrite)
+            pd = try registrar.protectionDomain(for: plainOwner)
+        } catch {
+            throw BenchError("plain loop setup (mmap, ibv_alloc_pd): \(error)")
+        }
+        defer {
+            try? mapping.unmap()
+            registrar.release(owner: plainOwner)
+        }
+        var mrs: [MemoryRegion] = []
+        mrs.reserveCapacity(count)
+        let start = Engine.now()
+        for i in 0..<count {
+            do {
+                mrs.append(try pd.register(address: mapping.base + Int(offset(i, length: length)), length: length, access: flags))
+            } catch {
+                throw BenchError("plain ibv_reg_mr \(i) of \(count) × \(length) B: \(error)")
+            }
+        }
+        let registered = Engine.now()
+        for mr in mrs {
+            do { try mr.deregister() } catch { throw BenchError("plain ibv_dereg_mr: \(error)") }
+        }
+        let end = Engine.now()
+        return (registered - start, end - registered)
+    }
+}

@@ -1,0 +1,28 @@
+import MRLeaseEngine
+import Verbs
+
+/// For a host without RDMA: hands out fake keys so the engine's lease and revocation path can
+/// be timed. Its numbers say nothing about RDMA; every line they appear on says "stub".
+final class StubRegistrar: Registrar {
+    final class FakeMR: RegisteredMemory {
+        let lkey: UInt32, rkey: UInt32, address: UInt64
+        init(key: UInt32, address: UInt64) {
+            lkey = key
+            rkey = key | 0x8000_0000
+            self.address = address
+        }
+        func deregister() throws(VerbsError) {}
+    }
+
+    var deviceName: String { "stub" }
+    /// Claims RC ODP for everything, so the engine takes its ODP path (no pinning to fake).
+    let odp = ODPCaps(supported: true, implicit: false, rc: [.read, .write, .atomic])
+    private var nextKey: UInt32 = 1
+
+    func register(owner: OwnerID, address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
+        defer { nextKey &+= 1 }
+        return FakeMR(key: nextKey, address: UInt64(UInt(bitPattern: address)))
+    }
+
+    func release(owner: OwnerID) {}
+}

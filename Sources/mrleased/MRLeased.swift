@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MRLeaseDaemon
+
+/// `mrleased`: wires configuration, logging and the daemon together; the daemon does the rest.
+@main
+struct MRLeased: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mrleased",
+        abstract: "Serve RDMA memory regions over files, guarded by file leases.",
+        discussion: """
+        Settings come from the defaults, then the config file, then MRLEASED_* environment
+        variables, then these flags. Under systemd it speaks sd_notify (Type=notify, watchdog)
+        and accepts a socket-activated listener (LISTEN_FDS).
+        """
+    )
+
+    @Option(help: "Config file (key = value lines; see Config/mrleased.conf).")
+    var config: String = "/etc/mrleased/mrleased.conf"
+
+    @Option(help: "Listening socket path.") var socket: String?
+    @Option(help: "RDMA device name (default: the first).") var device: String?
+    @Option(help: "Milliseconds owners get to quiesce after a lease break.") var quiesceMs: UInt64?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+
+    func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        var settings = DaemonConfiguration()
+        do {
+            if let handle = FileHandle(forReadingAtPath: config) {
+                let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+                try settings.apply(file: text, name: config)
+            } else if config != "/etc/mrleased/mrleased.conf" {
+                // Only the default file may be missing: a named one that cannot be read is a mistake.
+                throw DaemonConfiguration.Problem(description: "\(config): cannot read the config file")
+            }
+            try settings.apply(environment: environment)
+            if let socket { try settings.set("socket", socket, source: "--socket") }
+            if let device { try settings.set("device", device, source: "--device") }
+            if let quiesceMs { try settings.set("quiesce-ms", "\(quiesceMs)", source: "--quiesce-ms") }
+            if let logLevel { try settings.set("log-level", logLevel, source: "--log-level") }
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let level = Logger.Level(rawValue: settings.logLevel) ?? .info
+        let journald = environment["JOURNAL_STREAM"] != nil
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = journald ? PlainLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let daemon = try Daemon(configuration: settings, environment: environment, logger: Logger(label: "mrleased"))
+        try daemon.run()
+    }
+}

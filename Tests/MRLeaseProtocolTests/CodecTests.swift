@@ -1,0 +1,174 @@
+import MRLeaseProtocol
+import XCTest
+
+/// Samples of every message, shared by the round-trip and fuzz tests.
+enum Samples {
+    static let requests: [Request] = [
+        .hello(.init(clientName: "fio ☃", versions: [1, 2])),
+        .hello(.init()),
+        .register(.init(offset: 0, length: 2 << 20, access: [.read, .write, .atomic], strategy: .odp, tag: "db \"wal\"\n")),
+        .register(.init(offset: 4096, length: .max - 4096, access: [.read])),
+        .deregister(region: .max),
+        .list(after: nil),
+        .list(after: 17),
+        .stats,
+        .ack(region: 3),
+        .verify(region: 0),
+    ]
+
+    static let results: [ReplyResult] = [
+        .hello(HelloResult(
+            version: 1, daemon: "mrleased 0.1.0",
+            devices: [.init(name: "mlx5_0", odpSupported: true, odpRC: ["SEND", "RECV", "WRITE", "READ"]),
+                      .init(name: "rxe0", odpSupported: false, odpRC: [])],
+            strategies: [.odp, .pinned],
+            limits: .init(maxMessageBytes: 65536, maxRegionsPerUid: 1024, maxBytesPerUid: 64 << 30, quiesceMillis: 1000))),
+        .register(Registration(region: 42, lkey: 0x1234, rkey: .max, address: 0x7f12_3456_0000, length: 2 << 20,
+                               strategy: .pinned, strategyReason: "no ODP on rxe0", device: "rxe0", backing: .fsDAX)),
+        .deregister,
+        .list(RegionList(regions: [
+            .init(region: 1, file: "259:1:1234", offset: 0, length: 4096, access: [.read], strategy: .odp,
+                  state: .registered, rkey: 7, lkey: 8, address: 0x1000, tag: "t"),
+            .init(region: 2, file: "8:3:99", offset: 8192, length: 4096, access: [.read, .write], strategy: .pinned,
+                  state: .revoked),
+        ], next: 2)),
+        .list(RegionList(regions: [])),
+        .stats(Statistics(files: 2, regions: 3, bytesODP: 1 << 21, bytesPinned: .max, leasesHeld: 1, breaksHandled: 9,
+                          breakToUnlockMicros: .init(p50: 64, p99: 512, max: 700, count: 9), clients: 4)),
+        .ack,
+        .verify(Verification(layoutChanged: true, extentsBefore: 1, extentsAfter: 3)),
+    ]
+
+    static let errors: [ProtocolError] = ErrorCode.allCases.map { ProtocolError($0, "because \($0.rawValue)") } + [
+        ProtocolError(.strategyUnavailable, "ibv_reg_mr refused a pinned registration on an FS-DAX file",
+                      errnoName: "EOPNOTSUPP", errnoValue: 95),
+    ]
+
+    static let events: [Event] = [
+        .revoking(.init(region: 5, reason: .leaseBreak, deadlineMillis: 1000, deadlineUnixMillis: 1_764_000_000_000)),
+        .revoking(.init(region: 5, reason: .shutdown, deadlineMillis: 0)),
+        .revoked(region: 5),
+        .restored(.init(region: 5, lkey: 11, rkey: 12, address: 0xdead_b000, layoutChanged: false)),
+        .lost(.init(region: 5, reason: .rangeTruncated, message: "file is now 4096 bytes")),
+        .lost(.init(region: 6, reason: .unlinked)),
+    ]
+
+    static var replies: [Reply] {
+        results.enumerated().map { Reply(id: UInt64($0.offset) * 1_000_000_007, $0.element) }
+            + errors.map { Reply(id: 9, type: .register, error: $0) }
+            + [Reply(id: nil, type: nil, error: ProtocolError(.badRequest, "x")),
+               Reply(id: 4, type: nil, error: ProtocolError(.badRequest, "y"))]
+    }
+
+    /// Every encoded message, requests first.
+    static var packets: [[UInt8]] {
+        requests.enumerated().map { Codec.encode($0.element, id: UInt64($0.offset)) }
+            + replies.map(Codec.encode) + events.map(Codec.encode)
+    }
+}
+
+final class CodecTests: XCTestCase {
+    func testEveryRequestSurvivesARoundTrip() throws {
+        for (index, request) in Samples.requests.enumerated() {
+            let id = UInt64.max - UInt64(index)
+            let decoded = try Codec.decodeRequest(Codec.encode(request, id: id))
+            XCTAssertEqual(decoded.id, id)
+            XCTAssertEqual(decoded.request, request)
+        }
+    }
+
+    func testEveryReplySurvivesARoundTrip() throws {
+        for reply in Samples.replies {
+            XCTAssertEqual(try Codec.decodeServerMessage(Codec.encode(reply)), .reply(reply))
+        }
+    }
+
+    func testEveryEventSurvivesARoundTrip() throws {
+        for event in Samples.events {
+            XCTAssertEqual(try Codec.decodeServerMessage(Codec.encode(event)), .event(event))
+        }
+    }
+
+    func testWireBytesAreTheOnesTheProtocolDocumentShows() {
+        let register = Request.register(.init(offset: 0, length: 2_097_152, access: [.write, .read], strategy: .any, tag: "wal"))
+        XCTAssertEqual(String(decoding: Codec.encode(register, id: 7), as: UTF8.self),
+                       #"{"v":1,"type":"register","id":7,"offset":0,"length":2097152,"access":["read","write"],"strategy":"any","tag":"wal"}"#)
+        let error = Reply(id: 7, type: .register, error: ProtocolError(
+            .strategyUnavailable, "no strategy works", errnoName: "EOPNOTSUPP", errnoValue: 95))
+        XCTAssertEqual(String(decoding: Codec.encode(error), as: UTF8.self),
+                       #"{"v":1,"type":"register","id":7,"error":{"code":"strategy-unavailable","message":"no strategy works","errno":"EOPNOTSUPP","errnoValue":95}}"#)
+        XCTAssertEqual(String(decoding: Codec.encode(.revoked(region: 3)), as: UTF8.self),
+                       #"{"v":1,"type":"event","event":"revoked","region":3}"#)
+        XCTAssertEqual(String(decoding: Codec.encode(Reply(id: 1, .ack)), as: UTF8.self),
+                       #"{"v":1,"type":"ack","id":1,"result":{}}"#)
+    }
+
+    func testUnknownFieldsAreIgnoredAndOptionalNullsMeanAbsent() throws {
+        let bytes = Array(#"{"v":1,"type":"register","id":1,"offset":0,"length":1,"access":["read"],"strategy":null,"future":{"x":[1]}}"#.utf8)
+        XCTAssertEqual(try Codec.decodeRequest(bytes).request,
+                       .register(.init(offset: 0, length: 1, access: [.read], strategy: .any)))
+    }
+
+    func testEscapesAndSurrogatePairsDecodeToTheSameString() throws {
+        let bytes = Array(#"{"v":1,"type":"hello","id":2,"versions":[1],"clientName":"\u00e9\ud83d\ude00\/\t"}"#.utf8)
+        XCTAssertEqual(try Codec.decodeRequest(bytes).request, .hello(.init(clientName: "é😀/\t", versions: [1])))
+    }
+
+    func testHelloNegotiatesTheHighestCommonVersion() throws {
+        XCTAssertEqual(try Request.Hello(versions: [3, 1, 2]).negotiatedVersion(supported: [1, 2]), 2)
+        XCTAssertEqual(try Request.Hello(versions: [1]).negotiatedVersion(), 1)
+        XCTAssertThrowsError(try Request.Hello(versions: [2, 3]).negotiatedVersion()) { error in
+            XCTAssertEqual((error as? ProtocolError)?.code, .unsupportedVersion)
+            XCTAssertEqual((error as? ProtocolError)?.message, "client speaks versions [2, 3], daemon speaks [1]")
+        }
+    }
+
+    func testRegisterTakesExactlyOneDescriptorAndOtherRequestsNone() throws {
+        XCTAssertNoThrow(try Codec.checkDescriptors(1, for: .register))
+        XCTAssertNoThrow(try Codec.checkDescriptors(0, for: .stats))
+        let cases: [(Int, RequestType, ErrorCode, String)] = [
+            (0, .register, .missingFD, "register needs the file's fd attached with SCM_RIGHTS; none came"),
+            (2, .register, .tooManyFDs, "register takes exactly one fd; 2 came and were closed"),
+            (1, .hello, .tooManyFDs, "hello takes no fds; 1 came and were closed"),
+        ]
+        for (count, type, code, message) in cases {
+            XCTAssertThrowsError(try Codec.checkDescriptors(count, for: type)) { error in
+                XCTAssertEqual(error as? ProtocolError, ProtocolError(code, message))
+            }
+        }
+    }
+
+    func testErrorReplyKeepsTheIdAndTypeWhenTheRequestGotThatFar() {
+        let error = ProtocolError(.badRequest, "nope")
+        XCTAssertEqual(Codec.errorReply(to: Array(#"{"v":1,"type":"register","id":5}"#.utf8), error),
+                       Reply(id: 5, type: .register, error: error))
+        XCTAssertEqual(Codec.errorReply(to: Array(#"{"v":1,"type":"dance","id":6}"#.utf8), error),
+                       Reply(id: 6, type: nil, error: error))
+        XCTAssertEqual(Codec.errorReply(to: Array("{\"v\":1,\"id\":".utf8), error),
+                       Reply(id: nil, type: nil, error: error))
+        XCTAssertEqual(String(decoding: Codec.encode(Reply(id: nil, type: nil, error: error)), as: UTF8.self),
+                       #"{"v":1,"type":"error","error":{"code":"bad-request","message":"nope"}}"#)
+    }
+
+    func testListPagesStayWithinTheMessageLimitAndCoverEveryRegion() throws {
+        let regions = (1...3000).map { id in
+            RegionList.Region(region: UInt64(id), file: "259:1:\(id)", offset: 0, length: 4096, access: [.read, .write],
+                              strategy: .odp, state: .registered, rkey: .max, lkey: .max, address: .max,
+                              tag: String(repeating: "t", count: id % 200))
+        }
+        var seen: [UInt64] = []
+        var after: UInt64 = 0
+        while true {
+            let packet = Codec.encodeList(id: 1, regions: regions.filter { $0.region > after })
+            XCTAssertLessThanOrEqual(packet.count, Codec.maxMessageBytes)
+            guard case .reply(let reply) = try Codec.decodeServerMessage(packet),
+                  case .success(.list(let page)) = reply.outcome else { return XCTFail("not a list reply") }
+            XCTAssertFalse(page.regions.isEmpty)
+            seen += page.regions.map(\.region)
+            guard let next = page.next else { break }
+            XCTAssertEqual(next, page.regions.last?.region)
+            after = next
+        }
+        XCTAssertEqual(seen, regions.map(\.region))
+    }
+}
