@@ -92,6 +92,8 @@ let package = Package(
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
         .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "TestSupport"]),
+        // The daemon binary on the guest's RDMA device, driven over its socket.
+        .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name.

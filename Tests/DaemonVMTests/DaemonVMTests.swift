@@ -1,0 +1,154 @@
+import Foundation
+import LinuxFile
+import MRLeaseProtocol
+import SystemPackage
+import TestSupport
+import XCTest
+
+/// mrleased as a service on the guest's rxe0: several clients over the socket, real breaks,
+/// and the acceptance load (100 clients x 10 regions, kill -9) with leak checks the kernel makes.
+final class DaemonVMTests: XCTestCase {
+    func startDaemon() throws -> DaemonProcess {
+        _ = try Facility.rdmaDevice.require()
+        return try DaemonProcess(arguments: ["--device", try Facility.rdmaDevice.require()])
+    }
+
+    func file(on facility: Facility, size: Int = 1 << 20) throws -> (ScratchDirectory, String, FileDescriptor) {
+        let scratch = try ScratchDirectory(in: try facility.require())
+        let path = try scratch.file("data", size: size)
+        return (scratch, path, try FileDescriptor.open(FilePath(path), .readWrite))
+    }
+
+    func testSeveralClientsAndABreakThatOnlyItsOwnerSees() throws {
+        let daemon = try startDaemon()
+        let (scratchA, pathA, fdA) = try file(on: .ext4)
+        let (scratchB, _, fdB) = try file(on: .xfs)
+        defer { try? fdA.close(); try? fdB.close(); _ = (scratchA, scratchB) }
+        let owner = try RawClient(path: daemon.socketPath)
+        let bystander = try RawClient(path: daemon.socketPath)
+        let a1 = try owner.register(fdA, offset: 0, length: 8192)
+        let a2 = try owner.register(fdA, offset: 512 << 10, length: 4096)
+        let b1 = try bystander.register(fdB, offset: 0, length: 8192)
+        // Our own fds are the clients' fds: the daemon's duplicates share them, no break.
+
+        // coreutils truncate opens O_NONBLOCK: it fails once with EAGAIN, starting the break,
+        // and gets through on a retry once the daemon has unlocked.
+        let tool = try Subprocess.run("/bin/sh", ["-c", "for i in $(seq 200); do truncate -s 65536 '\(pathA)' 2>/dev/null && exit 0; sleep 0.02; done; exit 1"])
+        XCTAssertEqual(tool.status, 0)
+        // The owner acknowledges as soon as it sees revoking (its RDMA traffic is stopped).
+        try owner.waitForEvents { $0.contains { if case .revoking = $0 { return true }; return false } }
+        for case .revoking(let revoking) in owner.events { _ = try owner.request(.ack(region: revoking.region)) }
+        try owner.waitForEvents { events in
+            events.contains { if case .restored(let r) = $0 { return r.region == a1.region }; return false }
+                && events.contains { if case .lost(let l) = $0 { return l.region == a2.region }; return false }
+        }
+        let names = owner.events.map(\.name.rawValue)
+        XCTAssertEqual(Array(names.prefix(4)), ["revoking", "revoking", "revoked", "revoked"], "\(owner.events)")
+        guard case .restored(let restored)? = owner.events.first(where: { if case .restored = $0 { return true }; return false }) else {
+            return XCTFail("no restored event: \(owner.events)")
+        }
+        XCTAssertNotEqual(restored.rkey, a1.rkey)
+        XCTAssertTrue(owner.events.contains(.lost(.init(region: a2.region, reason: .rangeTruncated, message: "range-truncated"))), "\(owner.events)")
+
+        // The bystander's region on another file saw nothing and is still registered.
+        _ = try bystander.request(.stats)
+        XCTAssertEqual(bystander.events, [])
+        guard case .success(.list(let list)) = try bystander.request(.list(after: nil)) else { return XCTFail("list failed") }
+        XCTAssertEqual(list.regions.map(\.region), [b1.region])
+        XCTAssertEqual(list.regions.first?.state, .registered)
+        let mrs = try daemon.holdings().mrs
+        XCTAssertTrue(mrs.contains(restored.rkey) && mrs.contains(b1.rkey) && !mrs.contains(a1.rkey), "\(mrs)")
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    func testHundredClientsTimesTenRegionsLeaveNothingBehind() throws {
+        let daemon = try startDaemon()
+        let scratch = try ScratchDirectory(in: try Facility.tmpfs.require())
+        let baseline = try daemon.settledHoldings()
+        let start = Date()
+        var clients: [RawClient] = []
+        var fds: [FileDescriptor] = []
+        for index in 0..<100 {
+            let path = try scratch.file("f\(index)", size: 10 * 4096)
+            let fd = try FileDescriptor.open(FilePath(path), .readWrite)
+            fds.append(fd)
+            let client = try RawClient(path: daemon.socketPath)
+            for region in 0..<10 { _ = try client.register(fd, offset: UInt64(region) * 4096, length: 4096) }
+            clients.append(client)
+        }
+        let registered = Date().timeIntervalSince(start)
+        let loaded = try daemon.holdings()
+        XCTAssertEqual(loaded.mrs.count, 1000)
+        XCTAssertEqual(loaded.leases, 100)
+        guard case .success(.stats(let stats)) = try clients[0].request(.stats) else { return XCTFail("stats failed") }
+        XCTAssertEqual(stats.regions, 1000)
+        XCTAssertEqual(stats.clients, 100)
+
+        for client in clients { client.close() }
+        for fd in fds { try fd.close() }
+        // The daemon notices each close on its next loop turn.
+        let deadline = Date().addingTimeInterval(20)
+        var after = try daemon.holdings()
+        while (after.fds != baseline.fds || !after.mrs.isEmpty || after.leases != 0) && Date() < deadline {
+            usleep(50_000)
+            after = try daemon.holdings()
+        }
+        print("[measure] 100 clients x 10 regions registered in \(String(format: "%.2f", registered)) s; released to baseline in \(String(format: "%.2f", Date().timeIntervalSince(start) - registered)) s")
+        XCTAssertEqual(after.fds, baseline.fds, "daemon fds")
+        XCTAssertEqual(after.mrs, [], "daemon MRs")
+        XCTAssertEqual(after.leases, 0, "daemon leases")
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    func testClientKilledWithSIGKILLLeavesNothingBehind() throws {
+        let daemon = try startDaemon()
+        let (scratch, path, fd) = try file(on: .ext4)
+        try fd.close()
+        defer { _ = scratch }
+        let baseline = try daemon.settledHoldings()
+        // A client in another process, registering with SCM_RIGHTS as a C or Python client would.
+        let script = """
+        import json, os, socket, sys, time
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(sys.argv[1])
+        fd = os.open(sys.argv[2], os.O_RDWR)
+        for i in range(4):
+            req = {"v": 1, "type": "register", "id": i + 1, "offset": i * 4096, "length": 4096, "access": ["read", "write"]}
+            socket.send_fds(s, [json.dumps(req).encode()], [fd])
+            reply = json.loads(s.recv(65536))
+            assert "result" in reply, reply
+        print("registered", flush=True)
+        time.sleep(600)
+        """
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        child.arguments = ["-c", script, daemon.socketPath, path]
+        let out = Pipe()
+        child.standardOutput = out
+        try child.run()
+        let line = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        XCTAssertTrue(line.contains("registered"), line)
+        XCTAssertEqual(try daemon.holdings().mrs.count, 4)
+        XCTAssertEqual(try daemon.holdings().leases, 1)
+        kill(child.processIdentifier, SIGKILL)
+        child.waitUntilExit()
+
+        let deadline = Date().addingTimeInterval(20)
+        var after = try daemon.holdings()
+        while (after.fds != baseline.fds || !after.mrs.isEmpty || after.leases != 0) && Date() < deadline {
+            usleep(50_000)
+            after = try daemon.holdings()
+        }
+        XCTAssertEqual(after.fds, baseline.fds)
+        XCTAssertEqual(after.mrs, [])
+        XCTAssertEqual(after.leases, 0)
+        // And the file is free again: a write lease of our own is granted.
+        let again = try FileDescriptor.open(FilePath(path), .readWrite)
+        defer { try? again.close() }
+        let signals = try SignalFD(signals: [FileLease.breakSignal, SIGIO])
+        defer { try? signals.close() }
+        XCTAssertNoThrow(try FileLease(fd: again).acquire(.write))
+        try? FileLease(fd: again).release()
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+}
