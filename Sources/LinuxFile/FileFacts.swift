@@ -62,9 +62,11 @@ public struct FileFacts: Sendable {
     /// Inspects the open file `fd`. With `path`, the mount is matched as the longest mount
     /// point on the same device that is a prefix of the path when the kernel gives no mount id.
     /// An unreadable /proc/self/mountinfo leaves the mount fields empty rather than failing.
+    /// `mount: false` skips reading mountinfo (the mount fields stay empty): the registration
+    /// path needs only statx and statfs, and mountinfo grows with the host's mounts.
     ///
     /// The corresponding C functions are `statx` (`AT_EMPTY_PATH`) and `fstatfs`.
-    public static func inspect(_ fd: FileDescriptor, path: String? = nil) throws(Errno) -> FileFacts {
+    public static func inspect(_ fd: FileDescriptor, path: String? = nil, mount includeMount: Bool = true) throws(Errno) -> FileFacts {
         var stx = statx()
         let mask = UInt32(STATX_BASIC_STATS) | MRL_STATX_MNT_ID
         try nothingOrErrno(retryOnInterrupt: true) {
@@ -76,7 +78,7 @@ public struct FileFacts: Sendable {
 
         let device = DeviceNumber(major: stx.stx_dev_major, minor: stx.stx_dev_minor)
         let mountID = stx.stx_mask & MRL_STATX_MNT_ID != 0 ? stx.stx_mnt_id : nil
-        let mounts = (try? MountInfo.current()) ?? []
+        let mounts = includeMount ? (try? MountInfo.current()) ?? [] : []
         let mount = Self.mount(in: mounts, id: mountID, device: device, path: path)
 
         let isDAX = stx.stx_attributes & MRL_STATX_ATTR_DAX != 0

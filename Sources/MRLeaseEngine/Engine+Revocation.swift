@@ -127,7 +127,7 @@ extension Engine {
     /// still fits in the file.
     func restore(_ file: TrackedFile) -> FileLifecycle.Event {
         let facts: FileFacts
-        do { facts = try FileFacts.inspect(file.fd) } catch { return .gone(reason: "restore-failed") }
+        do { facts = try FileFacts.inspect(file.fd, mount: false) } catch { return .gone(reason: "restore-failed") }
         if facts.nlink == 0 { return .gone(reason: "unlinked") }
         do {
             try file.lease.acquire(file.leaseType)

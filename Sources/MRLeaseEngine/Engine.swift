@@ -68,7 +68,7 @@ public final class Engine {
     public func register(owner: OwnerID, fd: FileDescriptor, offset: UInt64, length: UInt64,
                          access: RegionAccess, preference: Strategy? = nil) throws(EngineError) -> RegionInfo {
         let facts: FileFacts
-        do { facts = try FileFacts.inspect(fd) } catch { throw .system(op: "statx", errno: error) }
+        do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
         guard facts.kind == .regular else { throw .notRegularFile(kind: facts.kind.rawValue) }
         let writable = try Self.openForWrite(fd)
         if access.isWritable && !writable {

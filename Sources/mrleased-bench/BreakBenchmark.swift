@@ -3,29 +3,6 @@ import LinuxFile
 import MRLeaseEngine
 import SystemPackage
 
-/// What the engine told the benchmark's one owner, collected outside the engine: acknowledging
-/// from inside `onEvent` would re-enter the engine while it is still carrying out actions.
-final class EventLog {
-    var revoking: [RegionID] = []
-    var restored = 0
-    var lost: [String] = []
-
-    func record(_ event: EngineEvent) {
-        switch event {
-        case .revoking(let id, _, _): revoking.append(id)
-        case .revoked: break
-        case .restored: restored += 1
-        case .lost(let id, let reason): lost.append("\(id) \(reason)")
-        }
-    }
-
-    func reset() {
-        revoking = []
-        restored = 0
-        lost = []
-    }
-}
-
 /// One row of the break table: the breaker's blocked time with the engine and, interleaved
 /// with it (one baseline break before each engine break), with the immediate-unlock baseline.
 struct BreakCase: Codable {
@@ -150,22 +127,5 @@ final class BreakBenchmark {
                 : "one truncate caused \(breaks) breaks (the lease was re-taken before the breaker woke?)")
         }
         return (blocked, work, restore)
-    }
-}
-
-/// Benchmark files: written in full (not sparse), so every page has blocks behind it.
-enum BenchFile {
-    static func create(_ path: String, size: UInt64) throws(BenchError) {
-        let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw BenchError("create \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let chunk = [UInt8](repeating: 0xA5, count: 1 << 20)
-        var written: UInt64 = 0
-        while written < size {
-            let n = chunk.withUnsafeBytes { pwrite(fd, $0.baseAddress, Int(min(UInt64(chunk.count), size - written)), off_t(written)) }
-            guard n > 0 else { throw BenchError("write \(path): \(String(cString: strerror(errno)))") }
-            written += UInt64(n)
-        }
-        guard fsync(fd) == 0 else { throw BenchError("fsync \(path): \(String(cString: strerror(errno)))") }
     }
 }
