@@ -94,6 +94,9 @@ let package = Package(
         .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "TestSupport"]),
         // The daemon binary on the guest's RDMA device, driven over its socket.
         .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "LinuxFile", "TestSupport"]),
+        // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)
+        // and Config/'s units under systemd-analyze verify. Host-only: no RDMA device needed.
+        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name.

@@ -74,7 +74,7 @@ extension Daemon {
     func registerRegion(_ register: Request.Register, fd: FileDescriptor, session: ClientSession) throws(ProtocolError) -> Registration {
         // The fd is the proof of access: the daemon never opens a client's path itself.
         let facts: FileFacts
-        do { facts = try FileFacts.inspect(fd) } catch {
+        do { facts = try FileFacts.inspect(fd, mount: false) } catch {
             throw ProtocolError(.badRequest, "statx on the passed fd failed: \(error.symbolicName)", errnoName: error.symbolicName, errnoValue: error.rawValue)
         }
         guard facts.kind == .regular, !["proc", "sysfs", "debugfs", "tracefs", "securityfs", "configfs", "cgroup2"].contains(facts.filesystem) else {

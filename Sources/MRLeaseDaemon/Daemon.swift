@@ -83,7 +83,9 @@ public final class Daemon {
     /// Serves until SIGTERM/SIGINT (or `stop()`), then shuts down cleanly.
     public func run() throws {
         notifier.ready(status: statusLine())
-        logger.info("listening", metadata: ["socket": "\(configuration.socketPath)", "device": "\(deviceName ?? "none")"])
+        // An adopted listener's path is systemd's (the unit's ListenSequentialPacket=), not ours.
+        let socket = ownsSocketPath ? configuration.socketPath : "fd \(listener.descriptor.rawValue) (socket activation)"
+        logger.info("listening", metadata: ["socket": "\(socket)", "device": "\(deviceName ?? "none")"])
         nextWatchdog = notifier.watchdogInterval.map { Engine.now() + $0 }
         while !stopping {
             for ready in try epoll.wait(timeoutMilliseconds: waitMillis()) {

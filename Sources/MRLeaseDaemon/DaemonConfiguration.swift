@@ -39,7 +39,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
             guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
-            let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            // Empty sides are kept: `device =` means "the first device", not a malformed line.
+            let parts = line.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
             guard parts.count == 2 else { throw Problem(description: "\(name):\(number + 1): expected 'key = value', got '\(line)'") }
             try set(parts[0], parts[1], source: "\(name):\(number + 1)")
         }

@@ -1,0 +1,125 @@
+import Foundation
+import LinuxFile
+import MRLeaseProtocol
+import SystemPackage
+import TestSupport
+import XCTest
+
+/// The daemon as systemd runs it: sd_notify on a socket the test listens on, socket activation
+/// through systemd-socket-activate, and SIGTERM with clients connected.
+final class ServiceLifecycleTests: XCTestCase {
+    /// READY=1 (with STATUS= and MAINPID=), WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on
+    /// SIGTERM, then exit 0 with the socket file removed.
+    func assertNotifyLifecycle(_ notify: NotifyListener, scratch: ScratchDirectory) throws {
+        let socket = scratch.path + "/s.sock"
+        let daemon = try DaemonChild(["--socket", socket, "--config", "/dev/null"],
+                                     environment: ["NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "200000"])
+        guard let ready = notify.receive(containing: "READY=1", within: 10) else {
+            return XCTFail("no READY=1; stderr: \(daemon.stderr)")
+        }
+        let fields = ready.split(separator: "\n")
+        XCTAssertTrue(fields.contains { $0.hasPrefix("STATUS=") && $0.count > 7 }, ready)
+        XCTAssertTrue(fields.contains(Substring("MAINPID=\(daemon.pid)")), ready)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: socket))
+
+        XCTAssertNotNil(notify.receive(containing: "WATCHDOG=1", within: 1), "no WATCHDOG=1 within 1 s of READY")
+
+        daemon.signal(SIGTERM)
+        XCTAssertNotNil(notify.receive(containing: "STOPPING=1", within: 2), "no STOPPING=1 after SIGTERM")
+        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: socket), "the daemon left its socket file")
+    }
+
+    func testNotifySocketPathGetsReadyWatchdogAndStopping() throws {
+        let scratch = try ScratchDirectory(name: "mrleased-notify")
+        try assertNotifyLifecycle(try NotifyListener(path: scratch.path + "/notify"), scratch: scratch)
+    }
+
+    func testAbstractNotifySocketGetsReadyWatchdogAndStopping() throws {
+        let scratch = try ScratchDirectory(name: "mrleased-notify")
+        let name = "mrleased-test-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try assertNotifyLifecycle(try NotifyListener(abstract: name), scratch: scratch)
+    }
+
+    func testSocketActivatedDaemonServesTheInheritedListenerAndBindsNothing() throws {
+        let launcher = "/usr/bin/systemd-socket-activate"
+        guard FileManager.default.isExecutableFile(atPath: launcher) else { throw XCTSkip("needs systemd-socket-activate (apt-get install systemd)") }
+        let scratch = try ScratchDirectory(name: "mrleased-activate")
+        let activated = scratch.path + "/act.sock"
+        // Were the listener not adopted, the daemon would bind this path instead.
+        let own = scratch.path + "/own.sock"
+        // systemd-socket-activate passes LISTEN_FDS/LISTEN_PID but only the variables named
+        // with -E; it execs the daemon in place, so LISTEN_PID is the daemon's pid.
+        let daemon = try DaemonChild(["--seqpacket", "-l", activated, DaemonChild.executable, "--socket", own, "--config", "/dev/null"],
+                                     executable: launcher)
+        var client: UnixSocket?
+        XCTAssertTrue(eventually(within: 10) { client = try? UnixSocket.connect(path: activated); return client != nil }, daemon.stderr)
+        guard let client else { return }
+        try client.send(Codec.encode(.hello(.init(clientName: "activation-test")), id: 1))
+        guard case .message(let message) = try client.receive(maxSize: Codec.maxMessageBytes),
+              case .reply(let reply) = try Codec.decodeServerMessage(message.bytes) else {
+            return XCTFail("no reply; stderr: \(daemon.stderr)")
+        }
+        XCTAssertEqual(reply.id, 1)
+        guard case .success(.hello(let hello)) = reply.outcome else { return XCTFail("\(reply)") }
+        XCTAssertEqual(hello.version, Codec.version)
+        XCTAssertTrue(daemon.waitForStderr("fd=3"), "no `socket activation fd=3` line: \(daemon.stderr)")
+        XCTAssertTrue(daemon.waitForStderr("socket=fd 3 (socket activation)"), daemon.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: own), "the daemon bound its own socket")
+
+        daemon.signal(SIGTERM)
+        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
+        // The listener was systemd's: the daemon leaves its path alone.
+        XCTAssertTrue(FileManager.default.fileExists(atPath: activated))
+    }
+
+    func testSIGTERMEndsConnectedClientsStreamsAndExitsZero() throws {
+        let scratch = try ScratchDirectory(name: "mrleased-shutdown")
+        let socket = scratch.path + "/s.sock"
+        let daemon = try DaemonChild(["--socket", socket, "--config", "/dev/null"])
+        var client: UnixSocket?
+        XCTAssertTrue(eventually(within: 10) { client = try? UnixSocket.connect(path: socket); return client != nil }, daemon.stderr)
+        guard let client else { return }
+        // A reply proves the daemon has accepted this connection before it is told to stop.
+        try client.send(Codec.encode(.stats, id: 1))
+        guard case .message = try client.receive(maxSize: Codec.maxMessageBytes) else { return XCTFail("no stats reply") }
+
+        daemon.signal(SIGTERM)
+        try client.setNonBlocking(true)
+        var ended = false
+        XCTAssertTrue(eventually(within: 2) {
+            if case .endOfStream? = try? client.receive(maxSize: Codec.maxMessageBytes) { ended = true }
+            return ended
+        }, "the client never saw end-of-stream")
+        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: socket))
+    }
+
+    /// Under journald (JOURNAL_STREAM set) each line is `level message key=value…`: journald
+    /// stamps time and unit itself. Elsewhere lines carry their own timestamp.
+    func testUnderJournaldLogLinesArePlainLevelMessageMetadata() throws {
+        func logLines(environment: [String: String]) throws -> [Substring] {
+            let scratch = try ScratchDirectory(name: "mrleased-logs")
+            let socket = scratch.path + "/s.sock"
+            let daemon = try DaemonChild(["--socket", socket, "--config", "/dev/null", "--log-level", "info"], environment: environment)
+            XCTAssertTrue(daemon.waitForStderr("listening"), daemon.stderr)
+            daemon.signal(SIGTERM)
+            XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
+            XCTAssertTrue(daemon.waitForStderr("stopped", within: 2), daemon.stderr)
+            return daemon.stderr.split(separator: "\n")
+        }
+        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        let journal = try logLines(environment: ["JOURNAL_STREAM": "1:1"])
+        XCTAssertFalse(journal.isEmpty)
+        for line in journal {
+            let level = line.split(separator: " ", maxSplits: 1).first.map(String.init) ?? ""
+            XCTAssertTrue(levels.contains(level), "not `level message`: \(line)")
+            XCTAssertNil(line.firstMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d/), "timestamped: \(line)")
+        }
+        XCTAssertTrue(journal.contains { $0.hasPrefix("info listening ") && $0.contains(" socket=/") && $0.contains(" device=") }, "\(journal)")
+        XCTAssertTrue(journal.contains("info stopped"), "\(journal)")
+
+        let terminal = try logLines(environment: [:])
+        XCTAssertTrue(terminal.allSatisfy { $0.firstMatch(of: /^\d{4}-\d\d-\d\dT/) != nil }, "\(terminal)")
+    }
+}
