@@ -100,7 +100,7 @@ let package = Package(
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name.
-        .target(name: "TestSupport", dependencies: ["LinuxFile"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs"], path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )

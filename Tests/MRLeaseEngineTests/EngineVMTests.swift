@@ -55,32 +55,15 @@ final class EngineVMTests: XCTestCase {
     /// Writes `byte` over the region through a loopback RC QP in the owner's PD: what a peer does.
     func rdmaWrite(_ registrar: VerbsRegistrar, region: RegionInfo, byte: UInt8, length: Int = 4096) throws {
         let keys = try XCTUnwrap(region.keys)
-        let context = registrar.context
         let pd = try registrar.protectionDomain(for: owner)
-        let cq = try context.createCompletionQueue(entries: 8)
-        let port = try context.queryPort(1)
-        let gid = try XCTUnwrap(port.gids.first { $0.description == "::ffff:127.0.0.1" })
-        let a = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
-        let b = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
+        let loopback = try Loopback(protectionDomain: pd, mtu: .bytes4096)
         let access: AccessFlags = [.localWrite, .remoteWrite, .remoteRead]
-        let mtu = ProcessInfo.processInfo.environment["MRLEASED_TEST_MTU"] == "1024" ? PathMTU.bytes1024 : .bytes4096
-        try a.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: b.number, lid: port.lid, gid: gid), access: access, mtu: mtu)
-        try b.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: a.number, lid: port.lid, gid: gid), access: access, mtu: mtu)
         let source = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
         defer { source.deallocate() }
         source.initializeMemory(as: UInt8.self, repeating: byte, count: length)
         let sourceMR = try pd.register(address: source, length: length, access: access)
-        try a.post(.write, local: sourceMR, localAddress: sourceMR.address, length: UInt32(length),
-                   remoteAddress: keys.address, rkey: keys.rkey, wrID: 9)
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
-            if let completion = try cq.poll(max: 1).first {
-                XCTAssertTrue(completion.isSuccess, "RDMA WRITE into the region: \(completion.statusText)")
-                return
-            }
-            usleep(1000)
-        }
-        XCTFail("no completion for the RDMA WRITE")
+        let completion = try loopback.write(from: sourceMR, length: length, to: keys.address, rkey: keys.rkey, wrID: 9)
+        XCTAssertTrue(completion.isSuccess, "RDMA WRITE into the region: \(completion.statusText)")
     }
 
     /// Reads through our own fd (the engine's fd shares its open file description): a fresh

@@ -81,17 +81,9 @@ final class VerbsTests: XCTestCase {
     }
 
     func testRDMAWriteAndReadOverLoopbackRC() throws {
-        let context = try openDevice()
-        let pd = try context.allocateProtectionDomain()
-        let cq = try context.createCompletionQueue(entries: 16)
-        let port = try context.queryPort(1)
-        let gid = try XCTUnwrap(port.gids.first { $0.description == "::ffff:127.0.0.1" } ?? port.gids.first)
-        let a = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
-        let b = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
+        let pd = try openDevice().allocateProtectionDomain()
+        let loopback = try Loopback(protectionDomain: pd)
         let access: AccessFlags = [.localWrite, .remoteWrite, .remoteRead]
-        try a.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: b.number, lid: port.lid, gid: gid), access: access)
-        try b.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: a.number, lid: port.lid, gid: gid), access: access)
-
         let length = 4096
         let source = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
         let target = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
@@ -101,18 +93,14 @@ final class VerbsTests: XCTestCase {
         let sourceMR = try pd.register(address: source, length: length, access: access)
         let targetMR = try pd.register(address: target, length: length, access: access)
 
-        try a.post(.write, local: sourceMR, localAddress: sourceMR.address, length: UInt32(length),
-                   remoteAddress: targetMR.address, rkey: targetMR.rkey, wrID: 1)
-        let completion = try waitForCompletion(cq)
+        let completion = try loopback.write(from: sourceMR, length: length, to: targetMR.address, rkey: targetMR.rkey, wrID: 1)
         XCTAssertTrue(completion.isSuccess, completion.statusText)
         XCTAssertEqual(completion.wrID, 1)
         XCTAssertEqual(target.load(fromByteOffset: length - 1, as: UInt8.self), 0xA5)
 
         // A deregistered MR's rkey is dead: the write fails remotely instead of landing.
         try targetMR.deregister()
-        try a.post(.write, local: sourceMR, localAddress: sourceMR.address, length: 64,
-                   remoteAddress: targetMR.address, rkey: targetMR.rkey, wrID: 2)
-        let refused = try waitForCompletion(cq)
+        let refused = try loopback.write(from: sourceMR, length: 64, to: targetMR.address, rkey: targetMR.rkey, wrID: 2)
         XCTAssertFalse(refused.isSuccess, "write through a deregistered rkey succeeded")
     }
 
@@ -124,14 +112,8 @@ final class VerbsTests: XCTestCase {
         let context = try openDevice()
         guard try context.query().odp.rc.contains(.write) else { throw XCTSkip("needs RC ODP WRITE (rxe gained ODP around 6.14)") }
         let pd = try context.allocateProtectionDomain()
-        let cq = try context.createCompletionQueue(entries: 16)
-        let port = try context.queryPort(1)
-        let gid = try XCTUnwrap(port.gids.first { $0.description == "::ffff:127.0.0.1" })
-        let a = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
-        let b = try pd.createQueuePair(sendQueue: cq, receiveQueue: cq)
+        let loopback = try Loopback(protectionDomain: pd, mtu: .bytes1024)
         let access: AccessFlags = [.localWrite, .remoteWrite, .remoteRead]
-        try a.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: b.number, lid: port.lid, gid: gid), access: access, mtu: .bytes1024)
-        try b.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: a.number, lid: port.lid, gid: gid), access: access, mtu: .bytes1024)
         let length = 4096
         let source = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
         let target = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
@@ -140,20 +122,9 @@ final class VerbsTests: XCTestCase {
         target.initializeMemory(as: UInt8.self, repeating: 0, count: length)
         let sourceMR = try pd.register(address: source, length: length, access: access)
         let targetMR = try pd.register(address: target, length: length, access: access.union(.onDemand))
-        try a.post(.write, local: sourceMR, localAddress: sourceMR.address, length: UInt32(length),
-                   remoteAddress: targetMR.address, rkey: targetMR.rkey, wrID: 3)
-        XCTAssertTrue(try waitForCompletion(cq).isSuccess)
+        XCTAssertTrue(try loopback.write(from: sourceMR, length: length, to: targetMR.address, rkey: targetMR.rkey, wrID: 3).isSuccess)
         let landed = (0..<length).filter { target.load(fromByteOffset: $0, as: UInt8.self) == 0x5C }.count
         let expected = context.device.name.hasPrefix("rxe") ? 1024 : length
         XCTAssertEqual(landed, expected, "bytes of a 4-packet RDMA WRITE that reached ODP memory")
-    }
-
-    func waitForCompletion(_ cq: CompletionQueue, timeout: Double = 20) throws -> WorkCompletion {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let completion = try cq.poll(max: 1).first { return completion }
-            usleep(1000)
-        }
-        throw VerbsError(op: "ibv_poll_cq", errno: .timedOut, detail: "no completion within \(timeout) s")
     }
 }
