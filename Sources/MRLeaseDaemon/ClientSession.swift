@@ -14,6 +14,8 @@ final class ClientSession {
     let byteLimit: UInt64?
     var clientName: String?
     var tags: [RegionID: String] = [:]
+    /// The length of each live region, for per-uid quotas without asking the engine.
+    var lengths: [RegionID: UInt64] = [:]
     var outbox: [[UInt8]] = []
     var closing = false
 

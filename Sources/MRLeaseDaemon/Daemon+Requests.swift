@@ -40,6 +40,7 @@ extension Daemon {
         case .deregister(let region):
             try engineCall { engine throws(EngineError) in try engine.deregister(RegionID(region), owner: session.owner) }
             session.tags[RegionID(region)] = nil
+            session.lengths[RegionID(region)] = nil
             return .deregister
 
         case .list(let after):
@@ -62,7 +63,7 @@ extension Daemon {
             return .ack
 
         case .verify(let region):
-            guard session.tags.keys.contains(RegionID(region)) || engine?.list(owner: session.owner).contains(where: { $0.id.rawValue == region }) == true else {
+            guard session.lengths[RegionID(region)] != nil else {
                 throw ProtocolError(.unknownRegion, "no region \(region) on this connection")
             }
             let drift = try engineCall { engine throws(EngineError) in try engine.verify(RegionID(region)) }
@@ -82,11 +83,11 @@ extension Daemon {
             throw ProtocolError(.notRegularFile, "the fd is \(what): only regular files with memory behind them can be registered")
         }
         let uid = session.credentials.uid
-        let held = sessions.values.filter { $0.credentials.uid == uid }.flatMap { engine?.list(owner: $0.owner) ?? [] }
+        let held = sessions.values.filter { $0.credentials.uid == uid }.flatMap(\.lengths.values)
         if held.count >= configuration.maxRegionsPerUID {
             throw ProtocolError(.quotaExceeded, "uid \(uid) holds \(held.count) regions, the limit (max-regions-per-uid); deregister some first")
         }
-        let bytes = held.reduce(UInt64(0)) { $0 + $1.length }
+        let bytes = held.reduce(0, +)
         if let limit = session.byteLimit, bytes + register.length > limit {
             throw ProtocolError(.quotaExceeded, "uid \(uid) would hold \(bytes + register.length) bytes in regions; its limit is \(limit) (its RLIMIT_MEMLOCK, or max-bytes-per-uid)")
         }
@@ -103,7 +104,8 @@ extension Daemon {
             try engine.register(owner: session.owner, fd: fd, offset: register.offset, length: register.length,
                                 access: access, preference: preference)
         }
-        if let tag = register.tag { session.tags[info.id] = tag } else { session.tags[info.id] = "" }
+        session.tags[info.id] = register.tag ?? ""
+        session.lengths[info.id] = info.length
         logger.info("registered", metadata: ["region": "\(info.id)", "file": "\(info.file)", "client": "\(session.owner)",
                                             "strategy": "\(info.strategy)", "bytes": "\(info.length)"])
         let keys = info.keys ?? MRKeys(lkey: 0, rkey: 0, address: 0)

@@ -197,6 +197,7 @@ public final class Daemon {
             wire = .restored(.init(region: id.rawValue, lkey: keys.lkey, rkey: keys.rkey, address: keys.address, layoutChanged: changed))
         case .lost(let id, let reason):
             session.tags[id] = nil
+            session.lengths[id] = nil
             wire = .lost(.init(region: id.rawValue, reason: LossReason(rawValue: reason) ?? .restoreFailed, message: reason))
         }
         if !session.send(Codec.encode(wire), limit: configuration.maxQueuedMessages) {
