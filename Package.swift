@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "Verbs", targets: ["Verbs"]),
         .library(name: "MRLeaseEngine", targets: ["MRLeaseEngine"]),
         .library(name: "MRLeaseProtocol", targets: ["MRLeaseProtocol"]),
+        .library(name: "MRLeaseClient", targets: ["MRLeaseClient"]),
         .executable(name: "mrlease", targets: ["mrlease"]),
         .executable(name: "mrleased", targets: ["mrleased"]),
         .executable(name: "mrleased-bench", targets: ["mrleased-bench"]),
@@ -55,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "mrlease",
             dependencies: [
-                "MRLeaseEngine", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeaseClient", "LinuxFile", "Verbs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -63,7 +64,7 @@ let package = Package(
         .executableTarget(
             name: "mrleased-bench",
             dependencies: [
-                "MRLeaseEngine", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "Verbs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // Only to quiet the engine's per-break info log, which would otherwise be timed.
                 .product(name: "Logging", package: "swift-log"),
@@ -88,6 +89,14 @@ let package = Package(
         ),
         // The wire protocol's messages and codec: pure Swift, so clients need no libibverbs.
         .target(name: "MRLeaseProtocol"),
+        // What applications link to talk to mrleased: the socket, requests, events. No verbs.
+        .target(
+            name: "MRLeaseClient",
+            dependencies: [
+                "MRLeaseProtocol", "LinuxFile", "CLinux",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
@@ -97,6 +106,8 @@ let package = Package(
         // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)
         // and Config/'s units under systemd-analyze verify. Host-only: no RDMA device needed.
         .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
+        // The client library against the real `mrleased` binary on the host (no RDMA device).
+        .testTarget(name: "MRLeaseClientTests", dependencies: ["MRLeaseClient", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name.

@@ -182,3 +182,6 @@ int mrl_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
 int mrl_accept(int sock, int nonblocking) {
     return accept4(sock, NULL, NULL, SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0));
 }
+
+const char *mrl_strerrorname(int errnum) { return strerrorname_np(errnum); }
+const int MRL_O_PATH = O_PATH;

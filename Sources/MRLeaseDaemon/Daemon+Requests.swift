@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import LinuxFile
 import MRLeaseEngine
@@ -38,14 +39,22 @@ extension Daemon {
             return .register(try registerRegion(register, fd: fds[0], session: session))
 
         case .deregister(let region):
+            // Without a device no region exists: that, not the missing device, is the answer.
+            guard engine != nil else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }
             try engineCall { engine throws(EngineError) in try engine.deregister(RegionID(region), owner: session.owner) }
             session.tags[RegionID(region)] = nil
             session.lengths[RegionID(region)] = nil
             return .deregister
 
-        case .list(let after):
-            let regions = (engine?.list(owner: session.owner) ?? []).filter { after == nil || $0.id.rawValue > after! }
-            return .list(RegionList(regions: regions.map { wireRegion($0, tag: session.tags[$0.id]) }))
+        case .list(let after, let all):
+            // `all` is for operators (`mrlease list`): other connections of the same uid, or
+            // every connection for root; never another user's regions.
+            let uid = session.credentials.uid
+            let owners = all ? sessions.values.filter { uid == 0 || $0.credentials.uid == uid } : [session]
+            let regions = owners.flatMap { owner in
+                (engine?.list(owner: owner.owner) ?? []).map { wireRegion($0, tag: owner.tags[$0.id], pid: all ? UInt32(owner.credentials.pid) : nil) }
+            }
+            return .list(RegionList(regions: regions.filter { after == nil || $0.region > after! }.sorted { $0.region < $1.region }))
 
         case .stats:
             let stats = engine?.statistics() ?? EngineStatistics()
@@ -59,6 +68,7 @@ extension Daemon {
                 clients: UInt64(sessions.count)))
 
         case .ack(let region):
+            guard engine != nil else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }
             try engineCall { engine throws(EngineError) in try engine.acknowledge(RegionID(region), owner: session.owner) }
             return .ack
 
@@ -82,6 +92,7 @@ extension Daemon {
             let what = facts.kind == .regular ? "a \(facts.filesystem) file" : "a \(facts.kind.rawValue)"
             throw ProtocolError(.notRegularFile, "the fd is \(what): only regular files with memory behind them can be registered")
         }
+        try checkFD(fd, facts: facts, for: register)
         let uid = session.credentials.uid
         let held = sessions.values.filter { $0.credentials.uid == uid }.flatMap(\.lengths.values)
         if held.count >= configuration.maxRegionsPerUID {
@@ -102,7 +113,7 @@ extension Daemon {
         }
         let info = try engineCall { engine throws(EngineError) in
             try engine.register(owner: session.owner, fd: fd, offset: register.offset, length: register.length,
-                                access: access, preference: preference)
+                                access: access, preference: preference, facts: facts)
         }
         session.tags[info.id] = register.tag ?? ""
         session.lengths[info.id] = info.length
@@ -112,6 +123,33 @@ extension Daemon {
         return Registration(region: info.id.rawValue, lkey: keys.lkey, rkey: keys.rkey, address: keys.address, length: info.length,
                             strategy: info.strategy == .odp ? .odp : .pinned, strategyReason: info.strategyReason,
                             device: info.device, backing: FileBacking(rawValue: info.backing.rawValue) ?? .pageCache)
+    }
+
+    /// The request's own checks, made here so they answer the same with or without an RDMA
+    /// device (the engine repeats them): the fd's open mode against the access (docs/protocol.md
+    /// §4), the offset's page alignment, the range inside the file.
+    func checkFD(_ fd: FileDescriptor, facts: FileFacts, for register: Request.Register) throws(ProtocolError) {
+        let flags = fcntl(fd.rawValue, F_GETFL)
+        guard flags >= 0 else {
+            let error = Errno(rawValue: errno)
+            throw ProtocolError(.badRequest, "fcntl(F_GETFL) on the passed fd failed: \(error.symbolicName)", errnoName: error.symbolicName, errnoValue: error.rawValue)
+        }
+        // An O_PATH fd reads as O_RDONLY in O_ACCMODE, but cannot be mapped at all.
+        if flags & MRL_O_PATH != 0 || flags & O_ACCMODE == O_WRONLY {
+            throw ProtocolError(.accessDenied, "the fd was opened \(flags & MRL_O_PATH != 0 ? "O_PATH" : "O_WRONLY"): the file must be mapped, which needs O_RDONLY or O_RDWR")
+        }
+        let writable = register.access.contains(.write) || register.access.contains(.atomic)
+        if writable && flags & O_ACCMODE != O_RDWR {
+            let asked = Access.allCases.filter(register.access.contains).map(\.rawValue).joined(separator: ",")
+            throw ProtocolError(.accessDenied, "\(asked) access needs an fd opened O_RDWR; this fd is read-only")
+        }
+        let page = UInt64(SharedMapping.pageSize)
+        guard register.offset % page == 0 else {
+            throw ProtocolError(.badAlignment, "offset \(register.offset) is not a multiple of the page size (\(page))")
+        }
+        guard register.offset < facts.size, register.length <= facts.size - register.offset else {
+            throw ProtocolError(.rangeOutOfFile, "range [\(register.offset), \(register.offset + register.length)) is not inside the file (size \(facts.size)); extend the file first")
+        }
     }
 
     /// Runs an engine call, turning "no device" and engine errors into protocol errors.
@@ -127,7 +165,7 @@ extension Daemon {
         }
     }
 
-    func wireRegion(_ info: RegionInfo, tag: String?) -> RegionList.Region {
+    func wireRegion(_ info: RegionInfo, tag: String?, pid: UInt32? = nil) -> RegionList.Region {
         var access: Set<Access> = []
         if info.access.contains(.read) { access.insert(.read) }
         if info.access.contains(.write) { access.insert(.write) }
@@ -136,6 +174,6 @@ extension Daemon {
                                  access: access, strategy: info.strategy == .odp ? .odp : .pinned,
                                  state: RegionStatus(rawValue: info.state.rawValue) ?? .registered,
                                  rkey: info.keys?.rkey, lkey: info.keys?.lkey, address: info.keys?.address,
-                                 tag: tag.flatMap { $0.isEmpty ? nil : $0 })
+                                 tag: tag.flatMap { $0.isEmpty ? nil : $0 }, pid: pid)
     }
 }

@@ -92,7 +92,7 @@ public final class Daemon {
                 handle(ready)
                 if stopping { break }
             }
-            engine?.process(now: Engine.now())
+            if let due = engine?.nextDeadline, due <= Engine.now() { engine?.processTimers(now: Engine.now()) }
             if let due = nextWatchdog, Engine.now() >= due, let interval = notifier.watchdogInterval {
                 notifier.watchdog()
                 nextWatchdog = Engine.now() + interval
@@ -120,7 +120,9 @@ public final class Daemon {
             stopping = true
         } else if let session = sessions[ready.fd] {
             if ready.events.contains(.writable), !session.flush() { return disconnect(session, why: "send failed") }
-            if session.outbox.isEmpty { try? epoll.watch(session.descriptor, for: .readable) }
+            // Back to readable-only once a write-blocked client has drained (and only then:
+            // each epoll_ctl is a syscall on every request's path).
+            if ready.events.contains(.writable), session.outbox.isEmpty { try? epoll.watch(session.descriptor, for: .readable) }
             if ready.events.contains(.readable) || ready.events.contains(.hangup) || ready.events.contains(.error) {
                 readRequests(from: session)
             }
@@ -175,7 +177,13 @@ public final class Daemon {
             case .message(let message):
                 let reply = answer(message, from: session)
                 for fd in message.fds { try? fd.close() }
-                guard session.send(Codec.encode(reply), limit: configuration.maxQueuedMessages) else {
+                // A long list goes in pages that each fit one message (the client asks for the rest).
+                let packet = if case .success(.list(let page)) = reply.outcome, let id = reply.id {
+                    Codec.encodeList(id: id, regions: page.regions)
+                } else {
+                    Codec.encode(reply)
+                }
+                guard session.send(packet, limit: configuration.maxQueuedMessages) else {
                     return disconnect(session, why: "not reading its replies")
                 }
                 if !session.outbox.isEmpty { try? epoll.watch(session.descriptor, for: [.readable, .writable]) }

@@ -18,6 +18,12 @@ extension Engine {
     public func process(now: UInt64) {
         handleSignals()
         handleInotify()
+        processTimers(now: now)
+    }
+
+    /// Fires the timers due at `now` (quiesce deadlines, re-lease retries) without reading
+    /// the signalfd or inotify fd: for a loop that knows those are not ready.
+    public func processTimers(now: UInt64) {
         for file in files.values {
             if let timer = file.timer, timer <= now {
                 file.timer = nil

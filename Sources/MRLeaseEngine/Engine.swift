@@ -65,10 +65,13 @@ public final class Engine {
     /// `fd` stays the caller's; the engine keeps its own duplicate. Its open mode must allow
     /// the access (O_RDONLY never yields a writable region). `offset` must be page-aligned and
     /// the range inside the file.
+    /// `facts`: the caller's own fresh `FileFacts.inspect(fd)`, when it has one, saves a statx.
     public func register(owner: OwnerID, fd: FileDescriptor, offset: UInt64, length: UInt64,
-                         access: RegionAccess, preference: Strategy? = nil) throws(EngineError) -> RegionInfo {
+                         access: RegionAccess, preference: Strategy? = nil, facts known: FileFacts? = nil) throws(EngineError) -> RegionInfo {
         let facts: FileFacts
-        do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
+        if let known { facts = known } else {
+            do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
+        }
         guard facts.kind == .regular else { throw .notRegularFile(kind: facts.kind.rawValue) }
         let writable = try Self.openForWrite(fd)
         if access.isWritable && !writable {

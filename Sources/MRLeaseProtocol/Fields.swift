@@ -79,6 +79,11 @@ struct Fields {
         return text
     }
 
+    func boolIfPresent(_ key: String) throws(ProtocolError) -> Bool? {
+        guard present(key) != nil else { return nil }
+        return try bool(key)
+    }
+
     func bool(_ key: String) throws(ProtocolError) -> Bool {
         let value = try required(key)
         guard case .bool(let flag) = value else { throw .wrongType(path(key), expected: "true or false", got: value) }

@@ -9,8 +9,9 @@ public enum Request: Sendable, Equatable {
     /// Comes with exactly one fd (`SCM_RIGHTS`): the file to register.
     case register(Register)
     case deregister(region: UInt64)
-    /// Regions of this connection in ascending id order, starting after region `after`.
-    case list(after: UInt64?)
+    /// Regions in ascending id order, starting after region `after`: this connection's, or
+    /// with `all` every connection's of the caller's uid (of every uid when the caller is root).
+    case list(after: UInt64?, all: Bool = false)
     case stats
     /// The client has stopped issuing RDMA to a `revoking` region.
     case ack(region: UInt64)
@@ -94,7 +95,7 @@ extension Request {
         case .register:
             self = .register(try Register(fields))
         case .deregister: self = .deregister(region: try fields.uint64("region"))
-        case .list: self = .list(after: try fields.uint64IfPresent("after"))
+        case .list: self = .list(after: try fields.uint64IfPresent("after"), all: try fields.boolIfPresent("all") ?? false)
         case .stats: self = .stats
         case .ack: self = .ack(region: try fields.uint64("region"))
         case .verify: self = .verify(region: try fields.uint64("region"))
@@ -115,8 +116,9 @@ extension Request {
             object.set("tag", register.tag.map(JSONValue.string))
         case .deregister(let region), .ack(let region), .verify(let region):
             object.set("region", .integer(region))
-        case .list(let after):
+        case .list(let after, let all):
             object.set("after", after.map(JSONValue.integer))
+            object.set("all", all ? .bool(true) : nil)
         case .stats:
             break
         }

@@ -125,6 +125,7 @@ extension RegionList.Region {
         lkey = try f.uint32IfPresent("lkey")
         address = try f.uint64IfPresent("address")
         tag = try f.stringIfPresent("tag")
+        pid = try f.uint32IfPresent("pid")
     }
 
     var json: JSONValue {
@@ -140,6 +141,7 @@ extension RegionList.Region {
         o.set("lkey", lkey.map(JSONValue.integer))
         o.set("address", address.map(JSONValue.integer))
         o.set("tag", tag.map(JSONValue.string))
+        o.set("pid", pid.map(JSONValue.integer))
         return .object(o)
     }
 }

@@ -116,10 +116,12 @@ public struct RegionList: Sendable, Equatable {
         public var lkey: UInt32?
         public var address: UInt64?
         public var tag: String?
+        /// The owning connection's process (SO_PEERCRED), in `list` with `all` only.
+        public var pid: UInt32?
 
         public init(region: UInt64, file: String, offset: UInt64, length: UInt64, access: Set<Access>,
                     strategy: RegionStrategy, state: RegionStatus, rkey: UInt32? = nil, lkey: UInt32? = nil,
-                    address: UInt64? = nil, tag: String? = nil) {
+                    address: UInt64? = nil, tag: String? = nil, pid: UInt32? = nil) {
             self.region = region
             self.file = file
             self.offset = offset
@@ -131,6 +133,7 @@ public struct RegionList: Sendable, Equatable {
             self.lkey = lkey
             self.address = address
             self.tag = tag
+            self.pid = pid
         }
     }
 

@@ -18,6 +18,9 @@ struct BenchCommand: ParsableCommand {
         Registration: engine.register against a plain ibv_reg_mr loop with the same flags.
         Without an RDMA device the break benchmark runs on a stub registrar (fake keys) and the
         registration benchmark is skipped.
+        --daemon: starts the real mrleased and times stats round trips over its socket against
+        an echo peer on a socketpair, then (with an RDMA device) 2 MiB registrations through it
+        against a direct Engine.register; the break and registration benchmarks do not run.
         """
     )
 
@@ -72,9 +75,26 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Also print the results as one JSON object at the end.")
     var json = false
 
+    @Flag(help: "Benchmark the daemon instead (stats round trip; 2 MiB registrations through it vs a direct engine call).")
+    var daemon = false
+
+    @Option(help: "The mrleased binary for --daemon (default: the one next to this executable).")
+    var daemonBinary: String?
+
+    @Option(help: "Timed stats round trips for --daemon, unpinned (each also against the echo peer; a quarter of this with both pinnings).")
+    var roundTrips: Int = 20_000
+
+    @Option(help: "Untimed round trips before the timed ones, daemon and echo each.")
+    var warmUp: Int = 1000
+
+    /// The echo peer process of --daemon: serves the SOCK_SEQPACKET socket on stdin.
+    @Flag(help: .hidden)
+    var echoPeer = false
+
     func validate() throws {
         guard ["auto", "verbs", "stub"].contains(registrar) else { throw ValidationError("--registrar: auto, verbs or stub") }
         guard counts(regions) != nil, counts(noAckRegions) != nil else { throw ValidationError("region counts: comma separated positive integers") }
+        guard roundTrips > 0, warmUp >= 0 else { throw ValidationError("--round-trips must be positive, --warm-up not negative") }
         guard iterations > 0, largeIterations > 0, noAckIterations > 0, passes > 0 else { throw ValidationError("iterations and passes must be positive") }
     }
 
@@ -85,6 +105,8 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if echoPeer { return EchoPeer.serve(fd: 0) }
+        if daemon { return try runDaemon() }
         let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         let (chosen, registrarNote) = try makeRegistrar()
         let isStub = chosen is StubRegistrar

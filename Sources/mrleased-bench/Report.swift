@@ -11,6 +11,8 @@ struct Report: Codable {
     var registrationCases: [RegistrationCase] = []
     var breakCensus = ""
     var registrationCensus = ""
+    var roundTrips: [RoundTripCase] = []
+    var daemonRegistration: DaemonRegistrationCase?
     var verdicts: [String] = []
 
     /// The issue's acceptance targets: with one region, the median blocked time is within 2×
@@ -25,6 +27,11 @@ struct Report: Codable {
         if let many = breakCases.first(where: { $0.regions == 10_000 && $0.acknowledged }) {
             let holds = many.engineP90MS < 500 && many.engineMaxMS < 1000
             verdicts.append("target regions=10000 well under 1 s (p90 < 500 ms, max < 1 s): \(holds ? "HOLDS" : "MISSED") (median \(ms(many.engineMedianMS)) ms, p90 \(ms(many.engineP90MS)) ms, max \(ms(many.engineMaxMS)) ms)\(caveat)")
+        }
+        // Issue 4: registration through the daemon within 1.5× a direct engine call (2 MiB).
+        if let row = daemonRegistration {
+            let holds = row.ratio <= 1.5
+            verdicts.append("target daemon register within 1.5x direct Engine.register (\(row.length >> 20) MiB, median): \(holds ? "HOLDS" : "MISSED") (ratio \(String(format: "%.2f", row.ratio)))")
         }
     }
 }

@@ -95,4 +95,9 @@ int mrl_accept(int sock, int nonblocking);
 extern const int MRL_MSG_TRUNC;
 extern const int MRL_MSG_CTRUNC;
 
+/* O_PATH (fcntl.h under _GNU_SOURCE): an fd that names a file but cannot read, write or map it. */
+extern const int MRL_O_PATH;
+/* strerrorname_np (a GNU declaration): "ENOENT" for ENOENT; NULL for an unknown number. */
+const char *mrl_strerrorname(int errnum);
+
 #endif

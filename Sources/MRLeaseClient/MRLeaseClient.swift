@@ -1,0 +1,241 @@
+@_exported import MRLeaseProtocol
+import LinuxFile
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A connection to mrleased (docs/protocol.md): synchronous requests, and the events the
+/// daemon pushes about this connection's regions.
+///
+/// Each request is sent, then packets are read until the reply with its id arrives; events that
+/// arrive meanwhile are queued for `nextEvent`. Regions belong to the connection: closing it
+/// (or exiting, or crashing) makes the daemon deregister all of them.
+///
+/// Not thread-safe: use one client from one thread (or guard it yourself).
+///
+/// ```swift
+/// let client = try MRLeaseClient.connect()
+/// let region = try client.register(path: "/mnt/pmem/data", offset: 0, length: 2 << 20, access: [.read, .write])
+/// // hand region.rkey and region.address to the peer …
+/// while let event = try client.nextEvent(timeout: nil) {
+///     if case .revoking(let r) = event { stopRDMA(to: r.region); try client.ack(region: r.region) }
+/// }
+/// ```
+public final class MRLeaseClient {
+    /// Where mrleased listens unless configured otherwise.
+    public static let defaultSocketPath = "/run/mrleased/mrleased.sock"
+
+    /// `$MRLEASED_SOCKET` when set and not empty, else `defaultSocketPath`.
+    public static var configuredSocketPath: String {
+        guard let value = getenv("MRLEASED_SOCKET").map({ String(cString: $0) }), !value.isEmpty else {
+            return defaultSocketPath
+        }
+        return value
+    }
+
+    public let socketPath: String
+    let socket: UnixSocket
+    var nextID: UInt64 = 1
+    var events: [Event] = []
+    /// Ids of `ack` requests sent on the client's own initiative; their replies are dropped.
+    var automaticAcks: Set<UInt64> = []
+    /// Files `register(path:)` opened, kept open for their region's life.
+    var heldFiles: [UInt64: FileDescriptor] = [:]
+
+    /// Regions with a `revoking` event not yet acknowledged, in the order the events came.
+    public internal(set) var pendingRevocations: [UInt64] = []
+    /// When true, every `revoking` event is acknowledged the moment it is read (the event is
+    /// still queued for `nextEvent`). Only for a client that has no RDMA in flight to stop, such
+    /// as a monitor: acknowledging tells the daemon it may deregister the MR at once.
+    public var acknowledgesRevocations: Bool
+    /// How long a request waits for its reply; nil waits forever.
+    public var replyTimeout: Duration? = .seconds(60)
+    /// The daemon's answer to `hello`, once asked.
+    public private(set) var daemon: HelloResult?
+
+    init(socket: UnixSocket, path: String, acknowledgesRevocations: Bool) {
+        self.socket = socket
+        self.socketPath = path
+        self.acknowledgesRevocations = acknowledgesRevocations
+    }
+
+    deinit {
+        for fd in heldFiles.values { try? fd.close() }
+    }
+
+    /// Connects to the daemon at `path` (nil: `$MRLEASED_SOCKET`, else
+    /// `/run/mrleased/mrleased.sock`).
+    ///
+    /// The corresponding C functions are `socket` and `connect`.
+    public static func connect(path: String? = nil, acknowledgingRevocations: Bool = false) throws(ClientError) -> MRLeaseClient {
+        let path = path ?? configuredSocketPath
+        let socket: UnixSocket
+        do { socket = try UnixSocket.connect(path: path) } catch { throw .connect(path: path, error) }
+        return MRLeaseClient(socket: socket, path: path, acknowledgesRevocations: acknowledgingRevocations)
+    }
+
+    /// The connection's socket, to wait on in the application's own poll/epoll loop: when it
+    /// is readable, call `nextEvent(timeout: .zero)` until it returns nil.
+    public var descriptor: FileDescriptor { socket.descriptor }
+
+    /// Closes the connection (the daemon then deregisters every region it made) and the files
+    /// `register(path:)` opened. Later calls do nothing; later requests fail.
+    public func close() {
+        try? socket.close()
+        for fd in heldFiles.values { try? fd.close() }
+        heldFiles = [:]
+    }
+
+    // MARK: Requests
+
+    /// Negotiates the protocol version and learns what the daemon offers (devices, strategies,
+    /// limits). Optional: every other request works without it.
+    @discardableResult
+    public func hello(clientName: String? = nil) throws(ClientError) -> HelloResult {
+        guard case .hello(let result) = try call(.hello(.init(clientName: clientName))) else { throw unexpected(.hello) }
+        daemon = result
+        return result
+    }
+
+    /// Registers `[offset, offset + length)` of the file behind `fd`, which goes to the daemon
+    /// with `SCM_RIGHTS`. Its open mode bounds the access: `O_RDONLY` gives `read` only,
+    /// `write` and `atomic` need `O_RDWR`.
+    ///
+    /// The daemon keeps its own copy of the fd, so closing yours afterwards does not affect the
+    /// region. Keep it if you do I/O on the file: it is the open file the daemon leased, so
+    /// using it never breaks the lease, while opening the path again would.
+    public func register(fd: FileDescriptor, offset: UInt64, length: UInt64, access: Set<Access>,
+                         strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
+        let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
+        guard case .register(let result) = try call(.register(request), fds: [fd]) else { throw unexpected(.register) }
+        return result
+    }
+
+    /// Opens `path` (`O_RDWR` when `write` or `atomic` is asked, else `O_RDONLY`) and registers
+    /// it. The client keeps that fd open until the region is deregistered or the client
+    /// closes: `file(region:)` returns it for I/O that must not break the daemon's lease.
+    public func register(path: String, offset: UInt64, length: UInt64, access: Set<Access>,
+                         strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
+        let writable = access.contains(.write) || access.contains(.atomic)
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(path, writable ? .readWrite : .readOnly, options: [.closeOnExec])
+        } catch {
+            throw .system(op: "open \(path) \(writable ? "O_RDWR" : "O_RDONLY")", error as? Errno ?? .ioError)
+        }
+        do {
+            let registration = try register(fd: fd, offset: offset, length: length, access: access, strategy: strategy, tag: tag)
+            heldFiles[registration.region] = fd
+            return registration
+        } catch {
+            try? fd.close()
+            throw error
+        }
+    }
+
+    /// The fd `register(path:)` opened for `region`, or nil.
+    public func file(region: UInt64) -> FileDescriptor? { heldFiles[region] }
+
+    /// Deregisters one of this connection's regions (a region made by another connection is
+    /// `unknown-region`). Closes the file `register(path:)` opened for it either way.
+    public func deregister(region: UInt64) throws(ClientError) {
+        if let fd = heldFiles.removeValue(forKey: region) { try? fd.close() }
+        pendingRevocations.removeAll { $0 == region }
+        _ = try call(.deregister(region: region))
+    }
+
+    /// This connection's regions, every page of them (`list` with `after` until no `next`).
+    /// With `allConnections`, those of every connection of this uid (of every uid for root),
+    /// each with its owner's `pid`: what an operator's `mrlease list` shows.
+    public func list(allConnections: Bool = false) throws(ClientError) -> [RegionList.Region] {
+        var regions: [RegionList.Region] = []
+        var after: UInt64?
+        repeat {
+            guard case .list(let page) = try call(.list(after: after, all: allConnections)) else { throw unexpected(.list) }
+            regions += page.regions
+            after = page.next
+        } while after != nil
+        return regions
+    }
+
+    /// The daemon's counters (all clients, not just this one).
+    public func stats() throws(ClientError) -> Statistics {
+        guard case .stats(let result) = try call(.stats) else { throw unexpected(.stats) }
+        return result
+    }
+
+    /// Tells the daemon this client has stopped issuing RDMA to a `revoking` region, so it
+    /// may deregister the MR now instead of at the deadline.
+    public func ack(region: UInt64) throws(ClientError) {
+        pendingRevocations.removeAll { $0 == region }
+        _ = try call(.ack(region: region))
+    }
+
+    /// Compares the file's extent map now with the one recorded at registration.
+    public func verify(region: UInt64) throws(ClientError) -> Verification {
+        guard case .verify(let result) = try call(.verify(region: region)) else { throw unexpected(.verify) }
+        return result
+    }
+
+    /// Acknowledges every revocation still pending, after reading whatever events have
+    /// already arrived. Call it once all RDMA to those regions has stopped. Returns the regions
+    /// acknowledged; their events stay queued for `nextEvent`.
+    @discardableResult
+    public func acknowledgeRevocations() throws(ClientError) -> [UInt64] {
+        try drain()
+        let regions = pendingRevocations
+        for region in regions {
+            do {
+                try ack(region: region)
+            } catch .refused(_, let error) where error.code == .unknownRegion {
+                // Lost or deregistered meanwhile: nothing left to acknowledge.
+            }
+        }
+        return regions
+    }
+
+    // MARK: The request core
+
+    /// Sends `request` and returns the result of its reply, queueing events that come first.
+    func call(_ request: Request, fds: [FileDescriptor] = []) throws(ClientError) -> ReplyResult {
+        let id = try send(request, fds: fds)
+        let op = "\(request.type.rawValue) reply"
+        let deadline = replyTimeout.map { ContinuousClock.now + $0 }
+        while true {
+            guard let message = try receive(until: deadline, op: op) else {
+                throw .timedOut(op: op, after: replyTimeout ?? .zero)
+            }
+            guard case .reply(let reply) = message else { continue }
+            // A reply without id answers a request the daemon could not read (too large,
+            // unknown envelope): with one request in flight, that is ours.
+            guard reply.id == id || reply.id == nil else { continue }
+            switch reply.outcome {
+            case .success(let result):
+                guard result.type == request.type else { throw unexpected(request.type) }
+                return result
+            case .failure(let error):
+                throw .refused(request.type, error)
+            }
+        }
+    }
+
+    /// Sends one request packet; returns its id.
+    @discardableResult
+    func send(_ request: Request, fds: [FileDescriptor] = []) throws(ClientError) -> UInt64 {
+        let id = nextID
+        nextID += 1
+        do { try socket.send(Codec.encode(request, id: id), fds: fds) } catch {
+            if error == .brokenPipe || error == .connectionReset { throw .disconnected(op: "send \(request.type.rawValue)") }
+            throw .system(op: "send \(request.type.rawValue)", error)
+        }
+        return id
+    }
+
+    func unexpected(_ type: RequestType) -> ClientError {
+        .malformedReply(op: "\(type.rawValue) reply", ProtocolError(.badRequest, "the reply's result is not a \(type.rawValue) result"))
+    }
+}

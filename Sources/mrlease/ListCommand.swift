@@ -1,0 +1,34 @@
+import ArgumentParser
+import MRLeaseClient
+
+/// `mrlease list`: the regions mrleased holds for this user's connections.
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List the regions mrleased holds for your connections (every connection's, as root).",
+        discussion: """
+        Regions belong to the connection that registered them (an application, or a running
+        `mrlease register`); PID names that process. Exit status: 0 ok; 1 the daemon is not
+        reachable or refused.
+        """
+    )
+
+    @OptionGroup var daemon: DaemonOptions
+    @Flag(help: "Print one JSON object: {\"regions\": [...]} with the protocol's region objects.")
+    var json = false
+
+    func run() throws {
+        let (client, _) = try daemon.connect("list")
+        let regions = try daemonCall("list") { () throws(ClientError) in try client.list(allConnections: true) }
+        if json {
+            return emit(WireJSON.line(WireJSON.object(.list(RegionList(regions: regions)))))
+        }
+        guard !regions.isEmpty else { return emit("no regions") }
+        emit(Format.table(
+            ["REGION", "PID", "FILE", "OFFSET", "LENGTH", "ACCESS", "STRATEGY", "STATE", "RKEY", "TAG"],
+            regions.map { r in
+                ["\(r.region)", r.pid.map { "\($0)" } ?? "-", r.file, "\(r.offset)", "\(r.length)", Format.access(r.access),
+                 r.strategy.rawValue, r.state.rawValue, Format.hex(r.rkey), r.tag ?? ""]
+            }))
+    }
+}

@@ -1,0 +1,139 @@
+import ArgumentParser
+import Foundation
+import LinuxFile
+import MRLeaseClient
+
+/// `mrlease register`: registers a file range, then holds it and prints its events until
+/// SIGINT/SIGTERM. The region lives as long as this process's connection.
+struct RegisterCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "register",
+        abstract: "Register a file range as an RDMA MR, hold it, and print its events until interrupted.",
+        discussion: """
+        Opens PATH (read-write when write or atomic access is asked, else read-only) and passes
+        the fd to mrleased. Prints the region and its keys, then one line per event with a
+        timestamp (revoking, revoked, restored, lost) until SIGINT or SIGTERM; closing the
+        connection makes mrleased deregister the region. Revocations are acknowledged at once
+        (this process issues no RDMA); --no-ack leaves them to the daemon's deadline instead.
+        Exit status: 0 interrupted after registering; 1 refused, unreachable, or the daemon
+        went away; 2 usage.
+        """
+    )
+
+    @OptionGroup var daemon: DaemonOptions
+    @Argument(help: "The file to register.") var path: String
+    @Option(help: ArgumentHelp("Byte offset in the file: a multiple of the page size (K, M, G suffixes: KiB, MiB, GiB).", valueName: "bytes"))
+    var offset: String = "0"
+    @Option(help: ArgumentHelp("Bytes to register (K, M, G suffixes).", valueName: "bytes"))
+    var length: String
+    @Option(help: "Comma list of read, write, atomic.") var access: String = "read"
+    @Option(help: "odp, pinned, or any (the daemon chooses).") var strategy: String = "any"
+    @Option(help: "A label shown by `mrlease list`.") var tag: String?
+    @Flag(inversion: .prefixedNo, help: "Acknowledge revoking events at once (--no-ack: let the deadline pass).")
+    var ack = true
+    @Flag(help: "Print one JSON object per line: the registration, then each event.")
+    var json = false
+
+    func validate() throws {
+        guard Self.bytes(offset) != nil else { throw ValidationError("--offset takes a byte count such as 0, 4096 or 2M (got '\(offset)')") }
+        guard let length = Self.bytes(length), length > 0 else { throw ValidationError("--length takes a positive byte count such as 4096 or 2M (got '\(length)')") }
+        guard Self.accessSet(access) != nil else { throw ValidationError("--access takes a comma list of read, write, atomic (got '\(access)')") }
+        guard StrategyPreference(rawValue: strategy) != nil else { throw ValidationError("--strategy takes odp, pinned or any (got '\(strategy)')") }
+    }
+
+    func run() throws {
+        // Blocked before anything else, so no thread started later can take the signal: both
+        // arrive on the signalfd, polled with the socket.
+        let signals = try SignalFD(signals: [SIGINT, SIGTERM])
+        let (client, _) = try daemon.connect("register", acknowledgingRevocations: ack)
+        let registration = try daemonCall("register") { () throws(ClientError) in
+            try client.register(path: path, offset: Self.bytes(offset)!, length: Self.bytes(length)!, access: Self.accessSet(access)!,
+                                strategy: StrategyPreference(rawValue: strategy)!, tag: tag)
+        }
+        printRegistration(registration)
+        while true {
+            while let event = try daemonCall("register", { () throws(ClientError) in try client.nextEvent(timeout: .zero) }) {
+                printEvent(event)
+            }
+            var fds = [pollfd(fd: signals.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: client.descriptor.rawValue, events: Int16(POLLIN), revents: 0)]
+            guard poll(&fds, 2, -1) >= 0 || errno == EINTR else {
+                printError("mrlease register: poll: errno \(errno)")
+                throw ExitCode(1)
+            }
+            if fds[0].revents != 0, let signal = try signals.read().first {
+                let name = signal.signal == SIGINT ? "SIGINT" : "SIGTERM"
+                if json {
+                    emit(WireJSON.line(["time": Self.now(), "event": "closing", "signal": name, "region": registration.region]))
+                } else {
+                    emit("\(Self.now()) \(name): closing the connection; mrleased deregisters region \(registration.region)")
+                }
+                client.close()
+                return
+            }
+        }
+    }
+
+    func printRegistration(_ r: Registration) {
+        if json {
+            var object = WireJSON.object(.register(r))
+            object["time"] = Self.now()
+            object["event"] = "registered"
+            object["path"] = path
+            return emit(WireJSON.line(object))
+        }
+        emit("\(Self.now()) registered region \(r.region): \(path) [\(Self.bytes(offset)!), +\(r.length)) \(access)")
+        emit("  strategy \(r.strategy.rawValue) on \(r.device), \(r.backing.rawValue): \(r.strategyReason)")
+        emit("  lkey \(Format.hex(r.lkey))  rkey \(Format.hex(r.rkey))  address 0x\(String(r.address, radix: 16))")
+        emit("  holding it; events follow (Ctrl-C releases it)")
+    }
+
+    func printEvent(_ event: Event) {
+        if json {
+            var object = WireJSON.object(event)
+            object["time"] = Self.now()
+            if case .revoking = event { object["acknowledged"] = ack }
+            return emit(WireJSON.line(object))
+        }
+        emit("\(Self.now()) \(Self.describe(event, acknowledged: ack))")
+    }
+
+    static func describe(_ event: Event, acknowledged: Bool) -> String {
+        switch event {
+        case .revoking(let r):
+            return "revoking region \(r.region) (\(r.reason.rawValue), deadline \(r.deadlineMillis) ms)" + (acknowledged ? ": acknowledged" : "")
+        case .revoked(let region):
+            return "revoked region \(region)"
+        case .restored(let r):
+            return "restored region \(r.region) rkey \(Format.hex(r.rkey)) lkey \(Format.hex(r.lkey)) "
+                + (r.layoutChanged ? "layout changed" : "layout unchanged")
+        case .lost(let l):
+            let detail = l.message.flatMap { $0 == l.reason.rawValue ? nil : ": \($0)" } ?? ""
+            return "lost region \(l.region) (\(l.reason.rawValue))\(detail)"
+        }
+    }
+
+    static func now() -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date())
+    }
+
+    /// "4096", "2M", "1G": bytes, with binary K/M/G suffixes.
+    static func bytes(_ text: String) -> UInt64? {
+        let shifts: [Character: UInt64] = ["K": 10, "k": 10, "M": 20, "m": 20, "G": 30, "g": 30]
+        guard let last = text.last else { return nil }
+        guard let shift = shifts[last] else { return UInt64(text) }
+        guard let number = UInt64(text.dropLast()), number <= UInt64.max >> shift else { return nil }
+        return number << shift
+    }
+
+    static func accessSet(_ text: String) -> Set<Access>? {
+        var set: Set<Access> = []
+        for word in text.split(separator: ",") {
+            guard let access = Access(rawValue: String(word)) else { return nil }
+            set.insert(access)
+        }
+        return set.isEmpty ? nil : set
+    }
+}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import MRLeaseClient
+
+/// `mrlease stats`: the daemon's counters.
+struct StatsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats",
+        abstract: "Print mrleased's counters: clients, files, regions, bytes, leases, breaks.",
+        discussion: "Exit status: 0 ok; 1 the daemon is not reachable or refused."
+    )
+
+    @OptionGroup var daemon: DaemonOptions
+    @Flag(help: "Print the protocol's stats result as one JSON object.")
+    var json = false
+
+    func run() throws {
+        let (client, _) = try daemon.connect("stats")
+        let stats = try daemonCall("stats") { () throws(ClientError) in try client.stats() }
+        if json { return emit(WireJSON.line(WireJSON.object(.stats(stats)))) }
+        let latency = stats.breakToUnlockMicros
+        emit(Format.table(["COUNTER", "VALUE"], [
+            ["clients", "\(stats.clients)"],
+            ["files", "\(stats.files)"],
+            ["regions", "\(stats.regions)"],
+            ["bytes-odp", "\(stats.bytesODP)"],
+            ["bytes-pinned", "\(stats.bytesPinned)"],
+            ["leases-held", "\(stats.leasesHeld)"],
+            ["breaks-handled", "\(stats.breaksHandled)"],
+            ["break-to-unlock-us", "p50 \(latency.p50), p99 \(latency.p99), max \(latency.max) (\(latency.count) breaks)"],
+        ]))
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import Logging
+import MRLeaseEngine
+import MRLeaseProtocol
+import Verbs
+
+extension BenchCommand {
+    /// `--daemon`: the issue 4 numbers, from one run against a freshly started `mrleased`.
+    func runDaemon() throws {
+        let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        let prefix = label.map { "[\($0)] " } ?? ""
+        let devices = (try? Device.list()) ?? []
+        let verbs = devices.isEmpty ? nil : try VerbsRegistrar(deviceNamed: device ?? ProcessInfo.processInfo.environment["MRLEASED_RDMA_DEVICE"])
+        var report = Report(label: label ?? "", kernel: Self.kernelRelease(), guest: ProcessInfo.processInfo.environment["MRLEASED_VM"] != nil,
+                            directory: directory, registrar: verbs.map { "\($0.deviceName) (verbs)" } ?? "none: no RDMA device", stub: false)
+        say("\(prefix)mrleased-bench --daemon: kernel \(report.kernel) (\(report.guest ? "vm-test guest" : "host")), dir \(directory)")
+
+        // The socket and both registration files live in one scratch directory of --dir.
+        let scratch = "\(directory)/mrleased-bench-\(getpid())"
+        guard mkdir(scratch, 0o700) == 0 else { throw BenchError("mkdir \(scratch): \(String(cString: strerror(errno)))") }
+        defer { rmdir(scratch) }
+        let binary = daemonBinary ?? DaemonChild.siblingBinary()
+        let child = try DaemonChild(binary: binary, socketPath: "\(scratch)/bench.sock", device: verbs?.deviceName)
+        defer { unlink("\(scratch)/bench.sock") }
+        let client = try DaemonClient(path: child.socketPath)
+        guard case .hello(let hello) = try client.request(.hello(.init(clientName: "mrleased-bench"))) else { throw BenchError("hello: unexpected result") }
+        say("\(prefix)daemon: \(binary) (pid \(child.pid), \(hello.daemon)), devices \(hello.devices.map(\.name)), strategies \(hello.strategies.map(\.rawValue))")
+
+        for placement in Placement.allCases where placement != .crossCPU || Affinity.cpuCount > 1 {
+            let trip = try measureRoundTrip(client: client, daemonPID: child.pid, placement: placement,
+                                            count: placement == .scheduler ? roundTrips : max(1, roundTrips / 4), warmUp: warmUp)
+            report.roundTrips.append(trip)
+            say(prefix + Self.line(trip))
+        }
+
+        if let verbs {
+            var logger = Logger(label: "mrleased.bench")
+            logger.logLevel = .warning
+            let engine = try Engine(registrar: verbs, logger: logger) { _, _ in }
+            // 2 MiB regions repeat every 20 over a 40 MiB file per side, as in the engine benchmark.
+            let bench = try DaemonRegistrationBenchmark(client: client, engine: engine, directory: scratch, size: 40 << 20)
+            let row: DaemonRegistrationCase
+            do {
+                row = try bench.run(regions: hugeRegistrations, length: 2 << 20, passes: passes)
+            } catch {
+                // FS-DAX without ODP (rxe before ~6.14): the refusal is the kernel's answer, not
+                // a benchmark failure; there is nothing to time.
+                guard error.description.contains("strategy-unavailable") else { throw error }
+                say("\(prefix)registration through the daemon: skipped: \(error)")
+                _ = child.stop()
+                return
+            }
+            report.daemonRegistration = row
+            say(prefix + Self.line(row))
+            let mrs = ProcessCensus.lines(of: "PATH=/usr/bin:/usr/sbin:/sbin:/bin rdma resource show mr pid \(child.pid) 2>/dev/null")
+                .filter { $0.contains("mrn") }.count
+            say("\(prefix)daemon MRs after deregistration: \(mrs) (rdma resource show mr pid \(child.pid))")
+        } else {
+            say("\(prefix)registration through the daemon: skipped: no RDMA device")
+        }
+
+        let status = child.stop()
+        say("\(prefix)mrleased exit status after SIGTERM: \(status)")
+        report.judge()
+        for verdict in report.verdicts { say("\(prefix)\(verdict)") }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            say(String(decoding: try encoder.encode(report), as: UTF8.self))
+        }
+    }
+
+    static func line(_ row: RoundTripCase) -> String {
+        "stats round trip, \(row.placement) (\(row.requestBytes) B request, \(row.replyBytes) B reply), n=\(row.count): daemon median \(us(row.daemonMedianUS)) µs"
+            + " p99 \(us(row.daemonP99US)) µs max \(us(row.daemonMaxUS)) µs | echo process median \(us(row.echoMedianUS)) µs"
+            + " p99 \(us(row.echoP99US)) µs max \(us(row.echoMaxUS)) µs | ratio \(String(format: "%.2f", row.ratio))"
+            + " | CPU per round trip: daemon \(us(row.daemonCPUPerRequestUS)) µs, echo \(us(row.echoCPUPerRequestUS)) µs"
+    }
+
+    static func line(_ row: DaemonRegistrationCase) -> String {
+        "register \(row.regions) x \(row.length >> 20) MiB x \(row.passes) passes (\(row.strategy)): daemon median \(us(row.daemonMedianUS)) µs"
+            + " p90 \(us(row.daemonP90US)) µs | direct Engine.register median \(us(row.directMedianUS)) µs p90 \(us(row.directP90US)) µs"
+            + " | ratio \(String(format: "%.2f", row.ratio)) (deregister median: daemon \(us(row.daemonDeregisterMedianUS)) µs,"
+            + " direct \(us(row.directDeregisterMedianUS)) µs; stats with \(row.regions) regions held: median \(us(row.statsWithRegionsMedianUS)) µs)"
+    }
+}
+
+/// Microseconds, one decimal below 100.
+func us(_ value: Double) -> String {
+    value.isNaN ? "n/a" : String(format: value < 100 ? "%.1f" : "%.0f", value)
+}

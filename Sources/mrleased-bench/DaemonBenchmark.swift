@@ -1,0 +1,134 @@
+import Glibc
+import LinuxFile
+import MRLeaseEngine
+import MRLeaseProtocol
+import SystemPackage
+import Verbs
+
+/// Per-registration latency through the daemon against a direct `Engine.register`, µs.
+struct DaemonRegistrationCase: Codable {
+    var regions: Int
+    var length: Int
+    var passes: Int
+    var strategy: String
+    var daemonMedianUS: Double
+    var daemonP90US: Double
+    var directMedianUS: Double
+    var directP90US: Double
+    /// median(daemon) / median(direct): the target is ≤ 1.5.
+    var ratio: Double
+    var daemonDeregisterMedianUS: Double
+    var directDeregisterMedianUS: Double
+    /// `stats` round trip while the daemon holds `regions` regions of this client.
+    var statsWithRegionsMedianUS: Double
+}
+
+/// Registrations through the daemon (a `register` request carrying the file's fd) against
+/// `Engine.register` in this process on the same device, in alternating passes.
+///
+/// Each side has its own file on the same filesystem: each holds a lease on its file, and a
+/// lease breaks when anyone else opens the file. So the daemon's file is opened once, and that
+/// one fd goes with every request.
+final class DaemonRegistrationBenchmark {
+    let client: DaemonClient
+    let engine: Engine
+    let daemonFile: String, directFile: String
+    let daemonFD: FileDescriptor, directFD: FileDescriptor
+    let size: UInt64
+    let owner = OwnerID(4)
+
+    init(client: DaemonClient, engine: Engine, directory: String, size: UInt64) throws(BenchError) {
+        self.client = client
+        self.engine = engine
+        self.size = size
+        daemonFile = "\(directory)/mrleased-bench-\(getpid())-daemon"
+        directFile = "\(directory)/mrleased-bench-\(getpid())-direct"
+        try BenchFile.create(daemonFile, size: size)
+        try BenchFile.create(directFile, size: size)
+        do {
+            daemonFD = try FileDescriptor.open(FilePath(daemonFile), .readWrite, options: [.closeOnExec])
+            directFD = try FileDescriptor.open(FilePath(directFile), .readWrite, options: [.closeOnExec])
+        } catch {
+            throw BenchError("open the registration files: \(error)")
+        }
+    }
+
+    deinit {
+        try? daemonFD.close()
+        try? directFD.close()
+        unlink(daemonFile)
+        unlink(directFile)
+    }
+
+    func offset(_ i: Int, length: Int) -> UInt64 {
+        UInt64(i % max(1, Int(size) / length)) * UInt64(length)
+    }
+
+    func run(regions count: Int, length: Int, passes: Int) throws(BenchError) -> DaemonRegistrationCase {
+        var daemonRegister = Samples(), daemonDeregister = Samples(), directRegister = Samples(), directDeregister = Samples()
+        var stats = Samples()
+        var strategy = ""
+        for pass in 0..<passes {
+            // The last pass also times stats while its regions are held.
+            let daemonRun = try daemonPass(count: count, length: length, register: &daemonRegister, deregister: &daemonDeregister,
+                                           statsWhileHeld: pass == passes - 1 ? 1000 : 0)
+            strategy = daemonRun.strategy
+            if daemonRun.stats.count > 0 { stats = daemonRun.stats }
+            try directPass(count: count, length: length, register: &directRegister, deregister: &directDeregister)
+        }
+        return DaemonRegistrationCase(
+            regions: count, length: length, passes: passes, strategy: strategy,
+            daemonMedianUS: daemonRegister.quantileUS(0.5), daemonP90US: daemonRegister.quantileUS(0.9),
+            directMedianUS: directRegister.quantileUS(0.5), directP90US: directRegister.quantileUS(0.9),
+            ratio: daemonRegister.quantileUS(0.5) / directRegister.quantileUS(0.5),
+            daemonDeregisterMedianUS: daemonDeregister.quantileUS(0.5), directDeregisterMedianUS: directDeregister.quantileUS(0.5),
+            statsWithRegionsMedianUS: stats.quantileUS(0.5))
+    }
+
+    /// Timed per request: encoding, the send with the fd, the daemon's work, the reply and its
+    /// decoding — what a client waits for.
+    func daemonPass(count: Int, length: Int, register: inout Samples, deregister: inout Samples,
+                    statsWhileHeld: Int) throws(BenchError) -> (strategy: String, stats: Samples) {
+        var regions: [UInt64] = []
+        var strategy = ""
+        for i in 0..<count {
+            let start = Engine.now()
+            let result = try client.request(.register(.init(offset: offset(i, length: length), length: UInt64(length),
+                                                            access: [.read, .write])), fds: [daemonFD])
+            register.append(Engine.now() - start)
+            guard case .register(let registration) = result else { throw BenchError("register: unexpected result \(result)") }
+            regions.append(registration.region)
+            strategy = registration.strategy.rawValue
+        }
+        var stats = Samples()
+        try client.timeStats(statsWhileHeld, into: &stats)
+        for region in regions {
+            let start = Engine.now()
+            _ = try client.request(.deregister(region: region))
+            deregister.append(Engine.now() - start)
+        }
+        return (strategy, stats)
+    }
+
+    func directPass(count: Int, length: Int, register: inout Samples, deregister: inout Samples) throws(BenchError) {
+        var ids: [RegionID] = []
+        defer { for id in ids { try? engine.deregister(id) } }
+        for i in 0..<count {
+            let start = Engine.now()
+            do {
+                ids.append(try engine.register(owner: owner, fd: directFD, offset: offset(i, length: length), length: UInt64(length),
+                                               access: [.read, .write]).id)
+            } catch {
+                throw BenchError("engine.register \(i) of \(count) × \(length) B: \(error)")
+            }
+            register.append(Engine.now() - start)
+        }
+        for id in ids {
+            let start = Engine.now()
+            do { try engine.deregister(id) } catch { throw BenchError("engine.deregister \(id): \(error)") }
+            deregister.append(Engine.now() - start)
+        }
+        ids = []
+        engine.release(owner: owner)
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import LinuxFile
+import SystemPackage
+import TestSupport
+import XCTest
+
+/// `mrlease register` against the real daemon on the guest's rxe0, as an operator would run it:
+/// several CLI clients at once, a truncate from another process, the events on stdout.
+final class CLIVMTests: XCTestCase {
+    /// A running `mrlease register … --json`, its stdout read line by line.
+    final class Registration {
+        let process = Process()
+        let output = Pipe()
+        var lines: [[String: Any]] = []
+        var buffer = Data()
+
+        init(socket: String, path: String, offset: Int, length: Int) throws {
+            process.executableURL = URL(fileURLWithPath: Subprocess.builtProduct("mrlease"))
+            process.arguments = ["register", path, "--socket", socket, "--offset", "\(offset)", "--length", "\(length)",
+                                 "--access", "read,write", "--json"]
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+        }
+
+        /// Reads stdout until a line with `event` == one of `names` arrives (or 20 s pass).
+        func waitFor(_ names: Set<String>, seconds: Double = 20) -> [String: Any]? {
+            let deadline = Date().addingTimeInterval(seconds)
+            let fd = output.fileHandleForReading.fileDescriptor
+            while Date() < deadline {
+                if let match = lines.first(where: { names.contains($0["event"] as? String ?? "") }) { return match }
+                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&pfd, 1, 100) > 0 else { continue }
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                buffer.append(chunk)
+                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = buffer[buffer.startIndex..<newline]
+                    buffer = Data(buffer[(newline + 1)...])
+                    if let object = try? JSONSerialization.jsonObject(with: line) as? [String: Any] { lines.append(object) }
+                }
+            }
+            return lines.first { names.contains($0["event"] as? String ?? "") }
+        }
+
+        func interrupt() -> Int32 {
+            kill(process.processIdentifier, SIGINT)
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+    }
+
+    func testThreeCLIClientsOneTruncatedFileAndCleanExits() throws {
+        let device = try Facility.rdmaDevice.require()
+        let daemon = try DaemonProcess(arguments: ["--device", device])
+        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let shared = try scratch.file("shared", size: 1 << 20)
+        let other = try scratch.file("other", size: 1 << 20)
+        // Two clients on one file (the daemon holds one lease for both), one on another file.
+        let first = try Registration(socket: daemon.socketPath, path: shared, offset: 0, length: 8192)
+        XCTAssertNotNil(first.waitFor(["registered"]), "\(first.lines)")
+        let second = try Registration(socket: daemon.socketPath, path: shared, offset: 65536, length: 4096)
+        let bystander = try Registration(socket: daemon.socketPath, path: other, offset: 0, length: 4096)
+        XCTAssertNotNil(second.waitFor(["registered"]), "\(second.lines)")
+        XCTAssertNotNil(bystander.waitFor(["registered"]), "\(bystander.lines)")
+
+        let tool = try Subprocess.run("/bin/sh", ["-c", "for i in $(seq 200); do truncate -s 32768 '\(shared)' 2>/dev/null && exit 0; sleep 0.02; done; exit 1"])
+        XCTAssertEqual(tool.status, 0)
+        XCTAssertLessThan(tool.seconds, 10)
+
+        let restored = first.waitFor(["restored"])
+        XCTAssertNotNil(restored, "\(first.lines)")
+        let oldKey = try XCTUnwrap(first.lines.first?["rkey"], "\(first.lines)")
+        let newKey = try XCTUnwrap(restored?["rkey"], "\(first.lines)")
+        XCTAssertNotEqual("\(newKey)", "\(oldKey)", "a restored region has a new MR")
+        let lost = second.waitFor(["lost"])
+        XCTAssertEqual(lost?["reason"] as? String, "range-truncated", "\(second.lines)")
+        let events = first.lines.compactMap { $0["event"] as? String }
+        XCTAssertEqual(Array(events.prefix(4)), ["registered", "revoking", "revoked", "restored"], "\(first.lines)")
+        XCTAssertEqual(bystander.lines.compactMap { $0["event"] as? String }, ["registered"], "a break on another file reaches nobody else")
+
+        XCTAssertEqual(first.interrupt(), 0)
+        XCTAssertEqual(second.interrupt(), 0)
+        XCTAssertEqual(bystander.interrupt(), 0)
+        let after = try daemon.settledHoldings()
+        XCTAssertEqual(after.mrs, [])
+        XCTAssertEqual(after.leases, 0)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+}

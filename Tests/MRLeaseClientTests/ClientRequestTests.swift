@@ -1,0 +1,159 @@
+import Foundation
+import LinuxFile
+import MRLeaseClient
+import SystemPackage
+import TestSupport
+import XCTest
+
+/// The client library against the real `mrleased` on a host without an RDMA device: every
+/// request and every refusal a registration can meet before the device is asked.
+final class ClientRequestTests: XCTestCase {
+    var daemon: RunningDaemon!
+    var client: MRLeaseClient!
+    var scratch: ScratchDirectory!
+
+    override func setUpWithError() throws {
+        daemon = try RunningDaemon()
+        client = try MRLeaseClient.connect(path: daemon.socketPath)
+        scratch = try ScratchDirectory()
+    }
+
+    override func tearDown() {
+        client?.close()
+        client = nil
+        daemon = nil
+    }
+
+    /// The file opened as asked, closed when the test ends.
+    func open(_ path: String, _ mode: FileDescriptor.AccessMode, _ options: FileDescriptor.OpenOptions = []) throws -> FileDescriptor {
+        let fd = try FileDescriptor.open(path, mode, options: options.union(.closeOnExec))
+        addTeardownBlock { try? fd.close() }
+        return fd
+    }
+
+    func assertRefused(_ code: ErrorCode, _ body: () throws -> Void, file: StaticString = #filePath, line: UInt = #line) -> ProtocolError? {
+        do {
+            try body()
+            XCTFail("expected \(code.rawValue), got success", file: file, line: line)
+        } catch let error as ClientError {
+            XCTAssertEqual(error.code, code, "\(error)", file: file, line: line)
+            return error.protocolError
+        } catch {
+            XCTFail("expected a ClientError, got \(error)", file: file, line: line)
+        }
+        return nil
+    }
+
+    func testHelloOnAHostWithoutDevicesOffersNoStrategies() throws {
+        let hello = try client.hello(clientName: "client-tests")
+        XCTAssertEqual(hello.version, Codec.version)
+        XCTAssertTrue(hello.daemon.hasPrefix("mrleased "), hello.daemon)
+        XCTAssertEqual(hello.devices, [])
+        XCTAssertEqual(hello.strategies, [])
+        XCTAssertEqual(hello.limits.maxMessageBytes, UInt64(Codec.maxMessageBytes))
+        XCTAssertEqual(client.daemon, hello)
+    }
+
+    func testStatsOfAnIdleDaemonCountOnlyThisClient() throws {
+        let stats = try client.stats()
+        XCTAssertEqual(stats.clients, 1)
+        XCTAssertEqual(stats.regions, 0)
+        XCTAssertEqual(stats.files, 0)
+        XCTAssertEqual(stats.leasesHeld, 0)
+    }
+
+    func testListOfANewConnectionIsEmpty() throws {
+        XCTAssertEqual(try client.list(), [])
+        XCTAssertEqual(try client.list(allConnections: true), [])
+    }
+
+    func testRegisteringARegularFileWithoutADeviceIsStrategyUnavailableWithENODEV() throws {
+        let path = try scratch.file("data", size: 8192)
+        let error = assertRefused(.strategyUnavailable) {
+            _ = try client.register(fd: try open(path, .readWrite), offset: 0, length: 8192, access: [.read, .write])
+        }
+        XCTAssertEqual(error?.errnoName, "ENODEV")
+        XCTAssertEqual(error?.errnoValue, ENODEV)
+        XCTAssertTrue(error?.message.contains("no RDMA device") == true, "\(String(describing: error))")
+    }
+
+    func testRegisterByPathOpensTheFileAndReportsTheDaemonsRefusal() throws {
+        let path = try scratch.file("data", size: 4096)
+        _ = assertRefused(.strategyUnavailable) { _ = try client.register(path: path, offset: 0, length: 4096, access: [.read]) }
+        XCTAssertNil(client.file(region: 1), "a refused registration keeps no fd")
+    }
+
+    func testRegisterByAMissingPathFailsAtOpenNamingThePathAndENOENT() throws {
+        do {
+            _ = try client.register(path: scratch.path + "/missing", offset: 0, length: 4096, access: [.read, .write])
+            XCTFail("registered a missing file")
+        } catch {
+            XCTAssertEqual(error.errno, .noSuchFileOrDirectory)
+            XCTAssertTrue("\(error)".contains("open \(scratch.path)/missing O_RDWR: ENOENT"), "\(error)")
+        }
+    }
+
+    func testDirectoryFIFOAndProcfsFdsAreNotRegularFiles() throws {
+        let fifo = scratch.path + "/fifo"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let fds = [
+            ("directory", try open(scratch.path, .readOnly, .directory)),
+            // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+            ("fifo", try open(fifo, .readOnly, .nonBlocking)),
+            ("proc", try open("/proc/self/status", .readOnly)),
+        ]
+        for (what, fd) in fds {
+            let error = assertRefused(.notRegularFile) {
+                _ = try client.register(fd: fd, offset: 0, length: 4096, access: [.read])
+            }
+            XCTAssertTrue(error?.message.contains(what) == true, "\(what): \(String(describing: error))")
+        }
+    }
+
+    func testReadOnlyFdAskingForWriteOrAtomicIsAccessDenied() throws {
+        let fd = try open(try scratch.file("data", size: 8192), .readOnly)
+        for access: Set<Access> in [[.write], [.read, .atomic]] {
+            let error = assertRefused(.accessDenied) { _ = try client.register(fd: fd, offset: 0, length: 4096, access: access) }
+            XCTAssertTrue(error?.message.contains("O_RDWR") == true, "\(String(describing: error))")
+        }
+    }
+
+    func testWriteOnlyAndPathFdsAreAccessDeniedEvenForRead() throws {
+        let path = try scratch.file("data", size: 8192)
+        let writeOnly = try open(path, .writeOnly)
+        let error = assertRefused(.accessDenied) { _ = try client.register(fd: writeOnly, offset: 0, length: 4096, access: [.read]) }
+        XCTAssertTrue(error?.message.contains("O_WRONLY") == true, "\(String(describing: error))")
+        let raw = Glibc.open(path, O_RDONLY | O_CLOEXEC | 0o10000000)  // O_PATH (x86-64, arm64)
+        XCTAssertGreaterThanOrEqual(raw, 0)
+        let pathFD = FileDescriptor(rawValue: raw)
+        defer { try? pathFD.close() }
+        let pathError = assertRefused(.accessDenied) { _ = try client.register(fd: pathFD, offset: 0, length: 4096, access: [.read]) }
+        XCTAssertTrue(pathError?.message.contains("O_PATH") == true, "\(String(describing: pathError))")
+    }
+
+    func testOffsetOffThePageIsBadAlignment() throws {
+        let fd = try open(try scratch.file("data", size: 16384), .readWrite)
+        let error = assertRefused(.badAlignment) { _ = try client.register(fd: fd, offset: 512, length: 4096, access: [.read]) }
+        XCTAssertTrue(error?.message.contains("offset 512") == true, "\(String(describing: error))")
+    }
+
+    func testRangeBeyondTheFilesEndIsRangeOutOfFile() throws {
+        let fd = try open(try scratch.file("data", size: 8192), .readWrite)
+        for (offset, length): (UInt64, UInt64) in [(0, 8193), (8192, 1), (4096, 8192)] {
+            let error = assertRefused(.rangeOutOfFile) { _ = try client.register(fd: fd, offset: offset, length: length, access: [.read]) }
+            XCTAssertTrue(error?.message.contains("size 8192") == true, "\(String(describing: error))")
+        }
+    }
+
+    func testDeregisterAckAndVerifyOfARegionThisConnectionDoesNotOwnAreUnknownRegion() throws {
+        _ = assertRefused(.unknownRegion) { try client.deregister(region: 5) }
+        _ = assertRefused(.unknownRegion) { try client.ack(region: 5) }
+        _ = assertRefused(.unknownRegion) { _ = try client.verify(region: 5) }
+        XCTAssertEqual(try client.stats().clients, 1, "refusals leave the connection usable")
+    }
+
+    func testAcknowledgeRevocationsWithNothingPendingAcknowledgesNothing() throws {
+        XCTAssertEqual(try client.acknowledgeRevocations(), [])
+        XCTAssertNil(try client.nextEvent(timeout: .milliseconds(20)))
+    }
+}
