@@ -33,6 +33,8 @@ struct RegisterCommand: ParsableCommand {
     var ack = true
     @Flag(help: "Print one JSON object per line: the registration, then each event.")
     var json = false
+    @Option(help: ArgumentHelp("After registering, write TEXT at the region's start through a shared mapping of this process's own fd (needs write access).", valueName: "text"))
+    var write: String?
 
     func validate() throws {
         guard Self.bytes(offset) != nil else { throw ValidationError("--offset takes a byte count such as 0, 4096 or 2M (got '\(offset)')") }
@@ -51,6 +53,7 @@ struct RegisterCommand: ParsableCommand {
                                 strategy: StrategyPreference(rawValue: strategy)!, tag: tag)
         }
         printRegistration(registration)
+        if let text = write { try writeThroughMapping(text, client: client, region: registration.region) }
         while true {
             while let event = try daemonCall("register", { () throws(ClientError) in try client.nextEvent(timeout: .zero) }) {
                 printEvent(event)
@@ -71,6 +74,31 @@ struct RegisterCommand: ParsableCommand {
                 client.close()
                 return
             }
+        }
+    }
+
+    /// Stores `text` at the region's start through a MAP_SHARED mapping of the fd the daemon
+    /// leased (the same open file, so no lease break): what an application writing its log does.
+    func writeThroughMapping(_ text: String, client: MRLeaseClient, region: UInt64) throws {
+        guard let fd = client.file(region: region), let start = Self.bytes(offset) else { return }
+        let bytes = Array(text.utf8)
+        guard bytes.count <= Self.bytes(length)! else {
+            printError("mrlease register: --write text is longer than the region")
+            throw ExitCode(2)
+        }
+        do {
+            let mapping = try SharedMapping(fd: fd, offset: start, length: max(bytes.count, 1), protection: .readWrite)
+            mapping.base.copyMemory(from: bytes, byteCount: bytes.count)
+            try mapping.flush()
+            try mapping.unmap()
+        } catch {
+            printError("mrlease register: writing through the mapping failed: mmap/msync \(error.symbolicName)")
+            throw ExitCode(1)
+        }
+        if json {
+            emit(WireJSON.line(["time": Self.now(), "event": "written", "region": region, "bytes": bytes.count]))
+        } else {
+            emit("\(Self.now()) wrote \(bytes.count) bytes at offset \(start) through a shared mapping of the leased fd")
         }
     }
 
