@@ -107,6 +107,12 @@ public struct FileFacts: Sendable {
     /// Filesystems whose pages are shmem: pinnable like anonymous memory, no writeback.
     static let shmemFilesystems: Set<String> = ["tmpfs", "hugetlbfs"]
 
+    /// Kernel-generated files (procfs, sysfs, …): regular files with no pages behind them to
+    /// map or register, whatever FIEMAP answers.
+    public var isPseudoFile: Bool { Self.pseudoFilesystems.contains(filesystem) }
+
+    static let pseudoFilesystems: Set<String> = ["proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup2", "configfs"]
+
     /// statfs `f_type` magics (linux/magic.h) of the filesystems the daemon meets.
     static let filesystemNames: [UInt64: String] = [
         0xEF53: "ext4",  // ext2/3/4 share the magic; the ext4 driver mounts all three here

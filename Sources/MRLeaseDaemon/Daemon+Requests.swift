@@ -88,7 +88,7 @@ extension Daemon {
         do { facts = try FileFacts.inspect(fd, mount: false) } catch {
             throw ProtocolError(.badRequest, "statx on the passed fd failed: \(error.symbolicName)", errnoName: error.symbolicName, errnoValue: error.rawValue)
         }
-        guard facts.kind == .regular, !["proc", "sysfs", "debugfs", "tracefs", "securityfs", "configfs", "cgroup2"].contains(facts.filesystem) else {
+        guard facts.kind == .regular, !facts.isPseudoFile else {
             let what = facts.kind == .regular ? "a \(facts.filesystem) file" : "a \(facts.kind.rawValue)"
             throw ProtocolError(.notRegularFile, "the fd is \(what): only regular files with memory behind them can be registered")
         }

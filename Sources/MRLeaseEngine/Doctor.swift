@@ -127,7 +127,7 @@ public struct Doctor {
         }
 
         // Pseudo filesystems that do answer FIEMAP still have no pages behind their files.
-        if ["proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup2", "configfs"].contains(facts.filesystem) {
+        if facts.isPseudoFile {
             return report.failing("\(path) is on \(facts.filesystem), a pseudo filesystem: its files have no memory behind them to register", errno: nil)
         }
 
