@@ -45,6 +45,7 @@ final class ClientRequestTests: XCTestCase {
     }
 
     func testHelloOnAHostWithoutDevicesOffersNoStrategies() throws {
+        try Facility.requireNoRDMADevice()
         let hello = try client.hello(clientName: "client-tests")
         XCTAssertEqual(hello.version, Codec.version)
         XCTAssertTrue(hello.daemon.hasPrefix("mrleased "), hello.daemon)
@@ -68,6 +69,7 @@ final class ClientRequestTests: XCTestCase {
     }
 
     func testRegisteringARegularFileWithoutADeviceIsStrategyUnavailableWithENODEV() throws {
+        try Facility.requireNoRDMADevice()
         let path = try scratch.file("data", size: 8192)
         let error = assertRefused(.strategyUnavailable) {
             _ = try client.register(fd: try open(path, .readWrite), offset: 0, length: 8192, access: [.read, .write])
@@ -78,6 +80,7 @@ final class ClientRequestTests: XCTestCase {
     }
 
     func testRegisterByPathOpensTheFileAndReportsTheDaemonsRefusal() throws {
+        try Facility.requireNoRDMADevice()
         let path = try scratch.file("data", size: 4096)
         _ = assertRefused(.strategyUnavailable) { _ = try client.register(path: path, offset: 0, length: 4096, access: [.read]) }
         XCTAssertNil(client.file(region: 1), "a refused registration keeps no fd")
