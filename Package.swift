@@ -4,7 +4,7 @@ import PackageDescription
 // Modules are split by what they depend on (the swift-nio way):
 // - CRDMA / CLinux: C headers only (libibverbs + librdmacm; Linux uapi shims).
 // - LinuxFile: leases, FIEMAP, statx/DAX, mmap, inotify, signalfd. No verbs.
-// - Verbs: Swift owners of verbs resources. No files.
+// - Verbs: Swift owners of verbs resources (LinuxFile only for errno names).
 // - MRLeaseEngine: strategy, probing, (later) registration and revocation. No sockets.
 // - mrlease: the CLI.
 let package = Package(
@@ -41,7 +41,7 @@ let package = Package(
         .target(
             name: "Verbs",
             dependencies: [
-                "CRDMA",
+                "CRDMA", "LinuxFile",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),

@@ -25,8 +25,4 @@ static inline int mrl_query_port(struct ibv_context *ctx, uint8_t port,
     return ibv_query_port(ctx, port, attr);
 }
 
-/* glibc >= 2.32: "EOPNOTSUPP" for 95; declared here because it needs _GNU_SOURCE. */
-extern const char *strerrorname_np(int errnum);
-static inline const char *mrl_errno_name(int errnum) { return strerrorname_np(errnum); }
-
 #endif

@@ -1,4 +1,4 @@
-import CLinux
+import LinuxFile
 import MRLeaseProtocol
 import SystemPackage
 
@@ -38,7 +38,7 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .connect(let path, let errno):
-            var text = "connect \(path): \(errno.name)"
+            var text = "connect \(path): \(errno.symbolicName)"
             switch errno {
             case .noSuchFileOrDirectory, .connectionRefused:
                 text += " — is mrleased running? (systemctl start mrleased.socket)"
@@ -51,7 +51,7 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
         case .refused(let type, let error):
             return "mrleased refused \(type.rawValue): \(error)"
         case .system(let op, let errno):
-            return "\(op): \(errno.name) (\(errno))"
+            return "\(op): \(errno.symbolicName) (\(errno))"
         case .disconnected(let op):
             return "\(op): mrleased closed the connection (it stopped, restarted, or dropped this client); its regions are gone"
         case .malformedReply(let op, let error):
@@ -59,13 +59,5 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
         case .timedOut(let op, let after):
             return "\(op): no reply from mrleased within \(after)"
         }
-    }
-}
-
-extension Errno {
-    /// The errno macro name ("ECONNREFUSED"), which is what people search for.
-    var name: String {
-        guard let name = mrl_strerrorname(rawValue) else { return "errno \(rawValue)" }
-        return String(cString: name)
     }
 }

@@ -1,5 +1,6 @@
 import CRDMA
 import Glibc
+import LinuxFile
 import SystemPackage
 
 /// A verbs call failed. Carries the C function that failed and the errno it reported,
@@ -21,14 +22,6 @@ public struct VerbsError: Error, Equatable, Sendable, CustomStringConvertible {
         var text = "\(op) failed: \(errno.symbolicName) (\(errno.rawValue)) \(errno)"
         if let detail { text += " [\(detail)]" }
         return text
-    }
-}
-
-extension Errno {
-    /// The errno macro name (`EOPNOTSUPP`), which is what operators search for.
-    public var symbolicName: String {
-        guard let name = mrl_errno_name(rawValue) else { return "errno \(rawValue)" }
-        return String(cString: name)
     }
 }
 
