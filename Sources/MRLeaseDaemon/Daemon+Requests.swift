@@ -102,10 +102,7 @@ extension Daemon {
         if let limit = session.byteLimit, bytes + register.length > limit {
             throw ProtocolError(.quotaExceeded, "uid \(uid) would hold \(bytes + register.length) bytes in regions; its limit is \(limit) (its RLIMIT_MEMLOCK, or max-bytes-per-uid)")
         }
-        var access: RegionAccess = []
-        if register.access.contains(.read) { access.insert(.read) }
-        if register.access.contains(.write) { access.insert(.write) }
-        if register.access.contains(.atomic) { access.insert(.atomic) }
+        let access = RegionAccess(wire: register.access)
         let preference: Strategy? = switch register.strategy {
         case .odp: .odp
         case .pinned: .pinned
@@ -166,14 +163,24 @@ extension Daemon {
     }
 
     func wireRegion(_ info: RegionInfo, tag: String?, pid: UInt32? = nil) -> RegionList.Region {
-        var access: Set<Access> = []
-        if info.access.contains(.read) { access.insert(.read) }
-        if info.access.contains(.write) { access.insert(.write) }
-        if info.access.contains(.atomic) { access.insert(.atomic) }
         return RegionList.Region(region: info.id.rawValue, file: "\(info.file)", offset: info.offset, length: info.length,
-                                 access: access, strategy: info.strategy == .odp ? .odp : .pinned,
+                                 access: info.access.wire, strategy: info.strategy == .odp ? .odp : .pinned,
                                  state: RegionStatus(rawValue: info.state.rawValue) ?? .registered,
                                  rkey: info.keys?.rkey, lkey: info.keys?.lkey, address: info.keys?.address,
                                  tag: tag.flatMap { $0.isEmpty ? nil : $0 }, pid: pid)
+    }
+}
+
+/// The engine's access set and the protocol's, word for word.
+extension RegionAccess {
+    init(wire: Set<Access>) {
+        self = []
+        if wire.contains(.read) { insert(.read) }
+        if wire.contains(.write) { insert(.write) }
+        if wire.contains(.atomic) { insert(.atomic) }
+    }
+
+    var wire: Set<Access> {
+        Set(Access.allCases.filter { RegionAccess(wire: [$0]).isSubset(of: self) })
     }
 }
