@@ -2,7 +2,8 @@ import Foundation
 import Logging
 
 /// One event per line, `level message key=value…`, for journald (which stamps time and unit
-/// itself). Chosen when `$JOURNAL_STREAM` says stderr is the journal.
+/// itself). Chosen when stderr is the journal: `JournalStream.isConnected`, which checks that
+/// `$JOURNAL_STREAM` names stderr's own device and inode, not merely that it is set.
 public struct PlainLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadata: Logger.Metadata = [:]

@@ -12,7 +12,8 @@ struct MRLeased: ParsableCommand {
         discussion: """
         Settings come from the defaults, then the config file, then MRLEASED_* environment
         variables, then these flags. Under systemd it speaks sd_notify (Type=notify, watchdog)
-        and accepts a socket-activated listener (LISTEN_FDS).
+        and accepts a socket-activated listener (LISTEN_FDS). When stderr is the journal
+        ($JOURNAL_STREAM names stderr's device and inode) log lines carry no timestamp.
         """
     )
 
@@ -44,7 +45,8 @@ struct MRLeased: ParsableCommand {
             throw ValidationError("\(error)")
         }
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
-        let journald = environment["JOURNAL_STREAM"] != nil
+        // $JOURNAL_STREAM alone is not enough: it is inherited by anything started from a service.
+        let journald = JournalStream.isConnected(environment: environment)
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler = journald ? PlainLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level

@@ -14,16 +14,25 @@ final class DaemonChild {
 
     /// Starts `executable` (the daemon by default). The test runner's own systemd and mrleased
     /// variables are dropped first, so a test run under systemd or with MRLEASED_* set sees
-    /// only what the test passes in `environment`.
-    init(_ arguments: [String], executable: String = DaemonChild.executable, environment: [String: String] = [:]) throws {
+    /// only what the test passes in `environment`. With `stderrAsJournal`, $JOURNAL_STREAM is
+    /// the device and inode of the pipe the child's stderr goes to, as systemd sets it for
+    /// the journal's stream socket.
+    init(_ arguments: [String], executable: String = DaemonChild.executable, environment: [String: String] = [:],
+         stderrAsJournal: Bool = false) throws {
         let inherited = ProcessInfo.processInfo.environment.filter { key, _ in
             !key.hasPrefix("MRLEASED_") && !key.hasPrefix("LISTEN_") && !key.hasPrefix("WATCHDOG_")
                 && key != "NOTIFY_SOCKET" && key != "JOURNAL_STREAM"
         }
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        process.environment = inherited.merging(environment) { $1 }
         let pipe = Pipe()
+        var environment = environment
+        if stderrAsJournal {
+            var status = stat()
+            guard fstat(pipe.fileHandleForWriting.fileDescriptor, &status) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+            environment["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
+        }
+        process.environment = inherited.merging(environment) { $1 }
         process.standardError = pipe
         process.standardOutput = FileHandle.nullDevice
         try process.run()

@@ -95,13 +95,16 @@ final class ServiceLifecycleTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: socket))
     }
 
-    /// Under journald (JOURNAL_STREAM set) each line is `level message key=value…`: journald
-    /// stamps time and unit itself. Elsewhere lines carry their own timestamp.
-    func testUnderJournaldLogLinesArePlainLevelMessageMetadata() throws {
-        func logLines(environment: [String: String]) throws -> [Substring] {
+    /// When stderr is the journal ($JOURNAL_STREAM names stderr's own device and inode) each
+    /// line is `level message key=value…`: journald stamps time and unit itself. Elsewhere —
+    /// the variable unset, or inherited from a service while stderr goes somewhere else —
+    /// lines carry their own timestamp.
+    func testLogLinesArePlainOnlyWhenJournalStreamNamesTheDaemonsStderr() throws {
+        func logLines(environment: [String: String] = [:], stderrAsJournal: Bool = false) throws -> [Substring] {
             let scratch = try ScratchDirectory(name: "mrleased-logs")
             let socket = scratch.path + "/s.sock"
-            let daemon = try DaemonChild(["--socket", socket, "--config", "/dev/null", "--log-level", "info"], environment: environment)
+            let daemon = try DaemonChild(["--socket", socket, "--config", "/dev/null", "--log-level", "info"],
+                                         environment: environment, stderrAsJournal: stderrAsJournal)
             XCTAssertTrue(daemon.waitForStderr("listening"), daemon.stderr)
             daemon.signal(SIGTERM)
             XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
@@ -109,7 +112,7 @@ final class ServiceLifecycleTests: XCTestCase {
             return daemon.stderr.split(separator: "\n")
         }
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
-        let journal = try logLines(environment: ["JOURNAL_STREAM": "1:1"])
+        let journal = try logLines(stderrAsJournal: true)
         XCTAssertFalse(journal.isEmpty)
         for line in journal {
             let level = line.split(separator: " ", maxSplits: 1).first.map(String.init) ?? ""
@@ -119,7 +122,14 @@ final class ServiceLifecycleTests: XCTestCase {
         XCTAssertTrue(journal.contains { $0.hasPrefix("info listening ") && $0.contains(" socket=/") && $0.contains(" device=") }, "\(journal)")
         XCTAssertTrue(journal.contains("info stopped"), "\(journal)")
 
-        let terminal = try logLines(environment: [:])
+        // What a child of a journald-logged service sees: its parent's stream, not its stderr.
+        let parentsStream = try JournalStreamTests.streamValue(of: "/dev/null")
+        let inherited = try logLines(environment: ["JOURNAL_STREAM": parentsStream])
+        XCTAssertFalse(inherited.isEmpty)
+        XCTAssertTrue(inherited.allSatisfy { $0.firstMatch(of: /^\d{4}-\d\d-\d\dT/) != nil }, "\(inherited)")
+
+        let terminal = try logLines()
+        XCTAssertFalse(terminal.isEmpty)
         XCTAssertTrue(terminal.allSatisfy { $0.firstMatch(of: /^\d{4}-\d\d-\d\dT/) != nil }, "\(terminal)")
     }
 }
