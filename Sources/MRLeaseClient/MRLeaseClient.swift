@@ -115,6 +115,15 @@ public final class MRLeaseClient {
         return result
     }
 
+    /// Registers several ranges of the file behind `fd` in one request (the fd goes once):
+    /// all of them, or none when one fails (the error's `index` says which). At most
+    /// `hello().limits.maxBatchRanges` ranges (`Codec.maxBatchRanges`) per call; one round trip
+    /// to the daemon instead of one per range.
+    public func registerBatch(fd: FileDescriptor, ranges: [Request.Register]) throws(ClientError) -> [Registration] {
+        guard case .registerBatch(let results) = try call(.registerBatch(ranges), fds: [fd]) else { throw unexpected(.registerBatch) }
+        return results
+    }
+
     /// Opens `path` (`O_RDWR` when `write` or `atomic` is asked, else `O_RDONLY`) and registers
     /// it. The client keeps that fd open until the region is deregistered or the client
     /// closes: `file(region:)` returns it for I/O that must not break the daemon's lease.

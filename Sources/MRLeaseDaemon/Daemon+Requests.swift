@@ -33,10 +33,14 @@ extension Daemon {
                 devices: deviceName.map { [.init(name: $0, odpSupported: odp.supported, odpRC: odp.rc.names)] } ?? [],
                 strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
                 limits: .init(maxMessageBytes: UInt64(Codec.maxMessageBytes), maxRegionsPerUid: UInt64(configuration.maxRegionsPerUID),
-                              maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis)))
+                              maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis,
+                              maxBatchRanges: UInt64(Codec.maxBatchRanges))))
 
         case .register(let register):
-            return .register(try registerRegion(register, fd: fds[0], session: session))
+            return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])
+
+        case .registerBatch(let ranges):
+            return .registerBatch(try registerRegions(ranges, fd: fds[0], session: session, batch: true))
 
         case .deregister(let region):
             // Without a device no region exists: that, not the missing device, is the answer.
@@ -82,7 +86,11 @@ extension Daemon {
         }
     }
 
-    func registerRegion(_ register: Request.Register, fd: FileDescriptor, session: ClientSession) throws(ProtocolError) -> Registration {
+    /// Registers each range of the file behind `fd`, all or none: when one fails, the ones
+    /// made before it are deregistered, and in a batch the error names the range's position.
+    /// The fd is inspected once for all of them.
+    func registerRegions(_ ranges: [Request.Register], fd: FileDescriptor, session: ClientSession,
+                         batch: Bool) throws(ProtocolError) -> [Registration] {
         // The fd is the proof of access: the daemon never opens a client's path itself.
         let facts: FileFacts
         do { facts = try FileFacts.inspect(fd, mount: false) } catch {
@@ -92,16 +100,42 @@ extension Daemon {
             let what = facts.kind == .regular ? "a \(facts.filesystem) file" : "a \(facts.kind.rawValue)"
             throw ProtocolError(.notRegularFile, "the fd is \(what): only regular files with memory behind them can be registered")
         }
-        try checkFD(fd, facts: facts, for: register)
+        let readWrite = try openForReadWrite(fd)
         let uid = session.credentials.uid
         let held = sessions.values.filter { $0.credentials.uid == uid }.flatMap(\.lengths.values)
-        if held.count >= configuration.maxRegionsPerUID {
-            throw ProtocolError(.quotaExceeded, "uid \(uid) holds \(held.count) regions, the limit (max-regions-per-uid); deregister some first")
+        var heldRegions = held.count
+        var heldBytes = held.reduce(0, +)
+        // Every range's own checks and the quotas first, so a batch with a bad range
+        // registers nothing; then the registrations, undone when one fails.
+        for (index, register) in ranges.enumerated() {
+            do throws(ProtocolError) {
+                try checkRange(register, readWrite: readWrite, facts: facts)
+                if heldRegions >= configuration.maxRegionsPerUID {
+                    throw ProtocolError(.quotaExceeded, "uid \(uid) holds \(heldRegions) regions, the limit (max-regions-per-uid); deregister some first")
+                }
+                if let limit = session.byteLimit, heldBytes + register.length > limit {
+                    throw ProtocolError(.quotaExceeded, "uid \(uid) would hold \(heldBytes + register.length) bytes in regions; its limit is \(limit) (its RLIMIT_MEMLOCK, or max-bytes-per-uid)")
+                }
+            } catch {
+                throw batch ? error.at(index) : error
+            }
+            heldRegions += 1
+            heldBytes += register.length
         }
-        let bytes = held.reduce(0, +)
-        if let limit = session.byteLimit, bytes + register.length > limit {
-            throw ProtocolError(.quotaExceeded, "uid \(uid) would hold \(bytes + register.length) bytes in regions; its limit is \(limit) (its RLIMIT_MEMLOCK, or max-bytes-per-uid)")
+        var made: [Registration] = []
+        for (index, register) in ranges.enumerated() {
+            do throws(ProtocolError) {
+                made.append(try registerRegion(register, fd: fd, facts: facts, readWrite: readWrite, session: session))
+            } catch {
+                for registration in made { forget(RegionID(registration.region), of: session) }
+                throw batch ? error.at(index) : error
+            }
         }
+        return made
+    }
+
+    func registerRegion(_ register: Request.Register, fd: FileDescriptor, facts: FileFacts, readWrite: Bool,
+                        session: ClientSession) throws(ProtocolError) -> Registration {
         let access = RegionAccess(wire: register.access)
         let preference: Strategy? = switch register.strategy {
         case .odp: .odp
@@ -110,7 +144,7 @@ extension Daemon {
         }
         let info = try engineCall { engine throws(EngineError) in
             try engine.register(owner: session.owner, fd: fd, offset: register.offset, length: register.length,
-                                access: access, preference: preference, facts: facts)
+                                access: access, preference: preference, facts: facts, openForWrite: readWrite)
         }
         session.tags[info.id] = register.tag ?? ""
         session.lengths[info.id] = info.length
@@ -122,10 +156,16 @@ extension Daemon {
                             device: info.device, backing: FileBacking(rawValue: info.backing.rawValue) ?? .pageCache)
     }
 
-    /// The request's own checks, made here so they answer the same with or without an RDMA
-    /// device (the engine repeats them): the fd's open mode against the access (docs/protocol.md
-    /// §4), the offset's page alignment, the range inside the file.
-    func checkFD(_ fd: FileDescriptor, facts: FileFacts, for register: Request.Register) throws(ProtocolError) {
+    /// Deregisters a region `session` just made and drops its bookkeeping (a batch's undo).
+    func forget(_ region: RegionID, of session: ClientSession) {
+        try? engine?.deregister(region, owner: session.owner)
+        session.tags[region] = nil
+        session.lengths[region] = nil
+    }
+
+    /// Whether the passed fd is O_RDWR; an fd that cannot be mapped at all (O_WRONLY, O_PATH)
+    /// is refused here (docs/protocol.md §4).
+    func openForReadWrite(_ fd: FileDescriptor) throws(ProtocolError) -> Bool {
         let flags = fcntl(fd.rawValue, F_GETFL)
         guard flags >= 0 else {
             let error = Errno(rawValue: errno)
@@ -135,8 +175,15 @@ extension Daemon {
         if flags & MRL_O_PATH != 0 || flags & O_ACCMODE == O_WRONLY {
             throw ProtocolError(.accessDenied, "the fd was opened \(flags & MRL_O_PATH != 0 ? "O_PATH" : "O_WRONLY"): the file must be mapped, which needs O_RDONLY or O_RDWR")
         }
+        return flags & O_ACCMODE == O_RDWR
+    }
+
+    /// A range's own checks, made here so they answer the same with or without an RDMA
+    /// device (the engine repeats them): the access against the fd's open mode, the offset's
+    /// page alignment, the range inside the file.
+    func checkRange(_ register: Request.Register, readWrite: Bool, facts: FileFacts) throws(ProtocolError) {
         let writable = register.access.contains(.write) || register.access.contains(.atomic)
-        if writable && flags & O_ACCMODE != O_RDWR {
+        if writable && !readWrite {
             let asked = Access.allCases.filter(register.access.contains).map(\.rawValue).joined(separator: ",")
             throw ProtocolError(.accessDenied, "\(asked) access needs an fd opened O_RDWR; this fd is read-only")
         }
@@ -168,6 +215,15 @@ extension Daemon {
                                  state: RegionStatus(rawValue: info.state.rawValue) ?? .registered,
                                  rkey: info.keys?.rkey, lkey: info.keys?.lkey, address: info.keys?.address,
                                  tag: tag.flatMap { $0.isEmpty ? nil : $0 }, pid: pid)
+    }
+}
+
+extension ProtocolError {
+    /// This error, for the range at `index` of a `register-batch`.
+    func at(_ index: Int) -> ProtocolError {
+        var error = self
+        error.index = UInt64(index)
+        return error
     }
 }
 

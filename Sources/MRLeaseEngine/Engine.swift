@@ -65,15 +65,19 @@ public final class Engine {
     /// `fd` stays the caller's; the engine keeps its own duplicate. Its open mode must allow
     /// the access (O_RDONLY never yields a writable region). `offset` must be page-aligned and
     /// the range inside the file.
-    /// `facts`: the caller's own fresh `FileFacts.inspect(fd)`, when it has one, saves a statx.
+    /// `facts`: the caller's own fresh `FileFacts.inspect(fd)`, when it has one, saves a statx;
+    /// `openForWrite`: whether the fd is O_RDWR, when the caller has read its flags, saves an
+    /// fcntl (a batch of ranges of one fd needs each once).
     public func register(owner: OwnerID, fd: FileDescriptor, offset: UInt64, length: UInt64,
-                         access: RegionAccess, preference: Strategy? = nil, facts known: FileFacts? = nil) throws(EngineError) -> RegionInfo {
+                         access: RegionAccess, preference: Strategy? = nil, facts known: FileFacts? = nil,
+                         openForWrite knownMode: Bool? = nil) throws(EngineError) -> RegionInfo {
         let facts: FileFacts
         if let known { facts = known } else {
             do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
         }
         guard facts.kind == .regular else { throw .notRegularFile(kind: facts.kind.rawValue) }
-        let writable = try Self.openForWrite(fd)
+        let writable: Bool
+        if let knownMode { writable = knownMode } else { writable = try Self.openForWrite(fd) }
         if access.isWritable && !writable {
             throw .accessDenied("\(access) access needs an fd opened O_RDWR; this fd is read-only")
         }

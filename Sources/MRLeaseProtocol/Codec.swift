@@ -11,6 +11,10 @@ public enum Codec {
     public static let maxMessageBytes = 65_536
     /// The longest `tag` and `clientName`, in bytes of UTF-8.
     public static let maxTagBytes = 256
+    /// The most ranges one `register-batch` takes. Its reply must fit in one message: a
+    /// registration's result is at most about 600 bytes (a long `strategyReason` and device
+    /// name), so 64 of them stay well under `maxMessageBytes`.
+    public static let maxBatchRanges = 64
 
     // MARK: Requests (the daemon's side)
 
@@ -39,12 +43,13 @@ public enum Codec {
     }
 
     /// Checks the number of fds that came with a request of `type`: exactly one for
-    /// `register`, none for the others. The daemon closes them all when this throws.
+    /// `register` and `register-batch`, none for the others. The daemon closes them all when
+    /// this throws.
     public static func checkDescriptors(_ count: Int, for type: RequestType) throws(ProtocolError) {
-        let expected = type == .register ? 1 : 0
+        let expected = type.descriptorCount
         if count == expected { return }
         if count < expected {
-            throw ProtocolError(.missingFD, "register needs the file's fd attached with SCM_RIGHTS; none came")
+            throw ProtocolError(.missingFD, "\(type.rawValue) needs the file's fd attached with SCM_RIGHTS; none came")
         }
         let takes = expected == 1 ? "exactly one fd" : "no fds"
         throw ProtocolError(.tooManyFDs, "\(type.rawValue) takes \(takes); \(count) came and were closed")

@@ -46,16 +46,22 @@ public struct ProtocolError: Error, Sendable, Equatable, Hashable, CustomStringC
     public var errnoName: String?
     /// The errno's number on the daemon's machine, such as 95.
     public var errnoValue: Int32?
+    /// In a `register-batch` reply: the position (from 0) of the range that failed. None of
+    /// the batch's ranges stays registered.
+    public var index: UInt64?
 
-    public init(_ code: ErrorCode, _ message: String, errnoName: String? = nil, errnoValue: Int32? = nil) {
+    public init(_ code: ErrorCode, _ message: String, errnoName: String? = nil, errnoValue: Int32? = nil, index: UInt64? = nil) {
         self.code = code
         self.message = message
         self.errnoName = errnoName
         self.errnoValue = errnoValue
+        self.index = index
     }
 
     public var description: String {
-        var text = "\(code.rawValue): \(message)"
+        var text = "\(code.rawValue): "
+        if let index { text += "range \(index): " }
+        text += message
         if let errnoName { text += " (\(errnoName))" }
         return text
     }

@@ -43,6 +43,7 @@ extension ProtocolError {
         }
         errnoName = try f.stringIfPresent("errno")
         errnoValue = try f.int32IfPresent("errnoValue")
+        index = try f.uint64IfPresent("index")
     }
 
     var json: JSONValue {
@@ -51,6 +52,7 @@ extension ProtocolError {
         o.set("message", .string(message))
         o.set("errno", errnoName.map(JSONValue.string))
         o.set("errnoValue", errnoValue.map(JSONValue.integer))
+        o.set("index", index.map(JSONValue.integer))
         return .object(o)
     }
 }

@@ -1,6 +1,14 @@
 /// The `type` of a request, and of the reply that answers it.
 public enum RequestType: String, Sendable, Hashable, CaseIterable {
-    case hello, register, deregister, list, stats, ack, verify
+    case hello, register
+    case registerBatch = "register-batch"
+    case deregister, list, stats, ack, verify
+
+    /// How many fds a request of this type carries: one (the file) for `register` and
+    /// `register-batch`, none for the rest.
+    public var descriptorCount: Int {
+        self == .register || self == .registerBatch ? 1 : 0
+    }
 }
 
 /// A client's request. Its fields sit beside `v`, `type` and `id` in the message object.
@@ -8,6 +16,9 @@ public enum Request: Sendable, Equatable {
     case hello(Hello)
     /// Comes with exactly one fd (`SCM_RIGHTS`): the file to register.
     case register(Register)
+    /// Several ranges of one file (its fd comes once), registered all or none: 1 to
+    /// `Codec.maxBatchRanges` of them, answered in order.
+    case registerBatch([Register])
     case deregister(region: UInt64)
     /// Regions in ascending id order, starting after region `after`: this connection's, or
     /// with `all` every connection's of the caller's uid (of every uid when the caller is root).
@@ -65,6 +76,7 @@ public enum Request: Sendable, Equatable {
         switch self {
         case .hello: .hello
         case .register: .register
+        case .registerBatch: .registerBatch
         case .deregister: .deregister
         case .list: .list
         case .stats: .stats
@@ -73,10 +85,9 @@ public enum Request: Sendable, Equatable {
         }
     }
 
-    /// How many fds must come with this request: 1 for `register`, 0 for the rest.
-    public var descriptorCount: Int {
-        if case .register = self { 1 } else { 0 }
-    }
+    /// How many fds must come with this request: 1 for `register` and `register-batch`, 0
+    /// for the rest.
+    public var descriptorCount: Int { type.descriptorCount }
 }
 
 // MARK: Wire form
@@ -94,6 +105,14 @@ extension Request {
                                 versions: versions))
         case .register:
             self = .register(try Register(fields))
+        case .registerBatch:
+            let ranges = try fields.objects("ranges")
+            guard (1...Codec.maxBatchRanges).contains(ranges.count) else {
+                throw .invalid("ranges", "must hold 1 to \(Codec.maxBatchRanges) ranges, not \(ranges.count); send several requests")
+            }
+            var registers: [Register] = []
+            for range in ranges { registers.append(try Register(range)) }
+            self = .registerBatch(registers)
         case .deregister: self = .deregister(region: try fields.uint64("region"))
         case .list: self = .list(after: try fields.uint64IfPresent("after"), all: try fields.boolIfPresent("all") ?? false)
         case .stats: self = .stats
@@ -109,11 +128,13 @@ extension Request {
             object.set("clientName", hello.clientName.map(JSONValue.string))
             object.set("versions", .array(hello.versions.map(JSONValue.integer)))
         case .register(let register):
-            object.set("offset", .integer(register.offset))
-            object.set("length", .integer(register.length))
-            object.set("access", register.access.wire)
-            object.set("strategy", .string(register.strategy.rawValue))
-            object.set("tag", register.tag.map(JSONValue.string))
+            register.write(to: &object)
+        case .registerBatch(let registers):
+            object.set("ranges", .array(registers.map { register in
+                var range = JSONObject()
+                register.write(to: &range)
+                return .object(range)
+            }))
         case .deregister(let region), .ack(let region), .verify(let region):
             object.set("region", .integer(region))
         case .list(let after, let all):
@@ -143,5 +164,13 @@ extension Request.Register {
         guard !access.isEmpty else { throw .invalid("access", "must list at least one of read, write, atomic") }
         strategy = try fields.enumIfPresent("strategy") ?? .any
         tag = try fields.stringIfPresent("tag", maxBytes: Codec.maxTagBytes)
+    }
+
+    func write(to object: inout JSONObject) {
+        object.set("offset", .integer(offset))
+        object.set("length", .integer(length))
+        object.set("access", access.wire)
+        object.set("strategy", .string(strategy.rawValue))
+        object.set("tag", tag.map(JSONValue.string))
     }
 }

@@ -5,6 +5,10 @@ extension ReplyResult {
         switch type {
         case .hello: self = .hello(try HelloResult(f))
         case .register: self = .register(try Registration(f))
+        case .registerBatch:
+            var registrations: [Registration] = []
+            for region in try f.objects("regions") { registrations.append(try Registration(region)) }
+            self = .registerBatch(registrations)
         case .deregister: self = .deregister
         case .list: self = .list(try RegionList(f))
         case .stats: self = .stats(try Statistics(f))
@@ -17,6 +21,7 @@ extension ReplyResult {
         switch self {
         case .hello(let result): result.json
         case .register(let result): result.json
+        case .registerBatch(let results): .object(JSONObject([.init(key: "regions", value: .array(results.map(\.json)))]))
         case .list(let result): result.json
         case .stats(let result): result.json
         case .verify(let result): result.json
@@ -40,7 +45,9 @@ extension HelloResult {
         }
         let l = try f.object("limits")
         limits = Limits(maxMessageBytes: try l.uint64("maxMessageBytes"), maxRegionsPerUid: try l.uint64("maxRegionsPerUid"),
-                        maxBytesPerUid: try l.uint64("maxBytesPerUid"), quiesceMillis: try l.uint64("quiesceMillis"))
+                        maxBytesPerUid: try l.uint64("maxBytesPerUid"), quiesceMillis: try l.uint64("quiesceMillis"),
+                        // A daemon from before register-batch does not send it.
+                        maxBatchRanges: try l.uint64IfPresent("maxBatchRanges") ?? 0)
     }
 
     var json: JSONValue {
@@ -62,6 +69,7 @@ extension HelloResult {
         l.set("maxRegionsPerUid", .integer(limits.maxRegionsPerUid))
         l.set("maxBytesPerUid", .integer(limits.maxBytesPerUid))
         l.set("quiesceMillis", .integer(limits.quiesceMillis))
+        l.set("maxBatchRanges", .integer(limits.maxBatchRanges))
         o.set("limits", .object(l))
         return .object(o)
     }

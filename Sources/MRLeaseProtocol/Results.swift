@@ -2,6 +2,8 @@
 public enum ReplyResult: Sendable, Equatable {
     case hello(HelloResult)
     case register(Registration)
+    /// One registration per range of the request, in its order.
+    case registerBatch([Registration])
     case deregister
     case list(RegionList)
     case stats(Statistics)
@@ -12,6 +14,7 @@ public enum ReplyResult: Sendable, Equatable {
         switch self {
         case .hello: .hello
         case .register: .register
+        case .registerBatch: .registerBatch
         case .deregister: .deregister
         case .list: .list
         case .stats: .stats
@@ -44,12 +47,16 @@ public struct HelloResult: Sendable, Equatable {
         public var maxBytesPerUid: UInt64
         /// How long a client has to `ack` a revocation before the daemon revokes anyway.
         public var quiesceMillis: UInt64
+        /// The most ranges one `register-batch` takes.
+        public var maxBatchRanges: UInt64
 
-        public init(maxMessageBytes: UInt64, maxRegionsPerUid: UInt64, maxBytesPerUid: UInt64, quiesceMillis: UInt64) {
+        public init(maxMessageBytes: UInt64, maxRegionsPerUid: UInt64, maxBytesPerUid: UInt64, quiesceMillis: UInt64,
+                    maxBatchRanges: UInt64 = UInt64(Codec.maxBatchRanges)) {
             self.maxMessageBytes = maxMessageBytes
             self.maxRegionsPerUid = maxRegionsPerUid
             self.maxBytesPerUid = maxBytesPerUid
             self.quiesceMillis = quiesceMillis
+            self.maxBatchRanges = maxBatchRanges
         }
     }
 

@@ -41,7 +41,7 @@ extension BenchCommand {
             let bench = try DaemonRegistrationBenchmark(client: client, engine: engine, directory: scratch, size: 40 << 20)
             let row: DaemonRegistrationCase
             do {
-                row = try bench.run(regions: hugeRegistrations, length: 2 << 20, passes: passes)
+                row = try bench.run(regions: hugeRegistrations, length: 2 << 20, passes: passes, batchSize: batchSize)
             } catch {
                 // FS-DAX without ODP (rxe before ~6.14): the refusal is the kernel's answer, not
                 // a benchmark failure; there is nothing to time.
@@ -82,6 +82,8 @@ extension BenchCommand {
             + " p90 \(us(row.daemonP90US)) µs | direct Engine.register median \(us(row.directMedianUS)) µs p90 \(us(row.directP90US)) µs"
             + " | ratio \(String(format: "%.2f", row.ratio)) (deregister median: daemon \(us(row.daemonDeregisterMedianUS)) µs,"
             + " direct \(us(row.directDeregisterMedianUS)) µs; stats with \(row.regions) regions held: median \(us(row.statsWithRegionsMedianUS)) µs)"
+            + " | register-batch of \(row.batchSize): per region median \(us(row.batchPerRegionMedianUS)) µs p90 \(us(row.batchPerRegionP90US)) µs,"
+            + " ratio \(String(format: "%.2f", row.batchRatio))"
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import LinuxFile
 import Logging
 import MRLeaseEngine
+import MRLeaseProtocol
 import SystemPackage
 import Verbs
 
@@ -60,6 +61,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Alternating engine/plain passes per registration case.")
     var passes: Int = 2
 
+    @Option(help: "Ranges per register-batch request in the --daemon registration case (at most 64).")
+    var batchSize: Int = 50
+
     @Option(help: "auto (verbs when a device exists, else stub), verbs, or stub.")
     var registrar: String = "auto"
 
@@ -96,6 +100,7 @@ struct BenchCommand: ParsableCommand {
         guard counts(regions) != nil, counts(noAckRegions) != nil else { throw ValidationError("region counts: comma separated positive integers") }
         guard roundTrips > 0, warmUp >= 0 else { throw ValidationError("--round-trips must be positive, --warm-up not negative") }
         guard iterations > 0, largeIterations > 0, noAckIterations > 0, passes > 0 else { throw ValidationError("iterations and passes must be positive") }
+        guard (1...Codec.maxBatchRanges).contains(batchSize) else { throw ValidationError("--batch-size must be 1 to \(Codec.maxBatchRanges)") }
     }
 
     func counts(_ list: String) -> [Int]? {

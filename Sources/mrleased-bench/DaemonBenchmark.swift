@@ -21,6 +21,13 @@ struct DaemonRegistrationCase: Codable {
     var directDeregisterMedianUS: Double
     /// `stats` round trip while the daemon holds `regions` regions of this client.
     var statsWithRegionsMedianUS: Double
+    /// The same regions through `register-batch` requests of `batchSize` ranges: each
+    /// request's time divided by its ranges, one sample per request.
+    var batchSize: Int
+    var batchPerRegionMedianUS: Double
+    var batchPerRegionP90US: Double
+    /// median(batch per region) / median(direct).
+    var batchRatio: Double
 }
 
 /// Registrations through the daemon (a `register` request carrying the file's fd) against
@@ -64,9 +71,9 @@ final class DaemonRegistrationBenchmark {
         UInt64(i % max(1, Int(size) / length)) * UInt64(length)
     }
 
-    func run(regions count: Int, length: Int, passes: Int) throws(BenchError) -> DaemonRegistrationCase {
+    func run(regions count: Int, length: Int, passes: Int, batchSize: Int) throws(BenchError) -> DaemonRegistrationCase {
         var daemonRegister = Samples(), daemonDeregister = Samples(), directRegister = Samples(), directDeregister = Samples()
-        var stats = Samples()
+        var stats = Samples(), batch = Samples()
         var strategy = ""
         for pass in 0..<passes {
             // The last pass also times stats while its regions are held.
@@ -74,6 +81,8 @@ final class DaemonRegistrationBenchmark {
                                            statsWhileHeld: pass == passes - 1 ? 1000 : 0)
             strategy = daemonRun.strategy
             if daemonRun.stats.count > 0 { stats = daemonRun.stats }
+            // Three batch passes per pass: a batch pass is a few requests, so more samples.
+            for _ in 0..<3 { try batchPass(count: count, length: length, batchSize: batchSize, perRegion: &batch) }
             try directPass(count: count, length: length, register: &directRegister, deregister: &directDeregister)
         }
         return DaemonRegistrationCase(
@@ -82,7 +91,29 @@ final class DaemonRegistrationBenchmark {
             directMedianUS: directRegister.quantileUS(0.5), directP90US: directRegister.quantileUS(0.9),
             ratio: daemonRegister.quantileUS(0.5) / directRegister.quantileUS(0.5),
             daemonDeregisterMedianUS: daemonDeregister.quantileUS(0.5), directDeregisterMedianUS: directDeregister.quantileUS(0.5),
-            statsWithRegionsMedianUS: stats.quantileUS(0.5))
+            statsWithRegionsMedianUS: stats.quantileUS(0.5),
+            batchSize: batchSize, batchPerRegionMedianUS: batch.quantileUS(0.5), batchPerRegionP90US: batch.quantileUS(0.9),
+            batchRatio: batch.quantileUS(0.5) / directRegister.quantileUS(0.5))
+    }
+
+    /// The same `count` regions in `register-batch` requests of `batchSize` ranges (the last
+    /// one shorter when `batchSize` does not divide `count`), each timed like a `register`;
+    /// then deregistered one request each, untimed.
+    func batchPass(count: Int, length: Int, batchSize: Int, perRegion: inout Samples) throws(BenchError) {
+        var regions: [UInt64] = []
+        for first in stride(from: 0, to: count, by: batchSize) {
+            let ranges = (first..<min(count, first + batchSize)).map {
+                Request.Register(offset: offset($0, length: length), length: UInt64(length), access: [.read, .write])
+            }
+            let start = Engine.now()
+            let result = try client.request(.registerBatch(ranges), fds: [daemonFD])
+            perRegion.append((Engine.now() - start) / UInt64(ranges.count))
+            guard case .registerBatch(let made) = result, made.count == ranges.count else {
+                throw BenchError("register-batch: unexpected result \(result)")
+            }
+            regions += made.map(\.region)
+        }
+        for region in regions { _ = try client.request(.deregister(region: region)) }
     }
 
     /// Timed per request: encoding, the send with the fd, the daemon's work, the reply and its

@@ -32,6 +32,8 @@ struct Report: Codable {
         if let row = daemonRegistration {
             let holds = row.ratio <= 1.5
             verdicts.append("target daemon register within 1.5x direct Engine.register (\(row.length >> 20) MiB, median): \(holds ? "HOLDS" : "MISSED") (ratio \(String(format: "%.2f", row.ratio)))")
+            let batchHolds = row.batchRatio <= 1.5
+            verdicts.append("target daemon register-batch of \(row.batchSize) within 1.5x direct Engine.register per region (\(row.length >> 20) MiB, median): \(batchHolds ? "HOLDS" : "MISSED") (ratio \(String(format: "%.2f", row.batchRatio)))")
         }
     }
 }

@@ -148,6 +148,41 @@ final class ClientRequestTests: XCTestCase {
         }
     }
 
+    func testRegisterBatchChecksEveryRangeFirstAndNamesTheBadOne() throws {
+        XCTAssertEqual(try client.hello().limits.maxBatchRanges, UInt64(Codec.maxBatchRanges))
+        let readWrite = try open(try scratch.file("data", size: 16384), .readWrite)
+        let good = Request.Register(offset: 0, length: 4096, access: [.read, .write])
+        let cases: [(Request.Register, ErrorCode, String)] = [
+            (.init(offset: 8192, length: 16384, access: [.read]), .rangeOutOfFile, "size 16384"),
+            (.init(offset: 100, length: 4096, access: [.read]), .badAlignment, "offset 100"),
+        ]
+        for (bad, code, words) in cases {
+            let error = assertRefused(code) { _ = try client.registerBatch(fd: readWrite, ranges: [good, good, bad, good]) }
+            XCTAssertEqual(error?.index, 2, "\(String(describing: error))")
+            XCTAssertTrue(error?.message.contains(words) == true, "\(String(describing: error))")
+        }
+        let readOnly = try open(scratch.path + "/data", .readOnly)
+        let denied = assertRefused(.accessDenied) {
+            _ = try client.registerBatch(fd: readOnly, ranges: [.init(offset: 0, length: 4096, access: [.read]), good])
+        }
+        XCTAssertEqual(denied?.index, 1)
+        // Not about one range: no index.
+        let directory = try open(scratch.path, .readOnly, .directory)
+        XCTAssertNil(assertRefused(.notRegularFile) { _ = try client.registerBatch(fd: directory, ranges: [good]) }?.index)
+        XCTAssertEqual(try client.stats().regions, 0)
+    }
+
+    func testRegisterBatchWithoutADeviceIsStrategyUnavailableAtTheFirstRange() throws {
+        try Facility.requireNoRDMADevice()
+        let fd = try open(try scratch.file("data", size: 8192), .readWrite)
+        let error = assertRefused(.strategyUnavailable) {
+            _ = try client.registerBatch(fd: fd, ranges: [.init(offset: 0, length: 4096, access: [.read]),
+                                                          .init(offset: 4096, length: 4096, access: [.read])])
+        }
+        XCTAssertEqual(error?.index, 0)
+        XCTAssertEqual(error?.errnoName, "ENODEV")
+    }
+
     func testDeregisterAckAndVerifyOfARegionThisConnectionDoesNotOwnAreUnknownRegion() throws {
         _ = assertRefused(.unknownRegion) { try client.deregister(region: 5) }
         _ = assertRefused(.unknownRegion) { try client.ack(region: 5) }

@@ -45,9 +45,9 @@ final class BadRequestTests: XCTestCase {
         assertRejected(#"{"v":1,"type":7}"#, #"field "type" must be a string, got 7"#)
         assertRejected(#"{"v":1,"type":"hello"}"#, #"missing field "id""#)
         assertRejected(#"{"v":1,"type":"dance","id":1}"#,
-                       #"unknown request type "dance"; expected one of hello, register, deregister, list, stats, ack, verify"#)
+                       #"unknown request type "dance"; expected one of hello, register, register-batch, deregister, list, stats, ack, verify"#)
         assertRejected(#"{"v":1,"type":"event","id":1}"#,
-                       #"unknown request type "event"; expected one of hello, register, deregister, list, stats, ack, verify"#)
+                       #"unknown request type "event"; expected one of hello, register, register-batch, deregister, list, stats, ack, verify"#)
     }
 
     func testIntegersOutsideUInt64OrWithFractionOrExponentAreRejected() {
@@ -79,6 +79,22 @@ final class BadRequestTests: XCTestCase {
                        #"field "strategy" has unknown value "fast"; expected one of odp, pinned, any"#)
         assertRejected("{\(register),\"offset\":0,\"length\":1,\"access\":[\"read\"],\"tag\":\"\(String(repeating: "x", count: 257))\"}",
                        #"field "tag" is longer than 256 bytes"#)
+    }
+
+    func testRegisterBatchTakesOneToSixtyFourRangesEachCheckedLikeRegister() throws {
+        let batch = #""v":1,"type":"register-batch","id":1"#
+        let range = #"{"offset":0,"length":4096,"access":["read"]}"#
+        assertRejected("{\(batch)}", #"missing field "ranges""#)
+        assertRejected("{\(batch),\"ranges\":[]}", #"field "ranges" must hold 1 to 64 ranges, not 0; send several requests"#)
+        let many = Array(repeating: range, count: 65).joined(separator: ",")
+        assertRejected("{\(batch),\"ranges\":[\(many)]}", #"field "ranges" must hold 1 to 64 ranges, not 65; send several requests"#)
+        assertRejected("{\(batch),\"ranges\":[\(range),{\"offset\":0,\"length\":4096}]}", #"missing field "ranges[1].access""#)
+        assertRejected("{\(batch),\"ranges\":[\(range),7]}", #"field "ranges[1]" must be an object, got 7"#)
+        let most = Array(repeating: range, count: 64).joined(separator: ",")
+        guard case .registerBatch(let ranges) = try Codec.decodeRequest(Array("{\(batch),\"ranges\":[\(most)]}".utf8)).request else {
+            return XCTFail("64 ranges did not decode as register-batch")
+        }
+        XCTAssertEqual(ranges.count, 64)
     }
 
     func testOtherRequestsNeedTheirFields() {

@@ -8,6 +8,8 @@ enum Samples {
         .hello(.init()),
         .register(.init(offset: 0, length: 2 << 20, access: [.read, .write, .atomic], strategy: .odp, tag: "db \"wal\"\n")),
         .register(.init(offset: 4096, length: .max - 4096, access: [.read])),
+        .registerBatch([.init(offset: 0, length: 4096, access: [.read], tag: "a"),
+                        .init(offset: 8192, length: 1, access: [.write, .atomic], strategy: .pinned)]),
         .deregister(region: .max),
         .list(after: nil),
         .list(after: 17),
@@ -22,9 +24,16 @@ enum Samples {
             devices: [.init(name: "mlx5_0", odpSupported: true, odpRC: ["SEND", "RECV", "WRITE", "READ"]),
                       .init(name: "rxe0", odpSupported: false, odpRC: [])],
             strategies: [.odp, .pinned],
-            limits: .init(maxMessageBytes: 65536, maxRegionsPerUid: 1024, maxBytesPerUid: 64 << 30, quiesceMillis: 1000))),
+            limits: .init(maxMessageBytes: 65536, maxRegionsPerUid: 1024, maxBytesPerUid: 64 << 30, quiesceMillis: 1000,
+                          maxBatchRanges: 64))),
         .register(Registration(region: 42, lkey: 0x1234, rkey: .max, address: 0x7f12_3456_0000, length: 2 << 20,
                                strategy: .pinned, strategyReason: "no ODP on rxe0", device: "rxe0", backing: .fsDAX)),
+        .registerBatch([
+            Registration(region: 43, lkey: 1, rkey: 2, address: 0x1000, length: 4096, strategy: .odp,
+                         strategyReason: "ODP", device: "rxe0", backing: .pageCache),
+            Registration(region: 44, lkey: 3, rkey: 4, address: 0x3000, length: 1, strategy: .pinned,
+                         strategyReason: "pinned", device: "rxe0", backing: .shmem),
+        ]),
         .deregister,
         .list(RegionList(regions: [
             .init(region: 1, file: "259:1:1234", offset: 0, length: 4096, access: [.read], strategy: .odp,
@@ -42,6 +51,7 @@ enum Samples {
     static let errors: [ProtocolError] = ErrorCode.allCases.map { ProtocolError($0, "because \($0.rawValue)") } + [
         ProtocolError(.strategyUnavailable, "ibv_reg_mr refused a pinned registration on an FS-DAX file",
                       errnoName: "EOPNOTSUPP", errnoValue: 95),
+        ProtocolError(.rangeOutOfFile, "range [0, 8192) is not inside the file (size 4096)", index: 63),
     ]
 
     static let events: [Event] = [
@@ -125,10 +135,13 @@ final class CodecTests: XCTestCase {
 
     func testRegisterTakesExactlyOneDescriptorAndOtherRequestsNone() throws {
         XCTAssertNoThrow(try Codec.checkDescriptors(1, for: .register))
+        XCTAssertNoThrow(try Codec.checkDescriptors(1, for: .registerBatch))
         XCTAssertNoThrow(try Codec.checkDescriptors(0, for: .stats))
         let cases: [(Int, RequestType, ErrorCode, String)] = [
             (0, .register, .missingFD, "register needs the file's fd attached with SCM_RIGHTS; none came"),
             (2, .register, .tooManyFDs, "register takes exactly one fd; 2 came and were closed"),
+            (0, .registerBatch, .missingFD, "register-batch needs the file's fd attached with SCM_RIGHTS; none came"),
+            (2, .registerBatch, .tooManyFDs, "register-batch takes exactly one fd; 2 came and were closed"),
             (1, .hello, .tooManyFDs, "hello takes no fds; 1 came and were closed"),
         ]
         for (count, type, code, message) in cases {
@@ -136,6 +149,17 @@ final class CodecTests: XCTestCase {
                 XCTAssertEqual(error as? ProtocolError, ProtocolError(code, message))
             }
         }
+    }
+
+    /// A full batch's reply fits in one message even with every number at its widest, a
+    /// 64-byte device name (IBV_SYSFS_NAME_MAX) and a 400-byte strategy reason (the longest the
+    /// engine writes is about 200: a device, the access and an errno's text).
+    func testAFullBatchReplyFitsInOneMessage() {
+        let widest = Registration(region: .max, lkey: .max, rkey: .max, address: .max, length: .max, strategy: .pinned,
+                                  strategyReason: String(repeating: "r", count: 400), device: String(repeating: "d", count: 64),
+                                  backing: .pageCache)
+        let reply = Codec.encode(Reply(id: .max, .registerBatch(Array(repeating: widest, count: Codec.maxBatchRanges))))
+        XCTAssertLessThan(reply.count, Codec.maxMessageBytes)
     }
 
     func testErrorReplyKeepsTheIdAndTypeWhenTheRequestGotThatFar() {
