@@ -59,7 +59,7 @@ public enum Codec {
         var o = header(type: request.type.rawValue)
         o.set("id", .integer(id))
         request.write(to: &o)
-        return JSONValue.object(o).bytes
+        return o.serialized
     }
 
     // MARK: Replies and events (the client's side)
@@ -67,13 +67,13 @@ public enum Codec {
     public static func encode(_ reply: Reply) -> [UInt8] {
         var o = header(type: reply.type?.rawValue ?? "error")
         reply.write(to: &o)
-        return JSONValue.object(o).bytes
+        return o.serialized
     }
 
     public static func encode(_ event: Event) -> [UInt8] {
         var o = header(type: "event")
         event.write(to: &o)
-        return JSONValue.object(o).bytes
+        return o.serialized
     }
 
     /// A `list` reply holding as many of `regions` (ascending region ids) as fit in
@@ -111,8 +111,11 @@ public enum Codec {
 
     // MARK: Envelope
 
-    private static func header(type: String) -> JSONObject {
-        JSONObject([.init(key: "v", value: .integer(version)), .init(key: "type", value: .string(type))])
+    private static func header(type: String) -> ObjectWriter {
+        var o = ObjectWriter()
+        o.set("v", .integer(version))
+        o.set("type", .string(type))
+        return o
     }
 
     /// The message object, after checking it is one and speaks this version.

@@ -104,7 +104,7 @@ extension Event {
     }
 
     /// The event's fields, appended to an object that already holds `v` and `type`.
-    func write(to o: inout JSONObject) {
+    func write(to o: inout ObjectWriter) {
         o.set("event", .string(name.rawValue))
         o.set("region", .integer(region))
         switch self {

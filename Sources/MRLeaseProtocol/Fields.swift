@@ -3,16 +3,26 @@
 ///
 /// Fields the reader is not asked about are ignored, so a newer peer can add fields without
 /// breaking an older one. An optional field that is null counts as absent.
+///
+/// Paths are spelled only for an error: a message's successful decoding builds no path strings.
 struct Fields {
     let object: JSONObject
-    let path: String
+    private let prefix: String
+    private let index: Int?
 
-    init(_ object: JSONObject, path: String = "") {
+    /// The object at `path`, or element `index` of the array at `path`.
+    init(_ object: JSONObject, path: String = "", index: Int? = nil) {
         self.object = object
-        self.path = path
+        self.prefix = path
+        self.index = index
     }
 
-    func path(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    var path: String { index.map { "\(prefix)[\($0)]" } ?? prefix }
+
+    func path(_ key: String) -> String {
+        let path = path
+        return path.isEmpty ? key : "\(path).\(key)"
+    }
 
     private func present(_ key: String) -> JSONValue? {
         guard let value = object[key], value != .null else { return nil }
@@ -28,10 +38,10 @@ struct Fields {
 
     /// Integers are written without sign, fraction or exponent; UInt64 parses exactly that.
     static func unsigned<T: FixedWidthInteger & UnsignedInteger>(
-        _ value: JSONValue, _ path: String, as: T.Type = T.self
+        _ value: JSONValue, _ path: @autoclosure () -> String, as: T.Type = T.self
     ) throws(ProtocolError) -> T {
         guard case .number(let literal) = value, let number = T(literal) else {
-            throw .wrongType(path, expected: "an integer from 0 to \(T.max)", got: value)
+            throw .wrongType(path(), expected: "an integer from 0 to \(T.max)", got: value)
         }
         return number
     }
@@ -91,12 +101,12 @@ struct Fields {
     }
 
     static func enumValue<E: RawRepresentable & CaseIterable>(
-        _ value: JSONValue, _ path: String, as: E.Type = E.self
+        _ value: JSONValue, _ path: @autoclosure () -> String, as: E.Type = E.self
     ) throws(ProtocolError) -> E where E.RawValue == String {
-        let known = E.allCases.map { $0.rawValue }.joined(separator: ", ")
-        guard case .string(let text) = value else { throw .wrongType(path, expected: "one of \(known)", got: value) }
+        var known: String { E.allCases.map { $0.rawValue }.joined(separator: ", ") }
+        guard case .string(let text) = value else { throw .wrongType(path(), expected: "one of \(known)", got: value) }
         guard let result = E(rawValue: text) else {
-            throw .invalid(path, "has unknown value \"\(text.prefix(64))\"; expected one of \(known)")
+            throw .invalid(path(), "has unknown value \"\(text.prefix(64))\"; expected one of \(known)")
         }
         return result
     }
@@ -120,18 +130,21 @@ struct Fields {
         return items
     }
 
-    /// Each element converted by `convert`, which gets the element and its path ("access[1]").
-    func array<T>(_ key: String, _ convert: (JSONValue, String) throws(ProtocolError) -> T) throws(ProtocolError) -> [T] {
+    /// Each element converted by `convert`, which gets the element and its path ("access[1]"),
+    /// spelled when called.
+    func array<T>(_ key: String, _ convert: (JSONValue, () -> String) throws(ProtocolError) -> T) throws(ProtocolError) -> [T] {
+        let items = try array(key)
         var result: [T] = []
-        for (index, item) in try array(key).enumerated() {
-            result.append(try convert(item, "\(path(key))[\(index)]"))
+        result.reserveCapacity(items.count)
+        for (index, item) in items.enumerated() {
+            result.append(try convert(item, { "\(path(key))[\(index)]" }))
         }
         return result
     }
 
     func strings(_ key: String) throws(ProtocolError) -> [String] {
         try array(key) { (item, path) throws(ProtocolError) in
-            guard case .string(let text) = item else { throw .wrongType(path, expected: "a string", got: item) }
+            guard case .string(let text) = item else { throw .wrongType(path(), expected: "a string", got: item) }
             return text
         }
     }
@@ -143,9 +156,14 @@ struct Fields {
     }
 
     func objects(_ key: String) throws(ProtocolError) -> [Fields] {
-        try array(key) { (item, path) throws(ProtocolError) in
-            guard case .object(let object) = item else { throw .wrongType(path, expected: "an object", got: item) }
-            return Fields(object, path: path)
+        let items = try array(key)
+        let path = path(key)
+        var result: [Fields] = []
+        result.reserveCapacity(items.count)
+        for (index, item) in items.enumerated() {
+            guard case .object(let object) = item else { throw .wrongType("\(path)[\(index)]", expected: "an object", got: item) }
+            result.append(Fields(object, path: path, index: index))
         }
+        return result
     }
 }

@@ -13,8 +13,14 @@ enum JSONValue: Sendable, Equatable {
     case string(String)
     case array([JSONValue])
     case object(JSONObject)
+    /// A number the encoder writes (the parser always gives `number`).
+    case unsigned(UInt64)
+    /// An object the encoder has already written (`ObjectWriter.value`).
+    case encoded([UInt8])
 
-    static func integer(_ value: some BinaryInteger) -> JSONValue { .number(String(value)) }
+    static func integer(_ value: some BinaryInteger) -> JSONValue {
+        value >= 0 ? .unsigned(UInt64(value)) : .number(String(value))
+    }
 
     /// What kind of value this is, for error messages ("an object", "a string", the number).
     var summary: String {
@@ -22,9 +28,10 @@ enum JSONValue: Sendable, Equatable {
         case .null: "null"
         case .bool(let value): String(value)
         case .number(let literal): literal.count <= 40 ? literal : String(literal.prefix(40)) + "…"
+        case .unsigned(let value): String(value)
         case .string: "a string"
         case .array: "an array"
-        case .object: "an object"
+        case .object, .encoded: "an object"
         }
     }
 }
@@ -65,9 +72,11 @@ extension JSONValue {
 
     func write(to out: inout [UInt8]) {
         switch self {
-        case .null: out += Array("null".utf8)
-        case .bool(let value): out += Array((value ? "true" : "false").utf8)
-        case .number(let literal): out += Array(literal.utf8)
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let value): out.append(contentsOf: (value ? "true" : "false").utf8)
+        case .number(let literal): out.append(contentsOf: literal.utf8)
+        case .unsigned(let value): Self.writeUnsigned(value, to: &out)
+        case .encoded(let bytes): out.append(contentsOf: bytes)
         case .string(let text): Self.writeString(text, to: &out)
         case .array(let items):
             out.append(UInt8(ascii: "["))
@@ -88,21 +97,70 @@ extension JSONValue {
         }
     }
 
-    private static func writeString(_ text: String, to out: inout [UInt8]) {
-        let hex = Array("0123456789abcdef".utf8)
+    private static let hex = Array("0123456789abcdef".utf8)
+
+    /// Decimal digits, without a String in between.
+    static func writeUnsigned(_ value: UInt64, to out: inout [UInt8]) {
+        let start = out.count
+        var rest = value
+        repeat {
+            out.append(UInt8(ascii: "0") + UInt8(rest % 10))
+            rest /= 10
+        } while rest > 0
+        out[start...].reverse()
+    }
+
+    static func writeString(_ text: String, to out: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { writeString(utf8: $0, to: &out) }
+    }
+
+    private static func writeString(utf8: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
+        // Most strings need no escape: one copy.
+        if !utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out.append(contentsOf: utf8)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
+        for byte in utf8 {
             switch byte {
-            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case UInt8(ascii: "\n"): out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case UInt8(ascii: "\r"): out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case UInt8(ascii: "\t"): out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case UInt8(ascii: "\""): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "\""))
+            case UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "\\"))
+            case UInt8(ascii: "\n"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
+            case UInt8(ascii: "\t"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
             case 0..<0x20:
-                out += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+                out.append(contentsOf: "\\u00".utf8)
+                out.append(hex[Int(byte >> 4)])
+                out.append(hex[Int(byte & 0xF)])
             default: out.append(byte)
             }
         }
         out.append(UInt8(ascii: "\""))
     }
+}
+
+/// An object as the encoder writes it: each `set` appends `"key":value` to the bytes at once,
+/// so encoding a message builds no tree of fields. Keys come out in the order they were set,
+/// which is how the wire's field order (docs/protocol.md) is kept.
+struct ObjectWriter {
+    private var bytes: [UInt8] = [UInt8(ascii: "{")]
+
+    init() { bytes.reserveCapacity(256) }
+
+    /// Appends `key: value`; a nil value writes nothing (an optional field that is absent).
+    mutating func set(_ key: String, _ value: JSONValue?) {
+        guard let value else { return }
+        if bytes.count > 1 { bytes.append(UInt8(ascii: ",")) }
+        JSONValue.writeString(key, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        value.write(to: &bytes)
+    }
+
+    /// The finished object's bytes.
+    var serialized: [UInt8] { bytes + [UInt8(ascii: "}")] }
+
+    /// The finished object, to nest in another.
+    var value: JSONValue { .encoded(serialized) }
 }

@@ -62,7 +62,9 @@ struct JSONParser {
         guard depth <= Self.maxDepth else { throw failure("nesting deeper than \(Self.maxDepth)") }
         position += 1
         var object = JSONObject()
-        var keys = Set<String>()
+        // Duplicate keys: a scan of the few fields a message has, a set once there are many
+        // (a hostile packet of thousands of keys stays linear).
+        var keys: Set<String>?
         skipWhitespace()
         if current == UInt8(ascii: "}") { position += 1; return .object(object) }
         while true {
@@ -70,7 +72,9 @@ struct JSONParser {
             guard current == UInt8(ascii: "\"") else { throw failure("expected a field name") }
             let keyStart = position
             let key = try string()
-            guard keys.insert(key).inserted else {
+            if keys == nil && object.fields.count >= 16 { keys = Set(object.fields.map(\.key)) }
+            let duplicate = keys != nil ? !keys!.insert(key).inserted : object.fields.contains { $0.key == key }
+            guard !duplicate else {
                 position = keyStart
                 throw failure("duplicate field \"\(key)\"")
             }
@@ -134,7 +138,21 @@ struct JSONParser {
 
     private mutating func string() throws(ProtocolError) -> String {
         position += 1
-        var utf8: [UInt8] = []
+        // The common case, a string without escapes, straight from the packet's bytes.
+        let start = position
+        var ascii = true
+        while let byte = current, byte != UInt8(ascii: "\\"), byte >= 0x20 {
+            if byte == UInt8(ascii: "\"") {
+                let slice = bytes[start..<position]
+                position += 1
+                if ascii { return String(decoding: slice, as: UTF8.self) }
+                guard let text = String(validating: slice, as: UTF8.self) else { throw failure("string is not valid UTF-8") }
+                return text
+            }
+            if byte >= 0x80 { ascii = false }
+            position += 1
+        }
+        var utf8 = Array(bytes[start..<position])
         while true {
             guard let byte = current else { throw failure("unterminated string") }
             switch byte {

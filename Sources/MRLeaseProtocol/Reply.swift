@@ -47,13 +47,13 @@ extension ProtocolError {
     }
 
     var json: JSONValue {
-        var o = JSONObject()
+        var o = ObjectWriter()
         o.set("code", .string(code.rawValue))
         o.set("message", .string(message))
         o.set("errno", errnoName.map(JSONValue.string))
         o.set("errnoValue", errnoValue.map(JSONValue.integer))
         o.set("index", index.map(JSONValue.integer))
-        return .object(o)
+        return o.value
     }
 }
 
@@ -71,7 +71,7 @@ extension Reply {
         }
     }
 
-    func write(to o: inout JSONObject) {
+    func write(to o: inout ObjectWriter) {
         o.set("id", id.map(JSONValue.integer))
         switch outcome {
         case .success(let result): o.set("result", result.json)

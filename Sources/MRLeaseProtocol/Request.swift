@@ -98,7 +98,7 @@ extension Request {
         switch type {
         case .hello:
             let versions = try fields.array("versions") { (item, path) throws(ProtocolError) in
-                try Fields.unsigned(item, path, as: UInt64.self)
+                try Fields.unsigned(item, path(), as: UInt64.self)
             }
             guard !versions.isEmpty else { throw .invalid("versions", "must list at least one version") }
             self = .hello(Hello(clientName: try fields.stringIfPresent("clientName", maxBytes: Codec.maxTagBytes),
@@ -122,7 +122,7 @@ extension Request {
     }
 
     /// The payload fields, appended to an object that already holds `v`, `type` and `id`.
-    func write(to object: inout JSONObject) {
+    func write(to object: inout ObjectWriter) {
         switch self {
         case .hello(let hello):
             object.set("clientName", hello.clientName.map(JSONValue.string))
@@ -131,9 +131,9 @@ extension Request {
             register.write(to: &object)
         case .registerBatch(let registers):
             object.set("ranges", .array(registers.map { register in
-                var range = JSONObject()
+                var range = ObjectWriter()
                 register.write(to: &range)
-                return .object(range)
+                return range.value
             }))
         case .deregister(let region), .ack(let region), .verify(let region):
             object.set("region", .integer(region))
@@ -156,7 +156,7 @@ extension Request.Register {
         }
         access = []
         let listed = try fields.array("access") { (item, path) throws(ProtocolError) in
-            try Fields.enumValue(item, path, as: Access.self)
+            try Fields.enumValue(item, path(), as: Access.self)
         }
         for right in listed where !access.insert(right).inserted {
             throw .invalid("access", "lists \"\(right.rawValue)\" twice")
@@ -166,7 +166,7 @@ extension Request.Register {
         tag = try fields.stringIfPresent("tag", maxBytes: Codec.maxTagBytes)
     }
 
-    func write(to object: inout JSONObject) {
+    func write(to object: inout ObjectWriter) {
         object.set("offset", .integer(offset))
         object.set("length", .integer(length))
         object.set("access", access.wire)

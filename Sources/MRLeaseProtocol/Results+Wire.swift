@@ -19,13 +19,16 @@ extension ReplyResult {
 
     var json: JSONValue {
         switch self {
-        case .hello(let result): result.json
-        case .register(let result): result.json
-        case .registerBatch(let results): .object(JSONObject([.init(key: "regions", value: .array(results.map(\.json)))]))
-        case .list(let result): result.json
-        case .stats(let result): result.json
-        case .verify(let result): result.json
-        case .deregister, .ack: .object(JSONObject())
+        case .hello(let result): return result.json
+        case .register(let result): return result.json
+        case .registerBatch(let results):
+            var o = ObjectWriter()
+            o.set("regions", .array(results.map(\.json)))
+            return o.value
+        case .list(let result): return result.json
+        case .stats(let result): return result.json
+        case .verify(let result): return result.json
+        case .deregister, .ack: return ObjectWriter().value
         }
     }
 }
@@ -41,7 +44,7 @@ extension HelloResult {
                                   odpRC: try odp.strings("rc")))
         }
         strategies = try f.array("strategies") { (item, path) throws(ProtocolError) in
-            try Fields.enumValue(item, path, as: RegionStrategy.self)
+            try Fields.enumValue(item, path(), as: RegionStrategy.self)
         }
         let l = try f.object("limits")
         limits = Limits(maxMessageBytes: try l.uint64("maxMessageBytes"), maxRegionsPerUid: try l.uint64("maxRegionsPerUid"),
@@ -51,27 +54,27 @@ extension HelloResult {
     }
 
     var json: JSONValue {
-        var o = JSONObject()
+        var o = ObjectWriter()
         o.set("version", .integer(version))
         o.set("daemon", .string(daemon))
         o.set("devices", .array(devices.map { device in
-            var odp = JSONObject()
+            var odp = ObjectWriter()
             odp.set("supported", .bool(device.odpSupported))
             odp.set("rc", .array(device.odpRC.map(JSONValue.string)))
-            var d = JSONObject()
+            var d = ObjectWriter()
             d.set("name", .string(device.name))
-            d.set("odp", .object(odp))
-            return .object(d)
+            d.set("odp", odp.value)
+            return d.value
         }))
         o.set("strategies", .array(strategies.map { .string($0.rawValue) }))
-        var l = JSONObject()
+        var l = ObjectWriter()
         l.set("maxMessageBytes", .integer(limits.maxMessageBytes))
         l.set("maxRegionsPerUid", .integer(limits.maxRegionsPerUid))
         l.set("maxBytesPerUid", .integer(limits.maxBytesPerUid))
         l.set("quiesceMillis", .integer(limits.quiesceMillis))
         l.set("maxBatchRanges", .integer(limits.maxBatchRanges))
-        o.set("limits", .object(l))
-        return .object(o)
+        o.set("limits", l.value)
+        return o.value
     }
 }
 
@@ -89,7 +92,7 @@ extension Registration {
     }
 
     var json: JSONValue {
-        var o = JSONObject()
+        var o = ObjectWriter()
         o.set("region", .integer(region))
         o.set("lkey", .integer(lkey))
         o.set("rkey", .integer(rkey))
@@ -99,7 +102,7 @@ extension Registration {
         o.set("strategyReason", .string(strategyReason))
         o.set("device", .string(device))
         o.set("backing", .string(backing.rawValue))
-        return .object(o)
+        return o.value
     }
 }
 
@@ -111,10 +114,10 @@ extension RegionList {
     }
 
     var json: JSONValue {
-        var o = JSONObject()
+        var o = ObjectWriter()
         o.set("regions", .array(regions.map(\.json)))
         o.set("next", next.map(JSONValue.integer))
-        return .object(o)
+        return o.value
     }
 }
 
@@ -125,7 +128,7 @@ extension RegionList.Region {
         offset = try f.uint64("offset")
         length = try f.uint64("length")
         access = Set(try f.array("access") { (item, path) throws(ProtocolError) in
-            try Fields.enumValue(item, path, as: Access.self)
+            try Fields.enumValue(item, path(), as: Access.self)
         })
         strategy = try f.enumValue("strategy")
         state = try f.enumValue("state")
@@ -137,7 +140,7 @@ extension RegionList.Region {
     }
 
     var json: JSONValue {
-        var o = JSONObject()
+        var o = ObjectWriter()
         o.set("region", .integer(region))
         o.set("file", .string(file))
         o.set("offset", .integer(offset))
@@ -150,7 +153,7 @@ extension RegionList.Region {
         o.set("address", address.map(JSONValue.integer))
         o.set("tag", tag.map(JSONValue.string))
         o.set("pid", pid.map(JSONValue.integer))
-        return .object(o)
+        return o.value
     }
 }
 
@@ -170,23 +173,23 @@ extension Statistics {
     }
 
     var json: JSONValue {
-        var bytes = JSONObject()
+        var bytes = ObjectWriter()
         bytes.set("odp", .integer(bytesODP))
         bytes.set("pinned", .integer(bytesPinned))
-        var latency = JSONObject()
+        var latency = ObjectWriter()
         latency.set("p50", .integer(breakToUnlockMicros.p50))
         latency.set("p99", .integer(breakToUnlockMicros.p99))
         latency.set("max", .integer(breakToUnlockMicros.max))
         latency.set("count", .integer(breakToUnlockMicros.count))
-        var o = JSONObject()
+        var o = ObjectWriter()
         o.set("files", .integer(files))
         o.set("regions", .integer(regions))
-        o.set("bytesByStrategy", .object(bytes))
+        o.set("bytesByStrategy", bytes.value)
         o.set("leasesHeld", .integer(leasesHeld))
         o.set("breaksHandled", .integer(breaksHandled))
-        o.set("breakToUnlockMicros", .object(latency))
+        o.set("breakToUnlockMicros", latency.value)
         o.set("clients", .integer(clients))
-        return .object(o)
+        return o.value
     }
 }
 
@@ -198,10 +201,10 @@ extension Verification {
     }
 
     var json: JSONValue {
-        var o = JSONObject()
+        var o = ObjectWriter()
         o.set("layoutChanged", .bool(layoutChanged))
         o.set("extentsBefore", .integer(extentsBefore))
         o.set("extentsAfter", .integer(extentsAfter))
-        return .object(o)
+        return o.value
     }
 }

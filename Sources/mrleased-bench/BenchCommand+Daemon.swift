@@ -84,6 +84,7 @@ extension BenchCommand {
             + " direct \(us(row.directDeregisterMedianUS)) µs; stats with \(row.regions) regions held: median \(us(row.statsWithRegionsMedianUS)) µs)"
             + " | register-batch of \(row.batchSize): per region median \(us(row.batchPerRegionMedianUS)) µs p90 \(us(row.batchPerRegionP90US)) µs,"
             + " ratio \(String(format: "%.2f", row.batchRatio))"
+            + " | direct Engine.register right after a process switch (untimed echo round trip before each): median \(us(row.directAfterSwitchMedianUS)) µs"
     }
 }
 

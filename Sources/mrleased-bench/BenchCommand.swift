@@ -91,6 +91,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Untimed round trips before the timed ones, daemon and echo each.")
     var warmUp: Int = 1000
 
+    @Flag(help: "Time the protocol's JSON codec alone (no socket, no daemon): per message, and per range of a register-batch.")
+    var codec = false
+
+    @Option(help: "Calls per timed run of --codec (9 runs; the median is printed).")
+    var codecIterations: Int = 2000
+
     /// The echo peer process of --daemon: serves the SOCK_SEQPACKET socket on stdin.
     @Flag(help: .hidden)
     var echoPeer = false
@@ -103,6 +109,16 @@ struct BenchCommand: ParsableCommand {
         guard (1...Codec.maxBatchRanges).contains(batchSize) else { throw ValidationError("--batch-size must be 1 to \(Codec.maxBatchRanges)") }
     }
 
+    /// `--codec`: one line per step, µs per message (and per range for the batch).
+    func runCodec() throws {
+        let prefix = label.map { "[\($0)] " } ?? ""
+        say("\(prefix)mrleased-bench --codec: kernel \(Self.kernelRelease()), \(codecIterations) calls per run, median of 9 runs")
+        for row in try CodecBenchmark(batchSize: batchSize, iterations: codecIterations).run() {
+            let perRange = row.name.hasPrefix("register-batch") ? ", \(us(row.perMessageNS / 1000 / Double(batchSize))) µs per range" : ""
+            say("\(prefix)codec \(row.name) (\(row.bytes) B): \(us(row.perMessageNS / 1000)) µs\(perRange)")
+        }
+    }
+
     func counts(_ list: String) -> [Int]? {
         let values = list.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !values.contains(where: { $0 == nil || $0! <= 0 }) else { return nil }
@@ -112,6 +128,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         if echoPeer { return EchoPeer.serve(fd: 0) }
         if daemon { return try runDaemon() }
+        if codec { return try runCodec() }
         let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         let (chosen, registrarNote) = try makeRegistrar()
         let isStub = chosen is StubRegistrar

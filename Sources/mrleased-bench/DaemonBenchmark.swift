@@ -28,6 +28,11 @@ struct DaemonRegistrationCase: Codable {
     var batchPerRegionP90US: Double
     /// median(batch per region) / median(direct).
     var batchRatio: Double
+    /// Direct `Engine.register` with an untimed round trip to an echo process before each
+    /// call: the same call made right after the process was switched out and back, as the
+    /// daemon makes it after every request's wake-up. Under QEMU TCG a switch flushes the
+    /// emulated TLB, so the same code runs slower for a while after it.
+    var directAfterSwitchMedianUS: Double
 }
 
 /// Registrations through the daemon (a `register` request carrying the file's fd) against
@@ -43,11 +48,14 @@ final class DaemonRegistrationBenchmark {
     let daemonFD: FileDescriptor, directFD: FileDescriptor
     let size: UInt64
     let owner = OwnerID(4)
+    /// The peer for the direct-after-a-switch pass.
+    let echo: EchoPeer
 
     init(client: DaemonClient, engine: Engine, directory: String, size: UInt64) throws(BenchError) {
         self.client = client
         self.engine = engine
         self.size = size
+        echo = try EchoPeer(reply: Array("{}".utf8))
         daemonFile = "\(directory)/mrleased-bench-\(getpid())-daemon"
         directFile = "\(directory)/mrleased-bench-\(getpid())-direct"
         try BenchFile.create(daemonFile, size: size)
@@ -61,6 +69,7 @@ final class DaemonRegistrationBenchmark {
     }
 
     deinit {
+        echo.close()
         try? daemonFD.close()
         try? directFD.close()
         unlink(daemonFile)
@@ -73,7 +82,7 @@ final class DaemonRegistrationBenchmark {
 
     func run(regions count: Int, length: Int, passes: Int, batchSize: Int) throws(BenchError) -> DaemonRegistrationCase {
         var daemonRegister = Samples(), daemonDeregister = Samples(), directRegister = Samples(), directDeregister = Samples()
-        var stats = Samples(), batch = Samples()
+        var stats = Samples(), batch = Samples(), afterSwitch = Samples(), unused = Samples()
         var strategy = ""
         for pass in 0..<passes {
             // The last pass also times stats while its regions are held.
@@ -84,6 +93,7 @@ final class DaemonRegistrationBenchmark {
             // Three batch passes per pass: a batch pass is a few requests, so more samples.
             for _ in 0..<3 { try batchPass(count: count, length: length, batchSize: batchSize, perRegion: &batch) }
             try directPass(count: count, length: length, register: &directRegister, deregister: &directDeregister)
+            try directPass(count: count, length: length, register: &afterSwitch, deregister: &unused, switching: true)
         }
         return DaemonRegistrationCase(
             regions: count, length: length, passes: passes, strategy: strategy,
@@ -93,7 +103,8 @@ final class DaemonRegistrationBenchmark {
             daemonDeregisterMedianUS: daemonDeregister.quantileUS(0.5), directDeregisterMedianUS: directDeregister.quantileUS(0.5),
             statsWithRegionsMedianUS: stats.quantileUS(0.5),
             batchSize: batchSize, batchPerRegionMedianUS: batch.quantileUS(0.5), batchPerRegionP90US: batch.quantileUS(0.9),
-            batchRatio: batch.quantileUS(0.5) / directRegister.quantileUS(0.5))
+            batchRatio: batch.quantileUS(0.5) / directRegister.quantileUS(0.5),
+            directAfterSwitchMedianUS: afterSwitch.quantileUS(0.5))
     }
 
     /// The same `count` regions in `register-batch` requests of `batchSize` ranges (the last
@@ -141,10 +152,14 @@ final class DaemonRegistrationBenchmark {
         return (strategy, stats)
     }
 
-    func directPass(count: Int, length: Int, register: inout Samples, deregister: inout Samples) throws(BenchError) {
+    /// `switching`: an untimed echo round trip before each registration.
+    func directPass(count: Int, length: Int, register: inout Samples, deregister: inout Samples,
+                    switching: Bool = false) throws(BenchError) {
         var ids: [RegionID] = []
+        var discard = Samples()
         defer { for id in ids { try? engine.deregister(id) } }
         for i in 0..<count {
+            if switching { try echo.time(Array("{}".utf8), count: 1, into: &discard) }
             let start = Engine.now()
             do {
                 ids.append(try engine.register(owner: owner, fd: directFD, offset: offset(i, length: length), length: UInt64(length),

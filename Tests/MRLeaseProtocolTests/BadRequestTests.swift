@@ -81,6 +81,16 @@ final class BadRequestTests: XCTestCase {
                        #"field "tag" is longer than 256 bytes"#)
     }
 
+    /// The parser finds a repeated key with a scan up to 16 fields and with a set beyond: both
+    /// ways refuse it at the repeat.
+    func testARepeatedKeyIsFoundAmongFewAndManyFields() {
+        for count in [3, 15, 16, 17, 40] {
+            let fields = (0..<count).map { "\"k\($0)\":\($0)" }.joined(separator: ",")
+            let text = "{\(fields),\"k\(count / 2)\":0}"
+            assertRejected(text, "message is not valid JSON: duplicate field \"k\(count / 2)\" at byte \(fields.utf8.count + 2)")
+        }
+    }
+
     func testRegisterBatchTakesOneToSixtyFourRangesEachCheckedLikeRegister() throws {
         let batch = #""v":1,"type":"register-batch","id":1"#
         let range = #"{"offset":0,"length":4096,"access":["read"]}"#

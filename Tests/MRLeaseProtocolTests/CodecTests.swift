@@ -151,6 +151,17 @@ final class CodecTests: XCTestCase {
         }
     }
 
+    func testIntegersAreWrittenAsExactDecimalsAtTheEdges() throws {
+        for value: UInt64 in [0, 7, 10, 4096, UInt64(UInt32.max), .max - 1, .max] {
+            let bytes = Codec.encode(.deregister(region: value), id: value)
+            XCTAssertEqual(String(decoding: bytes, as: UTF8.self), "{\"v\":1,\"type\":\"deregister\",\"id\":\(value),\"region\":\(value)}")
+            XCTAssertEqual(try Codec.decodeRequest(bytes).request, .deregister(region: value))
+        }
+        let negative = ProtocolError(.internal, "x", errnoName: "E", errnoValue: -5)
+        let reply = Codec.encode(Reply(id: 1, type: .stats, error: negative))
+        XCTAssertTrue(String(decoding: reply, as: UTF8.self).contains("\"errnoValue\":-5"))
+    }
+
     /// A full batch's reply fits in one message even with every number at its widest, a
     /// 64-byte device name (IBV_SYSFS_NAME_MAX) and a 400-byte strategy reason (the longest the
     /// engine writes is about 200: a device, the access and an errno's text).
