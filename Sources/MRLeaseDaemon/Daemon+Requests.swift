@@ -46,8 +46,7 @@ extension Daemon {
             // Without a device no region exists: that, not the missing device, is the answer.
             guard engine != nil else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }
             try engineCall { engine throws(EngineError) in try engine.deregister(RegionID(region), owner: session.owner) }
-            session.tags[RegionID(region)] = nil
-            session.lengths[RegionID(region)] = nil
+            drop(RegionID(region), of: session)
             return .deregister
 
         case .list(let after, let all):
@@ -102,9 +101,8 @@ extension Daemon {
         }
         let readWrite = try openForReadWrite(fd)
         let uid = session.credentials.uid
-        let held = sessions.values.filter { $0.credentials.uid == uid }.flatMap(\.lengths.values)
-        var heldRegions = held.count
-        var heldBytes = held.reduce(0, +)
+        var heldRegions = usage[uid]?.regions ?? 0
+        var heldBytes = usage[uid]?.bytes ?? 0
         // Every range's own checks and the quotas first, so a batch with a bad range
         // registers nothing; then the registrations, undone when one fails.
         for (index, register) in ranges.enumerated() {
@@ -148,6 +146,7 @@ extension Daemon {
         }
         session.tags[info.id] = register.tag ?? ""
         session.lengths[info.id] = info.length
+        usage[session.credentials.uid, default: Usage()].add(info.length)
         logger.info("registered", metadata: ["region": "\(info.id)", "file": "\(info.file)", "client": "\(session.owner)",
                                             "strategy": "\(info.strategy)", "bytes": "\(info.length)"])
         let keys = info.keys ?? MRKeys(lkey: 0, rkey: 0, address: 0)
@@ -159,8 +158,17 @@ extension Daemon {
     /// Deregisters a region `session` just made and drops its bookkeeping (a batch's undo).
     func forget(_ region: RegionID, of session: ClientSession) {
         try? engine?.deregister(region, owner: session.owner)
+        drop(region, of: session)
+    }
+
+    /// Drops a region from `session`'s bookkeeping and its uid's usage (deregistered, lost, or
+    /// its connection gone).
+    func drop(_ region: RegionID, of session: ClientSession) {
         session.tags[region] = nil
-        session.lengths[region] = nil
+        guard let length = session.lengths.removeValue(forKey: region) else { return }
+        let uid = session.credentials.uid
+        usage[uid]?.remove(length)
+        if usage[uid]?.regions == 0 { usage[uid] = nil }
     }
 
     /// Whether the passed fd is O_RDWR; an fd that cannot be mapped at all (O_WRONLY, O_PATH)
@@ -215,6 +223,22 @@ extension Daemon {
                                  state: RegionStatus(rawValue: info.state.rawValue) ?? .registered,
                                  rkey: info.keys?.rkey, lkey: info.keys?.lkey, address: info.keys?.address,
                                  tag: tag.flatMap { $0.isEmpty ? nil : $0 }, pid: pid)
+    }
+}
+
+/// What one uid holds in regions, over all its connections.
+struct Usage {
+    var regions = 0
+    var bytes: UInt64 = 0
+
+    mutating func add(_ length: UInt64) {
+        regions += 1
+        bytes += length
+    }
+
+    mutating func remove(_ length: UInt64) {
+        regions -= 1
+        bytes -= length
     }
 }
 

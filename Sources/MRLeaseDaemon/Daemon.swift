@@ -26,6 +26,9 @@ public final class Daemon {
     let noDeviceReason: String?
     var sessions: [Int32: ClientSession] = [:]
     var sessionsByOwner: [OwnerID: ClientSession] = [:]
+    /// Regions and bytes each uid holds over all its connections, kept as regions come and
+    /// go so a `register` checks the quotas without walking every region.
+    var usage: [uid_t: Usage] = [:]
     var nextOwner: UInt64 = 1
     var stopping = false
     /// Whether we bound the socket path ourselves (and so remove it on exit).
@@ -204,8 +207,7 @@ public final class Daemon {
         case .restored(let id, let keys, let changed):
             wire = .restored(.init(region: id.rawValue, lkey: keys.lkey, rkey: keys.rkey, address: keys.address, layoutChanged: changed))
         case .lost(let id, let reason):
-            session.tags[id] = nil
-            session.lengths[id] = nil
+            drop(id, of: session)
             wire = .lost(.init(region: id.rawValue, reason: LossReason(rawValue: reason) ?? .restoreFailed, message: reason))
         }
         if !session.send(Codec.encode(wire), limit: configuration.maxQueuedMessages) {
@@ -220,6 +222,7 @@ public final class Daemon {
         guard !session.closing else { return }
         session.closing = true
         let regions = session.tags.count
+        for id in Array(session.lengths.keys) { drop(id, of: session) }
         engine?.release(owner: session.owner)
         epoll.unwatch(session.descriptor)
         sessions[session.descriptor.rawValue] = nil

@@ -12,12 +12,14 @@ final class DaemonProcess {
     let scratch: ScratchDirectory
     let stderr = Pipe()
 
-    init(arguments: [String] = []) throws {
+    /// `environment`: `MRLEASED_*` settings on top of this process's environment.
+    init(arguments: [String] = [], environment: [String: String] = [:]) throws {
         scratch = try ScratchDirectory(name: "mrleased-daemon")
         socketPath = scratch.path + "/mrleased.sock"
         process.executableURL = URL(fileURLWithPath: Subprocess.builtProduct("mrleased"))
         process.arguments = ["--socket", socketPath, "--config", "/dev/null", "--log-level", "warning"] + arguments
         process.standardError = stderr
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         try process.run()
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
@@ -28,7 +30,13 @@ final class DaemonProcess {
             guard process.isRunning else { break }
             usleep(20_000)
         }
-        throw XCTSkip("mrleased did not start: \(String(decoding: stderr.fileHandleForReading.availableData, as: UTF8.self))")
+        // A daemon that does not come up is a failure of the test, never a skip.
+        throw StartFailure(stderr: String(decoding: stderr.fileHandleForReading.availableData, as: UTF8.self))
+    }
+
+    struct StartFailure: Error, CustomStringConvertible {
+        let stderr: String
+        var description: String { "mrleased did not start: \(stderr)" }
     }
 
     var pid: Int32 { process.processIdentifier }

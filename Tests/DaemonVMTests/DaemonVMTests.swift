@@ -102,6 +102,54 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    func testPerUIDQuotasCountEveryConnectionAndFreeOnDeregisterAndDisconnect() throws {
+        _ = try Facility.rdmaDevice.require()
+        let daemon = try DaemonProcess(arguments: ["--device", try Facility.rdmaDevice.require()],
+                                       environment: ["MRLEASED_MAX_REGIONS_PER_UID": "3", "MRLEASED_MAX_BYTES_PER_UID": "20480"])
+        let (scratch, _, fd) = try file(on: .ext4)
+        defer { try? fd.close(); _ = scratch }
+        let first = try RawClient(path: daemon.socketPath)
+        let second = try RawClient(path: daemon.socketPath)
+        _ = try first.register(fd, offset: 0, length: 4096)
+        _ = try first.register(fd, offset: 4096, length: 4096)
+        let third = try second.register(fd, offset: 8192, length: 4096)
+        // The uid's fourth region, on either connection, is over max-regions-per-uid.
+        for client in [first, second] {
+            guard case .failure(let error) = try client.request(.register(.init(offset: 12288, length: 4096, access: [.read, .write])), fds: [fd]) else {
+                return XCTFail("a fourth region of the uid was registered")
+            }
+            XCTAssertEqual(error.code, .quotaExceeded, "\(error)")
+            XCTAssertTrue(error.message.contains("holds 3 regions"), "\(error)")
+        }
+        // Deregistering frees a place; bytes count too (20480 = five pages; 3 held + 8192 > it).
+        _ = try second.request(.deregister(region: third.region))
+        guard case .failure(let bytes) = try second.request(.register(.init(offset: 8192, length: 16384, access: [.read, .write])), fds: [fd]) else {
+            return XCTFail("a region over max-bytes-per-uid was registered")
+        }
+        XCTAssertEqual(bytes.code, .quotaExceeded)
+        XCTAssertTrue(bytes.message.contains("would hold 24576 bytes"), "\(bytes)")
+        // A batch over the region limit names the range that would cross it, and registers none.
+        let batch: [Request.Register] = [.init(offset: 8192, length: 4096, access: [.read, .write]),
+                                         .init(offset: 12288, length: 4096, access: [.read, .write])]
+        guard case .failure(let over) = try second.request(.registerBatch(batch), fds: [fd]) else {
+            return XCTFail("a batch over max-regions-per-uid was registered")
+        }
+        XCTAssertEqual(over.code, .quotaExceeded)
+        XCTAssertEqual(over.index, 1)
+        // A connection that goes takes its regions out of the count.
+        first.close()
+        let deadline = Date().addingTimeInterval(20)
+        var made: Result<ReplyResult, ProtocolError> = .failure(ProtocolError(.internal, "not tried"))
+        while Date() < deadline {
+            made = try second.request(.registerBatch(batch), fds: [fd])
+            if case .success = made { break }
+            usleep(50_000)
+        }
+        guard case .success(.registerBatch(let regions)) = made else { return XCTFail("after the first client left: \(made)") }
+        XCTAssertEqual(regions.count, 2)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     func testHundredClientsTimesTenRegionsLeaveNothingBehind() throws {
         let daemon = try startDaemon()
         let scratch = try ScratchDirectory(in: try Facility.tmpfs.require())
