@@ -31,12 +31,7 @@ final class DaemonProcess {
             usleep(20_000)
         }
         // A daemon that does not come up is a failure of the test, never a skip.
-        throw StartFailure(stderr: String(decoding: stderr.fileHandleForReading.availableData, as: UTF8.self))
-    }
-
-    struct StartFailure: Error, CustomStringConvertible {
-        let stderr: String
-        var description: String { "mrleased did not start: \(stderr)" }
+        throw TestFailure("mrleased did not start: \(String(decoding: stderr.fileHandleForReading.availableData, as: UTF8.self))")
     }
 
     var pid: Int32 { process.processIdentifier }

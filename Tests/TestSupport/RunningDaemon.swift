@@ -14,7 +14,8 @@ public final class RunningDaemon {
     /// Starts `mrleased --socket <scratch>/s.sock --config /dev/null` plus `arguments`, with
     /// the test runner's MRLEASED_* and systemd variables removed, and waits until the socket
     /// accepts a connection.
-    public init(arguments: [String] = []) throws {
+    /// `environment`: settings (`MRLEASED_*`) for this daemon only.
+    public init(arguments: [String] = [], environment: [String: String] = [:]) throws {
         scratch = try ScratchDirectory(name: "mrleased-client")
         socketPath = scratch.path + "/s.sock"
         logPath = scratch.path + "/mrleased.log"
@@ -24,7 +25,7 @@ public final class RunningDaemon {
         process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
             !key.hasPrefix("MRLEASED_") && !key.hasPrefix("LISTEN_") && !key.hasPrefix("WATCHDOG_")
                 && key != "NOTIFY_SOCKET" && key != "JOURNAL_STREAM"
-        }
+        }.merging(environment) { $1 }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle(forWritingAtPath: logPath)
         try process.run()
@@ -36,7 +37,7 @@ public final class RunningDaemon {
             }
             usleep(10_000)
         }
-        throw XCTSkip("mrleased did not start on \(socketPath): \(log)")
+        throw TestFailure("mrleased did not start on \(socketPath): \(log)")
     }
 
     deinit {
