@@ -66,9 +66,8 @@ extension Daemon {
                 files: UInt64(stats.files), regions: UInt64(stats.regions),
                 bytesODP: stats.bytesByStrategy["odp"] ?? 0, bytesPinned: stats.bytesByStrategy["pinned"] ?? 0,
                 leasesHeld: UInt64(stats.leasesHeld), breaksHandled: UInt64(stats.breaksHandled),
-                breakToUnlockMicros: .init(p50: latency.quantileMicros(0.5) ?? 0, p99: latency.quantileMicros(0.99) ?? 0,
-                                           max: latency.maxMicros, count: latency.count),
-                clients: UInt64(sessions.count)))
+                breakToUnlockMicros: Statistics.Latency(latency),
+                clients: UInt64(sessions.count), requestMicros: requestTimes.mapValues(Statistics.Latency.init)))
 
         case .ack(let region):
             guard engine != nil else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }
@@ -239,6 +238,13 @@ struct Usage {
     mutating func remove(_ length: UInt64) {
         regions -= 1
         bytes -= length
+    }
+}
+
+extension Statistics.Latency {
+    init(_ histogram: LatencyHistogram) {
+        self.init(p50: histogram.quantileMicros(0.5) ?? 0, p99: histogram.quantileMicros(0.99) ?? 0,
+                  max: histogram.maxMicros, count: histogram.count)
     }
 }
 

@@ -29,6 +29,8 @@ public final class Daemon {
     /// Regions and bytes each uid holds over all its connections, kept as regions come and
     /// go so a `register` checks the quotas without walking every region.
     var usage: [uid_t: Usage] = [:]
+    /// The daemon's time per request, by type (`stats`' `requestMicros`).
+    var requestTimes: [RequestType: LatencyHistogram] = [:]
     var nextOwner: UInt64 = 1
     var stopping = false
     /// Whether we bound the socket path ourselves (and so remove it on exit).
@@ -178,6 +180,7 @@ public final class Daemon {
             case .endOfStream:
                 return disconnect(session, why: "closed")
             case .message(let message):
+                let start = Engine.now()
                 let reply = answer(message, from: session)
                 for fd in message.fds { try? fd.close() }
                 // A long list goes in pages that each fit one message (the client asks for the rest).
@@ -189,6 +192,7 @@ public final class Daemon {
                 guard session.send(packet, limit: configuration.maxQueuedMessages) else {
                     return disconnect(session, why: "not reading its replies")
                 }
+                if let type = reply.type { requestTimes[type, default: LatencyHistogram()].record(nanoseconds: Engine.now() - start) }
                 if !session.outbox.isEmpty { try? epoll.watch(session.descriptor, for: [.readable, .writable]) }
             }
         }

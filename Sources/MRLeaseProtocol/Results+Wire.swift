@@ -166,29 +166,47 @@ extension Statistics {
         bytesPinned = try bytes.uint64("pinned")
         leasesHeld = try f.uint64("leasesHeld")
         breaksHandled = try f.uint64("breaksHandled")
-        let l = try f.object("breakToUnlockMicros")
-        breakToUnlockMicros = Latency(p50: try l.uint64("p50"), p99: try l.uint64("p99"),
-                                      max: try l.uint64("max"), count: try l.uint64("count"))
+        breakToUnlockMicros = try Latency(try f.object("breakToUnlockMicros"))
         clients = try f.uint64("clients")
+        requestMicros = [:]
+        if f.object["requestMicros"] != nil {
+            let requests = try f.object("requestMicros")
+            for type in RequestType.allCases where requests.object[type.rawValue] != nil {
+                requestMicros[type] = try Latency(try requests.object(type.rawValue))
+            }
+        }
     }
 
     var json: JSONValue {
         var bytes = ObjectWriter()
         bytes.set("odp", .integer(bytesODP))
         bytes.set("pinned", .integer(bytesPinned))
-        var latency = ObjectWriter()
-        latency.set("p50", .integer(breakToUnlockMicros.p50))
-        latency.set("p99", .integer(breakToUnlockMicros.p99))
-        latency.set("max", .integer(breakToUnlockMicros.max))
-        latency.set("count", .integer(breakToUnlockMicros.count))
+        var requests = ObjectWriter()
+        for type in RequestType.allCases { requests.set(type.rawValue, requestMicros[type]?.json) }
         var o = ObjectWriter()
         o.set("files", .integer(files))
         o.set("regions", .integer(regions))
         o.set("bytesByStrategy", bytes.value)
         o.set("leasesHeld", .integer(leasesHeld))
         o.set("breaksHandled", .integer(breaksHandled))
-        o.set("breakToUnlockMicros", latency.value)
+        o.set("breakToUnlockMicros", breakToUnlockMicros.json)
         o.set("clients", .integer(clients))
+        o.set("requestMicros", requestMicros.isEmpty ? nil : requests.value)
+        return o.value
+    }
+}
+
+extension Statistics.Latency {
+    init(_ f: Fields) throws(ProtocolError) {
+        self.init(p50: try f.uint64("p50"), p99: try f.uint64("p99"), max: try f.uint64("max"), count: try f.uint64("count"))
+    }
+
+    var json: JSONValue {
+        var o = ObjectWriter()
+        o.set("p50", .integer(p50))
+        o.set("p99", .integer(p99))
+        o.set("max", .integer(max))
+        o.set("count", .integer(count))
         return o.value
     }
 }

@@ -179,9 +179,15 @@ public struct Statistics: Sendable, Equatable {
     /// From a lease break's signal to the lease released, in microseconds.
     public var breakToUnlockMicros: Latency
     public var clients: UInt64
+    /// The daemon's own time per request, by type, from the packet read to the reply handed
+    /// to the socket (µs; p50/p99 are power-of-two bucket bounds). Types not yet seen are
+    /// absent; a daemon from before this field sends none.
+    public var requestMicros: [RequestType: Latency]
 
     public init(files: UInt64, regions: UInt64, bytesODP: UInt64, bytesPinned: UInt64, leasesHeld: UInt64,
-                breaksHandled: UInt64, breakToUnlockMicros: Latency, clients: UInt64) {
+                breaksHandled: UInt64, breakToUnlockMicros: Latency, clients: UInt64,
+                requestMicros: [RequestType: Latency] = [:]) {
+        self.requestMicros = requestMicros
         self.files = files
         self.regions = regions
         self.bytesODP = bytesODP

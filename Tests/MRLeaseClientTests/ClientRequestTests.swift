@@ -195,3 +195,26 @@ final class ClientRequestTests: XCTestCase {
         XCTAssertNil(try client.nextEvent(timeout: .milliseconds(20)))
     }
 }
+
+/// `stats`' `requestMicros`: the daemon's own time per request type.
+final class RequestTimeTests: XCTestCase {
+    func testStatsReportsTheDaemonsTimePerRequestTypeCountingEveryAnsweredRequest() throws {
+        let daemon = try RunningDaemon()
+        let client = try MRLeaseClient.connect(path: daemon.socketPath)
+        defer { client.close() }
+        XCTAssertNil(try client.stats().requestMicros[.hello], "no hello yet")
+        _ = try client.hello()
+        for _ in 0..<3 { _ = try client.list() }
+        _ = try? client.deregister(region: 77)   // refused: refusals are timed too
+        let stats = try client.stats()
+        XCTAssertEqual(stats.requestMicros[.hello]?.count, 1)
+        XCTAssertEqual(stats.requestMicros[.list]?.count, 3)
+        XCTAssertEqual(stats.requestMicros[.deregister]?.count, 1)
+        XCTAssertEqual(stats.requestMicros[.stats]?.count, 1, "the first stats; this one is counted after its reply")
+        XCTAssertNil(stats.requestMicros[.register])
+        for (type, latency) in stats.requestMicros {
+            XCTAssertLessThanOrEqual(latency.p50, latency.p99, "\(type)")
+            XCTAssertLessThanOrEqual(latency.p99, max(latency.max, 1), "\(type)")
+        }
+    }
+}

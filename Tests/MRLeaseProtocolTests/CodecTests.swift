@@ -44,6 +44,10 @@ enum Samples {
         .list(RegionList(regions: [])),
         .stats(Statistics(files: 2, regions: 3, bytesODP: 1 << 21, bytesPinned: .max, leasesHeld: 1, breaksHandled: 9,
                           breakToUnlockMicros: .init(p50: 64, p99: 512, max: 700, count: 9), clients: 4)),
+        .stats(Statistics(files: 0, regions: 0, bytesODP: 0, bytesPinned: 0, leasesHeld: 0, breaksHandled: 0,
+                          breakToUnlockMicros: .init(p50: 0, p99: 0, max: 0, count: 0), clients: 1,
+                          requestMicros: [.registerBatch: .init(p50: 4096, p99: 8192, max: 5000, count: 2),
+                                          .hello: .init(p50: 9, p99: 9, max: 9, count: 1)])),
         .ack,
         .verify(Verification(layoutChanged: true, extentsBefore: 1, extentsAfter: 3)),
     ]
