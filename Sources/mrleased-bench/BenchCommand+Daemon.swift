@@ -52,6 +52,14 @@ extension BenchCommand {
             }
             report.daemonRegistration = row
             say(prefix + Self.line(row))
+            // The daemon's own view: its time per request, without the client's side or the
+            // wake-ups (power-of-two buckets, so p50 is an upper bound within 2x).
+            if case .stats(let stats) = try client.request(.stats) {
+                let own = [RequestType.register, .registerBatch, .deregister, .stats].compactMap { type in
+                    stats.requestMicros[type].map { "\(type.rawValue) p50 ≤ \($0.p50) µs p99 ≤ \($0.p99) µs (n=\($0.count))" }
+                }
+                say("\(prefix)daemon's own time per request (stats requestMicros): " + own.joined(separator: "; "))
+            }
             let mrs = ProcessCensus.lines(of: "PATH=/usr/bin:/usr/sbin:/sbin:/bin rdma resource show mr pid \(child.pid) 2>/dev/null")
                 .filter { $0.contains("mrn") }.count
             say("\(prefix)daemon MRs after deregistration: \(mrs) (rdma resource show mr pid \(child.pid))")
