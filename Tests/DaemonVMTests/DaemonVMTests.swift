@@ -150,6 +150,46 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    /// docs/protocol.md §7's Python client, as printed there: a client written from the document
+    /// alone registers, batch-registers, acknowledges and sees the outcome of a truncate.
+    func testTheProtocolDocumentsPythonClientFollowsARevocation() throws {
+        let daemon = try startDaemon()
+        let (scratch, path, fd) = try file(on: .ext4, size: 8 << 20)
+        try fd.close()
+        defer { _ = scratch }
+        let document = try String(contentsOfFile: Subprocess.repositoryRoot + "/docs/protocol.md", encoding: .utf8)
+        guard let start = document.range(of: "```python\n"),
+              let end = document.range(of: "\n```", range: start.upperBound..<document.endIndex) else {
+            return XCTFail("no python block in docs/protocol.md")
+        }
+        let script = String(document[start.upperBound..<end.lowerBound])
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        child.arguments = ["-c", script, daemon.socketPath, path]
+        let output = Pipe(), errors = Pipe()
+        child.standardOutput = output
+        child.standardError = errors
+        let lines = LineCollector(output.fileHandleForReading)
+        try child.run()
+        defer { if child.isRunning { kill(child.processIdentifier, SIGKILL); child.waitUntilExit() } }
+
+        try lines.wait(seconds: 20) { $0.contains { $0.hasPrefix("regions [") } }
+        XCTAssertTrue(lines.text.contains("'strategies'"), lines.text)
+        XCTAssertTrue(lines.text.contains("region 1 rkey "), lines.text)
+        XCTAssertEqual(try daemon.holdings().mrs.count, 3)
+        // coreutils truncate opens O_NONBLOCK: EAGAIN once while the break starts, then through.
+        let tool = try Subprocess.run("/bin/sh", ["-c", "for i in $(seq 200); do truncate -s 4M '\(path)' 2>/dev/null && exit 0; sleep 0.02; done; exit 1"])
+        XCTAssertEqual(tool.status, 0)
+        try lines.wait(seconds: 20) { lines in
+            lines.filter { $0.contains("'event': 'restored'") }.count == 2 && lines.contains { $0.contains("'event': 'lost'") }
+        }
+        let text = lines.text
+        XCTAssertEqual(text.components(separatedBy: "'event': 'revoking'").count - 1, 3, text)
+        XCTAssertTrue(text.contains("'event': 'lost', 'region': 3, 'reason': 'range-truncated'"), text)
+        XCTAssertFalse(text.contains("'error'"), text)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     func testHundredClientsTimesTenRegionsLeaveNothingBehind() throws {
         let daemon = try startDaemon()
         let scratch = try ScratchDirectory(in: try Facility.tmpfs.require())
@@ -239,5 +279,33 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertNoThrow(try FileLease(fd: again).acquire(.write))
         try? FileLease(fd: again).release()
         XCTAssertEqual(daemon.stop(), 0)
+    }
+}
+
+/// The lines a child prints, collected as they come.
+final class LineCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var buffer = ""
+
+    init(_ handle: FileHandle) {
+        handle.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            if data.isEmpty { handle.readabilityHandler = nil; return }
+            self.lock.withLock { self.buffer += String(decoding: data, as: UTF8.self) }
+        }
+    }
+
+    var text: String { lock.withLock { buffer } }
+
+    /// Waits until `done` holds for the complete lines so far; fails the test after `seconds`.
+    func wait(seconds: Double, until done: ([String]) -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let complete = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+            if done(complete) { return }
+            usleep(20_000)
+        }
+        throw TestFailure("not seen within \(seconds) s; the child printed:\n\(text)")
     }
 }

@@ -29,6 +29,10 @@ public struct Subprocess {
                           seconds: Date().timeIntervalSince(start))
     }
 
+    /// The checkout this test code is in (its docs, Config, Scripts).
+    public static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().path
+
     /// The path of an executable product built beside the test bundle (`.build/debug/mrlease`).
     public static func builtProduct(_ name: String) -> String {
         let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
