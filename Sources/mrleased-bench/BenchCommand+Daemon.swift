@@ -69,13 +69,7 @@ extension BenchCommand {
 
         let status = child.stop()
         say("\(prefix)mrleased exit status after SIGTERM: \(status)")
-        report.judge()
-        for verdict in report.verdicts { say("\(prefix)\(verdict)") }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            say(String(decoding: try encoder.encode(report), as: UTF8.self))
-        }
+        try conclude(&report, prefix: prefix)
     }
 
     static func line(_ row: RoundTripCase) -> String {

@@ -198,6 +198,11 @@ struct BenchCommand: ParsableCommand {
             }
         }
 
+        try conclude(&report, prefix: prefix)
+    }
+
+    /// The verdicts against the issues' targets, then (`--json`) the whole report.
+    func conclude(_ report: inout Report, prefix: String) throws {
         report.judge()
         for verdict in report.verdicts { say("\(prefix)\(verdict)") }
         if json {
