@@ -43,7 +43,8 @@ public final class MRLeaseClient {
     var events: [Event] = []
     /// Ids of `ack` requests sent on the client's own initiative; their replies are dropped.
     var automaticAcks: Set<UInt64> = []
-    /// Files `register(path:)` opened, kept open for their region's life.
+    /// Files `register(path:)` and `registerBatch(path:)` opened, kept open for their
+    /// regions' life (a batch's regions share one).
     var heldFiles: [UInt64: FileDescriptor] = [:]
 
     /// Regions with a `revoking` event not yet acknowledged, in the order the events came.
@@ -64,7 +65,7 @@ public final class MRLeaseClient {
     }
 
     deinit {
-        for fd in heldFiles.values { try? fd.close() }
+        closeHeldFiles()
     }
 
     /// Connects to the daemon at `path` (nil: `$MRLEASED_SOCKET`, else
@@ -86,7 +87,12 @@ public final class MRLeaseClient {
     /// `register(path:)` opened. Later calls do nothing; later requests fail.
     public func close() {
         try? socket.close()
-        for fd in heldFiles.values { try? fd.close() }
+        closeHeldFiles()
+    }
+
+    /// Each held file once, though several regions may share it.
+    func closeHeldFiles() {
+        for raw in Set(heldFiles.values.map(\.rawValue)) { try? FileDescriptor(rawValue: raw).close() }
         heldFiles = [:]
     }
 
@@ -129,7 +135,24 @@ public final class MRLeaseClient {
     /// closes: `file(region:)` returns it for I/O that must not break the daemon's lease.
     public func register(path: String, offset: UInt64, length: UInt64, access: Set<Access>,
                          strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
-        let writable = access.contains(.write) || access.contains(.atomic)
+        let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
+        return try holding(path, for: [request]) { fd throws(ClientError) in
+            [try register(fd: fd, offset: offset, length: length, access: access, strategy: strategy, tag: tag)]
+        }[0]
+    }
+
+    /// `registerBatch(fd:ranges:)` on `path`, opened as `register(path:)` opens it (`O_RDWR`
+    /// when any range asks for `write` or `atomic`); the regions share that fd, kept open until
+    /// the last of them is deregistered or the client closes.
+    public func registerBatch(path: String, ranges: [Request.Register]) throws(ClientError) -> [Registration] {
+        try holding(path, for: ranges) { fd throws(ClientError) in try registerBatch(fd: fd, ranges: ranges) }
+    }
+
+    /// Opens `path` for `ranges`, runs `register`, and keeps the fd for the regions it made
+    /// (closes it when it made none).
+    func holding(_ path: String, for ranges: [Request.Register],
+                 _ register: (FileDescriptor) throws(ClientError) -> [Registration]) throws(ClientError) -> [Registration] {
+        let writable = ranges.contains { $0.access.contains(.write) || $0.access.contains(.atomic) }
         let fd: FileDescriptor
         do {
             fd = try FileDescriptor.open(path, writable ? .readWrite : .readOnly, options: [.closeOnExec])
@@ -137,22 +160,23 @@ public final class MRLeaseClient {
             throw .system(op: "open \(path) \(writable ? "O_RDWR" : "O_RDONLY")", error as? Errno ?? .ioError)
         }
         do {
-            let registration = try register(fd: fd, offset: offset, length: length, access: access, strategy: strategy, tag: tag)
-            heldFiles[registration.region] = fd
-            return registration
+            let registrations = try register(fd)
+            for registration in registrations { heldFiles[registration.region] = fd }
+            return registrations
         } catch {
             try? fd.close()
             throw error
         }
     }
 
-    /// The fd `register(path:)` opened for `region`, or nil.
+    /// The fd `register(path:)` or `registerBatch(path:)` opened for `region`, or nil.
     public func file(region: UInt64) -> FileDescriptor? { heldFiles[region] }
 
     /// Deregisters one of this connection's regions (a region made by another connection is
-    /// `unknown-region`). Closes the file `register(path:)` opened for it either way.
+    /// `unknown-region`). Closes the file `register(path:)` opened for it either way (a
+    /// batch's file once its last region goes).
     public func deregister(region: UInt64) throws(ClientError) {
-        if let fd = heldFiles.removeValue(forKey: region) { try? fd.close() }
+        if let fd = heldFiles.removeValue(forKey: region), !heldFiles.values.contains(fd) { try? fd.close() }
         pendingRevocations.removeAll { $0 == region }
         _ = try call(.deregister(region: region))
     }

@@ -11,7 +11,8 @@ struct RegisterCommand: ParsableCommand {
         abstract: "Register a file range as an RDMA MR, hold it, and print its events until interrupted.",
         discussion: """
         Opens PATH (read-write when write or atomic access is asked, else read-only) and passes
-        the fd to mrleased. Prints the region and its keys, then one line per event with a
+        the fd to mrleased; with --count N, N ranges of --length back to back in one
+        register-batch request, all or none. Prints each region and its keys, then one line per event with a
         timestamp (revoking, revoked, restored, lost) until SIGINT or SIGTERM; closing the
         connection makes mrleased deregister the region. Revocations are acknowledged at once
         (this process issues no RDMA); --no-ack leaves them to the daemon's deadline instead.
@@ -29,6 +30,8 @@ struct RegisterCommand: ParsableCommand {
     @Option(help: "Comma list of read, write, atomic.") var access: String = "read"
     @Option(help: "odp, pinned, or any (the daemon chooses).") var strategy: String = "any"
     @Option(help: "A label shown by `mrlease list`.") var tag: String?
+    @Option(help: ArgumentHelp("Register COUNT ranges of --length back to back from --offset, in one register-batch request (1-64).", valueName: "count"))
+    var count: Int = 1
     @Flag(inversion: .prefixedNo, help: "Acknowledge revoking events at once (--no-ack: let the deadline pass).")
     var ack = true
     @Flag(help: "Print one JSON object per line: the registration, then each event.")
@@ -41,6 +44,20 @@ struct RegisterCommand: ParsableCommand {
         guard let length = Self.bytes(length), length > 0 else { throw ValidationError("--length takes a positive byte count such as 4096 or 2M (got '\(length)')") }
         guard Self.accessSet(access) != nil else { throw ValidationError("--access takes a comma list of read, write, atomic (got '\(access)')") }
         guard StrategyPreference(rawValue: strategy) != nil else { throw ValidationError("--strategy takes odp, pinned or any (got '\(strategy)')") }
+        guard (1...Codec.maxBatchRanges).contains(count) else { throw ValidationError("--count takes 1 to \(Codec.maxBatchRanges) (one register-batch request)") }
+        let (span, overflow) = length.multipliedReportingOverflow(by: UInt64(count))
+        guard !overflow, Self.bytes(offset)!.addingReportingOverflow(span).overflow == false else {
+            throw ValidationError("--offset + --count x --length is beyond 2^64 - 1")
+        }
+    }
+
+    /// The ranges asked for: `count` of `length` bytes, back to back from `offset`.
+    var ranges: [Request.Register] {
+        let start = Self.bytes(offset)!, size = Self.bytes(length)!
+        return (0..<UInt64(count)).map {
+            Request.Register(offset: start + $0 * size, length: size, access: Self.accessSet(access)!,
+                             strategy: StrategyPreference(rawValue: strategy)!, tag: tag)
+        }
     }
 
     func run() throws {
@@ -48,12 +65,19 @@ struct RegisterCommand: ParsableCommand {
         // arrive on the signalfd, polled with the socket.
         let signals = try SignalFD(signals: [SIGINT, SIGTERM])
         let (client, _) = try daemon.connect("register", acknowledgingRevocations: ack)
-        let registration = try daemonCall("register") { () throws(ClientError) in
-            try client.register(path: path, offset: Self.bytes(offset)!, length: Self.bytes(length)!, access: Self.accessSet(access)!,
-                                strategy: StrategyPreference(rawValue: strategy)!, tag: tag)
+        let ranges = ranges
+        let registrations = try daemonCall("register") { () throws(ClientError) in
+            if count == 1 {
+                let one = ranges[0]
+                return [try client.register(path: path, offset: one.offset, length: one.length, access: one.access,
+                                            strategy: one.strategy, tag: one.tag)]
+            }
+            return try client.registerBatch(path: path, ranges: ranges)
         }
-        printRegistration(registration)
-        if let text = write { try writeThroughMapping(text, client: client, region: registration.region) }
+        for (registration, range) in zip(registrations, ranges) { printRegistration(registration, at: range.offset) }
+        if !json { emit("  holding \(count == 1 ? "it" : "them"); events follow (Ctrl-C releases \(count == 1 ? "it" : "them"))") }
+        if let text = write { try writeThroughMapping(text, client: client, region: registrations[0].region) }
+        let regions = registrations.map { String($0.region) }.joined(separator: ", ")
         while true {
             while let event = try daemonCall("register", { () throws(ClientError) in try client.nextEvent(timeout: .zero) }) {
                 printEvent(event)
@@ -67,9 +91,9 @@ struct RegisterCommand: ParsableCommand {
             if fds[0].revents != 0, let signal = try signals.read().first {
                 let name = signal.signal == SIGINT ? "SIGINT" : "SIGTERM"
                 if json {
-                    emit(WireJSON.line(["time": Self.now(), "event": "closing", "signal": name, "region": registration.region]))
+                    emit(WireJSON.line(["time": Self.now(), "event": "closing", "signal": name, "regions": registrations.map(\.region)]))
                 } else {
-                    emit("\(Self.now()) \(name): closing the connection; mrleased deregisters region \(registration.region)")
+                    emit("\(Self.now()) \(name): closing the connection; mrleased deregisters region\(count == 1 ? "" : "s") \(regions)")
                 }
                 client.close()
                 return
@@ -102,7 +126,7 @@ struct RegisterCommand: ParsableCommand {
         }
     }
 
-    func printRegistration(_ r: Registration) {
+    func printRegistration(_ r: Registration, at start: UInt64) {
         if json {
             var object = WireJSON.object(.register(r))
             object["time"] = Self.now()
@@ -110,10 +134,9 @@ struct RegisterCommand: ParsableCommand {
             object["path"] = path
             return emit(WireJSON.line(object))
         }
-        emit("\(Self.now()) registered region \(r.region): \(path) [\(Self.bytes(offset)!), +\(r.length)) \(access)")
+        emit("\(Self.now()) registered region \(r.region): \(path) [\(start), +\(r.length)) \(access)")
         emit("  strategy \(r.strategy.rawValue) on \(r.device), \(r.backing.rawValue): \(r.strategyReason)")
         emit("  lkey \(Format.hex(r.lkey))  rkey \(Format.hex(r.rkey))  address 0x\(String(r.address, radix: 16))")
-        emit("  holding it; events follow (Ctrl-C releases it)")
     }
 
     func printEvent(_ event: Event) {

@@ -14,10 +14,10 @@ final class CLIVMTests: XCTestCase {
         var lines: [[String: Any]] = []
         var buffer = Data()
 
-        init(socket: String, path: String, offset: Int, length: Int) throws {
+        init(socket: String, path: String, offset: Int, length: Int, count: Int = 1) throws {
             process.executableURL = URL(fileURLWithPath: Subprocess.builtProduct("mrlease"))
             process.arguments = ["register", path, "--socket", socket, "--offset", "\(offset)", "--length", "\(length)",
-                                 "--access", "read,write", "--json"]
+                                 "--count", "\(count)", "--access", "read,write", "--json"]
             process.standardOutput = output
             process.standardError = FileHandle.nullDevice
             try process.run()
@@ -25,10 +25,23 @@ final class CLIVMTests: XCTestCase {
 
         /// Reads stdout until a line with `event` == one of `names` arrives (or 20 s pass).
         func waitFor(_ names: Set<String>, seconds: Double = 20) -> [String: Any]? {
+            waitUntil(seconds: seconds) { $0.contains { names.contains($0["event"] as? String ?? "") } }
+            return lines.first { names.contains($0["event"] as? String ?? "") }
+        }
+
+        /// The lines with `event` == `name` once there are `count` of them (or 20 s pass).
+        func events(_ name: String, count: Int, seconds: Double = 20) -> [[String: Any]] {
+            let matching = { (lines: [[String: Any]]) in lines.filter { $0["event"] as? String == name } }
+            waitUntil(seconds: seconds) { matching($0).count >= count }
+            return matching(lines)
+        }
+
+        /// Reads stdout until `done` holds for the lines so far, or `seconds` pass.
+        func waitUntil(seconds: Double, _ done: ([[String: Any]]) -> Bool) {
             let deadline = Date().addingTimeInterval(seconds)
             let fd = output.fileHandleForReading.fileDescriptor
             while Date() < deadline {
-                if let match = lines.first(where: { names.contains($0["event"] as? String ?? "") }) { return match }
+                if done(lines) { return }
                 var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&pfd, 1, 100) > 0 else { continue }
                 let chunk = output.fileHandleForReading.availableData
@@ -40,7 +53,6 @@ final class CLIVMTests: XCTestCase {
                     if let object = try? JSONSerialization.jsonObject(with: line) as? [String: Any] { lines.append(object) }
                 }
             }
-            return lines.first { names.contains($0["event"] as? String ?? "") }
         }
 
         func interrupt() -> Int32 {
@@ -86,6 +98,29 @@ final class CLIVMTests: XCTestCase {
         XCTAssertEqual(first.interrupt(), 0, "\(first.lines)")
         XCTAssertEqual(second.interrupt(), 0, "\(second.lines)")
         XCTAssertEqual(bystander.interrupt(), 0, "\(bystander.lines)")
+        let after = try daemon.settledHoldings()
+        XCTAssertEqual(after.mrs, [])
+        XCTAssertEqual(after.leases, 0)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    func testRegisterCountMakesOneBatchOfRegionsHeldUntilInterrupted() throws {
+        let device = try Facility.rdmaDevice.require()
+        let daemon = try DaemonProcess(arguments: ["--device", device])
+        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let path = try scratch.file("segments", size: 1 << 20)
+        let client = try Registration(socket: daemon.socketPath, path: path, offset: 65536, length: 8192, count: 4)
+        let registered = client.events("registered", count: 4)
+        XCTAssertEqual(registered.count, 4, "\(client.lines)")
+        XCTAssertEqual(Set(registered.compactMap { $0["region"] as? Int }).count, 4, "\(client.lines)")
+        XCTAssertEqual(try daemon.holdings().mrs.count, 4)
+        XCTAssertEqual(try daemon.holdings().leases, 1)
+        guard case .success(.stats(let stats))? = try? RawClient(path: daemon.socketPath).request(.stats) else {
+            return XCTFail("stats failed")
+        }
+        XCTAssertEqual(stats.requestMicros[.registerBatch]?.count, 1, "one request for the four")
+        XCTAssertNil(stats.requestMicros[.register])
+        XCTAssertEqual(client.interrupt(), 0, "\(client.lines)")
         let after = try daemon.settledHoldings()
         XCTAssertEqual(after.mrs, [])
         XCTAssertEqual(after.leases, 0)

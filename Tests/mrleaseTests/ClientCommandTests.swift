@@ -104,9 +104,21 @@ final class ClientCommandTests: XCTestCase {
         XCTAssertTrue(tooLong.stderr.contains("range-out-of-file"), tooLong.stderr)
     }
 
+    func testRegisterCountChecksEveryRangeAndNamesTheOneOutsideTheFile() throws {
+        let daemon = try RunningDaemon()
+        let scratch = try ScratchDirectory()
+        let file = try scratch.file("data", size: 3 * 4096)
+        let result = try run(["register", file, "--length", "4096", "--count", "4", "--socket", daemon.socketPath])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("refused register-batch: range-out-of-file: range 3: range [12288, 16384)"), result.stderr)
+    }
+
     func testRegisterUsageErrorsExit2() throws {
         for arguments in [["register", "/etc/hostname"], ["register", "/etc/hostname", "--length", "4096", "--access", "exec"],
-                          ["register", "/etc/hostname", "--length", "4096", "--strategy", "fast"]] {
+                          ["register", "/etc/hostname", "--length", "4096", "--strategy", "fast"],
+                          ["register", "/etc/hostname", "--length", "4096", "--count", "0"],
+                          ["register", "/etc/hostname", "--length", "4096", "--count", "65"],
+                          ["register", "/etc/hostname", "--offset", "18446744073709547520", "--length", "4096", "--count", "2"]] {
             let result = try run(arguments + ["--socket", "/nonexistent.sock"])
             XCTAssertEqual(result.status, 2, "\(arguments): \(result.stderr)")
         }
