@@ -99,7 +99,7 @@ extension Engine {
                 for (id, reason) in lost.sorted(by: { $0.key < $1.key }) {
                     guard let region = file.regions.removeValue(forKey: id) else { continue }
                     region.tearDown()
-                    regions[id] = nil
+                    forget(id, of: region.owner)
                     stats.regionsLost += 1
                     onEvent(region.owner, .lost(id, reason: reason))
                 }

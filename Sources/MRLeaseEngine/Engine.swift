@@ -26,6 +26,8 @@ public final class Engine {
     var filesByFD: [Int32: FileKey] = [:]
     var filesByWatch: [Int32: FileKey] = [:]
     var regions: [RegionID: FileKey] = [:]
+    /// Each owner's regions, so releasing or listing one owner does not walk everyone's.
+    var regionsByOwner: [OwnerID: Set<RegionID>] = [:]
     var nextRegion: UInt64 = 1
     var stats = EngineStatistics()
     var onEvent: (OwnerID, EngineEvent) -> Void
@@ -106,6 +108,7 @@ public final class Engine {
             file.regions[id] = region
             file.lifecycle.add(id)
             regions[id] = key
+            regionsByOwner[owner, default: []].insert(id)
             stats.registrations += 1
             logger.debug("registered", metadata: ["region": "\(id)", "file": "\(key)", "strategy": "\(region.strategy)"])
             return info(region, file)
@@ -122,7 +125,7 @@ public final class Engine {
               owner == nil || region.owner == owner else { throw .unknownRegion(id) }
         region.tearDown()
         file.regions[id] = nil
-        regions[id] = nil
+        forget(id, of: region.owner)
         let actions = file.lifecycle.remove(id, now: Self.now())
         perform(actions, on: file)
         if file.regions.isEmpty { untrack(file) }
@@ -130,10 +133,17 @@ public final class Engine {
 
     /// Deregisters every region of an owner (a client that disconnected or died).
     public func release(owner: OwnerID) {
-        for (id, key) in regions where files[key]?.regions[id]?.owner == owner {
+        for id in regionsByOwner[owner] ?? [] {
             try? deregister(id)
         }
         registrar.release(owner: owner)
+    }
+
+    /// Drops a region that is gone (deregistered or lost) from the engine's indexes.
+    func forget(_ id: RegionID, of owner: OwnerID) {
+        regions[id] = nil
+        regionsByOwner[owner]?.remove(id)
+        if regionsByOwner[owner]?.isEmpty == true { regionsByOwner[owner] = nil }
     }
 
     /// An owner's quiesce acknowledgement for a revoking region.
@@ -170,8 +180,11 @@ public final class Engine {
     }
 
     public func list(owner: OwnerID? = nil) -> [RegionInfo] {
-        files.values.flatMap { file in
-            file.regions.values.filter { owner == nil || $0.owner == owner }.map { info($0, file) }
+        guard let owner else {
+            return files.values.flatMap { file in file.regions.values.map { info($0, file) } }.sorted { $0.id < $1.id }
+        }
+        return (regionsByOwner[owner] ?? []).compactMap { id in
+            regions[id].flatMap { files[$0] }.flatMap { file in file.regions[id].map { info($0, file) } }
         }.sorted { $0.id < $1.id }
     }
 

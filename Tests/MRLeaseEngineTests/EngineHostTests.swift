@@ -242,10 +242,22 @@ final class EngineHostTests: XCTestCase {
         defer { try? fd.close(); _ = scratch }
         let registrar = RecordingRegistrar()
         let engine = try makeEngine(registrar)
-        _ = try engine.register(owner: OwnerID(1), fd: fd, offset: 0, length: 4096, access: [.read, .write])
-        let other = try engine.register(owner: OwnerID(2), fd: fd, offset: 4096, length: 4096, access: [.read, .write])
+        var mine: [RegionID] = []
+        var others: [RegionID] = []
+        for page in 0..<6 {   // interleaved owners
+            let region = try engine.register(owner: OwnerID(UInt64(1 + page % 2)), fd: fd, offset: UInt64(page) * 4096,
+                                             length: 4096, access: [.read, .write])
+            if page % 2 == 0 { mine.append(region.id) } else { others.append(region.id) }
+        }
+        try engine.deregister(mine[1], owner: OwnerID(1))
+        XCTAssertEqual(engine.list(owner: OwnerID(1)).map(\.id), [mine[0], mine[2]])
+        XCTAssertEqual(engine.list(owner: OwnerID(2)).map(\.id), others)
+        XCTAssertEqual(engine.list(owner: OwnerID(3)), [])
         engine.release(owner: OwnerID(1))
-        XCTAssertEqual(engine.list().map(\.id), [other.id])
+        XCTAssertEqual(engine.list().map(\.id), others)
+        XCTAssertEqual(engine.list(owner: OwnerID(1)), [])
+        engine.release(owner: OwnerID(1))   // twice: nothing left to do
+        XCTAssertEqual(engine.list(owner: OwnerID(2)).map(\.id), others)
         XCTAssertEqual(engine.statistics().leasesHeld, 1)
         XCTAssertTrue(registrar.steps.contains("release o1"))
     }
@@ -262,6 +274,7 @@ final class EngineHostTests: XCTestCase {
         XCTAssertEqual(child.terminationStatus, 0)
         XCTAssertTrue(events.contains { $0.1 == .lost(region.id, reason: "unlinked") }, "\(events)")
         XCTAssertEqual(engine.list(), [])
+        XCTAssertEqual(engine.list(owner: owner), [], "a lost region leaves its owner's list")
         XCTAssertEqual(engine.statistics().files, 0, "a lost file is no longer tracked")
     }
 
