@@ -36,8 +36,8 @@ enum JSONValue: Sendable, Equatable {
     }
 }
 
-/// A JSON object whose fields keep their order: the order the encoder wrote them in, or the
-/// order they arrived in.
+/// A parsed JSON object, its fields in the order they arrived (the encoder writes objects
+/// with `ObjectWriter` instead).
 struct JSONObject: Sendable, Equatable {
     struct Field: Sendable, Equatable {
         var key: String
@@ -46,16 +46,8 @@ struct JSONObject: Sendable, Equatable {
 
     var fields: [Field] = []
 
-    init(_ fields: [Field] = []) { self.fields = fields }
-
     subscript(key: String) -> JSONValue? {
         fields.first { $0.key == key }?.value
-    }
-
-    /// Appends `key: value`; a nil value writes nothing (an optional field that is absent).
-    mutating func set(_ key: String, _ value: JSONValue?) {
-        guard let value else { return }
-        fields.append(Field(key: key, value: value))
     }
 }
 

@@ -11,8 +11,7 @@ final class CLIVMTests: XCTestCase {
     final class Registration {
         let process = Process()
         let output = Pipe()
-        var lines: [[String: Any]] = []
-        var buffer = Data()
+        let printed: LineCollector
 
         init(socket: String, path: String, offset: Int, length: Int, count: Int = 1) throws {
             process.executableURL = URL(fileURLWithPath: Subprocess.builtProduct("mrlease"))
@@ -20,7 +19,15 @@ final class CLIVMTests: XCTestCase {
                                  "--count", "\(count)", "--access", "read,write", "--json"]
             process.standardOutput = output
             process.standardError = FileHandle.nullDevice
+            printed = LineCollector(output.fileHandleForReading)
             try process.run()
+        }
+
+        /// The JSON lines printed so far.
+        var lines: [[String: Any]] { Self.objects(printed.lines) }
+
+        static func objects(_ lines: [String]) -> [[String: Any]] {
+            lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         }
 
         /// Reads stdout until a line with `event` == one of `names` arrives (or 20 s pass).
@@ -36,23 +43,10 @@ final class CLIVMTests: XCTestCase {
             return matching(lines)
         }
 
-        /// Reads stdout until `done` holds for the lines so far, or `seconds` pass.
+        /// Until `done` holds for the lines so far, or `seconds` pass (the callers' assertions
+        /// then say what was missing).
         func waitUntil(seconds: Double, _ done: ([[String: Any]]) -> Bool) {
-            let deadline = Date().addingTimeInterval(seconds)
-            let fd = output.fileHandleForReading.fileDescriptor
-            while Date() < deadline {
-                if done(lines) { return }
-                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&pfd, 1, 100) > 0 else { continue }
-                let chunk = output.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                buffer.append(chunk)
-                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = buffer[buffer.startIndex..<newline]
-                    buffer = Data(buffer[(newline + 1)...])
-                    if let object = try? JSONSerialization.jsonObject(with: line) as? [String: Any] { lines.append(object) }
-                }
-            }
+            try? printed.wait(seconds: seconds) { done(Self.objects($0)) }
         }
 
         func interrupt() -> Int32 {

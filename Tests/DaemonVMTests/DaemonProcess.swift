@@ -127,3 +127,37 @@ struct Unexpected: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
 }
+
+/// The lines a child prints, collected as they come.
+final class LineCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var buffer = ""
+
+    init(_ handle: FileHandle) {
+        handle.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            if data.isEmpty { handle.readabilityHandler = nil; return }
+            self.lock.withLock { self.buffer += String(decoding: data, as: UTF8.self) }
+        }
+    }
+
+    var text: String { lock.withLock { buffer } }
+
+    /// The lines printed so far, up to the last newline (a line still being written is not one).
+    var lines: [String] {
+        let text = text
+        guard let end = text.lastIndex(of: "\n") else { return [] }
+        return text[..<end].split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+    }
+
+    /// Waits until `done` holds for the complete lines so far; fails the test after `seconds`.
+    func wait(seconds: Double, until done: ([String]) -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if done(lines) { return }
+            usleep(20_000)
+        }
+        throw TestFailure("not seen within \(seconds) s; the child printed:\n\(text)")
+    }
+}

@@ -281,31 +281,3 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 }
-
-/// The lines a child prints, collected as they come.
-final class LineCollector: @unchecked Sendable {
-    private let lock = NSLock()
-    private var buffer = ""
-
-    init(_ handle: FileHandle) {
-        handle.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self else { return }
-            if data.isEmpty { handle.readabilityHandler = nil; return }
-            self.lock.withLock { self.buffer += String(decoding: data, as: UTF8.self) }
-        }
-    }
-
-    var text: String { lock.withLock { buffer } }
-
-    /// Waits until `done` holds for the complete lines so far; fails the test after `seconds`.
-    func wait(seconds: Double, until done: ([String]) -> Bool) throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            let complete = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
-            if done(complete) { return }
-            usleep(20_000)
-        }
-        throw TestFailure("not seen within \(seconds) s; the child printed:\n\(text)")
-    }
-}

@@ -9,17 +9,6 @@ import XCTest
 /// number of connections, and the replies a client may leave unread. Each refusal costs only
 /// the client that crossed the bound.
 final class LimitTests: XCTestCase {
-    func refusal(_ body: () throws -> Void) -> ProtocolError? {
-        do {
-            try body()
-        } catch let error as ClientError {
-            return error.protocolError
-        } catch {
-            XCTFail("expected a ClientError, got \(error)")
-        }
-        return nil
-    }
-
     /// The quotas are checked before the device is asked, so they answer the same on a host
     /// without RDMA as on one with it.
     func testRegionAndByteQuotasAreQuotaExceededBeforeAnyRegistration() throws {
@@ -29,7 +18,7 @@ final class LimitTests: XCTestCase {
         let none = try RunningDaemon(environment: ["MRLEASED_MAX_REGIONS_PER_UID": "0"])
         let client = try MRLeaseClient.connect(path: none.socketPath)
         defer { client.close() }
-        let regions = refusal { _ = try client.register(fd: fd, offset: 0, length: 4096, access: [.read]) }
+        let regions = assertRefused(.quotaExceeded) { _ = try client.register(fd: fd, offset: 0, length: 4096, access: [.read]) }
         XCTAssertEqual(regions?.code, .quotaExceeded)
         XCTAssertTrue(regions?.message.contains("max-regions-per-uid") == true, "\(String(describing: regions))")
 
@@ -37,10 +26,10 @@ final class LimitTests: XCTestCase {
         let other = try MRLeaseClient.connect(path: small.socketPath)
         defer { other.close() }
         XCTAssertEqual(try other.hello().limits.maxBytesPerUid, 8192)
-        let bytes = refusal { _ = try other.register(fd: fd, offset: 0, length: 12288, access: [.read]) }
+        let bytes = assertRefused(.quotaExceeded) { _ = try other.register(fd: fd, offset: 0, length: 12288, access: [.read]) }
         XCTAssertEqual(bytes?.code, .quotaExceeded)
         XCTAssertTrue(bytes?.message.contains("would hold 12288 bytes in regions; its limit is 8192") == true, "\(String(describing: bytes))")
-        let batch = refusal {
+        let batch = assertRefused(.quotaExceeded) {
             _ = try other.registerBatch(fd: fd, ranges: [.init(offset: 0, length: 4096, access: [.read]),
                                                          .init(offset: 4096, length: 8192, access: [.read])])
         }
