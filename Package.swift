@@ -5,13 +5,16 @@ import PackageDescription
 // - CRDMA / CLinux: C headers only (libibverbs + librdmacm; Linux uapi shims).
 // - LinuxFile: leases, FIEMAP, statx/DAX, mmap, inotify, signalfd. No verbs.
 // - Verbs: Swift owners of verbs resources (LinuxFile only for errno names).
-// - MRLeaseEngine: strategy, probing, (later) registration and revocation. No sockets.
+// - MRLeasePolicy: the pure rules (registration plan, strategy, file lifecycle, timers). No
+//   verbs and no syscalls of its own: it builds and is tested without libibverbs.
+// - MRLeaseEngine: registration, revocation and restoration on real fds and verbs. No sockets.
 // - mrlease: the CLI.
 let package = Package(
     name: "mrleased",
     products: [
         .library(name: "LinuxFile", targets: ["LinuxFile"]),
         .library(name: "Verbs", targets: ["Verbs"]),
+        .library(name: "MRLeasePolicy", targets: ["MRLeasePolicy"]),
         .library(name: "MRLeaseEngine", targets: ["MRLeaseEngine"]),
         .library(name: "MRLeaseProtocol", targets: ["MRLeaseProtocol"]),
         .library(name: "MRLeaseClient", targets: ["MRLeaseClient"]),
@@ -46,9 +49,16 @@ let package = Package(
             ]
         ),
         .target(
+            name: "MRLeasePolicy",
+            dependencies: [
+                "LinuxFile",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .target(
             name: "MRLeaseEngine",
             dependencies: [
-                "LinuxFile", "Verbs",
+                "MRLeasePolicy", "LinuxFile", "Verbs", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -56,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "mrlease",
             dependencies: [
-                "MRLeaseEngine", "MRLeaseClient", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseClient", "LinuxFile", "Verbs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "mrleased-bench",
             dependencies: [
-                "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "Verbs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // Only to quiet the engine's per-break info log, which would otherwise be timed.
                 .product(name: "Logging", package: "swift-log"),
@@ -74,7 +84,7 @@ let package = Package(
         .target(
             name: "MRLeaseDaemon",
             dependencies: [
-                "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "CLinux", "LinuxFile", "Verbs",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -100,18 +110,20 @@ let package = Package(
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
-        .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "TestSupport"]),
+        // The pure policy alone: no TestSupport (it links Verbs), so no libibverbs.
+        .testTarget(name: "MRLeasePolicyTests", dependencies: ["MRLeasePolicy"]),
+        .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "MRLeasePolicy", "TestSupport"]),
         // The daemon binary on the guest's RDMA device, driven over its socket.
         .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)
         // and Config/'s units under systemd-analyze verify. Host-only: no RDMA device needed.
-        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
+        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // The client library against the real `mrleased` binary on the host (no RDMA device).
         .testTarget(name: "MRLeaseClientTests", dependencies: ["MRLeaseClient", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name.
-        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs", "MRLeaseEngine"], path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,11 +1,13 @@
 import Glibc
 import LinuxFile
 import MRLeaseEngine
+import MRLeasePolicy
 import MRLeaseProtocol
 import SystemPackage
 
 /// One connected client: its socket, who it is (SO_PEERCRED), its regions' tags, and the
-/// packets waiting for its socket to drain. Its regions live exactly as long as it does.
+/// packets waiting for its socket to drain. Its regions live exactly as long as it does; the
+/// engine owns them (and who holds what), the session only what the client named them.
 final class ClientSession {
     let owner: OwnerID
     let socket: UnixSocket
@@ -14,8 +16,6 @@ final class ClientSession {
     let byteLimit: UInt64?
     var clientName: String?
     var tags: [RegionID: String] = [:]
-    /// The length of each live region, for per-uid quotas without asking the engine.
-    var lengths: [RegionID: UInt64] = [:]
     var outbox: [[UInt8]] = []
     var closing = false
 
@@ -55,6 +55,8 @@ final class ClientSession {
 /// The caller's RLIMIT_MEMLOCK soft limit, from /proc/PID/limits ("Max locked memory"); nil
 /// when unlimited or unreadable.
 func memlockLimit(of pid: pid_t) -> UInt64? {
+    // A client gone before we read its limits is dropped at its first read; nil (no byte
+    // quota of its own) until then is harmless.
     guard let text = try? readProcFile("/proc/\(pid)/limits") else { return nil }
     for line in text.split(separator: "\n") where line.hasPrefix("Max locked memory") {
         let fields = line.dropFirst("Max locked memory".count).split(separator: " ")

@@ -1,5 +1,6 @@
 import Glibc
 import LinuxFile
+import MRLeasePolicy
 import SystemPackage
 import Verbs
 
@@ -23,7 +24,10 @@ public struct Doctor {
         // The lease trial arms a lease-break signal aimed at this thread: block it here (and
         // SIGIO, the kernel's fallback when the RT queue is full) so a break during the trial
         // is queued instead of killing the process.
+        // Without it (no fds left) a break during the trial would kill the doctor: the trial
+        // then reports what it can, and the lease line shows the failure.
         let signals = try? SignalFD(signals: [FileLease.breakSignal, SIGIO])
+        // Closing our own signalfd fails only with EBADF: nothing to report.
         defer { try? signals?.close() }
         let files = paths.map { fileReport(path: $0, probes: probes) }
         return DoctorReport(host: host, files: files)
@@ -34,6 +38,7 @@ public struct Doctor {
     func hostReport() -> (HostReport, [RegistrationProbe]) {
         var host = HostReport(
             kernel: SystemFacts.kernelRelease, devices: [], rdmaProblem: nil,
+            // Unreadable /proc values are shown as missing, which is what they are.
             memlockSoft: nil, memlockHard: nil, leaseBreakTimeSeconds: try? SystemFacts.leaseBreakTime(),
             leasesEnabled: SystemFacts.leasesEnabled(),
             capLease: SystemFacts.hasCapability(SystemFacts.capLease),
@@ -95,6 +100,7 @@ public struct Doctor {
         } catch {
             return report.failing("cannot open \(path): open(2) failed with \(error.symbolicName) (\(error))", errno: error)
         }
+        // A read-only or unmodified fd: close(2) has nothing to flush that could fail.
         defer { try? opened.fd.close() }
         report.openedWritable = opened.writable
 
@@ -111,8 +117,17 @@ public struct Doctor {
         report.size = facts.size
         report.device = "\(facts.device)"
         report.inode = facts.inode
-        guard facts.kind == .regular else {
-            return report.failing("\(path) is a \(facts.kind.rawValue), not a regular file: only regular files can be registered", errno: nil)
+        // The daemon's own rules first (RegistrationPlan): a path it would refuse whatever the
+        // device is unusable; one it would refuse for the range or the access is a refusal.
+        let length = min(UInt64(trialLength), facts.size)
+        let mode: OpenMode = opened.writable ? .readWrite : .readOnly
+        let pageSize = UInt64(SharedMapping.pageSize)
+        if case .failure(let refusal) = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: 0, length: length,
+                                                              access: access, device: nil, pageSize: pageSize) {
+            guard refusal.code != .notRegularFile else { return report.failing("\(path): \(refusal.message)", errno: nil) }
+            report.refusal = refusal.message
+            report.refusalCode = refusal.code.rawValue
+            return report
         }
 
         do {
@@ -126,41 +141,43 @@ public struct Doctor {
             }
         }
 
-        // Pseudo filesystems that do answer FIEMAP still have no pages behind their files.
-        if facts.isPseudoFile {
-            return report.failing("\(path) is on \(facts.filesystem), a pseudo filesystem: its files have no memory behind them to register", errno: nil)
-        }
-
         report.lease = Self.leaseTrial(fd: opened.fd, writable: opened.writable)
 
-        let length = min(trialLength, Int(facts.size.roundedUp(to: UInt64(SharedMapping.pageSize))))
-        guard length > 0 else {
-            report.refusal = "the file is empty: there is nothing to register (extend it first, e.g. truncate -s 1M)"
-            return report
-        }
-        guard !probes.isEmpty else {
-            report.refusal = "no RDMA device on this host"
-            return report
-        }
-        var decided: (String, StrategyDecision)?
-        for probe in probes {
-            let trials = probe.trials(fd: opened.fd, backing: facts.backing, offset: 0, length: length,
-                                      writable: opened.writable, access: access)
-            report.trials += trials.map { TrialReport(device: probe.context.device.name, $0) }
-            let decision = StrategyChooser.choose(device: probe.context.device.name, odp: probe.odp,
-                                                  backing: facts.backing, access: access, trials: trials)
-            if decided == nil || (decided?.1.strategy == nil && decision.strategy != nil) {
-                decided = (probe.context.device.name, decision)
+        let devices: [(probe: RegistrationProbe?, device: DeviceCapabilities?)] = probes.isEmpty
+            ? [(nil, nil)] : probes.map { ($0, DeviceCapabilities(name: $0.context.device.name, odp: $0.odp)) }
+        // The plan on each device, as the daemon would make it; the first device with a
+        // strategy wins, else the first refusal is reported.
+        var decided: (device: String?, decision: Result<(Strategy, reason: String), PlanRefusal>)?
+        for (probe, device) in devices {
+            let planned = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: 0, length: length,
+                                                access: access, device: device, noDeviceReason: "no RDMA device on this host",
+                                                pageSize: pageSize)
+            let decision: Result<(Strategy, reason: String), PlanRefusal>
+            switch planned {
+            case .failure(let refusal):
+                decision = .failure(refusal)
+            case .success(let plan):
+                var trials: [Trial] = []
+                if let probe {
+                    trials = probe.trials(fd: opened.fd, backing: facts.backing, offset: 0, length: Int(length),
+                                          writable: opened.writable, access: access)
+                    report.trials += trials.map { TrialReport(device: probe.context.device.name, $0) }
+                }
+                decision = plan.decide(trials: trials)
+            }
+            if decided == nil || (!decided!.decision.succeeded && decision.succeeded) {
+                decided = (device?.name, decision)
             }
         }
-        if let (device, decision) = decided {
-            report.strategyDevice = device
-            switch decision {
-            case .use(let strategy, let reason):
+        if let decided {
+            report.strategyDevice = decided.device
+            switch decided.decision {
+            case .success(let (strategy, reason)):
                 report.strategy = strategy.rawValue
                 report.strategyReason = reason
-            case .refuse(let refusal):
+            case .failure(let refusal):
                 report.refusal = refusal.message
+                report.refusalCode = refusal.code.rawValue
                 report.refusalErrno = refusal.errno?.symbolicName
             }
         }
@@ -199,6 +216,7 @@ public struct Doctor {
         let lease = FileLease(fd: fd)
         do {
             try lease.acquire(type)
+            // Unlocking a lease we hold fails only with EBADF; the fd closes right after anyway.
             try? lease.release()
             return LeaseReport(type: "\(type)", granted: true, errno: nil, message: "\(type) lease granted")
         } catch {
@@ -247,4 +265,11 @@ extension TrialReport {
 
 extension UInt64 {
     func roundedUp(to multiple: UInt64) -> UInt64 { (self + multiple - 1) / multiple * multiple }
+}
+
+extension Result {
+    var succeeded: Bool {
+        if case .success = self { return true }
+        return false
+    }
 }

@@ -74,6 +74,8 @@ public struct FileReport: Sendable, Codable {
     public var strategyDevice: String?
     public var strategyReason: String?
     public var refusal: String?
+    /// The refusal's stable code, the one the daemon would answer `register` with.
+    public var refusalCode: String?
     public var refusalErrno: String?
 }
 

@@ -1,5 +1,6 @@
 import Glibc
 import LinuxFile
+import MRLeasePolicy
 import SystemPackage
 import Verbs
 
@@ -11,17 +12,17 @@ extension Engine {
         let fd = FileDescriptor(rawValue: raw)
         let extents: ExtentMap?
         do {
-            extents = try TrackedFile.readExtents(fd, backing: facts.backing)
+            extents = try configuration.extentReader.read(fd, facts.backing)
         } catch {
-            try? fd.close()
+            closeOwn(fd)
             throw .system(op: "FS_IOC_FIEMAP", errno: error)
         }
         let file = TrackedFile(key: key, fd: fd, writable: writable, backing: facts.backing,
-                               size: facts.size, extents: extents, timing: configuration.timing)
+                               size: facts.size, extents: .known(extents), timing: configuration.timing)
         do {
             try file.lease.acquire(file.leaseType)
         } catch {
-            try? fd.close()
+            closeOwn(fd)
             if error == .resourceTemporarilyUnavailable { throw .fileBusy(leaseType: "\(file.leaseType)") }
             throw .system(op: "fcntl(F_SETLEASE, \(file.leaseType))", errno: error)
         }
@@ -33,60 +34,85 @@ extension Engine {
 
     /// Stops tracking: every MR and mapping goes, then the lease, then our fd.
     func untrack(_ file: TrackedFile) {
-        for region in file.regions.values { region.tearDown() }
+        for region in file.regions.values {
+            if let failure = region.tearDown() {
+                logger.error("deregistration failed", metadata: ["region": "\(region.id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
+            }
+        }
         file.regions = [:]
-        if file.leaseHeld { try? file.lease.release() }
+        if file.leaseHeld {
+            do { try file.lease.release() } catch {
+                // Our fd closes next, which drops the lease anyway.
+                logger.warning("lease release failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
+            }
+        }
         file.leaseHeld = false
         unwatch(file)
         filesByFD[file.fd.rawValue] = nil
         files[file.key] = nil
-        try? file.fd.close()
+        closeOwn(file.fd)
     }
 
-    /// Maps the range and registers it with the strategy that works: the file's cached one
-    /// first, else ODP when the device's RC ODP covers the access, else pinned. Falls back on
-    /// the errnos the kernel uses to refuse a kind of registration (EOPNOTSUPP, EFAULT, EINVAL).
-    func makeRegion(id: RegionID, owner: OwnerID, file: TrackedFile, offset: UInt64, length: UInt64,
-                    access: RegionAccess, preference: Strategy?) throws(EngineError) -> Region {
-        let mapping = try map(file, offset: offset, length: length, access: access)
-        var order: [Strategy] = preference.map { [$0] } ?? [.odp, .pinned]
-        if preference == nil, let cached = file.strategyCache[access.isWritable], cached == .pinned { order = [.pinned, .odp] }
+    /// Closes an fd the engine duplicated; close(2) on it fails only with EBADF (a bug) or EIO
+    /// from a filesystem's flush, and either way the fd is gone.
+    func closeOwn(_ fd: FileDescriptor) {
+        do { try fd.close() } catch {
+            logger.warning("close failed", metadata: ["fd": "\(fd.rawValue)", "error": "\(error)"])
+        }
+    }
+
+    /// What a registration made: the mapping, the MR, and the strategy that worked and why.
+    struct Registration {
+        var mapping: SharedMapping
+        var mr: any RegisteredMemory
+        var strategy: Strategy
+        var reason: String
+    }
+
+    /// Maps the plan's range and tries its attempts in order (the file's last working strategy
+    /// first); a kernel refusal of one kind (EOPNOTSUPP, EFAULT, EINVAL) falls through to the
+    /// next. The plan decides from the kernel's answers.
+    func makeRegistration(owner: OwnerID, file: TrackedFile, plan: RegistrationPlan) throws(EngineError) -> Registration {
+        let mapping = try map(file, offset: plan.offset, length: plan.length)
+        var ordered = plan
+        if plan.preference == nil, let cached = file.strategyCache[plan.access.isWritable] { ordered = plan.trying(first: cached) }
         var trials: [Trial] = []
-        for strategy in order {
-            let kind: TrialKind = strategy == .odp ? .odp : (access.isWritable ? .pinnedWrite : .pinnedReadOnly)
-            let flags = strategy == .odp ? access.verbsFlags.union(.onDemand) : access.verbsFlags
-            if strategy == .odp, let gap = StrategyChooser.odpGap(device: registrar.deviceName, odp: registrar.odp, access: access) {
-                trials.append(Trial(kind: kind, flags: flags, outcome: .notTried(reason: gap)))
-                continue
-            }
+        for attempt in ordered.attempts {
+            let flags = attempt.strategy == .odp ? plan.access.verbsFlags.union(.onDemand) : plan.access.verbsFlags
             do {
-                let mr = try registrar.register(owner: owner, address: mapping.base, length: Int(length), flags: flags)
-                trials.append(Trial(kind: kind, flags: flags, outcome: .registered))
-                file.strategyCache[access.isWritable] = strategy
-                let decision = StrategyChooser.choose(device: registrar.deviceName, odp: registrar.odp, backing: file.backing,
-                                                      access: access, trials: trials, preference: strategy)
-                let reason: String
-                if case .use(_, let why) = decision { reason = why } else { reason = "\(strategy) registration succeeded" }
-                return Region(id: id, owner: owner, offset: offset, length: length, access: access,
-                              strategy: strategy, strategyReason: reason, mapping: mapping, mr: mr)
+                let mr = try registrar.register(owner: owner, address: mapping.base, length: Int(plan.length), flags: flags)
+                trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .registered))
+                file.strategyCache[plan.access.isWritable] = attempt.strategy
+                let reason = switch plan.decide(trials: trials) {
+                case .success(let decision): decision.reason
+                case .failure: attempt.reason
+                }
+                return Registration(mapping: mapping, mr: mr, strategy: attempt.strategy, reason: reason)
             } catch {
-                trials.append(Trial(kind: kind, flags: flags, outcome: .failed(op: error.op, errno: error.errno)))
-                guard [.notSupported, .badAddress, .invalidArgument].contains(error.errno) else {
-                    try? mapping.unmap()
+                trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .failed(op: error.op, errno: error.errno)))
+                guard RegistrationPlan.fallsThrough(error.errno) else {
+                    unmap(mapping)
                     throw .system(op: error.op, errno: error.errno)
                 }
             }
         }
+        unmap(mapping)
+        switch plan.decide(trials: trials) {
+        case .failure(let refusal): throw .refused(refusal)
+        case .success(let decision):
+            // decide() says "use" only for a trial that registered, and those returned above.
+            throw .system(op: "registration plan (\(decision.0) decided without a registration)", errno: .ioError)
+        }
+    }
+
+    func unmap(_ mapping: SharedMapping) {
+        // munmap fails only for a range that is not a mapping (EINVAL): nothing left to undo.
         try? mapping.unmap()
-        let decision = StrategyChooser.choose(device: registrar.deviceName, odp: registrar.odp, backing: file.backing,
-                                              access: access, trials: trials, preference: preference)
-        if case .refuse(let refusal) = decision { throw .strategyUnavailable(refusal) }
-        throw .strategyUnavailable(StrategyRefusal(errno: nil, message: "no registration strategy worked"))
     }
 
     /// One shared mapping per region: revoking or restoring a region never disturbs another's
     /// mapping, and a region's MR covers exactly its own pages.
-    func map(_ file: TrackedFile, offset: UInt64, length: UInt64, access: RegionAccess) throws(EngineError) -> SharedMapping {
+    func map(_ file: TrackedFile, offset: UInt64, length: UInt64) throws(EngineError) -> SharedMapping {
         let page = UInt64(SharedMapping.pageSize)
         let mapped = Int((length + page - 1) / page * page)
         // MAP_SYNC where stores reach media directly (FS-DAX) and may be written.
@@ -99,19 +125,28 @@ extension Engine {
         }
     }
 
+    /// Watches the released file for closes (the cue to restore). Without the watch the backoff
+    /// timer still restores, later: logged, not fatal.
     func watch(_ file: TrackedFile) {
         guard file.watch == nil else { return }
         // /proc/self/fd/N resolves to the inode itself: no path of the client's is needed.
-        if let wd = try? inotify.addWatch(path: "/proc/self/fd/\(file.fd.rawValue)",
-                                          mask: [.closeWrite, .closeNoWrite, .attrib, .deleteSelf]) {
+        do {
+            let wd = try inotify.addWatch(path: "/proc/self/fd/\(file.fd.rawValue)",
+                                          mask: [.closeWrite, .closeNoWrite, .attrib, .deleteSelf])
             file.watch = wd
             filesByWatch[wd] = file.key
+        } catch {
+            logger.warning("inotify_add_watch failed: restoring on the backoff timer only",
+                           metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
         }
     }
 
     func unwatch(_ file: TrackedFile) {
         guard let wd = file.watch else { return }
-        try? inotify.removeWatch(wd)
+        do { try inotify.removeWatch(wd) } catch {
+            // EINVAL: the kernel already dropped the watch (the inode went, IN_IGNORED).
+            logger.debug("inotify_rm_watch failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
+        }
         filesByWatch[wd] = nil
         file.watch = nil
     }

@@ -1,39 +1,67 @@
 import Glibc
 import LinuxFile
+import MRLeasePolicy
 import SystemPackage
 
 extension Engine {
-    /// Waits up to `timeout` for a lease break, a close of a released file, or a timer, and
-    /// handles what arrived. For tests, benchmarks and simple loops; the daemon uses epoll.
-    public func poll(timeout: Duration) {
+    /// Waits up to `timeout` for a lease break, a close of a released file, or a timer, handles
+    /// what arrived, and returns the events. For tests, benchmarks and simple loops; the daemon
+    /// uses epoll.
+    public func poll(timeout: Duration) -> [EngineNotice] {
         let now = Self.now()
         var waitNanos = UInt64(timeout.components.seconds) * 1_000_000_000 + UInt64(timeout.components.attoseconds / 1_000_000_000)
         if let deadline = nextDeadline { waitNanos = min(waitNanos, deadline > now ? deadline - now : 0) }
         var fds = descriptors.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+        // EINTR (or any failure) only ends the wait early; process() below reads what is there.
         _ = Glibc.poll(&fds, nfds_t(fds.count), Int32(min(waitNanos / 1_000_000 + (waitNanos % 1_000_000 == 0 ? 0 : 1), UInt64(Int32.max))))
-        process(now: Self.now())
+        return process(now: Self.now())
     }
 
     /// Handles everything pending: lease-break signals, inotify events, due timers.
-    public func process(now: UInt64) {
-        handleSignals()
-        handleInotify()
-        processTimers(now: now)
+    public func process(now: UInt64) -> [EngineNotice] {
+        exclusive {
+            handleSignals()
+            handleInotify()
+            fireTimers(now: now)
+        }.1
+    }
+
+    /// Reads the signalfd only (it is readable): lease breaks.
+    public func processSignals() -> [EngineNotice] {
+        exclusive { handleSignals() }.1
+    }
+
+    /// Reads the inotify fd only (it is readable): closes of released files.
+    public func processCloses() -> [EngineNotice] {
+        exclusive { handleInotify() }.1
     }
 
     /// Fires the timers due at `now` (quiesce deadlines, re-lease retries) without reading
     /// the signalfd or inotify fd: for a loop that knows those are not ready.
-    public func processTimers(now: UInt64) {
-        for file in files.values {
-            if let timer = file.timer, timer <= now {
-                file.timer = nil
-                apply(.timer(now: now), to: file)
-            }
+    public func processTimers(now: UInt64) -> [EngineNotice] {
+        exclusive { fireTimers(now: now) }.1
+    }
+
+    func fireTimers(now: UInt64) {
+        for (deadline, key) in timers.popDue(now: now) {
+            // A file's `timer` is its current deadline; an entry for another one was cancelled.
+            guard let file = files[key], file.timer == deadline else { continue }
+            file.timer = nil
+            apply(.timer(now: now), to: file)
         }
     }
 
+    func arm(_ file: TrackedFile, at deadline: UInt64) {
+        file.timer = deadline
+        timers.schedule(file.key, at: deadline)
+    }
+
     func handleSignals() {
-        guard let infos = try? signals.read() else { return }
+        let infos: [SignalInfo]
+        do { infos = try signals.read() } catch {
+            logger.error("signalfd read failed", metadata: ["errno": "\(error.symbolicName)"])
+            return
+        }
         for info in infos {
             if info.signal == FileLease.breakSignal, let key = filesByFD[info.fd], let file = files[key] {
                 leaseBroken(file)
@@ -41,7 +69,12 @@ extension Engine {
                 // The RT queue overflowed and the kernel fell back to SIGIO without si_fd:
                 // any lease whose kernel-side target differs from what we hold is breaking.
                 for file in files.values where file.leaseHeld {
-                    if (try? file.lease.current()) != file.leaseType { leaseBroken(file) }
+                    let current: LeaseType?
+                    do { current = try file.lease.current() } catch {
+                        logger.error("F_GETLEASE failed: treating the lease as breaking", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
+                        current = nil
+                    }
+                    if current != file.leaseType { leaseBroken(file) }
                 }
             }
         }
@@ -57,7 +90,11 @@ extension Engine {
     }
 
     func handleInotify() {
-        guard let events = try? inotify.read() else { return }
+        let events: [Inotify.Event]
+        do { events = try inotify.read() } catch {
+            logger.error("inotify read failed", metadata: ["errno": "\(error.symbolicName)"])
+            return
+        }
         for event in events {
             guard let key = filesByWatch[event.watch], let file = files[key] else { continue }
             apply(.closed(now: Self.now()), to: file)
@@ -69,6 +106,7 @@ extension Engine {
         perform(file.lifecycle.handle(event), on: file)
     }
 
+    /// Carries out a file's lifecycle actions; what owners must hear goes to the outbox.
     func perform(_ actions: [FileLifecycle.Action], on file: TrackedFile) {
         for action in actions {
             switch action {
@@ -76,16 +114,16 @@ extension Engine {
                 for id in ids.sorted() {
                     guard let region = file.regions[id] else { continue }
                     region.state = .revoking
-                    onEvent(region.owner, .revoking(id, reason: "lease-break", deadline: deadline))
+                    emit(region.owner, .revoking(id, cause: .leaseBreak, deadline: deadline))
                 }
             case .revoke:
                 revokeNow(file)
             case .notifyRevoked(let ids):
                 for id in ids.sorted() {
-                    if let region = file.regions[id] { onEvent(region.owner, .revoked(id)) }
+                    if let region = file.regions[id] { emit(region.owner, .revoked(id)) }
                 }
             case .armTimer(let at):
-                file.timer = at
+                arm(file, at: at)
             case .watchCloses:
                 watch(file)
             case .attemptRestore:
@@ -93,15 +131,15 @@ extension Engine {
             case .notifyRestored(let ids):
                 for id in ids.sorted() {
                     guard let region = file.regions[id], let keys = region.keys else { continue }
-                    onEvent(region.owner, .restored(id, keys: keys, layoutChanged: region.layoutChanged))
+                    emit(region.owner, .restored(id, keys: keys, layout: region.layout))
                 }
             case .notifyLost(let lost):
                 for (id, reason) in lost.sorted(by: { $0.key < $1.key }) {
                     guard let region = file.regions.removeValue(forKey: id) else { continue }
                     region.tearDown()
-                    forget(id, of: region.owner)
+                    forget(region)
                     stats.regionsLost += 1
-                    onEvent(region.owner, .lost(id, reason: reason))
+                    emit(region.owner, .lost(id, reason: reason, message: file.lossMessages.removeValue(forKey: id)))
                 }
                 if file.regions.isEmpty { untrack(file) }
             }
@@ -130,40 +168,45 @@ extension Engine {
     }
 
     /// Re-takes the lease, re-reads the extents, re-maps and re-registers every region that
-    /// still fits in the file.
+    /// still fits in the file. A FIEMAP failure leaves the regions' layout `unknown`, never
+    /// `unchanged`: the daemon could not look.
     func restore(_ file: TrackedFile) -> FileLifecycle.Event {
         let facts: FileFacts
-        do { facts = try FileFacts.inspect(file.fd, mount: false) } catch { return .gone(reason: "restore-failed") }
-        if facts.nlink == 0 { return .gone(reason: "unlinked") }
+        do { facts = try FileFacts.inspect(file.fd, mount: false) } catch {
+            logger.error("statx failed at restore", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
+            for id in file.regions.keys { file.lossMessages[id] = "statx on the file failed at restore: \(error.symbolicName)" }
+            return .gone(reason: .restoreFailed)
+        }
+        if facts.nlink == 0 { return .gone(reason: .unlinked) }
         do {
             try file.lease.acquire(file.leaseType)
         } catch {
             if error == .resourceTemporarilyUnavailable { return .restoreBusy(now: Self.now()) }
             logger.error("lease re-take failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
-            return .gone(reason: "restore-failed")
+            for id in file.regions.keys { file.lossMessages[id] = "F_SETLEASE \(file.leaseType) failed at restore: \(error.symbolicName)" }
+            return .gone(reason: .restoreFailed)
         }
         file.leaseHeld = true
         unwatch(file)
-        let extents = try? TrackedFile.readExtents(file.fd, backing: file.backing)
-        var lost: [RegionID: String] = [:]
+        let extents = readExtents(file, op: "restore")
+        var lost: [RegionID: RegionLoss] = [:]
         for region in file.regions.values.sorted(by: { $0.id < $1.id }) {
             guard region.offset + region.length <= facts.size else {
-                lost[region.id] = "range-truncated"
+                lost[region.id] = .rangeTruncated
+                file.lossMessages[region.id] = "file is now \(facts.size) bytes; the region ends at \(region.offset + region.length)"
                 continue
             }
-            region.layoutChanged = zip(file.extents.map { [$0] } ?? [], extents.map { [$0] } ?? []).contains {
-                $0.differs(from: $1, offset: region.offset, length: region.length)
-            }
+            region.layout = file.extents.change(to: extents, offset: region.offset, length: region.length)
             do {
-                let fresh = try makeRegion(id: region.id, owner: region.owner, file: file, offset: region.offset,
-                                           length: region.length, access: region.access, preference: region.strategy)
-                region.mapping = fresh.mapping
-                region.mr = fresh.mr
+                let made = try makeRegistration(owner: region.owner, file: file, plan: region.plan.only(region.strategy))
+                region.mapping = made.mapping
+                region.mr = made.mr
                 region.state = .registered
                 stats.restorations += 1
             } catch {
                 logger.error("re-registration failed", metadata: ["region": "\(region.id)", "error": "\(error)"])
-                lost[region.id] = "restore-failed"
+                lost[region.id] = .restoreFailed
+                file.lossMessages[region.id] = "re-registration failed: \(error)"
             }
         }
         file.extents = extents

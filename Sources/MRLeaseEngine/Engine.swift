@@ -1,6 +1,8 @@
+import CLinux
 import Glibc
 import LinuxFile
 import Logging
+import MRLeasePolicy
 import SystemPackage
 import Verbs
 
@@ -11,13 +13,23 @@ import Verbs
 /// thread and read from its signalfd, and nothing here takes a lock. Drive it with `poll(timeout:)`
 /// or from an event loop: wait for `descriptors` to become readable or `nextDeadline` to pass,
 /// then call `process(now:)`.
+///
+/// Every call that changes state returns the events it produced, for the caller to route after
+/// the call has returned: the engine never calls out mid-transition, and no engine method is
+/// entered while another is on the stack (checked: `exclusive`).
 public final class Engine {
     public struct Configuration: Sendable {
         public var timing: FileLifecycle.Timing
-        public init(timing: FileLifecycle.Timing = .init()) { self.timing = timing }
+        public var extentReader: ExtentReader
+        public init(timing: FileLifecycle.Timing = .init(), extentReader: ExtentReader = .fiemap) {
+            self.timing = timing
+            self.extentReader = extentReader
+        }
     }
 
     public let registrar: any Registrar
+    /// The registrar's device as the registration policy sees it.
+    public let device: DeviceCapabilities
     public let configuration: Configuration
     let signals: SignalFD
     let inotify: Inotify
@@ -28,18 +40,23 @@ public final class Engine {
     var regions: [RegionID: FileKey] = [:]
     /// Each owner's regions, so releasing or listing one owner does not walk everyone's.
     var regionsByOwner: [OwnerID: Set<RegionID>] = [:]
+    /// What each uid holds, kept as regions come and go: quotas ask here.
+    var usageByUID: [UInt32: Usage] = [:]
+    /// Files' timers by deadline; a file's own `timer` says which entry is current.
+    var timers = DeadlineHeap<FileKey>()
     var nextRegion: UInt64 = 1
     var stats = EngineStatistics()
-    var onEvent: (OwnerID, EngineEvent) -> Void
+    /// Events produced by the call in progress, returned when it returns.
+    var outbox: [EngineNotice] = []
+    var busy = false
 
     /// Blocks the lease-break signal (and SIGIO, its overflow fallback) in the calling thread.
     public init(registrar: any Registrar, configuration: Configuration = .init(),
-                logger: Logger = Logger(label: "mrleased.engine"),
-                onEvent: @escaping (OwnerID, EngineEvent) -> Void) throws(EngineError) {
+                logger: Logger = Logger(label: "mrleased.engine")) throws(EngineError) {
         self.registrar = registrar
+        self.device = DeviceCapabilities(name: registrar.deviceName, odp: registrar.odp)
         self.configuration = configuration
         self.logger = logger
-        self.onEvent = onEvent
         do {
             signals = try SignalFD(signals: [FileLease.breakSignal, SIGIO])
             inotify = try Inotify()
@@ -50,6 +67,7 @@ public final class Engine {
 
     deinit {
         for file in files.values { untrack(file) }
+        // Closing our own signalfd and inotify fd can only fail with EBADF: nothing to report.
         try? signals.close()
         try? inotify.close()
     }
@@ -57,126 +75,183 @@ public final class Engine {
     /// The fds to wait on for readability: the signalfd and the inotify fd.
     public var descriptors: [FileDescriptor] { [signals.descriptor, inotify.descriptor] }
 
-    /// The earliest timer (monotonic ns), if any.
-    public var nextDeadline: UInt64? { files.values.compactMap(\.timer).min() }
+    /// The earliest timer (monotonic ns), if any. May be a cancelled one's: `processTimers`
+    /// then fires nothing.
+    public var nextDeadline: UInt64? { timers.earliest }
+
+    /// Runs `body` as the only engine call on the stack and returns the events it produced.
+    func exclusive<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> (T, [EngineNotice]) {
+        precondition(!busy, "an Engine method was entered while another was on the stack")
+        busy = true
+        defer {
+            busy = false
+            outbox = []
+        }
+        let result = try body()
+        return (result, outbox)
+    }
+
+    func emit(_ owner: OwnerID, _ event: EngineEvent) {
+        outbox.append(EngineNotice(owner: owner, event: event))
+    }
 
     // MARK: Registration
 
-    /// Registers `[offset, offset+length)` of the file behind `fd` for `access`, owned by `owner`.
-    ///
-    /// `fd` stays the caller's; the engine keeps its own duplicate. Its open mode must allow
-    /// the access (O_RDONLY never yields a writable region). `offset` must be page-aligned and
-    /// the range inside the file.
-    /// `facts`: the caller's own fresh `FileFacts.inspect(fd)`, when it has one, saves a statx;
-    /// `openForWrite`: whether the fd is O_RDWR, when the caller has read its flags, saves an
-    /// fcntl (a batch of ranges of one fd needs each once).
-    public func register(owner: OwnerID, fd: FileDescriptor, offset: UInt64, length: UInt64,
-                         access: RegionAccess, preference: Strategy? = nil, facts known: FileFacts? = nil,
-                         openForWrite knownMode: Bool? = nil) throws(EngineError) -> RegionInfo {
+    /// Plans and registers `[offset, offset+length)` of the file behind `fd`: inspects the fd,
+    /// then `register(owner:uid:fd:facts:plan:)`. For callers without a plan of their own
+    /// (tests, the benchmark).
+    public func register(owner: OwnerID, uid: UInt32 = 0, fd: FileDescriptor, offset: UInt64, length: UInt64,
+                         access: RegionAccess, preference: Strategy? = nil) throws(EngineError) -> RegionInfo {
         let facts: FileFacts
-        if let known { facts = known } else {
-            do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
-        }
-        guard facts.kind == .regular else { throw .notRegularFile(kind: facts.kind.rawValue) }
-        let writable: Bool
-        if let knownMode { writable = knownMode } else { writable = try Self.openForWrite(fd) }
-        if access.isWritable && !writable {
-            throw .accessDenied("\(access) access needs an fd opened O_RDWR; this fd is read-only")
-        }
-        let page = UInt64(SharedMapping.pageSize)
-        guard offset % page == 0 else { throw .badAlignment(offset: offset, pageSize: Int(page)) }
-        guard length > 0, offset < facts.size, length <= facts.size - offset else {
-            throw .rangeOutOfFile(offset: offset, length: length, size: facts.size)
-        }
-
-        let key = FileKey(device: facts.device, inode: facts.inode)
-        // The lease follows the fd's open mode, not the access: a read lease on an O_RDWR fd is
-        // refused (EAGAIN), so an O_RDWR fd always gets a write lease.
-        let file: TrackedFile
-        if let tracked = files[key] { file = tracked } else { file = try track(key: key, fd: fd, facts: facts, writable: writable) }
-        if access.isWritable && !file.writable {
-            throw .fileBusy(leaseType: "write: mrleased holds this file read-only for other regions; a writable region needs them gone")
-        }
-        guard file.lifecycle.phase == .leased else {
-            throw .fileBusy(leaseType: "\(file.leaseType): the file is being revoked or restored; retry after its regions are restored")
-        }
-        do {
-            let id = RegionID(nextRegion)
-            let region = try makeRegion(id: id, owner: owner, file: file, offset: offset, length: length,
-                                        access: access, preference: preference)
-            nextRegion += 1
-            file.regions[id] = region
-            file.lifecycle.add(id)
-            regions[id] = key
-            regionsByOwner[owner, default: []].insert(id)
-            stats.registrations += 1
-            logger.debug("registered", metadata: ["region": "\(id)", "file": "\(key)", "strategy": "\(region.strategy)"])
-            return info(region, file)
-        } catch {
-            if file.regions.isEmpty { untrack(file) }
-            throw error
+        do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
+        let mode = try Self.openMode(fd)
+        let plan = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: offset, length: length,
+                                         access: access, preference: preference, device: device,
+                                         pageSize: UInt64(SharedMapping.pageSize))
+        switch plan {
+        case .success(let plan): return try register(owner: owner, uid: uid, fd: fd, facts: facts, plan: plan)
+        case .failure(let refusal): throw .refused(refusal)
         }
     }
 
+    /// Registers a planned range of the file behind `fd`, owned by `owner` (running as `uid`).
+    ///
+    /// `fd` stays the caller's; the engine keeps its own duplicate. `facts` are the fd's, as
+    /// the plan was made from them. The plan's checks are not repeated here: what is left is
+    /// the file's state (its lease, a revocation in progress) and the kernel's answers.
+    public func register(owner: OwnerID, uid: UInt32, fd: FileDescriptor, facts: FileFacts,
+                         plan: RegistrationPlan) throws(EngineError) -> RegionInfo {
+        try exclusive { () throws(EngineError) in
+            let key = FileKey(device: facts.device, inode: facts.inode)
+            // The lease follows the fd's open mode, not the access: a read lease on an O_RDWR fd
+            // is refused (EAGAIN), so an O_RDWR fd always gets a write lease.
+            let file: TrackedFile
+            if let tracked = files[key] { file = tracked } else { file = try track(key: key, fd: fd, facts: facts, writable: plan.writableFD) }
+            if plan.access.isWritable && !file.writable {
+                throw .fileBusy(leaseType: "write: mrleased holds this file read-only for other regions; a writable region needs them gone")
+            }
+            guard file.lifecycle.phase == .leased else {
+                throw .fileBusy(leaseType: "\(file.leaseType): the file is being revoked or restored; retry after its regions are restored")
+            }
+            do throws(EngineError) {
+                let id = RegionID(nextRegion)
+                let made = try makeRegistration(owner: owner, file: file, plan: plan)
+                let region = Region(id: id, owner: owner, uid: uid, plan: plan, strategy: made.strategy,
+                                    strategyReason: made.reason, mapping: made.mapping, mr: made.mr)
+                nextRegion += 1
+                file.regions[id] = region
+                file.lifecycle.add(id)
+                regions[id] = key
+                regionsByOwner[owner, default: []].insert(id)
+                usageByUID[uid, default: Usage()].add(region.length)
+                stats.registrations += 1
+                logger.debug("registered", metadata: ["region": "\(id)", "file": "\(key)", "strategy": "\(region.strategy)"])
+                return info(region, file)
+            } catch {
+                if file.regions.isEmpty { untrack(file) }
+                throw error
+            }
+        }.0
+    }
+
     /// Deregisters a region: its MR and mapping go at once; the file's lease goes with its
-    /// last region.
-    public func deregister(_ id: RegionID, owner: OwnerID? = nil) throws(EngineError) {
+    /// last region. Returns the events this caused (a revocation that was waiting only for
+    /// this region completes).
+    public func deregister(_ id: RegionID, owner: OwnerID? = nil) throws(EngineError) -> [EngineNotice] {
+        try exclusive { () throws(EngineError) in try remove(id, owner: owner) }.1
+    }
+
+    func remove(_ id: RegionID, owner: OwnerID?) throws(EngineError) {
         guard let key = regions[id], let file = files[key], let region = file.regions[id],
               owner == nil || region.owner == owner else { throw .unknownRegion(id) }
-        region.tearDown()
+        if let failure = region.tearDown() {
+            logger.error("deregistration failed", metadata: ["region": "\(id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
+        }
         file.regions[id] = nil
-        forget(id, of: region.owner)
+        forget(region)
         let actions = file.lifecycle.remove(id, now: Self.now())
         perform(actions, on: file)
         if file.regions.isEmpty { untrack(file) }
     }
 
-    /// Deregisters every region of an owner (a client that disconnected or died).
-    public func release(owner: OwnerID) {
-        for id in regionsByOwner[owner] ?? [] {
-            try? deregister(id)
+    /// Deregisters every region of an owner (a client that disconnected or died), then lets
+    /// the registrar close the owner's domain.
+    public func release(owner: OwnerID) -> [EngineNotice] {
+        let (_, notices) = exclusive {
+            for id in (regionsByOwner[owner] ?? []).sorted() {
+                do { try remove(id, owner: owner) } catch {
+                    // Only unknownRegion, and the ids come from the owner's own index: a bug if seen.
+                    logger.error("release: region vanished", metadata: ["region": "\(id)", "error": "\(error)"])
+                }
+            }
+            registrar.release(owner: owner)
         }
-        registrar.release(owner: owner)
+        return notices
     }
 
     /// Drops a region that is gone (deregistered or lost) from the engine's indexes.
-    func forget(_ id: RegionID, of owner: OwnerID) {
-        regions[id] = nil
-        regionsByOwner[owner]?.remove(id)
-        if regionsByOwner[owner]?.isEmpty == true { regionsByOwner[owner] = nil }
+    func forget(_ region: Region) {
+        regions[region.id] = nil
+        regionsByOwner[region.owner]?.remove(region.id)
+        if regionsByOwner[region.owner]?.isEmpty == true { regionsByOwner[region.owner] = nil }
+        usageByUID[region.uid]?.remove(region.length)
+        if usageByUID[region.uid]?.regions == 0 { usageByUID[region.uid] = nil }
     }
 
     /// An owner's quiesce acknowledgement for a revoking region.
-    public func acknowledge(_ id: RegionID, owner: OwnerID? = nil) throws(EngineError) {
-        guard let key = regions[id], let file = files[key], let region = file.regions[id],
-              owner == nil || region.owner == owner else { throw .unknownRegion(id) }
-        apply(.acknowledged(id, now: Self.now()), to: file)
+    public func acknowledge(_ id: RegionID, owner: OwnerID? = nil) throws(EngineError) -> [EngineNotice] {
+        try exclusive { () throws(EngineError) in
+            guard let key = regions[id], let file = files[key], let region = file.regions[id],
+                  owner == nil || region.owner == owner else { throw .unknownRegion(id) }
+            apply(.acknowledged(id, now: Self.now()), to: file)
+        }.1
     }
 
     /// Revokes a region for good (an operator's kill switch): its MR goes now and its owner is
-    /// told it is lost.
-    public func revoke(_ id: RegionID) throws(EngineError) {
-        guard let key = regions[id], let region = files[key]?.regions[id] else { throw .unknownRegion(id) }
-        let owner = region.owner
-        try deregister(id)
-        onEvent(owner, .lost(id, reason: "revoked"))
+    /// told it is lost, with reason `revoked`.
+    public func revoke(_ id: RegionID) throws(EngineError) -> [EngineNotice] {
+        try exclusive { () throws(EngineError) in try revokeForGood(id) }.1
     }
 
     /// Revokes every region of a file.
-    public func revoke(file key: FileKey) {
-        for id in files[key]?.regions.keys.sorted() ?? [] { try? revoke(id) }
+    public func revoke(file key: FileKey) -> [EngineNotice] {
+        let (_, notices) = exclusive {
+            for id in files[key]?.regions.keys.sorted() ?? [] {
+                // The ids were read from the file just now; nothing else runs in between.
+                try? revokeForGood(id)
+            }
+        }
+        return notices
     }
 
-    /// Re-reads the file's extents (synced) and reports whether the region's part changed
-    /// since registration.
-    public func verify(_ id: RegionID) throws(EngineError) -> ExtentDrift {
-        guard let key = regions[id], let file = files[key], let region = file.regions[id] else { throw .unknownRegion(id) }
-        let now: ExtentMap?
-        do { now = try TrackedFile.readExtents(file.fd, backing: file.backing) } catch { throw .system(op: "FS_IOC_FIEMAP", errno: error) }
-        let before = file.extents?.extents(overlapping: region.offset, length: region.length) ?? []
-        let after = now?.extents(overlapping: region.offset, length: region.length) ?? []
-        let changed = file.extents.map { old in now.map { old.differs(from: $0, offset: region.offset, length: region.length) } ?? true } ?? false
-        return ExtentDrift(region: id, layoutChanged: changed, extentsBefore: before.count, extentsAfter: after.count)
+    func revokeForGood(_ id: RegionID) throws(EngineError) {
+        guard let key = regions[id], let region = files[key]?.regions[id] else { throw .unknownRegion(id) }
+        try remove(id, owner: nil)
+        stats.regionsLost += 1
+        emit(region.owner, .lost(id, reason: .revoked, message: "revoked by an operator"))
+    }
+
+    /// Re-reads the file's extents (synced) and says whether the region's part changed since
+    /// it was registered or last restored; `unknown` when either read failed.
+    public func verify(_ id: RegionID, owner: OwnerID? = nil) throws(EngineError) -> ExtentDrift {
+        try exclusive { () throws(EngineError) in
+            guard let key = regions[id], let file = files[key], let region = file.regions[id],
+                  owner == nil || region.owner == owner else { throw .unknownRegion(id) }
+            let now = readExtents(file, op: "verify")
+            return ExtentDrift(region: id, layout: file.extents.change(to: now, offset: region.offset, length: region.length),
+                               extentsBefore: file.extents.count(offset: region.offset, length: region.length),
+                               extentsAfter: now.count(offset: region.offset, length: region.length))
+        }.0
+    }
+
+    /// FIEMAP through the configured reader; a failure is logged and becomes `unknown`.
+    func readExtents(_ file: TrackedFile, op: String) -> Extents {
+        do {
+            return .known(try configuration.extentReader.read(file.fd, file.backing))
+        } catch {
+            logger.error("FS_IOC_FIEMAP failed: layout unknown", metadata: ["file": "\(file.key)", "during": "\(op)", "errno": "\(error.symbolicName)"])
+            return .unknown(error)
+        }
     }
 
     public func list(owner: OwnerID? = nil) -> [RegionInfo] {
@@ -186,6 +261,14 @@ public final class Engine {
         return (regionsByOwner[owner] ?? []).compactMap { id in
             regions[id].flatMap { files[$0] }.flatMap { file in file.regions[id].map { info($0, file) } }
         }.sorted { $0.id < $1.id }
+    }
+
+    /// What `uid` holds over all its owners.
+    public func usage(uid: UInt32) -> Usage { usageByUID[uid] ?? Usage() }
+
+    /// The region's owner, if the region exists.
+    public func owner(of id: RegionID) -> OwnerID? {
+        regions[id].flatMap { files[$0]?.regions[id]?.owner }
     }
 
     public func statistics() -> EngineStatistics {
@@ -210,10 +293,16 @@ public final class Engine {
                    backing: file.backing, device: registrar.deviceName, state: region.state, keys: region.keys)
     }
 
-    static func openForWrite(_ fd: FileDescriptor) throws(EngineError) -> Bool {
+    /// How `fd` was opened, as the registration plan asks it.
+    public static func openMode(_ fd: FileDescriptor) throws(EngineError) -> OpenMode {
         let flags = fcntl(fd.rawValue, F_GETFL)
         guard flags >= 0 else { throw .system(op: "fcntl(F_GETFL)", errno: Errno(rawValue: errno)) }
-        return flags & O_ACCMODE == O_RDWR
+        if flags & MRL_O_PATH != 0 { return .path }
+        switch flags & O_ACCMODE {
+        case O_RDWR: return .readWrite
+        case O_WRONLY: return .writeOnly
+        default: return .readOnly
+        }
     }
 
     /// CLOCK_MONOTONIC in nanoseconds: the engine's one clock.
@@ -224,10 +313,22 @@ public final class Engine {
     }
 }
 
+extension Usage {
+    mutating func add(_ length: UInt64) {
+        regions += 1
+        bytes += length
+    }
+
+    mutating func remove(_ length: UInt64) {
+        regions -= 1
+        bytes -= length
+    }
+}
+
 /// What `verify` found.
 public struct ExtentDrift: Sendable, Equatable {
     public var region: RegionID
-    public var layoutChanged: Bool
+    public var layout: LayoutChange
     public var extentsBefore: Int
     public var extentsAfter: Int
 }

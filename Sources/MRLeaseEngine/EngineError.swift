@@ -1,57 +1,36 @@
+import LinuxFile
+import MRLeasePolicy
 import SystemPackage
 import Verbs
 
-/// Why the engine refused a request. `code` is the stable machine code the protocol puts on
-/// the wire; `description` is the message for humans: the operation, the errno, what to do.
+/// Why the engine refused a request: the plan's refusal (the request itself), or the state of
+/// the file, or a system call. `description` is the message for humans: the operation, the
+/// errno, what to do.
 public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// Someone else has the file open, so the kernel refuses our lease (EAGAIN).
+    /// The registration plan's refusal: the fd, the range or the device cannot serve it.
+    case refused(PlanRefusal)
+    /// The kernel refused our lease (EAGAIN: someone else has the file open), or the file is
+    /// being revoked or restored, or held read-only for other regions.
     case fileBusy(leaseType: String)
-    /// The fd's open mode does not allow the access asked for.
-    case accessDenied(String)
-    case notRegularFile(kind: String)
-    case rangeOutOfFile(offset: UInt64, length: UInt64, size: UInt64)
-    case badAlignment(offset: UInt64, pageSize: Int)
-    case strategyUnavailable(StrategyRefusal)
     case unknownRegion(RegionID)
     /// A system call failed where the caller can do nothing but report it.
     case system(op: String, errno: Errno)
 
-    public var code: String {
-        switch self {
-        case .fileBusy: "file-busy"
-        case .accessDenied: "access-denied"
-        case .notRegularFile: "not-regular-file"
-        case .rangeOutOfFile: "range-out-of-file"
-        case .badAlignment: "bad-alignment"
-        case .strategyUnavailable: "strategy-unavailable"
-        case .unknownRegion: "unknown-region"
-        case .system: "internal"
-        }
-    }
-
     public var errno: Errno? {
         switch self {
+        case .refused(let refusal): refusal.errno
         case .fileBusy: .resourceTemporarilyUnavailable
-        case .strategyUnavailable(let refusal): refusal.errno
+        case .unknownRegion: nil
         case .system(_, let errno): errno
-        default: nil
         }
     }
 
     public var description: String {
         switch self {
+        case .refused(let refusal):
+            refusal.message
         case .fileBusy(let type):
             "F_SETLEASE (\(type)) refused with EAGAIN: the file is open elsewhere (another process, or a second open of your own); close other opens, or pass the fd you use"
-        case .accessDenied(let why):
-            why
-        case .notRegularFile(let kind):
-            "the fd is a \(kind), not a regular file: only regular files can be registered"
-        case .rangeOutOfFile(let offset, let length, let size):
-            "range [\(offset), \(offset + length)) is not inside the file (size \(size)); extend the file first"
-        case .badAlignment(let offset, let page):
-            "offset \(offset) is not a multiple of the page size (\(page))"
-        case .strategyUnavailable(let refusal):
-            refusal.message
         case .unknownRegion(let region):
             "no region \(region) (deregistered, lost, or owned by another client)"
         case .system(let op, let errno):
@@ -65,10 +44,29 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
 public enum EngineEvent: Sendable, Equatable {
     /// Stop issuing RDMA to the region and acknowledge; at `deadline` (monotonic ns) the MR
     /// goes whether or not you did.
-    case revoking(RegionID, reason: String, deadline: UInt64)
+    case revoking(RegionID, cause: RevocationCause, deadline: UInt64)
     case revoked(RegionID)
-    case restored(RegionID, keys: MRKeys, layoutChanged: Bool)
-    case lost(RegionID, reason: String)
+    case restored(RegionID, keys: MRKeys, layout: LayoutChange)
+    /// `message` says how, where the reason alone does not (a failed re-registration).
+    case lost(RegionID, reason: RegionLoss, message: String?)
+
+    public var region: RegionID {
+        switch self {
+        case .revoking(let id, _, _), .revoked(let id), .restored(let id, _, _), .lost(let id, _, _): id
+        }
+    }
+}
+
+/// One event for one owner, as an engine call returns it: the engine never calls out while
+/// it is changing state; its caller routes what it returns.
+public struct EngineNotice: Sendable, Equatable {
+    public var owner: OwnerID
+    public var event: EngineEvent
+
+    public init(owner: OwnerID, event: EngineEvent) {
+        self.owner = owner
+        self.event = event
+    }
 }
 
 /// The keys and address a peer needs to reach a region through its current MR.
@@ -81,4 +79,11 @@ public struct MRKeys: Sendable, Equatable, Hashable, Codable {
         self.rkey = rkey
         self.address = address
     }
+}
+
+/// What one uid holds in regions, over all its owners.
+public struct Usage: Sendable, Equatable {
+    public var regions = 0
+    public var bytes: UInt64 = 0
+    public init() {}
 }

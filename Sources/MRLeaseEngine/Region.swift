@@ -1,10 +1,6 @@
 import LinuxFile
+import MRLeasePolicy
 import Verbs
-
-/// The state of a region as owners and operators see it.
-public enum RegionState: String, Sendable, Codable {
-    case registered, revoking, revoked, lost
-}
 
 /// A registered range of a tracked file, as `list` reports it.
 public struct RegionInfo: Sendable, Equatable {
@@ -41,24 +37,27 @@ public struct FileKey: Hashable, Sendable, Comparable, CustomStringConvertible {
 final class Region {
     let id: RegionID
     let owner: OwnerID
-    let offset: UInt64
-    let length: UInt64
-    let access: RegionAccess
+    /// The uid the owner runs as: usage is counted per uid.
+    let uid: UInt32
+    /// How it was registered; a restoration re-runs it with the strategy that worked.
+    let plan: RegistrationPlan
+    var offset: UInt64 { plan.offset }
+    var length: UInt64 { plan.length }
+    var access: RegionAccess { plan.access }
     var strategy: Strategy
     var strategyReason: String
     var state: RegionState = .registered
-    /// Whether the last restoration found the region's extents moved.
-    var layoutChanged = false
+    /// What the last restoration found of the region's extents.
+    var layout: LayoutChange = .unchanged
     var mapping: SharedMapping?
     var mr: (any RegisteredMemory)?
 
-    init(id: RegionID, owner: OwnerID, offset: UInt64, length: UInt64, access: RegionAccess,
+    init(id: RegionID, owner: OwnerID, uid: UInt32, plan: RegistrationPlan,
          strategy: Strategy, strategyReason: String, mapping: SharedMapping, mr: any RegisteredMemory) {
         self.id = id
         self.owner = owner
-        self.offset = offset
-        self.length = length
-        self.access = access
+        self.uid = uid
+        self.plan = plan
         self.strategy = strategy
         self.strategyReason = strategyReason
         self.mapping = mapping
@@ -75,6 +74,7 @@ final class Region {
         var failure: VerbsError?
         do { try mr?.deregister() } catch { failure = error }
         mr = nil
+        // munmap fails only for a range that is not a mapping (EINVAL): nothing left to undo.
         try? mapping?.unmap()
         mapping = nil
         return failure

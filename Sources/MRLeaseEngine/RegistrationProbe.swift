@@ -1,4 +1,5 @@
 import LinuxFile
+import MRLeasePolicy
 import SystemPackage
 import Verbs
 
@@ -44,6 +45,7 @@ public struct RegistrationProbe {
         } catch {
             return .failed(op: sync ? "mmap(MAP_SYNC)" : "mmap", errno: error)
         }
+        // munmap of our own fresh mapping fails only with EINVAL: nothing to undo.
         defer { try? mapping.unmap() }
         do {
             let pd = try context.allocateProtectionDomain()

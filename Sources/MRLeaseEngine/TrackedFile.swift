@@ -1,5 +1,30 @@
 import LinuxFile
+import MRLeasePolicy
 import SystemPackage
+
+/// What the engine knows of a file's block layout.
+enum Extents {
+    /// FIEMAP's answer; nil where the filesystem has no block layout (shmem).
+    case known(ExtentMap?)
+    /// FIEMAP failed: the layout could not be read, so no comparison with it can say
+    /// "unchanged".
+    case unknown(Errno)
+
+    /// Whether `[offset, offset+length)` moved from `self` to `now`.
+    func change(to now: Extents, offset: UInt64, length: UInt64) -> LayoutChange {
+        guard case .known(let before) = self, case .known(let after) = now else { return .unknown }
+        switch (before, after) {
+        case (nil, nil): return .unchanged
+        case (let before?, let after?): return before.differs(from: after, offset: offset, length: length) ? .changed : .unchanged
+        default: return .changed
+        }
+    }
+
+    func count(offset: UInt64, length: UInt64) -> Int {
+        guard case .known(let map?) = self else { return 0 }
+        return map.extents(overlapping: offset, length: length).count
+    }
+}
 
 /// One file with live regions: the engine's own fd for it, its lease, the extent map the
 /// regions were registered against, and the lifecycle that revokes and restores them together.
@@ -10,10 +35,12 @@ final class TrackedFile {
     let fd: FileDescriptor
     let writable: Bool
     let backing: Backing
-    var extents: ExtentMap?
+    var extents: Extents
     var size: UInt64
     var lifecycle = FileLifecycle(regions: [])
     var regions: [RegionID: Region] = [:]
+    /// How a region about to be reported lost was lost, where the reason alone does not say.
+    var lossMessages: [RegionID: String] = [:]
     /// The strategy that worked last, per writability, tried first for the next region.
     var strategyCache: [Bool: Strategy] = [:]
     var leaseHeld = false
@@ -22,7 +49,7 @@ final class TrackedFile {
     /// When the current break arrived (monotonic ns), for break-to-unlock latency.
     var breakStarted: UInt64?
 
-    init(key: FileKey, fd: FileDescriptor, writable: Bool, backing: Backing, size: UInt64, extents: ExtentMap?, timing: FileLifecycle.Timing) {
+    init(key: FileKey, fd: FileDescriptor, writable: Bool, backing: Backing, size: UInt64, extents: Extents, timing: FileLifecycle.Timing) {
         self.key = key
         self.fd = fd
         self.writable = writable
@@ -33,14 +60,24 @@ final class TrackedFile {
     }
 
     /// Writable regions need a write lease on the O_RDWR fd: a read lease is refused while any
-    /// writable fd exists, our own included (KERNEL-FACTS).
+    /// writable fd exists, our own included (docs/kernel-matrix.md).
     var leaseType: LeaseType { writable ? .write : .read }
 
     var lease: FileLease { FileLease(fd: fd) }
+}
 
-    /// FIEMAP, synced; nil where the filesystem has no block layout (shmem answers EOPNOTSUPP).
-    static func readExtents(_ fd: FileDescriptor, backing: Backing) throws(Errno) -> ExtentMap? {
-        do {
+/// Reads a file's extents: FIEMAP, synced. The engine's one way to look at a layout, behind a
+/// seam so a test can make it fail after registration.
+public struct ExtentReader: Sendable {
+    let read: @Sendable (FileDescriptor, Backing) throws(Errno) -> ExtentMap?
+
+    public init(_ read: @escaping @Sendable (FileDescriptor, Backing) throws(Errno) -> ExtentMap?) {
+        self.read = read
+    }
+
+    /// FIEMAP; nil where the filesystem has no block layout (shmem answers EOPNOTSUPP).
+    public static let fiemap = ExtentReader { fd, backing throws(Errno) in
+        do throws(Errno) {
             return try fd.extents(sync: true)
         } catch {
             if backing == .shmem && (error == .notSupported || error == .inappropriateIOCTLForDevice) { return nil }

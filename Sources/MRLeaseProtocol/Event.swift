@@ -34,16 +34,23 @@ public enum Event: Sendable, Equatable {
         public var lkey: UInt32
         public var rkey: UInt32
         public var address: UInt64
-        /// The file's extents moved while the region was revoked (the data is the file's, but
-        /// anything cached about its physical layout is stale).
-        public var layoutChanged: Bool
+        /// Whether the file's extents moved while the region was revoked (the data is the
+        /// file's, but anything cached about its physical layout is stale); `unknown` when the
+        /// daemon could not read them.
+        public var layout: LayoutStatus
+        /// `layout` as a boolean: true unless known to be unchanged.
+        public var layoutChanged: Bool { layout.mayHaveChanged }
 
-        public init(region: UInt64, lkey: UInt32, rkey: UInt32, address: UInt64, layoutChanged: Bool) {
+        public init(region: UInt64, lkey: UInt32, rkey: UInt32, address: UInt64, layout: LayoutStatus) {
             self.region = region
             self.lkey = lkey
             self.rkey = rkey
             self.address = address
-            self.layoutChanged = layoutChanged
+            self.layout = layout
+        }
+
+        public init(region: UInt64, lkey: UInt32, rkey: UInt32, address: UInt64, layoutChanged: Bool) {
+            self.init(region: region, lkey: lkey, rkey: rkey, address: address, layout: layoutChanged ? .changed : .unchanged)
         }
     }
 
@@ -97,7 +104,7 @@ extension Event {
             self = .revoked(region: region)
         case .restored:
             self = .restored(Restored(region: region, lkey: try f.uint32("lkey"), rkey: try f.uint32("rkey"),
-                                      address: try f.uint64("address"), layoutChanged: try f.bool("layoutChanged")))
+                                      address: try f.uint64("address"), layout: try f.layout()))
         case .lost:
             self = .lost(Lost(region: region, reason: try f.enumValue("reason"), message: try f.stringIfPresent("message")))
         }
@@ -119,6 +126,7 @@ extension Event {
             o.set("rkey", .integer(event.rkey))
             o.set("address", .integer(event.address))
             o.set("layoutChanged", .bool(event.layoutChanged))
+            o.set("layout", .string(event.layout.rawValue))
         case .lost(let event):
             o.set("reason", .string(event.reason.rawValue))
             o.set("message", event.message.map(JSONValue.string))

@@ -213,7 +213,7 @@ extension Statistics.Latency {
 
 extension Verification {
     init(_ f: Fields) throws(ProtocolError) {
-        layoutChanged = try f.bool("layoutChanged")
+        layout = try f.layout()
         extentsBefore = try f.uint64("extentsBefore")
         extentsAfter = try f.uint64("extentsAfter")
     }
@@ -221,8 +221,18 @@ extension Verification {
     var json: JSONValue {
         var o = ObjectWriter()
         o.set("layoutChanged", .bool(layoutChanged))
+        o.set("layout", .string(layout.rawValue))
         o.set("extentsBefore", .integer(extentsBefore))
         o.set("extentsAfter", .integer(extentsAfter))
         return o.value
+    }
+}
+
+extension Fields {
+    /// `layout`, or from `layoutChanged` where it is missing: `layout` is newer, and a daemon
+    /// without it knew only the boolean.
+    func layout() throws(ProtocolError) -> LayoutStatus {
+        if let layout: LayoutStatus = try enumIfPresent("layout") { return layout }
+        return try bool("layoutChanged") ? .changed : .unchanged
     }
 }

@@ -201,13 +201,19 @@ public struct Statistics: Sendable, Equatable {
 
 /// The file's extent map now against the one recorded at registration, answered to `verify`.
 public struct Verification: Sendable, Equatable {
-    public var layoutChanged: Bool
+    public var layout: LayoutStatus
     public var extentsBefore: UInt64
     public var extentsAfter: UInt64
+    /// `layout` as a boolean: true unless known to be unchanged.
+    public var layoutChanged: Bool { layout.mayHaveChanged }
 
-    public init(layoutChanged: Bool, extentsBefore: UInt64, extentsAfter: UInt64) {
-        self.layoutChanged = layoutChanged
+    public init(layout: LayoutStatus, extentsBefore: UInt64, extentsAfter: UInt64) {
+        self.layout = layout
         self.extentsBefore = extentsBefore
         self.extentsAfter = extentsAfter
+    }
+
+    public init(layoutChanged: Bool, extentsBefore: UInt64, extentsAfter: UInt64) {
+        self.init(layout: layoutChanged ? .changed : .unchanged, extentsBefore: extentsBefore, extentsAfter: extentsAfter)
     }
 }

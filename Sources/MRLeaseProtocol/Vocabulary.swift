@@ -56,6 +56,19 @@ public enum LossReason: String, Sendable, Hashable, CaseIterable {
     case unlinked
     /// Registering the MR again failed; the event's message says how.
     case restoreFailed = "restore-failed"
+    /// An operator revoked the region; it will not come back.
+    case revoked
+}
+
+/// Whether a region's extents moved while it was revoked (`restored`), or since it was
+/// registered (`verify`). `unknown`: the daemon could not read the layout (FIEMAP failed), so
+/// it does not claim "unchanged".
+public enum LayoutStatus: String, Sendable, Hashable, CaseIterable {
+    case changed, unchanged, unknown
+
+    /// The boolean `layoutChanged` every message also carries: true unless the layout is
+    /// known to be unchanged, so a client that reads only the boolean stays safe.
+    public var mayHaveChanged: Bool { self != .unchanged }
 }
 
 extension Set where Element == Access {

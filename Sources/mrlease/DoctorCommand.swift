@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MRLeaseEngine
+import MRLeasePolicy
 
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,4 +1,5 @@
 import MRLeaseEngine
+import MRLeasePolicy
 
 /// The doctor's human-readable form: one section for the host, one per file.
 enum DoctorText {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MRLeaseEngine
+import MRLeasePolicy
 import MRLeaseProtocol
 import Verbs
 
@@ -36,7 +37,7 @@ extension BenchCommand {
         if let verbs {
             var logger = Logger(label: "mrleased.bench")
             logger.logLevel = .warning
-            let engine = try Engine(registrar: verbs, logger: logger) { _, _ in }
+            let engine = try Engine(registrar: verbs, logger: logger)
             // 2 MiB regions repeat every 20 over a 40 MiB file per side, as in the engine benchmark.
             let bench = try DaemonRegistrationBenchmark(client: client, engine: engine, directory: scratch, size: 40 << 20)
             let row: DaemonRegistrationCase

@@ -3,6 +3,7 @@ import Foundation
 import LinuxFile
 import Logging
 import MRLeaseEngine
+import MRLeasePolicy
 import MRLeaseProtocol
 import SystemPackage
 import Verbs
@@ -142,9 +143,7 @@ struct BenchCommand: ParsableCommand {
         let events = EventLog()
         let timing = FileLifecycle.Timing(quiesce: quiesceMs * 1_000_000, initialBackoff: restoreBackoffMs * 1_000_000,
                                           maxBackoff: max(2_000_000_000, restoreBackoffMs * 1_000_000))
-        let engine = try Engine(registrar: chosen, configuration: .init(timing: timing), logger: logger) { _, event in
-            events.record(event)
-        }
+        let engine = try Engine(registrar: chosen, configuration: .init(timing: timing), logger: logger)
 
         var report = Report(label: label ?? "", kernel: Self.kernelRelease(), guest: ProcessInfo.processInfo.environment["MRLEASED_VM"] != nil,
                             directory: directory, registrar: registrarNote, stub: isStub)

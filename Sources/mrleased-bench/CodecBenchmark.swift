@@ -1,4 +1,5 @@
 import MRLeaseEngine
+import MRLeasePolicy
 import MRLeaseProtocol
 
 /// `--codec`: what the protocol's JSON costs per message, with no socket and no daemon: the

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import LinuxFile
 import MRLeaseEngine
+import MRLeasePolicy
 
 /// The floor for a request round trip: a `SOCK_SEQPACKET` socketpair whose other end a child
 /// process (this executable, `--echo-peer`, its end as stdin) serves with blocking `recv` and

@@ -1,18 +1,23 @@
 import MRLeaseEngine
+import MRLeasePolicy
 
-/// What the engine told the benchmark's one owner, collected outside the engine: acknowledging
-/// from inside `onEvent` would re-enter the engine while it is still carrying out actions.
+/// What the engine's calls returned to the benchmark's one owner, collected for the loop that
+/// acknowledges them.
 final class EventLog {
     var revoking: [RegionID] = []
     var restored = 0
     var lost: [String] = []
+
+    func record(_ notices: [EngineNotice]) {
+        for notice in notices { record(notice.event) }
+    }
 
     func record(_ event: EngineEvent) {
         switch event {
         case .revoking(let id, _, _): revoking.append(id)
         case .revoked: break
         case .restored: restored += 1
-        case .lost(let id, let reason): lost.append("\(id) \(reason)")
+        case .lost(let id, let reason, _): lost.append("\(id) \(reason)")
         }
     }
 

@@ -1,6 +1,7 @@
 import Glibc
 import LinuxFile
 import MRLeaseEngine
+import MRLeasePolicy
 import MRLeaseProtocol
 
 /// The request round trip under one CPU placement: `stats` through the daemon against the

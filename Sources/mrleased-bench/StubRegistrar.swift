@@ -1,4 +1,5 @@
 import MRLeaseEngine
+import MRLeasePolicy
 import Verbs
 
 /// For a host without RDMA: hands out fake keys so the engine's lease and revocation path can

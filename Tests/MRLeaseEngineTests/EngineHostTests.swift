@@ -7,71 +7,30 @@ import Verbs
 import XCTest
 
 @testable import MRLeaseEngine
-
-/// A registrar double: no RDMA here, so it hands out fake keys and records, at each
-/// deregistration, whether the file's lease and the region's mapping were still in place.
-/// It checks ordering and error paths; it never stands for RDMA working (the VM tests do).
-final class RecordingRegistrar: Registrar {
-    final class FakeMR: RegisteredMemory {
-        let lkey: UInt32, rkey: UInt32, address: UInt64
-        let onDeregister: (FakeMR) -> Void
-        init(key: UInt32, address: UInt64, onDeregister: @escaping (FakeMR) -> Void) {
-            lkey = key
-            rkey = key | 0x8000_0000
-            self.address = address
-            self.onDeregister = onDeregister
-        }
-        func deregister() throws(VerbsError) { onDeregister(self) }
-    }
-
-    var deviceName: String { "fake0" }
-    var odp: ODPCaps
-    var nextKey: UInt32 = 1
-    var steps: [String] = []
-    var inode: UInt64 = 0
-    var refuse: [AccessFlags: Errno] = [:]
-
-    init(odp: ODPCaps = ODPCaps(supported: true, implicit: false, rc: [.read, .write, .atomic])) {
-        self.odp = odp
-    }
-
-    func register(owner: OwnerID, address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
-        if let errno = refuse.first(where: { flags.isSuperset(of: $0.key) })?.value {
-            throw VerbsError(op: "ibv_reg_mr", errno: errno)
-        }
-        defer { nextKey += 1 }
-        steps.append("register \(flags.contains(.onDemand) ? "odp" : "pinned")")
-        return FakeMR(key: nextKey, address: UInt64(UInt(bitPattern: address))) { [unowned self] mr in
-            let leased = Self.leaseHeld(inode: self.inode)
-            let mapped = Self.isMapped(address: mr.address)
-            self.steps.append("deregister lease=\(leased) mapped=\(mapped)")
-        }
-    }
-
-    func release(owner: OwnerID) { steps.append("release \(owner)") }
-
-    /// /proc/locks lists leases as "N: LEASE  ACTIVE|BREAKING  WRITE|READ|UNLCK  pid  maj:min:ino …".
-    static func leaseHeld(inode: UInt64) -> Bool {
-        let locks = (try? readProcFile("/proc/locks")) ?? ""
-        return locks.split(separator: "\n").contains { $0.contains("LEASE") && $0.contains(":\(inode) ") }
-    }
-
-    static func isMapped(address: UInt64) -> Bool {
-        let maps = (try? readProcFile("/proc/self/maps")) ?? ""
-        return maps.split(separator: "\n").contains { line in
-            let range = line.prefix { $0 != " " }.split(separator: "-").compactMap { UInt64($0, radix: 16) }
-            return range.count == 2 && range[0] <= address && address < range[1]
-        }
-    }
-}
+import MRLeasePolicy
 
 final class EngineHostTests: XCTestCase {
+    /// What the engine's calls returned, in order.
     var events: [(OwnerID, EngineEvent)] = []
     let owner = OwnerID(1)
 
-    func makeEngine(_ registrar: RecordingRegistrar = RecordingRegistrar(), timing: FileLifecycle.Timing = .init()) throws -> Engine {
-        try Engine(registrar: registrar, configuration: .init(timing: timing)) { [unowned self] owner, event in
-            self.events.append((owner, event))
+    func makeEngine(_ registrar: RecordingRegistrar = RecordingRegistrar(), timing: FileLifecycle.Timing = .init(),
+                    extentReader: ExtentReader = .fiemap) throws -> Engine {
+        try Engine(registrar: registrar, configuration: .init(timing: timing, extentReader: extentReader))
+    }
+
+    func record(_ notices: [EngineNotice]) {
+        events += notices.map { ($0.owner, $0.event) }
+    }
+
+    /// The wire code an engine error becomes (the daemon's mapping is tested in its own suite).
+    func code(_ error: Error) -> String {
+        switch error as? EngineError {
+        case .refused(let refusal): refusal.code.rawValue
+        case .fileBusy: "file-busy"
+        case .unknownRegion: "unknown-region"
+        case .system: "internal"
+        case nil: "not an EngineError: \(error)"
         }
     }
 
@@ -88,7 +47,7 @@ final class EngineHostTests: XCTestCase {
     /// Polls the engine until `done` or `seconds` pass.
     func drive(_ engine: Engine, seconds: Double = 10, until done: () -> Bool) {
         let deadline = Date().addingTimeInterval(seconds)
-        while !done() && Date() < deadline { engine.poll(timeout: .milliseconds(10)) }
+        while !done() && Date() < deadline { record(engine.poll(timeout: .milliseconds(10))) }
     }
 
     func spawn(_ tool: String, _ arguments: [String]) throws -> Process {
@@ -117,9 +76,9 @@ final class EngineHostTests: XCTestCase {
         let child = try spawn("/usr/bin/perl", ["-e", "truncate($ARGV[0], 8192) or die $!", path])
         drive(engine) { self.events.contains { if case .revoking = $0.1 { return true }; return false } }
         // The owner acknowledges both regions: revocation must not wait for the deadline.
-        for case (_, .revoking(let id, let reason, _)) in events {
-            XCTAssertEqual(reason, "lease-break")
-            try engine.acknowledge(id)
+        for case (_, .revoking(let id, let cause, _)) in events {
+            XCTAssertEqual(cause, .leaseBreak)
+            record(try engine.acknowledge(id))
         }
         drive(engine) { !child.isRunning }
         let blocked = Date().timeIntervalSince(start)
@@ -136,7 +95,7 @@ final class EngineHostTests: XCTestCase {
             case .revoking(let id, _, _): "revoking \(id)"
             case .revoked(let id): "revoked \(id)"
             case .restored(let id, _, _): "restored \(id)"
-            case .lost(let id, let reason): "lost \(id) \(reason)"
+            case .lost(let id, let reason, _): "lost \(id) \(reason.rawValue)"
             }
         }
         XCTAssertEqual(kinds, ["revoking \(kept.id)", "revoking \(cut.id)", "revoked \(kept.id)", "revoked \(cut.id)",
@@ -165,7 +124,7 @@ final class EngineHostTests: XCTestCase {
         XCTAssertLessThan(blocked, 5)
         print("[measure] cat blocked \(String(format: "%.3f", blocked)) s without acks (quiesce 100 ms)")
         drive(engine) { self.events.contains { if case .restored = $0.1 { return true }; return false } }
-        XCTAssertTrue(events.contains { if case .restored(_, _, false) = $0.1 { return true }; return false },
+        XCTAssertTrue(events.contains { if case .restored(_, _, .unchanged) = $0.1 { return true }; return false },
                       "a read changes no layout: \(events)")
     }
 
@@ -178,7 +137,7 @@ final class EngineHostTests: XCTestCase {
         drive(engine) { self.events.contains { if case .restored = $0.1 { return true }; return false } }
         child.waitUntilExit()
         XCTAssertEqual(child.terminationStatus, 0)
-        XCTAssertTrue(events.contains { if case .restored(region.id, _, true) = $0.1 { return true }; return false },
+        XCTAssertTrue(events.contains { if case .restored(region.id, _, .changed) = $0.1 { return true }; return false },
                       "hole punch must show as layoutChanged: \(events)")
     }
 
@@ -190,30 +149,30 @@ final class EngineHostTests: XCTestCase {
 
         let readOnly = try FileDescriptor.open(FilePath(path), .readOnly)
         XCTAssertThrowsError(try engine.register(owner: owner, fd: readOnly, offset: 0, length: 4096, access: [.write])) {
-            XCTAssertEqual(($0 as? EngineError)?.code, "access-denied")
+            XCTAssertEqual(self.code($0), "access-denied")
         }
         // Our second open makes the write lease impossible: file-busy, not a generic failure.
         XCTAssertThrowsError(try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])) {
-            XCTAssertEqual(($0 as? EngineError)?.code, "file-busy")
+            XCTAssertEqual(self.code($0), "file-busy")
             XCTAssertEqual(($0 as? EngineError)?.errno, .resourceTemporarilyUnavailable)
         }
         try readOnly.close()
         XCTAssertThrowsError(try engine.register(owner: owner, fd: fd, offset: 100, length: 4096, access: [.read])) {
-            XCTAssertEqual(($0 as? EngineError)?.code, "bad-alignment")
+            XCTAssertEqual(self.code($0), "bad-alignment")
         }
         XCTAssertThrowsError(try engine.register(owner: owner, fd: fd, offset: 1 << 20, length: 4096, access: [.read])) {
-            XCTAssertEqual(($0 as? EngineError)?.code, "range-out-of-file")
+            XCTAssertEqual(self.code($0), "range-out-of-file")
         }
         let directory = try FileDescriptor.open(FilePath(scratch.path), .readOnly)
         XCTAssertThrowsError(try engine.register(owner: owner, fd: directory, offset: 0, length: 4096, access: [.read])) {
-            XCTAssertEqual(($0 as? EngineError)?.code, "not-regular-file")
+            XCTAssertEqual(self.code($0), "not-regular-file")
         }
         try directory.close()
 
         let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
         XCTAssertEqual(engine.statistics().leasesHeld, 1)
-        try engine.deregister(region.id)
-        XCTAssertThrowsError(try engine.deregister(region.id)) { XCTAssertEqual(($0 as? EngineError)?.code, "unknown-region") }
+        record(try engine.deregister(region.id))
+        XCTAssertThrowsError(try engine.deregister(region.id)) { XCTAssertEqual(self.code($0), "unknown-region") }
         XCTAssertEqual(engine.statistics().leasesHeld, 0)
         XCTAssertEqual(engine.statistics().files, 0)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count, before)
@@ -230,7 +189,7 @@ final class EngineHostTests: XCTestCase {
         registrar.refuse = [[.onDemand]: .invalidArgument, [.remoteWrite]: .badAddress]
         XCTAssertThrowsError(try engine.register(owner: owner, fd: fd, offset: 4096, length: 4096, access: [.read, .write])) { error in
             let engineError = error as? EngineError
-            XCTAssertEqual(engineError?.code, "strategy-unavailable")
+            XCTAssertEqual(self.code(error), "strategy-unavailable")
             XCTAssertEqual(engineError?.errno, .badAddress)
             XCTAssertTrue("\(error)".contains("EFAULT"), "\(error)")
         }
@@ -249,14 +208,14 @@ final class EngineHostTests: XCTestCase {
                                              length: 4096, access: [.read, .write])
             if page % 2 == 0 { mine.append(region.id) } else { others.append(region.id) }
         }
-        try engine.deregister(mine[1], owner: OwnerID(1))
+        record(try engine.deregister(mine[1], owner: OwnerID(1)))
         XCTAssertEqual(engine.list(owner: OwnerID(1)).map(\.id), [mine[0], mine[2]])
         XCTAssertEqual(engine.list(owner: OwnerID(2)).map(\.id), others)
         XCTAssertEqual(engine.list(owner: OwnerID(3)), [])
-        engine.release(owner: OwnerID(1))
+        record(engine.release(owner: OwnerID(1)))
         XCTAssertEqual(engine.list().map(\.id), others)
         XCTAssertEqual(engine.list(owner: OwnerID(1)), [])
-        engine.release(owner: OwnerID(1))   // twice: nothing left to do
+        record(engine.release(owner: OwnerID(1)))   // twice: nothing left to do
         XCTAssertEqual(engine.list(owner: OwnerID(2)).map(\.id), others)
         XCTAssertEqual(engine.statistics().leasesHeld, 1)
         XCTAssertTrue(registrar.steps.contains("release o1"))
@@ -272,7 +231,7 @@ final class EngineHostTests: XCTestCase {
         drive(engine) { self.events.contains { if case .lost = $0.1 { return true }; return false } }
         child.waitUntilExit()
         XCTAssertEqual(child.terminationStatus, 0)
-        XCTAssertTrue(events.contains { $0.1 == .lost(region.id, reason: "unlinked") }, "\(events)")
+        XCTAssertTrue(events.contains { $0.1 == .lost(region.id, reason: .unlinked, message: nil) }, "\(events)")
         XCTAssertEqual(engine.list(), [])
         XCTAssertEqual(engine.list(owner: owner), [], "a lost region leaves its owner's list")
         XCTAssertEqual(engine.statistics().files, 0, "a lost file is no longer tracked")
@@ -283,11 +242,11 @@ final class EngineHostTests: XCTestCase {
         defer { try? fd.close(); _ = scratch }
         let engine = try makeEngine()
         let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 1 << 20, access: [.read, .write])
-        XCTAssertEqual(try engine.verify(region.id).layoutChanged, false)
+        XCTAssertEqual(try engine.verify(region.id).layout, .unchanged)
         // Our own open file description does not break our lease: only verify can see this.
         XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 65536, 65536), 0)
         let drift = try engine.verify(region.id)
-        XCTAssertTrue(drift.layoutChanged)
+        XCTAssertEqual(drift.layout, .changed)
         XCTAssertGreaterThan(drift.extentsAfter, drift.extentsBefore)
     }
 
@@ -299,11 +258,11 @@ final class EngineHostTests: XCTestCase {
         let engine = try makeEngine(registrar)
         let first = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
         let second = try engine.register(owner: owner, fd: fd, offset: 4096, length: 4096, access: [.read])
-        try engine.revoke(first.id)
-        XCTAssertEqual(events.map(\.1), [.lost(first.id, reason: "revoked")])
+        record(try engine.revoke(first.id))
+        XCTAssertEqual(events.map(\.1), [.lost(first.id, reason: .revoked, message: "revoked by an operator")])
         XCTAssertEqual(engine.list().map(\.id), [second.id])
         XCTAssertEqual(registrar.steps.last, "deregister lease=true mapped=true")
-        engine.revoke(file: try XCTUnwrap(engine.list().first?.file))
+        record(engine.revoke(file: try XCTUnwrap(engine.list().first?.file)))
         XCTAssertEqual(engine.statistics().leasesHeld, 0)
     }
 }

@@ -6,6 +6,7 @@ import Verbs
 import XCTest
 
 @testable import MRLeaseEngine
+import MRLeasePolicy
 
 /// The engine with real MRs on the guest's rxe0, real filesystems and real tools as the other
 /// process. Runs in Scripts/vm-test on 6.1 and 7.x; skips on a host without RDMA.
@@ -15,26 +16,26 @@ final class EngineVMTests: XCTestCase {
 
     func makeEngine() throws -> (Engine, VerbsRegistrar) {
         let registrar = try VerbsRegistrar(deviceNamed: try Facility.rdmaDevice.require())
-        let engine = try Engine(registrar: registrar) { [unowned self] _, event in self.events.append(event) }
+        let engine = try Engine(registrar: registrar)
         return (engine, registrar)
     }
 
     func drive(_ engine: Engine, seconds: Double = 20, until done: () -> Bool) {
         let deadline = Date().addingTimeInterval(seconds)
-        while !done() && Date() < deadline { engine.poll(timeout: .milliseconds(10)) }
+        while !done() && Date() < deadline { events += engine.poll(timeout: .milliseconds(10)).map(\.event) }
     }
 
     func settled(_ id: RegionID) -> Bool {
         events.contains {
             switch $0 {
-            case .restored(id, _, _), .lost(id, _): true
+            case .restored(id, _, _), .lost(id, _, _): true
             default: false
             }
         }
     }
 
     func restoredKeys(_ id: RegionID) -> (MRKeys, Bool)? {
-        for case .restored(id, let keys, let changed) in events { return (keys, changed) }
+        for case .restored(id, let keys, let layout) in events { return (keys, layout == .changed) }
         return nil
     }
 
@@ -99,7 +100,8 @@ final class EngineVMTests: XCTestCase {
             // FS-DAX without ODP (rxe before ~6.14): the refusal itself is the expected result.
             let facts = try FileFacts.inspect(fd)
             guard facts.backing == .fsDAX, TestKernel.release.major < 7 else { throw error }
-            XCTAssertEqual(error.code, "strategy-unavailable")
+            guard case .refused(let refusal) = error else { return XCTFail("expected a refusal: \(error)") }
+            XCTAssertEqual(refusal.code, .strategyUnavailable)
             XCTAssertEqual(error.errno, .notSupported, "\(error)")
             XCTAssertTrue("\(error)".contains("no ODP support"), "\(error)")
             return
@@ -121,7 +123,7 @@ final class EngineVMTests: XCTestCase {
         XCTAssertTrue(try RDMAResources.memoryRegionKeys().contains(newKeys.rkey))
         if let expectLayoutChange { XCTAssertEqual(changed, expectLayoutChange, "layoutChanged") }
         if let newSize, newSize <= far.offset {
-            XCTAssertTrue(events.contains(.lost(far.id, reason: "range-truncated")), "\(events)")
+            XCTAssertTrue(events.contains { if case .lost(far.id, .rangeTruncated, _) = $0 { true } else { false } }, "\(events)")
         } else {
             XCTAssertNotNil(restoredKeys(far.id), "\(events)")
         }
@@ -133,7 +135,7 @@ final class EngineVMTests: XCTestCase {
         try rdmaWrite(registrar, region: restored, byte: 0x3C)
         XCTAssertEqual(try fileBytes(fd, offset: 4095, count: 1), [0x3C])
 
-        engine.release(owner: owner)
+        events += engine.release(owner: owner).map(\.event)
         XCTAssertEqual(engine.statistics().leasesHeld, 0)
         XCTAssertEqual(try RDMAResources.memoryRegionKeys(), mrsBefore, "no MR left behind")
         let fdsAfter = RDMAResources.openFDs()
@@ -208,7 +210,7 @@ final class EngineVMTests: XCTestCase {
         XCTAssertEqual(events.filter { if case .restored = $0 { return true }; return false }.count, 1000)
         XCTAssertLessThan(result.seconds, 10)
         print("[measure] 1000 regions: cat took \(String(format: "%.3f", result.seconds)) s; break-to-unlock p50 \(engine.statistics().breakToUnlock.quantileMicros(0.5) ?? 0) µs")
-        engine.release(owner: owner)
+        events += engine.release(owner: owner).map(\.event)
         XCTAssertEqual(try RDMAResources.memoryRegionKeys(), [])
     }
 }

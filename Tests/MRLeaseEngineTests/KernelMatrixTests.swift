@@ -1,5 +1,6 @@
 import LinuxFile
 import MRLeaseEngine
+import MRLeasePolicy
 import TestSupport
 import XCTest
 

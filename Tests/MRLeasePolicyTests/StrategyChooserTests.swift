@@ -1,32 +1,31 @@
 import LinuxFile
 import SystemPackage
-import Verbs
 import XCTest
 
-@testable import MRLeaseEngine
+@testable import MRLeasePolicy
 
-/// The decision alone, fed the answers KERNEL-FACTS measured on 6.1 and 7.x.
+/// The decision alone, fed the answers docs/kernel-matrix.md measured on 6.1 and 7.x.
 final class StrategyChooserTests: XCTestCase {
-    let rxe61 = ODPCaps.none
-    let rxe7 = ODPCaps(supported: true, implicit: false, rc: [.send, .recv, .write, .read, .atomic, .srqRecv])
+    let rxe61 = DeviceCapabilities(name: "rxe0", odpSupported: false, odpRC: [], odpRCText: "none")
+    let rxe7 = DeviceCapabilities(name: "rxe0", odpSupported: true, odpRC: [.read, .write, .atomic],
+                                  odpRCText: "SEND,RECV,WRITE,READ,ATOMIC,SRQ_RECV")
 
     func trials(pinnedWrite: TrialOutcome, pinnedRead: TrialOutcome = .registered, odp: TrialOutcome) -> [Trial] {
-        let access: RegionAccess = [.read, .write]
-        return [
-            Trial(kind: .pinnedWrite, flags: TrialKind.pinnedWrite.flags(for: access), outcome: pinnedWrite),
-            Trial(kind: .pinnedReadOnly, flags: TrialKind.pinnedReadOnly.flags(for: access), outcome: pinnedRead),
-            Trial(kind: .odp, flags: TrialKind.odp.flags(for: access), outcome: odp),
+        [
+            Trial(kind: .pinnedWrite, flags: "LOCAL_WRITE|REMOTE_WRITE|REMOTE_READ", outcome: pinnedWrite),
+            Trial(kind: .pinnedReadOnly, flags: "REMOTE_READ", outcome: pinnedRead),
+            Trial(kind: .odp, flags: "LOCAL_WRITE|REMOTE_WRITE|REMOTE_READ|ON_DEMAND", outcome: odp),
         ]
     }
 
     func testFSDAXOn61IsRefusedNamingEOPNOTSUPPAndMissingODP() {
         let decision = StrategyChooser.choose(
-            device: "rxe0", odp: rxe61, backing: .fsDAX, access: [.read, .write],
+            device: rxe61, backing: .fsDAX, access: [.read, .write],
             trials: trials(pinnedWrite: .failed(op: "ibv_reg_mr", errno: .notSupported),
                            odp: .failed(op: "ibv_reg_mr", errno: .invalidArgument)))
         guard case .refuse(let refusal) = decision else { return XCTFail("expected a refusal, got \(decision)") }
         XCTAssertEqual(refusal.errno, .notSupported)
-        XCTAssertEqual(refusal.code, "strategy-unavailable")
+        XCTAssertEqual(refusal.code, .strategyUnavailable)
         XCTAssertTrue(refusal.message.contains("EOPNOTSUPP"), refusal.message)
         XCTAssertTrue(refusal.message.contains("no ODP support"), refusal.message)
         XCTAssertTrue(refusal.message.contains("never long-term pins FS-DAX"), refusal.message)
@@ -34,23 +33,23 @@ final class StrategyChooserTests: XCTestCase {
 
     func testFSDAXOn7UsesODP() {
         let decision = StrategyChooser.choose(
-            device: "rxe0", odp: rxe7, backing: .fsDAX, access: [.read, .write],
+            device: rxe7, backing: .fsDAX, access: [.read, .write],
             trials: trials(pinnedWrite: .failed(op: "ibv_reg_mr", errno: .notSupported), odp: .registered))
         XCTAssertEqual(decision.strategy, .odp)
     }
 
     func testWritablePageCacheOn61IsPinnedBecauseNoODP() {
         let decision = StrategyChooser.choose(
-            device: "rxe0", odp: rxe61, backing: .pageCache, access: [.read, .write],
+            device: rxe61, backing: .pageCache, access: [.read, .write],
             trials: trials(pinnedWrite: .registered, odp: .failed(op: "ibv_reg_mr", errno: .invalidArgument)))
         guard case .use(.pinned, let reason) = decision else { return XCTFail("expected pinned, got \(decision)") }
         XCTAssertTrue(reason.contains("no ODP support"), reason)
     }
 
     func testWritablePageCacheRefusedWithEFAULTExplainedWhenODPLacksWrite() {
-        let readOnlyODP = ODPCaps(supported: true, implicit: false, rc: [.read])
+        let readOnlyODP = DeviceCapabilities(name: "mlx5_0", odpSupported: true, odpRC: [.read], odpRCText: "READ")
         let decision = StrategyChooser.choose(
-            device: "mlx5_0", odp: readOnlyODP, backing: .pageCache, access: [.read, .write],
+            device: readOnlyODP, backing: .pageCache, access: [.read, .write],
             trials: trials(pinnedWrite: .failed(op: "ibv_reg_mr", errno: .badAddress), odp: .registered))
         guard case .refuse(let refusal) = decision else { return XCTFail("expected a refusal, got \(decision)") }
         XCTAssertEqual(refusal.errno, .badAddress)
@@ -58,23 +57,9 @@ final class StrategyChooserTests: XCTestCase {
         XCTAssertTrue(refusal.message.contains("RC ODP lacks WRITE"), refusal.message)
     }
 
-    func testReadOnlyAccessNeverAsksForRemoteWrite() {
-        let access: RegionAccess = [.read]
-        XCTAssertEqual(access.verbsFlags, [.remoteRead])
-        XCTAssertFalse(TrialKind.odp.flags(for: access).contains(.remoteWrite))
-        XCTAssertFalse(TrialKind.pinnedReadOnly.flags(for: access).contains(.localWrite))
-        XCTAssertEqual(TrialKind.odp.flags(for: access), [.remoteRead, .onDemand])
-    }
-
-    func testWriteAndAtomicAccessCarryLocalWrite() {
-        XCTAssertEqual(RegionAccess.write.verbsFlags, [.remoteWrite, .localWrite])
-        XCTAssertEqual(RegionAccess.atomic.verbsFlags, [.remoteAtomic, .localWrite])
-        XCTAssertEqual(RegionAccess([.read, .atomic]).requiredODP, [.read, .atomic])
-    }
-
     func testPreferencePinnedRefusesWhenOnlyODPWorks() {
         let decision = StrategyChooser.choose(
-            device: "rxe0", odp: rxe7, backing: .fsDAX, access: [.read, .write],
+            device: rxe7, backing: .fsDAX, access: [.read, .write],
             trials: trials(pinnedWrite: .failed(op: "ibv_reg_mr", errno: .notSupported), odp: .registered),
             preference: .pinned)
         guard case .refuse(let refusal) = decision else { return XCTFail("expected a refusal, got \(decision)") }

@@ -30,9 +30,9 @@ public struct FileLifecycle: Sendable, Equatable {
         case restoreBusy(now: UInt64)
         /// The lease is back; `lost` names the regions that could not come back, and why
         /// (`range-truncated` when the file now ends before them, `restore-failed`).
-        case restored(lost: [RegionID: String])
+        case restored(lost: [RegionID: RegionLoss])
         /// The file is gone (nlink 0) or cannot be restored at all.
-        case gone(reason: String)
+        case gone(reason: RegionLoss)
     }
 
     public enum Action: Sendable, Equatable {
@@ -44,7 +44,7 @@ public struct FileLifecycle: Sendable, Equatable {
         case watchCloses
         case attemptRestore
         case notifyRestored(Set<RegionID>)
-        case notifyLost([RegionID: String])
+        case notifyLost([RegionID: RegionLoss])
     }
 
     public struct Timing: Sendable, Equatable {

@@ -1,61 +1,5 @@
-import Foundation
 import LinuxFile
 import SystemPackage
-import Verbs
-
-/// What a client asks remote peers may do with a region. Maps one-to-one onto verbs access
-/// flags: a read-only region never gets REMOTE_WRITE.
-public struct RegionAccess: OptionSet, Sendable, Hashable, Codable, CustomStringConvertible {
-    public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
-
-    public static let read = RegionAccess(rawValue: 1 << 0)
-    public static let write = RegionAccess(rawValue: 1 << 1)
-    public static let atomic = RegionAccess(rawValue: 1 << 2)
-
-    /// The verbs access flags for a pinned MR. Remote write and atomic need LOCAL_WRITE too
-    /// (the verbs spec requires it for both).
-    public var verbsFlags: AccessFlags {
-        var flags: AccessFlags = []
-        if contains(.read) { flags.insert(.remoteRead) }
-        if contains(.write) { flags.formUnion([.remoteWrite, .localWrite]) }
-        if contains(.atomic) { flags.formUnion([.remoteAtomic, .localWrite]) }
-        return flags
-    }
-
-    /// The RC ODP capabilities a device must have to serve this access from ODP memory.
-    public var requiredODP: ODPTransportCaps {
-        var caps: ODPTransportCaps = []
-        if contains(.read) { caps.insert(.read) }
-        if contains(.write) { caps.insert(.write) }
-        if contains(.atomic) { caps.insert(.atomic) }
-        return caps
-    }
-
-    /// Whether the region needs a writable fd and mapping.
-    public var isWritable: Bool { contains(.write) || contains(.atomic) }
-
-    public var names: [String] {
-        [(RegionAccess.read, "read"), (.write, "write"), (.atomic, "atomic")].filter { contains($0.0) }.map(\.1)
-    }
-
-    public var description: String { names.joined(separator: ",") }
-
-    /// Parses "read,write" style lists; nil for unknown words or an empty list.
-    public init?(names: String) {
-        var access: RegionAccess = []
-        for word in names.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            switch word {
-            case "read": access.insert(.read)
-            case "write": access.insert(.write)
-            case "atomic": access.insert(.atomic)
-            default: return nil
-            }
-        }
-        guard !access.isEmpty else { return nil }
-        self = access
-    }
-}
 
 /// How an MR over a file range is made.
 public enum Strategy: String, Sendable, Codable, CaseIterable {
@@ -66,22 +10,51 @@ public enum Strategy: String, Sendable, Codable, CaseIterable {
     case pinned
 }
 
-/// One trial registration the probe makes, and the verbs flags it uses.
+/// What a device offers the policy: its name and which RC operations its ODP covers. Built
+/// from `ibv_query_device_ex` by the code that owns the device; plain values here.
+public struct DeviceCapabilities: Sendable, Hashable {
+    public var name: String
+    /// `IBV_ODP_SUPPORT`.
+    public var odpSupported: Bool
+    /// The RC operations ODP covers, as far as regions care (read, write, atomic).
+    public var odpRC: RegionAccess
+    /// Every RC ODP capability the device names, for messages ("send,recv,read").
+    public var odpRCText: String
+
+    public init(name: String, odpSupported: Bool, odpRC: RegionAccess, odpRCText: String) {
+        self.name = name
+        self.odpSupported = odpSupported
+        self.odpRC = odpRC
+        self.odpRCText = odpRCText
+    }
+
+    /// Why this device's ODP cannot serve `access`, or nil when its RC ODP covers it.
+    public func odpGap(for access: RegionAccess) -> String? {
+        guard odpSupported else { return "\(name) has no ODP support (general ODP caps lack ODP_SUPPORT)" }
+        let missing = access.subtracting(odpRC)
+        guard missing.isEmpty else {
+            return "\(name) RC ODP lacks \(missing.names.map { $0.uppercased() }.joined(separator: ",")) (has \(odpRCText))"
+        }
+        return nil
+    }
+}
+
+/// One trial registration, and the verbs flags it uses (as text: the policy knows no verbs).
 public enum TrialKind: String, Sendable, Codable, CaseIterable {
     case pinnedWrite = "pinned-write"
     case pinnedReadOnly = "pinned-read-only"
     case odp
 
-    public func flags(for access: RegionAccess) -> AccessFlags {
-        switch self {
-        case .pinnedWrite: access.verbsFlags.union([.localWrite, .remoteWrite])
-        case .pinnedReadOnly: access.verbsFlags.subtracting([.localWrite, .remoteWrite, .remoteAtomic]).union(.remoteRead)
-        case .odp: access.verbsFlags.union(.onDemand)
-        }
+    /// The trial a strategy's registration is, for an access.
+    public static func of(_ strategy: Strategy, access: RegionAccess) -> TrialKind {
+        strategy == .odp ? .odp : (access.isWritable ? .pinnedWrite : .pinnedReadOnly)
     }
+
+    /// Whether the registration asks for a writable pin (LOCAL_WRITE or REMOTE_WRITE).
+    public var pinsForWrite: Bool { self == .pinnedWrite }
 }
 
-/// What happened when the probe tried a registration.
+/// What happened when a registration was tried.
 public enum TrialOutcome: Sendable, Equatable {
     case registered
     case failed(op: String, errno: Errno)
@@ -95,22 +68,28 @@ public enum TrialOutcome: Sendable, Equatable {
 
 public struct Trial: Sendable, Equatable {
     public var kind: TrialKind
-    public var flags: AccessFlags
+    /// The verbs access flags used, as `AccessFlags` prints them ("LOCAL_WRITE|REMOTE_READ").
+    public var flags: String
     public var outcome: TrialOutcome
 
-    public init(kind: TrialKind, flags: AccessFlags, outcome: TrialOutcome) {
+    public init(kind: TrialKind, flags: String, outcome: TrialOutcome) {
         self.kind = kind
         self.flags = flags
         self.outcome = outcome
     }
 }
 
-/// Why no strategy can serve a request. `code` is the stable wire code.
+/// Why no strategy can serve a request.
 public struct StrategyRefusal: Error, Sendable, Equatable, CustomStringConvertible {
-    public var code: String { "strategy-unavailable" }
+    public var code: RefusalCode { .strategyUnavailable }
     /// The kernel's answer to the registration that would have been used, when one was tried.
     public var errno: Errno?
     public var message: String
+
+    public init(errno: Errno?, message: String) {
+        self.errno = errno
+        self.message = message
+    }
 
     public var description: String { message }
 }
@@ -127,21 +106,20 @@ public enum StrategyDecision: Sendable, Equatable {
 }
 
 /// Picks the strategy for one (device, file, access) from what the device offers and what the
-/// kernel answered to trial registrations. Pure: the probe makes the trials, this decides.
+/// kernel answered to trial registrations. Pure: the engine or the doctor makes the trials.
 ///
 /// ODP first when the device's RC ODP covers the access: nothing is pinned, so a layout change
 /// cannot leave the NIC writing into blocks the file no longer owns, and it is the only way
 /// FS-DAX can be registered at all. Otherwise a pinned MR where the kernel allows it
-/// (KERNEL-FACTS: never on FS-DAX; writable page cache only before 6.5; shmem always).
+/// (docs/kernel-matrix.md: never on FS-DAX; writable page cache only before 6.5; shmem always).
 public enum StrategyChooser {
     public static func choose(
-        device: String, odp: ODPCaps, backing: Backing, access: RegionAccess,
+        device: DeviceCapabilities, backing: Backing, access: RegionAccess,
         trials: [Trial], preference: Strategy? = nil
     ) -> StrategyDecision {
         let odpTrial = trials.first { $0.kind == .odp }
-        let pinnedKind: TrialKind = access.isWritable ? .pinnedWrite : .pinnedReadOnly
-        let pinnedTrial = trials.first { $0.kind == pinnedKind }
-        let missingODP = odpGap(device: device, odp: odp, access: access)
+        let pinnedTrial = trials.first { $0.kind == TrialKind.of(.pinned, access: access) }
+        let missingODP = device.odpGap(for: access)
 
         var odpReason: String
         if let missingODP {
@@ -159,7 +137,7 @@ public enum StrategyChooser {
         let pinnedWorks = pinnedTrial?.outcome == .registered
 
         if odpWorks && preference != .pinned {
-            return .use(.odp, reason: "\(device) RC ODP covers \(access.requiredODP) and the ODP registration succeeded")
+            return .use(.odp, reason: "\(device.name) RC ODP covers \(access) and the ODP registration succeeded")
         }
         if pinnedWorks && preference != .odp {
             let why = odpWorks ? "pinned was asked for" : odpReason
@@ -178,14 +156,6 @@ public enum StrategyChooser {
             message: "\(pinnedText(pinnedTrial, backing: backing)); and \(odpReason)"))
     }
 
-    /// Why the device's ODP cannot serve `access`, or nil when its RC ODP covers it.
-    static func odpGap(device: String, odp: ODPCaps, access: RegionAccess) -> String? {
-        guard odp.supported else { return "\(device) has no ODP support (general ODP caps lack ODP_SUPPORT)" }
-        let missing = access.requiredODP.subtracting(odp.rc)
-        guard missing.isEmpty else { return "\(device) RC ODP lacks \(missing) (has \(odp.rc))" }
-        return nil
-    }
-
     /// The pinned trial's failure, explained by the kernel behaviour behind it.
     static func pinnedText(_ trial: Trial?, backing: Backing) -> String {
         guard let trial else { return "no pinned registration was tried" }
@@ -199,7 +169,7 @@ public enum StrategyChooser {
             switch (backing, errno) {
             case (.fsDAX, .notSupported):
                 text += ": the kernel never long-term pins FS-DAX pages"
-            case (.pageCache, .badAddress) where trial.flags.contains(.localWrite) || trial.flags.contains(.remoteWrite):
+            case (.pageCache, .badAddress) where trial.kind.pinsForWrite:
                 text += ": this kernel refuses writable long-term pins of file-backed page-cache pages (Linux 6.5+)"
             case (_, .badAddress):
                 text += ": kernels before 6.2 pin even read-only MRs for writing (FOLL_FORCE|FOLL_WRITE), which a"

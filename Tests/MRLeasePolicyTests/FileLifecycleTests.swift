@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import MRLeaseEngine
+@testable import MRLeasePolicy
 
 final class FileLifecycleTests: XCTestCase {
     let r1 = RegionID(1), r2 = RegionID(2)
@@ -58,8 +58,8 @@ final class FileLifecycleTests: XCTestCase {
         _ = file.handle(.leaseBroken(now: 0))
         _ = file.handle(.timer(now: 100 * ms))
         _ = file.handle(.timer(now: 600 * ms))
-        XCTAssertEqual(file.handle(.restored(lost: [r2: "range-truncated"])),
-                       [.notifyRestored([r1]), .notifyLost([r2: "range-truncated"])])
+        XCTAssertEqual(file.handle(.restored(lost: [r2: .rangeTruncated])),
+                       [.notifyRestored([r1]), .notifyLost([r2: .rangeTruncated])])
         XCTAssertEqual(file.regions, [r1])
         XCTAssertEqual(file.phase, .leased)
     }
@@ -68,7 +68,7 @@ final class FileLifecycleTests: XCTestCase {
         var file = FileLifecycle(regions: [r1, r2])
         _ = file.handle(.leaseBroken(now: 0))
         _ = file.handle(.timer(now: 100 * ms))
-        XCTAssertEqual(file.handle(.gone(reason: "unlinked")), [.notifyLost([r1: "unlinked", r2: "unlinked"])])
+        XCTAssertEqual(file.handle(.gone(reason: .unlinked)), [.notifyLost([r1: .unlinked, r2: .unlinked])])
         XCTAssertEqual(file.phase, .lost)
     }
 

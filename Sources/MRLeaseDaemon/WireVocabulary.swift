@@ -1,0 +1,144 @@
+import LinuxFile
+import MRLeaseEngine
+import MRLeasePolicy
+import MRLeaseProtocol
+import SystemPackage
+
+// The one place the engine's words meet the wire's. Every mapping is an exhaustive switch: a
+// new case on either side fails to compile here instead of falling back to a default.
+
+extension RegionAccess {
+    init(wire: Set<Access>) {
+        self = []
+        for access in wire {
+            switch access {
+            case .read: insert(.read)
+            case .write: insert(.write)
+            case .atomic: insert(.atomic)
+            }
+        }
+    }
+
+    var wire: Set<Access> {
+        Set(Access.allCases.filter { access in
+            switch access {
+            case .read: contains(.read)
+            case .write: contains(.write)
+            case .atomic: contains(.atomic)
+            }
+        })
+    }
+}
+
+extension Strategy {
+    var wire: RegionStrategy {
+        switch self {
+        case .odp: .odp
+        case .pinned: .pinned
+        }
+    }
+
+    /// The engine's preference for a request's `strategy`: nil lets the plan choose.
+    init?(wire: StrategyPreference) {
+        switch wire {
+        case .odp: self = .odp
+        case .pinned: self = .pinned
+        case .any: return nil
+        }
+    }
+}
+
+extension Backing {
+    var wire: FileBacking {
+        switch self {
+        case .fsDAX: .fsDAX
+        case .pageCache: .pageCache
+        case .shmem: .shmem
+        }
+    }
+}
+
+extension RegionState {
+    var wire: RegionStatus {
+        switch self {
+        case .registered: .registered
+        case .revoking: .revoking
+        case .revoked: .revoked
+        case .lost: .lost
+        }
+    }
+}
+
+extension RegionLoss {
+    var wire: LossReason {
+        switch self {
+        case .rangeTruncated: .rangeTruncated
+        case .unlinked: .unlinked
+        case .restoreFailed: .restoreFailed
+        case .revoked: .revoked
+        }
+    }
+}
+
+extension RevocationCause {
+    var wire: RevocationReason {
+        switch self {
+        case .leaseBreak: .leaseBreak
+        }
+    }
+}
+
+extension LayoutChange {
+    var wire: LayoutStatus {
+        switch self {
+        case .changed: .changed
+        case .unchanged: .unchanged
+        case .unknown: .unknown
+        }
+    }
+}
+
+extension RefusalCode {
+    var wire: ErrorCode {
+        switch self {
+        case .notRegularFile: .notRegularFile
+        case .accessDenied: .accessDenied
+        case .badAlignment: .badAlignment
+        case .rangeOutOfFile: .rangeOutOfFile
+        case .strategyUnavailable: .strategyUnavailable
+        }
+    }
+}
+
+extension ProtocolError {
+    init(_ refusal: PlanRefusal) {
+        self.init(refusal.code.wire, refusal.message, errnoName: refusal.errno?.symbolicName, errnoValue: refusal.errno?.rawValue)
+    }
+
+    init(_ error: EngineError) {
+        let code: ErrorCode = switch error {
+        case .refused(let refusal): refusal.code.wire
+        case .fileBusy: .fileBusy
+        case .unknownRegion: .unknownRegion
+        case .system: .internal
+        }
+        self.init(code, error.description, errnoName: error.errno?.symbolicName, errnoValue: error.errno?.rawValue)
+    }
+}
+
+extension Event {
+    /// The wire form of an engine event; `now` turns the revoking deadline into milliseconds.
+    init(_ event: EngineEvent, now: UInt64) {
+        switch event {
+        case .revoking(let id, let cause, let deadline):
+            self = .revoking(.init(region: id.rawValue, reason: cause.wire,
+                                   deadlineMillis: deadline > now ? (deadline - now) / 1_000_000 : 0))
+        case .revoked(let id):
+            self = .revoked(region: id.rawValue)
+        case .restored(let id, let keys, let layout):
+            self = .restored(.init(region: id.rawValue, lkey: keys.lkey, rkey: keys.rkey, address: keys.address, layout: layout.wire))
+        case .lost(let id, let reason, let message):
+            self = .lost(.init(region: id.rawValue, reason: reason.wire, message: message ?? reason.rawValue))
+        }
+    }
+}

@@ -1,0 +1,49 @@
+/// Timers by deadline (monotonic ns): a binary min-heap of (deadline, key). Cancelling is lazy:
+/// the owner of the timer keeps the deadline it means, and ignores a popped entry whose
+/// deadline is no longer it. `earliest` may then be a stale entry's: a loop that wakes early
+/// pops it and sleeps again.
+public struct DeadlineHeap<Key: Hashable & Sendable>: Sendable {
+    private var entries: [(deadline: UInt64, key: Key)] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { entries.isEmpty }
+    public var count: Int { entries.count }
+    public var earliest: UInt64? { entries.first?.deadline }
+
+    public mutating func schedule(_ key: Key, at deadline: UInt64) {
+        entries.append((deadline, key))
+        var child = entries.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard entries[child].deadline < entries[parent].deadline else { break }
+            entries.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    /// Removes and returns every entry due at `now`, earliest first.
+    public mutating func popDue(now: UInt64) -> [(deadline: UInt64, key: Key)] {
+        var due: [(deadline: UInt64, key: Key)] = []
+        while let first = entries.first, first.deadline <= now {
+            due.append(first)
+            entries.swapAt(0, entries.count - 1)
+            entries.removeLast()
+            siftDown(from: 0)
+        }
+        return due
+    }
+
+    private mutating func siftDown(from start: Int) {
+        var parent = start
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var smallest = parent
+            if left < entries.count, entries[left].deadline < entries[smallest].deadline { smallest = left }
+            if right < entries.count, entries[right].deadline < entries[smallest].deadline { smallest = right }
+            guard smallest != parent else { return }
+            entries.swapAt(parent, smallest)
+            parent = smallest
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import LinuxFile
+import SystemPackage
+
+/// The stable codes a registration is refused with, spelled as the wire spells them
+/// (docs/protocol.md §6). The daemon maps them to its error codes in one exhaustive switch.
+public enum RefusalCode: String, Sendable, Hashable, CaseIterable {
+    case notRegularFile = "not-regular-file"
+    case accessDenied = "access-denied"
+    case badAlignment = "bad-alignment"
+    case rangeOutOfFile = "range-out-of-file"
+    case strategyUnavailable = "strategy-unavailable"
+}
+
+/// Why a registration is refused: a stable code, the message for a human (what is wrong and
+/// what to do), and the errno behind it when there is one.
+public struct PlanRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    public var code: RefusalCode
+    public var message: String
+    public var errno: Errno?
+    /// Whether the refusal is about one range (a `register-batch` names its index) rather
+    /// than the fd itself (its file type or open mode: every range would be refused alike).
+    public var aboutRange: Bool
+
+    public init(_ code: RefusalCode, _ message: String, errno: Errno? = nil, aboutRange: Bool = true) {
+        self.code = code
+        self.message = message
+        self.errno = errno
+        self.aboutRange = aboutRange
+    }
+
+    public var description: String { message }
+}
+
+/// How the fd a client passed was opened (`fcntl(F_GETFL)`), as far as registration cares.
+public enum OpenMode: String, Sendable, Hashable, CaseIterable {
+    case readOnly = "O_RDONLY"
+    case readWrite = "O_RDWR"
+    case writeOnly = "O_WRONLY"
+    /// O_PATH: reads as O_RDONLY in O_ACCMODE, but cannot be mapped at all.
+    case path = "O_PATH"
+}
+
+/// What the policy needs to know about the file, from statx/statfs of the passed fd.
+public struct PlannedFile: Sendable, Equatable {
+    public var kind: FileKind
+    public var filesystem: String
+    public var isPseudoFile: Bool
+    public var backing: Backing
+    public var size: UInt64
+
+    public init(kind: FileKind, filesystem: String, isPseudoFile: Bool, backing: Backing, size: UInt64) {
+        self.kind = kind
+        self.filesystem = filesystem
+        self.isPseudoFile = isPseudoFile
+        self.backing = backing
+        self.size = size
+    }
+
+    public init(_ facts: FileFacts) {
+        self.init(kind: facts.kind, filesystem: facts.filesystem, isPseudoFile: facts.isPseudoFile,
+                  backing: facts.backing, size: facts.size)
+    }
+}
+
+/// How one range of one file is to be registered: the validated range, and the strategies to
+/// try in order, each with why it is tried; the ones not worth trying carry why not. Made by
+/// one pure function, `RegistrationPlan.make`, that the daemon, the engine and the doctor all
+/// use: a rule about what may be registered lives nowhere else.
+public struct RegistrationPlan: Sendable, Equatable {
+    public struct Attempt: Sendable, Equatable {
+        public var strategy: Strategy
+        public var kind: TrialKind
+        public var reason: String
+    }
+
+    public var offset: UInt64
+    public var length: UInt64
+    public var access: RegionAccess
+    public var backing: Backing
+    /// Whether the fd allows a writable mapping (O_RDWR). The lease follows it.
+    public var writableFD: Bool
+    public var preference: Strategy?
+    /// nil on a host without an RDMA device: nothing can be tried.
+    public var device: DeviceCapabilities?
+    /// Why the plan has no device, for the refusal ("no RDMA device: …").
+    public var noDeviceReason: String?
+    /// In order; empty when nothing can work (then `decide(trials: [])` says why).
+    public var attempts: [Attempt]
+    /// Registrations not worth trying on this device, as trials that say why.
+    public var skipped: [Trial]
+
+    /// Plans `[offset, offset+length)` of a file opened `mode` for `access`. The checks run
+    /// in the order a client fixes them: the file, the fd's mode, the access, the offset, the
+    /// range; then which strategies the device makes possible.
+    public static func make(
+        file: PlannedFile, mode: OpenMode, offset: UInt64, length: UInt64, access: RegionAccess,
+        preference: Strategy? = nil, device: DeviceCapabilities?, noDeviceReason: String? = nil,
+        pageSize: UInt64
+    ) -> Result<RegistrationPlan, PlanRefusal> {
+        guard file.kind == .regular else {
+            return .failure(PlanRefusal(.notRegularFile, "the fd is a \(file.kind.rawValue), not a regular file: only regular files with memory behind them can be registered",
+                                        aboutRange: false))
+        }
+        guard !file.isPseudoFile else {
+            return .failure(PlanRefusal(.notRegularFile, "the fd is a file on \(file.filesystem), a pseudo filesystem: its files have no memory behind them to register",
+                                        aboutRange: false))
+        }
+        if mode == .path || mode == .writeOnly {
+            return .failure(PlanRefusal(.accessDenied, "the fd was opened \(mode.rawValue): the file must be mapped, which needs O_RDONLY or O_RDWR",
+                                        aboutRange: false))
+        }
+        if access.isWritable && mode != .readWrite {
+            return .failure(PlanRefusal(.accessDenied, "\(access) access needs an fd opened O_RDWR; this fd is read-only"))
+        }
+        guard offset % pageSize == 0 else {
+            return .failure(PlanRefusal(.badAlignment, "offset \(offset) is not a multiple of the page size (\(pageSize))"))
+        }
+        // Written so that no sum can overflow: offset + length may pass 2^64.
+        guard length > 0, offset < file.size, length <= file.size - offset else {
+            let end = offset.addingReportingOverflow(length)
+            let range = end.overflow ? "[\(offset), \(offset) + \(length))" : "[\(offset), \(end.partialValue))"
+            return .failure(PlanRefusal(.rangeOutOfFile, "range \(range) is not inside the file (size \(file.size)); extend the file first"))
+        }
+        var plan = RegistrationPlan(offset: offset, length: length, access: access, backing: file.backing,
+                                    writableFD: mode == .readWrite, preference: preference, device: device,
+                                    noDeviceReason: noDeviceReason, attempts: [], skipped: [])
+        guard let device else { return .success(plan) }
+        let order: [Strategy] = preference.map { [$0] } ?? [.odp, .pinned]
+        for strategy in order {
+            let kind = TrialKind.of(strategy, access: access)
+            if strategy == .odp, let gap = device.odpGap(for: access) {
+                plan.skipped.append(Trial(kind: kind, flags: "", outcome: .notTried(reason: gap)))
+                continue
+            }
+            let reason = strategy == .odp
+                ? "\(device.name) RC ODP covers \(access)"
+                : "pinned on \(file.backing.rawValue) under the lease"
+            plan.attempts.append(Attempt(strategy: strategy, kind: kind, reason: reason))
+        }
+        return .success(plan)
+    }
+
+    /// The decision, once the attempts were made (`trials`, in order; a failure that ends the
+    /// trying early leaves the rest out). Pure: the same answers give the same decision
+    /// wherever they were measured.
+    public func decide(trials: [Trial]) -> Result<(Strategy, reason: String), PlanRefusal> {
+        guard let device else {
+            return .failure(PlanRefusal(.strategyUnavailable, noDeviceReason ?? "no RDMA device on this host", errno: .operationNotSupportedByDevice))  // ENODEV
+        }
+        switch StrategyChooser.choose(device: device, backing: backing, access: access, trials: skipped + trials,
+                                      preference: preference) {
+        case .use(let strategy, let reason):
+            return .success((strategy, reason))
+        case .refuse(let refusal):
+            return .failure(PlanRefusal(.strategyUnavailable, refusal.message, errno: refusal.errno))
+        }
+    }
+
+    /// The same plan with `strategy` tried first: the engine knows which one this file took
+    /// last time, and a failing trial costs a mapping and a syscall.
+    public func trying(first strategy: Strategy) -> RegistrationPlan {
+        var plan = self
+        plan.attempts = attempts.filter { $0.strategy == strategy } + attempts.filter { $0.strategy != strategy }
+        return plan
+    }
+
+    /// The same plan with only `strategy` (a restoration keeps the region's strategy).
+    public func only(_ strategy: Strategy) -> RegistrationPlan {
+        var plan = self
+        plan.preference = strategy
+        plan.attempts = attempts.filter { $0.strategy == strategy }
+        return plan
+    }
+
+    /// Whether a kernel's refusal of an attempt means "try the next strategy" (the errnos the
+    /// kernel uses to refuse a kind of registration) rather than a failure to report.
+    public static func fallsThrough(_ errno: Errno) -> Bool {
+        [.notSupported, .badAddress, .invalidArgument].contains(errno)
+    }
+}

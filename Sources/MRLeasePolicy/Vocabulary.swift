@@ -1,0 +1,37 @@
+// The words the engine reports in, one enum each. The protocol has its own spelling of each
+// (MRLeaseProtocol's Vocabulary.swift); the daemon joins the two in one file of exhaustive
+// switches (MRLeaseDaemon/WireVocabulary.swift), so a new case here fails to compile there
+// instead of falling back to a default.
+
+/// Why a region was lost for good instead of restored.
+public enum RegionLoss: String, Sendable, Hashable, CaseIterable {
+    /// The file shrank below the region's end.
+    case rangeTruncated = "range-truncated"
+    /// The file was unlinked.
+    case unlinked
+    /// Registering or leasing again failed.
+    case restoreFailed = "restore-failed"
+    /// An operator revoked the region (`Engine.revoke`).
+    case revoked
+}
+
+/// Why a revocation started.
+public enum RevocationCause: String, Sendable, Hashable, CaseIterable {
+    /// Another process wants the file and the kernel broke our lease.
+    case leaseBreak = "lease-break"
+}
+
+/// Whether a region's extents moved between two FIEMAP reads. `unknown` when either read
+/// failed: the daemon could not look, so it must not say "unchanged".
+public enum LayoutChange: String, Sendable, Hashable, CaseIterable {
+    case changed, unchanged, unknown
+
+    /// What a client that only knows a boolean should assume: anything but a confirmed
+    /// `unchanged` may have moved.
+    public var mayHaveChanged: Bool { self != .unchanged }
+}
+
+/// A region's state as owners and operators see it.
+public enum RegionState: String, Sendable, Codable {
+    case registered, revoking, revoked, lost
+}

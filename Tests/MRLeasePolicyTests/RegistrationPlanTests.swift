@@ -1,0 +1,182 @@
+import LinuxFile
+import SystemPackage
+import XCTest
+
+@testable import MRLeasePolicy
+
+/// The registration plan as a table: (backing × open mode × access × device × kernel answer)
+/// → the plan (what to try, in which order) or the refusal (its code and its reason). The
+/// answers are the ones docs/kernel-matrix.md measured.
+final class RegistrationPlanTests: XCTestCase {
+    let page: UInt64 = 4096
+    static let rxe61 = DeviceCapabilities(name: "rxe0", odpSupported: false, odpRC: [], odpRCText: "none")
+    static let rxe7 = DeviceCapabilities(name: "rxe0", odpSupported: true, odpRC: [.read, .write, .atomic],
+                                         odpRCText: "SEND,RECV,WRITE,READ,ATOMIC,SRQ_RECV")
+    static let readODPOnly = DeviceCapabilities(name: "mlx5_0", odpSupported: true, odpRC: [.read], odpRCText: "READ")
+
+    func file(_ backing: Backing, size: UInt64 = 1 << 20, kind: FileKind = .regular, filesystem: String = "ext4") -> PlannedFile {
+        PlannedFile(kind: kind, filesystem: filesystem, isPseudoFile: ["proc", "sysfs"].contains(filesystem), backing: backing, size: size)
+    }
+
+    func plan(_ file: PlannedFile, _ mode: OpenMode, _ access: RegionAccess, device: DeviceCapabilities?,
+              offset: UInt64 = 0, length: UInt64 = 65536, preference: Strategy? = nil) -> Result<RegistrationPlan, PlanRefusal> {
+        RegistrationPlan.make(file: file, mode: mode, offset: offset, length: length, access: access,
+                              preference: preference, device: device, noDeviceReason: "no RDMA device: test", pageSize: page)
+    }
+
+    // MARK: Refusals of the request itself, whatever the device
+
+    func testRequestRefusalsHaveTheirCodeAndSayWhatToDo() {
+        struct Row {
+            var file: PlannedFile, mode: OpenMode, access: RegionAccess, offset: UInt64, length: UInt64
+            var code: RefusalCode, says: String
+        }
+        let rows: [Row] = [
+            Row(file: file(.pageCache, kind: .fifo), mode: .readWrite, access: [.read], offset: 0, length: 4096, code: .notRegularFile, says: "fifo, not a regular file"),
+            Row(file: file(.pageCache, kind: .directory), mode: .readOnly, access: [.read], offset: 0, length: 4096, code: .notRegularFile, says: "directory"),
+            Row(file: file(.pageCache, filesystem: "proc"), mode: .readOnly, access: [.read], offset: 0, length: 4096, code: .notRegularFile, says: "proc, a pseudo filesystem"),
+            Row(file: file(.pageCache), mode: .path, access: [.read], offset: 0, length: 4096, code: .accessDenied, says: "O_PATH"),
+            Row(file: file(.pageCache), mode: .writeOnly, access: [.read], offset: 0, length: 4096, code: .accessDenied, says: "O_WRONLY"),
+            Row(file: file(.fsDAX), mode: .readOnly, access: [.read, .write], offset: 0, length: 4096, code: .accessDenied, says: "needs an fd opened O_RDWR"),
+            Row(file: file(.shmem), mode: .readOnly, access: [.atomic], offset: 0, length: 4096, code: .accessDenied, says: "needs an fd opened O_RDWR"),
+            Row(file: file(.pageCache), mode: .readWrite, access: [.read], offset: 100, length: 4096, code: .badAlignment, says: "offset 100 is not a multiple of the page size (4096)"),
+            Row(file: file(.pageCache), mode: .readWrite, access: [.read], offset: 0, length: 0, code: .rangeOutOfFile, says: "extend the file first"),
+            Row(file: file(.pageCache, size: 8192), mode: .readWrite, access: [.read], offset: 8192, length: 4096, code: .rangeOutOfFile, says: "[8192, 12288)"),
+            Row(file: file(.pageCache, size: 8192), mode: .readWrite, access: [.read], offset: 4096, length: 8192, code: .rangeOutOfFile, says: "size 8192"),
+            // offset + length passes 2^64: still range-out-of-file, and nothing overflows.
+            Row(file: file(.pageCache), mode: .readWrite, access: [.read], offset: 4096, length: UInt64.max, code: .rangeOutOfFile, says: "not inside the file"),
+        ]
+        for (index, row) in rows.enumerated() {
+            for device in [nil, Self.rxe61, Self.rxe7] {
+                guard case .failure(let refusal) = plan(row.file, row.mode, row.access, device: device, offset: row.offset, length: row.length) else {
+                    XCTFail("row \(index): expected \(row.code)"); continue
+                }
+                XCTAssertEqual(refusal.code, row.code, "row \(index)")
+                XCTAssertTrue(refusal.message.contains(row.says), "row \(index): \(refusal.message)")
+            }
+        }
+    }
+
+    // MARK: Plans: what is tried, in which order, and why the rest is not
+
+    func testODPComesFirstWhereTheDevicesRCODPCoversTheAccess() throws {
+        let plan = try plan(file(.fsDAX), .readWrite, [.read, .write], device: Self.rxe7).get()
+        XCTAssertEqual(plan.attempts.map(\.strategy), [.odp, .pinned])
+        XCTAssertEqual(plan.attempts.map(\.kind), [.odp, .pinnedWrite])
+        XCTAssertEqual(plan.attempts[0].reason, "rxe0 RC ODP covers read,write")
+        XCTAssertTrue(plan.skipped.isEmpty)
+        XCTAssertTrue(plan.writableFD)
+    }
+
+    func testWithoutODPOnlyPinnedIsTriedAndTheGapIsKept() throws {
+        let plan = try plan(file(.pageCache), .readWrite, [.read, .write], device: Self.rxe61).get()
+        XCTAssertEqual(plan.attempts.map(\.strategy), [.pinned])
+        XCTAssertEqual(plan.skipped.map(\.kind), [.odp])
+        guard case .notTried(let why) = plan.skipped[0].outcome else { return XCTFail("\(plan.skipped)") }
+        XCTAssertEqual(why, "rxe0 has no ODP support (general ODP caps lack ODP_SUPPORT)")
+    }
+
+    func testReadOnlyAccessOnAReadOnlyFDPlansAReadOnlyPin() throws {
+        let plan = try plan(file(.pageCache), .readOnly, [.read], device: Self.rxe61).get()
+        XCTAssertEqual(plan.attempts.map(\.kind), [.pinnedReadOnly])
+        XCTAssertFalse(plan.writableFD)
+    }
+
+    func testAPreferenceLimitsThePlanToThatStrategy() throws {
+        XCTAssertEqual(try plan(file(.pageCache), .readWrite, [.read], device: Self.rxe7, preference: .pinned).get().attempts.map(\.strategy), [.pinned])
+        let odpOnly = try plan(file(.pageCache), .readWrite, [.read], device: Self.rxe61, preference: .odp).get()
+        XCTAssertTrue(odpOnly.attempts.isEmpty)
+        guard case .failure(let refusal) = odpOnly.decide(trials: []) else { return XCTFail("ODP on a device without it decided") }
+        XCTAssertEqual(refusal.code, .strategyUnavailable)
+        XCTAssertTrue(refusal.message.contains("no ODP support"), refusal.message)
+    }
+
+    func testTryingFirstAndOnlyReorderAndNarrow() throws {
+        let plan = try plan(file(.pageCache), .readWrite, [.read, .write], device: Self.rxe7).get()
+        XCTAssertEqual(plan.trying(first: .pinned).attempts.map(\.strategy), [.pinned, .odp])
+        XCTAssertEqual(plan.trying(first: .odp).attempts.map(\.strategy), [.odp, .pinned])
+        XCTAssertEqual(plan.only(.pinned).attempts.map(\.strategy), [.pinned])
+        XCTAssertEqual(plan.only(.pinned).preference, .pinned)
+    }
+
+    // MARK: Decisions from the kernel's answers
+
+    /// (backing, device, the kernel's answer to each attempt) → strategy or refusal.
+    func testDecisionsFromTheKernelsAnswers() throws {
+        struct Row {
+            var backing: Backing, device: DeviceCapabilities, access: RegionAccess
+            var answers: [TrialOutcome]
+            var strategy: Strategy?, errno: Errno?, says: String
+        }
+        let refusedPin = TrialOutcome.failed(op: "ibv_reg_mr", errno: .notSupported)
+        let efault = TrialOutcome.failed(op: "ibv_reg_mr", errno: .badAddress)
+        let rows: [Row] = [
+            // 6.1 + rxe: FS-DAX cannot be pinned and there is no ODP.
+            Row(backing: .fsDAX, device: Self.rxe61, access: [.read, .write], answers: [refusedPin], strategy: nil, errno: .notSupported,
+                says: "never long-term pins FS-DAX pages"),
+            // 6.1 + rxe: page cache is pinned, because there is no ODP.
+            Row(backing: .pageCache, device: Self.rxe61, access: [.read, .write], answers: [.registered], strategy: .pinned, errno: nil,
+                says: "no ODP: rxe0 has no ODP support"),
+            // 7.x + rxe: ODP on FS-DAX.
+            Row(backing: .fsDAX, device: Self.rxe7, access: [.read, .write], answers: [.registered], strategy: .odp, errno: nil,
+                says: "RC ODP covers read,write"),
+            // 7.x: ODP refused at the kernel, pinned page cache refused for write (6.5+).
+            Row(backing: .pageCache, device: Self.rxe7, access: [.read, .write], answers: [.failed(op: "ibv_reg_mr", errno: .invalidArgument), efault],
+                strategy: nil, errno: .badAddress, says: "refuses writable long-term pins of file-backed page-cache pages"),
+            // A device whose ODP lacks write: pinned is the only try, and its EFAULT is explained.
+            Row(backing: .pageCache, device: Self.readODPOnly, access: [.read, .write], answers: [efault], strategy: nil, errno: .badAddress,
+                says: "RC ODP lacks WRITE (has READ)"),
+            // The same device serves read-only regions from ODP.
+            Row(backing: .pageCache, device: Self.readODPOnly, access: [.read], answers: [.registered], strategy: .odp, errno: nil,
+                says: "mlx5_0 RC ODP covers read"),
+            // shmem is always pinnable.
+            Row(backing: .shmem, device: Self.rxe61, access: [.read, .write, .atomic], answers: [.registered], strategy: .pinned, errno: nil,
+                says: "pinned registration on shmem succeeded"),
+        ]
+        for (index, row) in rows.enumerated() {
+            let plan = try plan(file(row.backing), .readWrite, row.access, device: row.device).get()
+            let trials = zip(plan.attempts, row.answers).map { Trial(kind: $0.kind, flags: "", outcome: $1) }
+            switch plan.decide(trials: trials) {
+            case .success(let (strategy, reason)):
+                XCTAssertEqual(strategy, row.strategy, "row \(index): \(reason)")
+                XCTAssertTrue(reason.contains(row.says), "row \(index): \(reason)")
+            case .failure(let refusal):
+                XCTAssertNil(row.strategy, "row \(index): refused: \(refusal.message)")
+                XCTAssertEqual(refusal.code, .strategyUnavailable, "row \(index)")
+                XCTAssertEqual(refusal.errno, row.errno, "row \(index)")
+                XCTAssertTrue(refusal.message.contains(row.says), "row \(index): \(refusal.message)")
+            }
+        }
+    }
+
+    func testWithoutADeviceThePlanValidatesAndThenRefusesWithENODEV() throws {
+        let plan = try plan(file(.pageCache), .readWrite, [.read], device: nil).get()
+        XCTAssertTrue(plan.attempts.isEmpty)
+        guard case .failure(let refusal) = plan.decide(trials: []) else { return XCTFail("decided without a device") }
+        XCTAssertEqual(refusal.code, .strategyUnavailable)
+        XCTAssertEqual(refusal.errno, .operationNotSupportedByDevice)
+        XCTAssertEqual(refusal.message, "no RDMA device: test")
+    }
+
+    func testOnlyTheKernelsRefusalsOfAKindFallThrough() {
+        XCTAssertTrue(RegistrationPlan.fallsThrough(.notSupported))
+        XCTAssertTrue(RegistrationPlan.fallsThrough(.badAddress))
+        XCTAssertTrue(RegistrationPlan.fallsThrough(.invalidArgument))
+        XCTAssertFalse(RegistrationPlan.fallsThrough(.noMemory))
+        XCTAssertFalse(RegistrationPlan.fallsThrough(.permissionDenied))
+    }
+}
+
+/// The deadline heap the engine and the daemon keep their timers in.
+final class DeadlineHeapTests: XCTestCase {
+    func testPopsDueEntriesEarliestFirstAndKeepsTheRest() {
+        var heap = DeadlineHeap<String>()
+        for (deadline, key) in [(50, "e"), (10, "a"), (40, "d"), (20, "b"), (30, "c")] { heap.schedule(key, at: UInt64(deadline)) }
+        XCTAssertEqual(heap.earliest, 10)
+        XCTAssertEqual(heap.popDue(now: 35).map(\.key), ["a", "b", "c"])
+        XCTAssertEqual(heap.earliest, 40)
+        XCTAssertEqual(heap.popDue(now: 39).count, 0)
+        XCTAssertEqual(heap.popDue(now: .max).map(\.key), ["d", "e"])
+        XCTAssertTrue(heap.isEmpty)
+    }
+}
