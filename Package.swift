@@ -97,6 +97,15 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // Starts `mrleased` and waits until it is ready, the one way every test target and the
+        // benchmark do it; a library of its own because the benchmark must not link XCTest.
+        .target(
+            name: "DaemonLauncher",
+            dependencies: [
+                "LinuxFile",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
@@ -110,8 +119,9 @@ let package = Package(
         .testTarget(name: "MRLeaseClientTests", dependencies: ["MRLeaseClient", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
-        // Shared by the test targets: facility checks that skip with the missing facility's name.
-        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs"], path: "Tests/TestSupport"),
+        // Shared by the test targets: facility checks that skip with the missing facility's name,
+        // and RunningDaemon (DaemonLauncher's child on a scratch socket).
+        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs", "DaemonLauncher"], path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )
