@@ -64,7 +64,7 @@ let package = Package(
         .executableTarget(
             name: "mrleased-bench",
             dependencies: [
-                "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "Verbs", "DaemonLauncher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // Only to quiet the engine's per-break info log, which would otherwise be timed.
                 .product(name: "Logging", package: "swift-log"),
