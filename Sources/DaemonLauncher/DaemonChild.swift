@@ -107,12 +107,18 @@ public final class DaemonChild {
     }
 
     /// Waits until the log contains `text`; false after `seconds`, or once the child has exited
-    /// without writing it (after a last look, for the pipe's reader to catch up).
+    /// without writing it (all of it: the pipe's reader has caught up).
     public func waitForLog(_ text: String, within seconds: Double = 10) -> Bool {
         if poll(within: seconds, { log.contains(text) || !process.isRunning }), log.contains(text) { return true }
         guard !process.isRunning else { return false }
-        usleep(50_000)
-        return log.contains(text)
+        return logOnceExited.contains(text)
+    }
+
+    /// The log of a child that has exited, once the pipe's reader has read what it wrote; at
+    /// most a second later, since a grandchild may still hold the pipe open.
+    private var logOnceExited: String {
+        _ = collected.waitForEnd(within: 1)
+        return log
     }
 
     /// Polls `condition` every 10 ms until it holds or `seconds` pass.
@@ -156,7 +162,7 @@ public final class DaemonChild {
             process.waitUntilExit()
         }
         throw .notReady(executable: executable, awaited: awaited, seconds: seconds, exitStatus: status,
-                        log: stderr.isInherited ? nil : log)
+                        log: stderr.isInherited ? nil : logOnceExited)
     }
 
     /// Points the child's stderr where asked; returns the pipe to drain, if it is one.

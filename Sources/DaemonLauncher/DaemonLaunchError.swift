@@ -13,9 +13,11 @@ public enum DaemonLaunchError: Error, CustomStringConvertible {
         case .notStarted(let executable, let reason):
             return "could not start \(executable): \(reason)"
         case .notReady(let executable, let awaited, let seconds, let exitStatus, let log):
-            let fate = exitStatus.map { "it exited with status \($0)" } ?? "killed, still running"
-            let output = log.map { $0.isEmpty ? "; its stderr was empty" : "; its stderr:\n\($0)" } ?? "; its stderr is this process's"
-            return "\(executable) did not \(awaited) within \(Int(seconds)) s (\(fate))\(output)"
+            let limit = seconds == seconds.rounded() ? "\(Int(seconds)) s" : "\(seconds) s"
+            let what = exitStatus.map { "\(executable) exited with status \($0) before it would \(awaited)" }
+                ?? "\(executable) did not \(awaited) within \(limit) (killed)"
+            let output = log.map { $0.isEmpty ? "its stderr was empty" : "its stderr:\n\($0)" } ?? "its stderr is this process's"
+            return "\(what); \(output)"
         }
     }
 }

@@ -5,11 +5,13 @@ import Glibc
 final class OutputCollector: @unchecked Sendable {
     private let lock = NSLock()
     private var bytes: [UInt8] = []
+    private let reading = DispatchGroup()
 
     var text: String { lock.withLock { String(decoding: bytes, as: UTF8.self) } }
 
     /// Reads `fd` until end of file on a thread of its own, then closes it.
     func drain(_ fd: Int32) {
+        reading.enter()
         let thread = Thread { [self] in
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
@@ -19,7 +21,14 @@ final class OutputCollector: @unchecked Sendable {
                 lock.withLock { bytes.append(contentsOf: buffer[0..<count]) }
             }
             close(fd)
+            reading.leave()
         }
         thread.start()
+    }
+
+    /// Waits, at most `seconds`, until the pipe has reached end of file: every writer has closed
+    /// it, so `text` is all the child wrote. True at once when nothing is being drained.
+    func waitForEnd(within seconds: Double) -> Bool {
+        reading.wait(timeout: .now() + seconds) == .success
     }
 }
