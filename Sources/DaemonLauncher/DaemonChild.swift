@@ -161,8 +161,8 @@ public final class DaemonChild {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
-        throw .notReady(executable: executable, awaited: awaited, seconds: seconds, exitStatus: status,
-                        log: stderr.isInherited ? nil : logOnceExited)
+        let log: String? = if case .inherited = stderr { nil } else { logOnceExited }
+        throw .notReady(executable: executable, awaited: awaited, seconds: seconds, exitStatus: status, log: log)
     }
 
     /// Points the child's stderr where asked; returns the pipe to drain, if it is one.
@@ -202,12 +202,5 @@ public final class DaemonChild {
                     && key != "NOTIFY_SOCKET" && key != "JOURNAL_STREAM"
             }
         }
-    }
-}
-
-extension DaemonChild.StandardError {
-    var isInherited: Bool {
-        if case .inherited = self { return true }
-        return false
     }
 }
