@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "mrleased-bench",
             dependencies: [
-                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "Verbs", "DaemonLauncher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // Only to quiet the engine's per-break info log, which would otherwise be timed.
                 .product(name: "Logging", package: "swift-log"),
@@ -107,6 +107,17 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // Starts `mrleased` and waits until it is ready, the one way every test target and the
+        // benchmark do it; a library of its own because the benchmark must not link XCTest.
+        .target(
+            name: "DaemonLauncher",
+            dependencies: [
+                "LinuxFile",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // DaemonChild with /bin/sh in the daemon's place: what "not ready" says, no child left behind.
+        .testTarget(name: "DaemonLauncherTests", dependencies: ["DaemonLauncher", "TestSupport"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
@@ -117,13 +128,15 @@ let package = Package(
         .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)
         // and Config/'s units under systemd-analyze verify. Host-only: no RDMA device needed.
-        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
+        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "DaemonLauncher", "TestSupport"]),
         // The client library against the real `mrleased` binary on the host (no RDMA device).
         .testTarget(name: "MRLeaseClientTests", dependencies: ["MRLeaseClient", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
-        // Shared by the test targets: facility checks that skip with the missing facility's name.
-        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs", "MRLeaseEngine"], path: "Tests/TestSupport"),
+        // Shared by the test targets: facility checks that skip with the missing facility's name,
+        // RunningDaemon (DaemonLauncher's child on a scratch socket), and the recording
+        // registrar the engine and daemon host tests check ordering with.
+        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs", "MRLeaseEngine", "DaemonLauncher"], path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,3 +1,4 @@
+import DaemonLauncher
 import Foundation
 import Logging
 import MRLeaseEngine
@@ -20,10 +21,11 @@ extension BenchCommand {
         let scratch = "\(directory)/mrleased-bench-\(getpid())"
         guard mkdir(scratch, 0o700) == 0 else { throw BenchError("mkdir \(scratch): \(String(cString: strerror(errno)))") }
         defer { rmdir(scratch) }
-        let binary = daemonBinary ?? DaemonChild.siblingBinary()
-        let child = try DaemonChild(binary: binary, socketPath: "\(scratch)/bench.sock", device: verbs?.deviceName)
-        defer { unlink("\(scratch)/bench.sock") }
-        let client = try DaemonClient(path: child.socketPath)
+        let binary = daemonBinary ?? Self.siblingBinary("mrleased")
+        let socket = "\(scratch)/bench.sock"
+        let child = try Self.startDaemon(binary, socket: socket, device: verbs?.deviceName)
+        defer { unlink(socket) }
+        let client = try DaemonClient(path: socket)
         guard case .hello(let hello) = try client.request(.hello(.init(clientName: "mrleased-bench"))) else { throw BenchError("hello: unexpected result") }
         say("\(prefix)daemon: \(binary) (pid \(child.pid), \(hello.daemon)), devices \(hello.devices.map(\.name)), strategies \(hello.strategies.map(\.rawValue))")
 
@@ -68,9 +70,29 @@ extension BenchCommand {
             say("\(prefix)registration through the daemon: skipped: no RDMA device")
         }
 
-        let status = child.stop()
+        let status = child.stop().map(String.init) ?? "none: still running 10 s after SIGTERM (killed)"
         say("\(prefix)mrleased exit status after SIGTERM: \(status)")
         try conclude(&report, prefix: prefix)
+    }
+
+    /// The real `mrleased`, started as a child on its own socket with the settings a fresh
+    /// install has (`--config /dev/null`) and logs quiet enough that no log line is part of what
+    /// we time; its warnings go to our stderr. It inherits our environment, so a run can set
+    /// `MRLEASED_*`.
+    static func startDaemon(_ binary: String, socket: String, device: String?) throws -> DaemonChild {
+        // The per-uid byte quota defaults to the client's RLIMIT_MEMLOCK, which would cap the
+        // registration benchmark's regions at a few MiB: the benchmark times the quota check,
+        // not its refusal.
+        try DaemonChild(executable: binary, arguments: ["--socket", socket, "--config", "/dev/null", "--log-level", "warning"]
+                            + (device.map { ["--device", $0] } ?? []),
+                        environment: ["MRLEASED_MAX_BYTES_PER_UID": "\(UInt64(1) << 50)"], inheriting: .all,
+                        stderr: .inherited, readyWhen: .accepting(socketPath: socket))
+    }
+
+    /// `name` next to this executable (both are products of one `swift build`).
+    static func siblingBinary(_ name: String) -> String {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent(name).path
     }
 
     static func line(_ row: RoundTripCase) -> String {

@@ -8,9 +8,9 @@ import XCTest
 /// mrleased as a service on the guest's rxe0: several clients over the socket, real breaks,
 /// and the acceptance load (100 clients x 10 regions, kill -9) with leak checks the kernel makes.
 final class DaemonVMTests: XCTestCase {
-    func startDaemon() throws -> DaemonProcess {
+    func startDaemon() throws -> RunningDaemon {
         _ = try Facility.rdmaDevice.require()
-        return try DaemonProcess(arguments: ["--device", try Facility.rdmaDevice.require()])
+        return try RunningDaemon(device: try Facility.rdmaDevice.require())
     }
 
     func file(on facility: Facility, size: Int = 1 << 20) throws -> (ScratchDirectory, String, FileDescriptor) {
@@ -104,8 +104,8 @@ final class DaemonVMTests: XCTestCase {
 
     func testPerUIDQuotasCountEveryConnectionAndFreeOnDeregisterAndDisconnect() throws {
         _ = try Facility.rdmaDevice.require()
-        let daemon = try DaemonProcess(arguments: ["--device", try Facility.rdmaDevice.require()],
-                                       environment: ["MRLEASED_MAX_REGIONS_PER_UID": "3", "MRLEASED_MAX_BYTES_PER_UID": "20480"])
+        let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require(),
+                                         environment: ["MRLEASED_MAX_REGIONS_PER_UID": "3", "MRLEASED_MAX_BYTES_PER_UID": "20480"])
         let (scratch, _, fd) = try file(on: .ext4)
         defer { try? fd.close(); _ = scratch }
         let first = try RawClient(path: daemon.socketPath)

@@ -1,3 +1,4 @@
+import DaemonLauncher
 import Foundation
 import MRLeaseDaemon
 import MRLeaseProtocol
@@ -36,10 +37,9 @@ final class ConfigurationTests: XCTestCase {
         let config = scratch.path + "/mrleased.conf"
         try file.write(toFile: config, atomically: true, encoding: .utf8)
         let socket = scratch.path + "/s.sock"
-        let daemon = try DaemonChild(["--socket", socket, "--config", config] + flags, environment: environment)
-        var client: UnixSocket?
-        XCTAssertTrue(eventually(within: 10) { client = try? UnixSocket.connect(path: socket); return client != nil }, daemon.stderr)
-        guard let client else { return nil }
+        let daemon = try DaemonChild(executable: RunningDaemon.executable, arguments: ["--socket", socket, "--config", config] + flags,
+                                     environment: environment, readyWhen: .accepting(socketPath: socket), within: 10)
+        let client = try UnixSocket.connect(path: socket)
         try client.send(Codec.encode(.hello(.init()), id: 1))
         guard case .message(let message) = try client.receive(maxSize: Codec.maxMessageBytes),
               case .reply(let reply) = try Codec.decodeServerMessage(message.bytes),
@@ -60,11 +60,13 @@ final class ConfigurationTests: XCTestCase {
         let scratch = try ScratchDirectory(name: "mrleased-config")
         let config = scratch.path + "/bad.conf"
         try file.write(toFile: config, atomically: true, encoding: .utf8)
-        let daemon = try DaemonChild(["--socket", scratch.path + "/s.sock", "--config", config], environment: environment)
+        // Started, no more: the daemon is expected to refuse the file and exit.
+        let daemon = try DaemonChild(executable: RunningDaemon.executable, arguments: ["--socket", scratch.path + "/s.sock", "--config", config],
+                                     environment: environment)
         let status = daemon.exitStatus(within: 10)
         XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.path + "/s.sock"))
-        _ = daemon.waitForStderr("\n", within: 1)
-        return (status, daemon.stderr, config)
+        _ = daemon.waitForLog("\n", within: 1)
+        return (status, daemon.log, config)
     }
 
     func testUnknownKeyStopsTheDaemonNamingFileAndLine() throws {

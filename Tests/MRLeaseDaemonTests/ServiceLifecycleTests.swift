@@ -1,3 +1,4 @@
+import DaemonLauncher
 import Foundation
 import LinuxFile
 import MRLeaseProtocol
@@ -12,10 +13,11 @@ final class ServiceLifecycleTests: XCTestCase {
     /// SIGTERM, then exit 0 with the socket file removed.
     func assertNotifyLifecycle(_ notify: NotifyListener, scratch: ScratchDirectory) throws {
         let socket = scratch.path + "/s.sock"
-        let daemon = try DaemonChild(["--socket", socket, "--config", "/dev/null"],
+        // Started, no more: READY=1 is what this test waits for.
+        let daemon = try DaemonChild(executable: RunningDaemon.executable, arguments: ["--socket", socket, "--config", "/dev/null"],
                                      environment: ["NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "200000"])
         guard let ready = notify.receive(containing: "READY=1", within: 10) else {
-            return XCTFail("no READY=1; stderr: \(daemon.stderr)")
+            return XCTFail("no READY=1; stderr: \(daemon.log)")
         }
         let fields = ready.split(separator: "\n")
         XCTAssertTrue(fields.contains { $0.hasPrefix("STATUS=") && $0.count > 7 }, ready)
@@ -26,7 +28,7 @@ final class ServiceLifecycleTests: XCTestCase {
 
         daemon.signal(SIGTERM)
         XCTAssertNotNil(notify.receive(containing: "STOPPING=1", within: 2), "no STOPPING=1 after SIGTERM")
-        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
+        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.log)
         XCTAssertFalse(FileManager.default.fileExists(atPath: socket), "the daemon left its socket file")
     }
 
@@ -50,25 +52,24 @@ final class ServiceLifecycleTests: XCTestCase {
         let own = scratch.path + "/own.sock"
         // systemd-socket-activate passes LISTEN_FDS/LISTEN_PID but only the variables named
         // with -E; it execs the daemon in place, so LISTEN_PID is the daemon's pid.
-        let daemon = try DaemonChild(["--seqpacket", "-l", activated, DaemonChild.executable, "--socket", own, "--config", "/dev/null"],
-                                     executable: launcher)
-        var client: UnixSocket?
-        XCTAssertTrue(eventually(within: 10) { client = try? UnixSocket.connect(path: activated); return client != nil }, daemon.stderr)
-        guard let client else { return }
+        let daemon = try DaemonChild(executable: launcher,
+                                     arguments: ["--seqpacket", "-l", activated, RunningDaemon.executable, "--socket", own, "--config", "/dev/null"],
+                                     readyWhen: .accepting(socketPath: activated), within: 10)
+        let client = try UnixSocket.connect(path: activated)
         try client.send(Codec.encode(.hello(.init(clientName: "activation-test")), id: 1))
         guard case .message(let message) = try client.receive(maxSize: Codec.maxMessageBytes),
               case .reply(let reply) = try Codec.decodeServerMessage(message.bytes) else {
-            return XCTFail("no reply; stderr: \(daemon.stderr)")
+            return XCTFail("no reply; stderr: \(daemon.log)")
         }
         XCTAssertEqual(reply.id, 1)
         guard case .success(.hello(let hello)) = reply.outcome else { return XCTFail("\(reply)") }
         XCTAssertEqual(hello.version, Codec.version)
-        XCTAssertTrue(daemon.waitForStderr("fd=3"), "no `socket activation fd=3` line: \(daemon.stderr)")
-        XCTAssertTrue(daemon.waitForStderr("socket=fd 3 (socket activation)"), daemon.stderr)
+        XCTAssertTrue(daemon.waitForLog("fd=3"), "no `socket activation fd=3` line: \(daemon.log)")
+        XCTAssertTrue(daemon.waitForLog("socket=fd 3 (socket activation)"), daemon.log)
         XCTAssertFalse(FileManager.default.fileExists(atPath: own), "the daemon bound its own socket")
 
         daemon.signal(SIGTERM)
-        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
+        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.log)
         // The listener was systemd's: the daemon leaves its path alone.
         XCTAssertTrue(FileManager.default.fileExists(atPath: activated))
     }
@@ -76,10 +77,9 @@ final class ServiceLifecycleTests: XCTestCase {
     func testSIGTERMEndsConnectedClientsStreamsAndExitsZero() throws {
         let scratch = try ScratchDirectory(name: "mrleased-shutdown")
         let socket = scratch.path + "/s.sock"
-        let daemon = try DaemonChild(["--socket", socket, "--config", "/dev/null"])
-        var client: UnixSocket?
-        XCTAssertTrue(eventually(within: 10) { client = try? UnixSocket.connect(path: socket); return client != nil }, daemon.stderr)
-        guard let client else { return }
+        let daemon = try DaemonChild(executable: RunningDaemon.executable, arguments: ["--socket", socket, "--config", "/dev/null"],
+                                     readyWhen: .accepting(socketPath: socket), within: 10)
+        let client = try UnixSocket.connect(path: socket)
         // A reply proves the daemon has accepted this connection before it is told to stop.
         try client.send(Codec.encode(.stats, id: 1))
         guard case .message = try client.receive(maxSize: Codec.maxMessageBytes) else { return XCTFail("no stats reply") }
@@ -91,7 +91,7 @@ final class ServiceLifecycleTests: XCTestCase {
             if case .endOfStream? = try? client.receive(maxSize: Codec.maxMessageBytes) { ended = true }
             return ended
         }, "the client never saw end-of-stream")
-        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
+        XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.log)
         XCTAssertFalse(FileManager.default.fileExists(atPath: socket))
     }
 
@@ -103,13 +103,14 @@ final class ServiceLifecycleTests: XCTestCase {
         func logLines(environment: [String: String] = [:], stderrAsJournal: Bool = false) throws -> [Substring] {
             let scratch = try ScratchDirectory(name: "mrleased-logs")
             let socket = scratch.path + "/s.sock"
-            let daemon = try DaemonChild(["--socket", socket, "--config", "/dev/null", "--log-level", "info"],
-                                         environment: environment, stderrAsJournal: stderrAsJournal)
-            XCTAssertTrue(daemon.waitForStderr("listening"), daemon.stderr)
+            let daemon = try DaemonChild(executable: RunningDaemon.executable,
+                                         arguments: ["--socket", socket, "--config", "/dev/null", "--log-level", "info"],
+                                         environment: environment, stderr: stderrAsJournal ? .journal : .pipe,
+                                         readyWhen: .logged("listening"), within: 10)
             daemon.signal(SIGTERM)
-            XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.stderr)
-            XCTAssertTrue(daemon.waitForStderr("stopped", within: 2), daemon.stderr)
-            return daemon.stderr.split(separator: "\n")
+            XCTAssertEqual(daemon.exitStatus(within: 2), 0, daemon.log)
+            XCTAssertTrue(daemon.waitForLog("stopped", within: 2), daemon.log)
+            return daemon.log.split(separator: "\n")
         }
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         let journal = try logLines(stderrAsJournal: true)
@@ -132,4 +133,14 @@ final class ServiceLifecycleTests: XCTestCase {
         XCTAssertFalse(terminal.isEmpty)
         XCTAssertTrue(terminal.allSatisfy { $0.firstMatch(of: /^\d{4}-\d\d-\d\dT/) != nil }, "\(terminal)")
     }
+}
+
+/// Polls `condition` every 10 ms until it holds or `seconds` pass.
+func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
 }

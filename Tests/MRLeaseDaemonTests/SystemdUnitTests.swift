@@ -28,7 +28,7 @@ final class SystemdUnitTests: XCTestCase {
         XCTAssertTrue(unit.contains("ExecStart=\(Self.installedPath) --config /etc/mrleased/mrleased.conf\n"))
         // Only ExecStart changes: verify checks that the binary exists, and before
         // Scripts/install it exists only in the build directory.
-        let rewritten = unit.replacingOccurrences(of: "ExecStart=\(Self.installedPath) ", with: "ExecStart=\(DaemonChild.executable) ")
+        let rewritten = unit.replacingOccurrences(of: "ExecStart=\(Self.installedPath) ", with: "ExecStart=\(RunningDaemon.executable) ")
         XCTAssertEqual(rewritten.split(separator: "\n").count, unit.split(separator: "\n").count)
         try rewritten.write(toFile: scratch.path + "/mrleased.service", atomically: true, encoding: .utf8)
         try FileManager.default.copyItem(atPath: Self.config.appendingPathComponent("mrleased.socket").path, toPath: scratch.path + "/mrleased.socket")
