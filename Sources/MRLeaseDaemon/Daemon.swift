@@ -73,9 +73,10 @@ public final class Daemon {
     /// Sets everything up on the calling thread: blocks SIGTERM/SIGINT (read through a
     /// signalfd), opens the device, creates the engine, and binds or adopts the listener.
     /// `registrar`: the verbs side to use instead of opening the configured device (tests drive
-    /// the daemon in-process with a stand-in, which checks ordering, never that RDMA works).
+    /// the daemon in-process with a stand-in, which checks ordering, never that RDMA works);
+    /// `extentReader`: how the engine reads extents (tests make it fail).
     public init(configuration: DaemonConfiguration, environment: [String: String], logger: Logger,
-                registrar injected: (any Registrar)? = nil) throws {
+                registrar injected: (any Registrar)? = nil, extentReader: ExtentReader = .fiemap) throws {
         self.configuration = configuration
         self.logger = logger
         notifier = SystemdNotifier(environment: environment)
@@ -100,7 +101,7 @@ public final class Daemon {
         let timing = FileLifecycle.Timing(quiesce: configuration.quiesceMillis * 1_000_000,
                                           initialBackoff: configuration.restoreBackoffMillis * 1_000_000)
         engine = try registrar.map { registrar in
-            try Engine(registrar: registrar, configuration: .init(timing: timing), logger: logger)
+            try Engine(registrar: registrar, configuration: .init(timing: timing, extentReader: extentReader), logger: logger)
         }
 
         if let activated = SocketActivation.listenDescriptors(environment: environment).first {

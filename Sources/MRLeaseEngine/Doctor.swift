@@ -124,9 +124,9 @@ public struct Doctor {
         let pageSize = UInt64(SharedMapping.pageSize)
         if case .failure(let refusal) = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: 0, length: length,
                                                               access: access, device: nil, pageSize: pageSize) {
+            report.refusalCode = refusal.code.rawValue
             guard refusal.code != .notRegularFile else { return report.failing("\(path): \(refusal.message)", errno: nil) }
             report.refusal = refusal.message
-            report.refusalCode = refusal.code.rawValue
             return report
         }
 

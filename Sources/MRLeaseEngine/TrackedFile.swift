@@ -69,7 +69,7 @@ final class TrackedFile {
 /// Reads a file's extents: FIEMAP, synced. The engine's one way to look at a layout, behind a
 /// seam so a test can make it fail after registration.
 public struct ExtentReader: Sendable {
-    let read: @Sendable (FileDescriptor, Backing) throws(Errno) -> ExtentMap?
+    public let read: @Sendable (FileDescriptor, Backing) throws(Errno) -> ExtentMap?
 
     public init(_ read: @escaping @Sendable (FileDescriptor, Backing) throws(Errno) -> ExtentMap?) {
         self.read = read

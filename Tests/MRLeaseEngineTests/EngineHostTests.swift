@@ -51,13 +51,7 @@ final class EngineHostTests: XCTestCase {
     }
 
     func spawn(_ tool: String, _ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
+        try Subprocess.start(tool, arguments)
     }
 
     func testTruncateBreaksLeaseAndRevokesBeforeUnlock() throws {

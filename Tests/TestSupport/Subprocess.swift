@@ -8,6 +8,18 @@ public struct Subprocess {
     public var stderr: String
     public var seconds: Double
 
+    /// Starts `executable` in the background with its output discarded: a breaker (truncate,
+    /// cat, fallocate) the test waits for while it drives the engine or daemon.
+    public static func start(_ executable: String, _ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
     @discardableResult
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> Subprocess {
         let process = Process()

@@ -1,0 +1,37 @@
+import MRLeasePolicy
+
+extension Engine {
+    /// The engine's indexes checked against each other and against the files' own records:
+    /// [] when they agree. For tests (and a debugger): each index is kept by hand as regions
+    /// come and go, and a test that drives revocations and disconnects through one another
+    /// asks this after each step.
+    public func indexProblems() -> [String] {
+        var problems: [String] = []
+        var owners: [OwnerID: Set<RegionID>] = [:]
+        var usage: [UInt32: Usage] = [:]
+        var count = 0
+        for (key, file) in files {
+            if file.key != key { problems.append("file \(file.key) filed under \(key)") }
+            if filesByFD[file.fd.rawValue] != key { problems.append("filesByFD misses \(key)") }
+            if let wd = file.watch, filesByWatch[wd] != key { problems.append("filesByWatch misses \(key)") }
+            if file.regions.isEmpty { problems.append("file \(key) tracked with no regions") }
+            if file.lifecycle.regions != Set(file.regions.keys) {
+                problems.append("file \(key): lifecycle has \(file.lifecycle.regions.sorted()), file has \(file.regions.keys.sorted())")
+            }
+            for (id, region) in file.regions {
+                count += 1
+                if region.id != id { problems.append("region \(region.id) filed under \(id)") }
+                if regions[id] != key { problems.append("regions[\(id)] is \(String(describing: regions[id])), not \(key)") }
+                owners[region.owner, default: []].insert(id)
+                usage[region.uid, default: Usage()].add(region.length)
+            }
+        }
+        if regions.count != count { problems.append("regions index has \(regions.count) entries for \(count) regions") }
+        if owners != regionsByOwner { problems.append("regionsByOwner \(regionsByOwner) != \(owners)") }
+        if usage != usageByUID { problems.append("usageByUID \(usageByUID) != \(usage)") }
+        for (fd, key) in filesByFD where files[key]?.fd.rawValue != fd { problems.append("filesByFD[\(fd)] stale") }
+        for (wd, key) in filesByWatch where files[key]?.watch != wd { problems.append("filesByWatch[\(wd)] stale") }
+        if busy { problems.append("an engine call is on the stack") }
+        return problems
+    }
+}
