@@ -14,7 +14,8 @@ final class QueuePairTests: XCTestCase {
         let port = try context.queryPort(1)
         let gid = try XCTUnwrap(port.gids.first { $0.description == "::ffff:127.0.0.1" })
         let access: AccessFlags = [.localWrite, .remoteWrite]
-        try peer.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: qp.number, lid: port.lid, gid: gid), access: access)
+        try peer.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: qp.number, lid: port.lid, gid: gid),
+                         access: access, mtu: .bytes4096)
         XCTAssertEqual(try qp.queryState(), .reset)
 
         var initialized = QueuePair.Attributes(state: .initialized)
