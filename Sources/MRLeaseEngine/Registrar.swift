@@ -44,14 +44,33 @@ public final class VerbsRegistrar: Registrar {
         self.odp = try context.query().odp
     }
 
-    /// Opens the named device, or the first one when `name` is nil.
+    /// Opens the named device, or the first one when `name` is nil, on librdmacm's context
+    /// for it: `rdma_create_qp` accepts only PDs allocated on the context its `rdma_cm_id`
+    /// was bound to, which is always one of `rdma_get_devices()`'s. Only when librdmacm has no
+    /// context for the device (no `rdma_ucm`, or the device is not one it lists) does this
+    /// open its own with `ibv_open_device`, and it logs that its PDs cannot carry rdma_cm QPs.
     public convenience init(deviceNamed name: String?, logger: Logger = Logger(label: "mrleased.registrar")) throws(VerbsError) {
         let devices = try Device.list()
         guard let device = devices.first(where: { name == nil || $0.name == name }) else {
             throw VerbsError(op: "ibv_get_device_list", errno: .operationNotSupportedByDevice,
                              detail: name.map { "no RDMA device named \($0)" } ?? "no RDMA devices")
         }
-        try self.init(context: try device.open(), logger: logger)
+        let shared: Context?
+        var why: String
+        do {
+            shared = try Context.librdmacm(deviceNamed: device.name)
+            why = "rdma_get_devices does not list it"
+        } catch {
+            shared = nil
+            why = "\(error)"
+        }
+        if let shared {
+            try self.init(context: shared, logger: logger)
+        } else {
+            logger.warning("librdmacm has no context for the device: opened with ibv_open_device, so rdma_create_qp will refuse this registrar's PDs",
+                           metadata: ["device": "\(device.name)", "op": "rdma_get_devices", "reason": "\(why)"])
+            try self.init(context: try device.open(), logger: logger)
+        }
     }
 
     public var deviceName: String { context.device.name }
