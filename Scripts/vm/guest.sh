@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs inside the vm-test guest, chrooted into the host's / (read-only 9p).
 # Usage (by the initramfs): guest.sh RUN_DIR   (RUN_DIR/config and RUN_DIR/cmd.sh written by vm-test)
-# Sets up rxe0, FS-DAX ext4 + xfs on the two emulated pmem regions, loop ext4 + xfs, a tmpfs,
+# Sets up rxe0 (on lo), rxe1 (on dummy0, 192.0.2.1, for rdma_cm), FS-DAX ext4 + xfs on the two
+# emulated pmem regions, loop ext4 + xfs, a tmpfs,
 # exports MRLEASED_* for what worked, runs RUN_DIR/cmd.sh and exits with its status.
 set -uo pipefail
 RUN_DIR=$1
@@ -29,6 +30,19 @@ if rdma link add rxe0 type rxe netdev lo && sleep 1 &&
   log "rdma: $(rdma link show rxe0/1)"
 else
   fail "rdma rxe0"
+fi
+# rdma_cm cannot resolve routes over lo ("No such device"), so tests that need an rdma_cm
+# address get rxe1 on a dummy interface with a documentation-range address. Guest only: the
+# guest has no network card. rxe0 is made first, so it stays the first device listed.
+log "rdma: rxe1 on dummy0 (192.0.2.1/24) for rdma_cm"
+# Loading the dummy module may already have made dummy0 (numdummies defaults to 1).
+if { ip link show dummy0 >/dev/null 2>&1 || ip link add dummy0 type dummy; } && ip link set dummy0 up && ip addr add 192.0.2.1/24 dev dummy0 &&
+   rdma link add rxe1 type rxe netdev dummy0 && sleep 1 &&
+   rdma link show rxe1/1 | grep -q 'state ACTIVE'; then
+  export MRLEASED_RDMA_CM_ADDRESS=192.0.2.1
+  log "rdma: $(rdma link show rxe1/1)"
+else
+  fail "rdma rxe1 on dummy0"
 fi
 
 # dax_check MNT: best effort; statx attribute STATX_ATTR_DAX (0x200000) on a new file

@@ -1,3 +1,5 @@
+import Logging
+import LinuxFile
 import Verbs
 
 /// Who a region belongs to: one daemon client, or one test. Each owner gets its own PD, so one
@@ -29,42 +31,77 @@ public protocol Registrar: AnyObject {
     func release(owner: OwnerID)
 }
 
-/// Registers on one real device, with one protection domain per owner.
+/// Registers on one real device, with one `ClientDomain` (one PD) per owner.
 public final class VerbsRegistrar: Registrar {
     public let context: Context
     public let odp: ODPCaps
-    private var domains: [OwnerID: ProtectionDomain] = [:]
+    private let logger: Logger
+    private var domains: [OwnerID: ClientDomain] = [:]
 
-    public init(context: Context) throws(VerbsError) {
+    public init(context: Context, logger: Logger = Logger(label: "mrleased.registrar")) throws(VerbsError) {
         self.context = context
+        self.logger = logger
         self.odp = try context.query().odp
     }
 
-    /// Opens the named device, or the first one when `name` is nil.
-    public convenience init(deviceNamed name: String?) throws(VerbsError) {
+    /// Opens the named device, or the first one when `name` is nil, on librdmacm's context
+    /// for it: `rdma_create_qp` accepts only PDs allocated on the context its `rdma_cm_id`
+    /// was bound to, which is always one of `rdma_get_devices()`'s. Only when librdmacm has no
+    /// context for the device (no `rdma_ucm`, or the device is not one it lists) does this
+    /// open its own with `ibv_open_device`, and it logs that its PDs cannot carry rdma_cm QPs.
+    public convenience init(deviceNamed name: String?, logger: Logger = Logger(label: "mrleased.registrar")) throws(VerbsError) {
         let devices = try Device.list()
         guard let device = devices.first(where: { name == nil || $0.name == name }) else {
             throw VerbsError(op: "ibv_get_device_list", errno: .operationNotSupportedByDevice,
                              detail: name.map { "no RDMA device named \($0)" } ?? "no RDMA devices")
         }
-        try self.init(context: try device.open())
+        let shared: Context?
+        var why: String
+        do {
+            shared = try Context.librdmacm(deviceNamed: device.name)
+            why = "rdma_get_devices does not list it"
+        } catch {
+            shared = nil
+            why = "\(error)"
+        }
+        if let shared {
+            try self.init(context: shared, logger: logger)
+        } else {
+            logger.warning("librdmacm has no context for the device: opened with ibv_open_device, so rdma_create_qp will refuse this registrar's PDs",
+                           metadata: ["device": "\(device.name)", "op": "rdma_get_devices", "reason": "\(why)"])
+            try self.init(context: try device.open(), logger: logger)
+        }
     }
 
     public var deviceName: String { context.device.name }
 
+    /// The owner's domain, made (with its PD) on first use.
+    public func domain(for owner: OwnerID) throws(VerbsError) -> ClientDomain {
+        if let domain = domains[owner] { return domain }
+        let domain = try ClientDomain(context: context)
+        domains[owner] = domain
+        return domain
+    }
+
     public func protectionDomain(for owner: OwnerID) throws(VerbsError) -> ProtectionDomain {
-        if let pd = domains[owner] { return pd }
-        let pd = try context.allocateProtectionDomain()
-        domains[owner] = pd
-        return pd
+        try domain(for: owner).protectionDomain
     }
 
     public func register(owner: OwnerID, address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
-        try protectionDomain(for: owner).register(address: address, length: length, access: flags)
+        try domain(for: owner).register(address: address, length: length, access: flags)
     }
 
+    /// Closes the owner's domain now, in order (its QPs, then MRs, then its PD), rather than
+    /// whenever the last reference goes. The engine deregisters its regions first; an MR it
+    /// still holds becomes a closed shell whose `deregister()` does nothing.
     public func release(owner: OwnerID) {
-        // MRs hold their PD, so a PD still referenced by a live MR outlives this.
-        domains[owner] = nil
+        guard let domain = domains.removeValue(forKey: owner) else { return }
+        do {
+            try domain.close()
+        } catch {
+            logger.error("closing the owner's domain failed: what refused stays allocated until its last reference goes",
+                         metadata: ["owner": "\(owner)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)",
+                                    "error": "\(error)"])
+        }
     }
 }

@@ -3,11 +3,26 @@ import SystemPackage
 
 /// An open RDMA device: the root of the verbs object tree (context → PD → MR/QP, context → CQ).
 ///
-/// Owns its `ibv_context`. Protection domains, completion channels and completion queues keep
-/// their context alive, so the context is closed only after every child is gone.
+/// Either owns its `ibv_context` (opened with `ibv_open_device`) or borrows one of librdmacm's
+/// (`rdma_get_devices`), which librdmacm keeps open for as long as it is loaded and closes
+/// itself. Protection domains, completion channels and completion queues keep their context
+/// alive, so the context is released only after every child is gone.
 public final class Context {
+    /// Who opened the `ibv_context`, and so who closes it.
+    public enum Origin: Sendable, Equatable {
+        /// One of `rdma_get_devices()`'s contexts: the one every `rdma_cm_id` bound to this
+        /// device uses, so `rdma_create_qp` accepts PDs allocated on it.
+        case librdmacm
+        /// Opened by us with `ibv_open_device`: `rdma_create_qp` refuses PDs on it (EINVAL,
+        /// librdmacm checks `id->verbs == pd->context`).
+        case ibvOpenDevice
+    }
+
     public let device: Device
+    public let origin: Origin
     let pointer: UnsafeMutablePointer<ibv_context>
+    /// The array `rdma_get_devices` returned, freed with `rdma_free_devices` when we go.
+    private let librdmacmList: UnsafeMutablePointer<UnsafeMutablePointer<ibv_context>?>?
 
     init(deviceNamed name: String) throws(VerbsError) {
         var count: Int32 = 0
@@ -26,13 +41,47 @@ public final class Context {
             }
             self.pointer = context
             self.device = Device(candidate)
+            self.origin = .ibvOpenDevice
+            self.librdmacmList = nil
             return
         }
         throw VerbsError(op: "ibv_open_device", errno: .operationNotSupportedByDevice, detail: "no RDMA device named \(name)")
     }
 
+    private init(librdmacm context: UnsafeMutablePointer<ibv_context>,
+                 list: UnsafeMutablePointer<UnsafeMutablePointer<ibv_context>?>) {
+        pointer = context
+        device = Device(context.pointee.device)
+        origin = .librdmacm
+        librdmacmList = list
+    }
+
+    /// librdmacm's context for the named device, or nil when librdmacm lists no such device.
+    /// Throws when librdmacm cannot start at all (no `/dev/infiniband/rdma_cm`: the `rdma_ucm`
+    /// module is not loaded), naming the call and errno.
+    ///
+    /// The corresponding C function is `rdma_get_devices`.
+    public static func librdmacm(deviceNamed name: String) throws(VerbsError) -> Context? {
+        var count: Int32 = 0
+        guard let list = rdma_get_devices(&count) else {
+            throw VerbsError(op: "rdma_get_devices", errno: currentErrno(), detail: name)
+        }
+        for index in 0..<Int(count) {
+            if let context = list[index], String(cString: ibv_get_device_name(context.pointee.device)) == name {
+                return Context(librdmacm: context, list: list)
+            }
+        }
+        rdma_free_devices(list)
+        return nil
+    }
+
     deinit {
-        ibv_close_device(pointer)
+        if let librdmacmList {
+            // librdmacm owns its contexts and closes them when it unloads; only the array is ours.
+            rdma_free_devices(librdmacmList)
+        } else {
+            ibv_close_device(pointer)
+        }
     }
 
     /// The device's attributes, including On-Demand Paging capabilities.

@@ -2,11 +2,15 @@ import CRDMA
 
 /// A protection domain: MRs and QPs in one PD can be used together, and only together.
 ///
-/// Owns its `ibv_pd` and keeps its `Context` alive. Each client of the daemon gets its own PD,
-/// so one client's rkeys are useless on another client's QPs.
+/// Owns its `ibv_pd` and keeps its `Context` alive. Each client of the daemon gets its own PD
+/// (through a `ClientDomain`), so one client's rkeys are useless on another client's QPs.
+/// The PD remembers, weakly, the QPs and MRs made in it, so `close()` can destroy them in
+/// order before the PD itself, the way pyverbs' `PD.close` does.
 public final class ProtectionDomain {
     public let context: Context
-    let pointer: UnsafeMutablePointer<ibv_pd>
+    private(set) var pointer: UnsafeMutablePointer<ibv_pd>?
+    private var queuePairs = WeakChildren<QueuePair>()
+    private var memoryRegions = WeakChildren<MemoryRegion>()
 
     init(context: Context, pointer: UnsafeMutablePointer<ibv_pd>) {
         self.context = context
@@ -14,8 +18,38 @@ public final class ProtectionDomain {
     }
 
     deinit {
-        // Children (MRs, QPs) hold this PD, so by now none remain; EBUSY cannot happen.
-        _ = ibv_dealloc_pd(pointer)
+        // Children hold this PD, so by now none remain and EBUSY cannot happen; a PD that
+        // close() could not deallocate (a child refused to go) is retried here.
+        if let pointer { _ = ibv_dealloc_pd(pointer) }
+    }
+
+    public var isOpen: Bool { pointer != nil }
+
+    /// The PD, or the error `op` reports on a PD that `close()` already deallocated.
+    func open(for op: String) throws(VerbsError) -> UnsafeMutablePointer<ibv_pd> {
+        guard let pointer else { throw VerbsError(op: op, errno: .badFileDescriptor, detail: "the PD was closed") }
+        return pointer
+    }
+
+    /// Destroys what was made in this PD and still lives (QPs, then MRs: a QP may still be
+    /// using an MR's lkey), then deallocates the PD. Objects others still hold become closed
+    /// shells: `deregister()` on such an MR does nothing. Every child is tried even after one
+    /// fails; the first failure is thrown, and the PD then stays allocated (the kernel would
+    /// refuse with EBUSY) until its `deinit`. Calling it again does nothing.
+    ///
+    /// The corresponding C functions are `ibv_destroy_qp`, `ibv_dereg_mr` and `ibv_dealloc_pd`.
+    public func close() throws(VerbsError) {
+        guard let pointer else { return }
+        var failure: VerbsError?
+        for qp in queuePairs.live {
+            do throws(VerbsError) { try qp.destroy() } catch { failure = failure ?? error }
+        }
+        for mr in memoryRegions.live {
+            do throws(VerbsError) { try mr.deregister() } catch { failure = failure ?? error }
+        }
+        if let failure { throw failure }
+        try check("ibv_dealloc_pd", ibv_dealloc_pd(pointer), detail: context.device.name)
+        self.pointer = nil
     }
 
     /// Registers `[address, address+length)` for the given access.
@@ -27,11 +61,13 @@ public final class ProtectionDomain {
     ///
     /// The corresponding C function is `ibv_reg_mr` (through `ibv_reg_mr_iova2`, iova = address).
     public func register(address: UnsafeMutableRawPointer, length: Int, access: AccessFlags) throws(VerbsError) -> MemoryRegion {
-        guard let mr = mrl_reg_mr(pointer, address, length, access.rawValue) else {
+        guard let mr = mrl_reg_mr(try open(for: "ibv_reg_mr"), address, length, access.rawValue) else {
             throw VerbsError(op: "ibv_reg_mr", errno: currentErrno(),
                              detail: "\(length) bytes, access \(access)")
         }
-        return MemoryRegion(protectionDomain: self, pointer: mr, access: access)
+        let region = MemoryRegion(protectionDomain: self, pointer: mr, access: access)
+        memoryRegions.insert(region)
+        return region
     }
 
     /// Creates a reliable-connected queue pair.
@@ -51,9 +87,11 @@ public final class ProtectionDomain {
         attributes.cap.max_recv_sge = 1
         attributes.cap.max_inline_data = maxInlineData
         attributes.sq_sig_all = 1
-        guard let qp = ibv_create_qp(pointer, &attributes) else {
+        guard let qp = ibv_create_qp(try open(for: "ibv_create_qp"), &attributes) else {
             throw VerbsError(op: "ibv_create_qp", errno: currentErrno(), detail: "RC")
         }
-        return QueuePair(protectionDomain: self, sendQueue: sendQueue, receiveQueue: receiveQueue, pointer: qp)
+        let queuePair = QueuePair(protectionDomain: self, sendQueue: sendQueue, receiveQueue: receiveQueue, pointer: qp)
+        queuePairs.insert(queuePair)
+        return queuePair
     }
 }

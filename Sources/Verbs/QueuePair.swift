@@ -31,11 +31,16 @@ public enum PathMTU: Int, Sendable {
 }
 
 /// A reliable-connected queue pair. Owns its `ibv_qp`; keeps its PD and CQs alive.
+///
+/// `destroy()` releases it deterministically (its PD's `close()` does, before the PD goes);
+/// `deinit` releases it if nobody did.
 public final class QueuePair {
     public let protectionDomain: ProtectionDomain
     public let sendQueue: CompletionQueue
     public let receiveQueue: CompletionQueue
-    let pointer: UnsafeMutablePointer<ibv_qp>
+    /// The QP number, kept after the QP is destroyed so logs can still name it.
+    public let number: UInt32
+    private var pointer: UnsafeMutablePointer<ibv_qp>?
 
     init(protectionDomain: ProtectionDomain, sendQueue: CompletionQueue, receiveQueue: CompletionQueue,
          pointer: UnsafeMutablePointer<ibv_qp>) {
@@ -43,62 +48,83 @@ public final class QueuePair {
         self.sendQueue = sendQueue
         self.receiveQueue = receiveQueue
         self.pointer = pointer
+        number = pointer.pointee.qp_num
     }
 
     deinit {
-        _ = ibv_destroy_qp(pointer)
+        if let pointer { _ = ibv_destroy_qp(pointer) }
     }
 
-    public var number: UInt32 { pointer.pointee.qp_num }
+    public var isDestroyed: Bool { pointer == nil }
+
+    /// The QP, or the error `op` reports on a destroyed one.
+    private func live(for op: String) throws(VerbsError) -> UnsafeMutablePointer<ibv_qp> {
+        guard let pointer else { throw VerbsError(op: op, errno: .badFileDescriptor, detail: "QP \(number) was destroyed") }
+        return pointer
+    }
+
+    /// Destroys the QP: its number is dead to peers from here on. Calling it again does nothing.
+    ///
+    /// The corresponding C function is `ibv_destroy_qp`.
+    public func destroy() throws(VerbsError) {
+        guard let pointer else { return }
+        try check("ibv_destroy_qp", ibv_destroy_qp(pointer), detail: "QP \(number)")
+        self.pointer = nil
+    }
+
+    /// Applies the fields of `attributes` named in `mask`: a state transition with what it
+    /// needs, or a change of attributes in place. The kernel checks the transition and the
+    /// mask together (`ib_modify_qp_is_ok`) and answers EINVAL for a wrong pair.
+    ///
+    /// The corresponding C function is `ibv_modify_qp`.
+    public func modify(attributes: Attributes, mask: AttributeMask) throws(VerbsError) {
+        var attr = attributes.raw
+        try check("ibv_modify_qp", ibv_modify_qp(try live(for: "ibv_modify_qp"), &attr, Int32(bitPattern: mask.rawValue)),
+                  detail: "QP \(number) to \(attributes.state), mask \(mask)")
+    }
+
+    /// The QP's current state, as the device reports it.
+    ///
+    /// The corresponding C function is `ibv_query_qp`.
+    public func queryState() throws(VerbsError) -> State {
+        var attr = ibv_qp_attr()
+        var initAttr = ibv_qp_init_attr()
+        try check("ibv_query_qp", ibv_query_qp(try live(for: "ibv_query_qp"), &attr, Int32(IBV_QP_STATE.rawValue), &initAttr),
+                  detail: "QP \(number)")
+        return State(attr.qp_state)
+    }
 
     /// Moves the QP through INIT → RTR → RTS towards `remote`, the rc_pingpong way.
     /// `access` is what remote peers may do through this QP (REMOTE_WRITE/READ/ATOMIC).
     ///
-    /// The corresponding C function is `ibv_modify_qp`.
+    /// The corresponding C function is `ibv_modify_qp`, once per transition.
     public func connect(port: UInt8, local: GID, to remote: QueuePairEndpoint,
                         access: AccessFlags, mtu: PathMTU = .bytes1024) throws(VerbsError) {
-        var attr = ibv_qp_attr()
-        attr.qp_state = IBV_QPS_INIT
-        attr.pkey_index = 0
-        attr.port_num = port
-        attr.qp_access_flags = access.rawValue
-        try check("ibv_modify_qp",
-                  ibv_modify_qp(pointer, &attr, Int32(IBV_QP_STATE.rawValue | IBV_QP_PKEY_INDEX.rawValue
-                                                      | IBV_QP_PORT.rawValue | IBV_QP_ACCESS_FLAGS.rawValue)),
-                  detail: "RESET→INIT")
+        var initialized = Attributes(state: .initialized)
+        initialized.pkeyIndex = 0
+        initialized.port = port
+        initialized.accessFlags = access
+        try modify(attributes: initialized, mask: [.state, .pkeyIndex, .port, .accessFlags])
 
-        attr = ibv_qp_attr()
-        attr.qp_state = IBV_QPS_RTR
-        attr.path_mtu = mtu.raw
-        attr.dest_qp_num = remote.qpNumber
-        attr.rq_psn = remote.packetSequence
-        attr.max_dest_rd_atomic = 1
-        attr.min_rnr_timer = 12
-        attr.ah_attr.is_global = 1
-        attr.ah_attr.dlid = remote.lid
-        attr.ah_attr.port_num = port
-        attr.ah_attr.grh.dgid = remote.gid.raw
-        attr.ah_attr.grh.sgid_index = UInt8(local.index)
-        attr.ah_attr.grh.hop_limit = 1
-        try check("ibv_modify_qp",
-                  ibv_modify_qp(pointer, &attr, Int32(IBV_QP_STATE.rawValue | IBV_QP_AV.rawValue
-                                                      | IBV_QP_PATH_MTU.rawValue | IBV_QP_DEST_QPN.rawValue
-                                                      | IBV_QP_RQ_PSN.rawValue | IBV_QP_MAX_DEST_RD_ATOMIC.rawValue
-                                                      | IBV_QP_MIN_RNR_TIMER.rawValue)),
-                  detail: "INIT→RTR")
+        var readyToReceive = Attributes(state: .readyToReceive)
+        readyToReceive.pathMTU = mtu
+        readyToReceive.destQPN = remote.qpNumber
+        readyToReceive.rqPSN = remote.packetSequence
+        readyToReceive.maxDestReadAtomic = 1
+        readyToReceive.minRNRTimer = 12
+        readyToReceive.addressVector = AddressVector(
+            destinationLID: remote.lid, port: port,
+            global: GlobalRoute(destinationGID: remote.gid, sourceGIDIndex: UInt8(local.index), hopLimit: 1))
+        try modify(attributes: readyToReceive,
+                   mask: [.state, .addressVector, .pathMTU, .destQPN, .rqPSN, .maxDestReadAtomic, .minRNRTimer])
 
-        attr = ibv_qp_attr()
-        attr.qp_state = IBV_QPS_RTS
-        attr.timeout = 14
-        attr.retry_cnt = 7
-        attr.rnr_retry = 7
-        attr.sq_psn = 0
-        attr.max_rd_atomic = 1
-        try check("ibv_modify_qp",
-                  ibv_modify_qp(pointer, &attr, Int32(IBV_QP_STATE.rawValue | IBV_QP_TIMEOUT.rawValue
-                                                      | IBV_QP_RETRY_CNT.rawValue | IBV_QP_RNR_RETRY.rawValue
-                                                      | IBV_QP_SQ_PSN.rawValue | IBV_QP_MAX_QP_RD_ATOMIC.rawValue)),
-                  detail: "RTR→RTS")
+        var readyToSend = Attributes(state: .readyToSend)
+        readyToSend.timeout = 14
+        readyToSend.retryCount = 7
+        readyToSend.rnrRetry = 7
+        readyToSend.sqPSN = 0
+        readyToSend.maxReadAtomic = 1
+        try modify(attributes: readyToSend, mask: [.state, .timeout, .retryCount, .rnrRetry, .sqPSN, .maxReadAtomic])
     }
 
     /// One-sided operations a QP can post against a remote MR.
@@ -112,6 +138,7 @@ public final class QueuePair {
     /// The corresponding C function is `ibv_post_send`.
     public func post(_ operation: RemoteOperation, local: MemoryRegion, localAddress: UInt64, length: UInt32,
                      remoteAddress: UInt64, rkey: UInt32, wrID: UInt64 = 0) throws(VerbsError) {
+        let qp = try live(for: "ibv_post_send")
         var sge = ibv_sge(addr: localAddress, length: length, lkey: local.lkey)
         var wr = ibv_send_wr()
         wr.wr_id = wrID
@@ -123,7 +150,7 @@ public final class QueuePair {
         var bad: UnsafeMutablePointer<ibv_send_wr>?
         let rc = withUnsafeMutablePointer(to: &sge) { sgePointer in
             wr.sg_list = sgePointer
-            return ibv_post_send(pointer, &wr, &bad)
+            return ibv_post_send(qp, &wr, &bad)
         }
         try check("ibv_post_send", rc, detail: operation == .write ? "RDMA_WRITE" : "RDMA_READ")
     }

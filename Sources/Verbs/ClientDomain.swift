@@ -1,0 +1,48 @@
+/// Everything one client of the daemon has on the device: its own protection domain and what
+/// is made in it — MRs today; queue pairs, memory windows and rdma_cm connections as remote
+/// access arrives. One client's rkeys are useless on another client's QPs.
+///
+/// `close()` takes it all down in the one order that cannot fail for ordering reasons:
+/// connections (they hold QPs), then QPs (they use MRs' lkeys and carry MW bindings), then MWs
+/// (rxe refuses to deregister an MR with a window bound to it), then MRs, then the PD — the
+/// order pyverbs' `PD.close` follows (`close_weakrefs` before `ibv_dealloc_pd`). The PD does
+/// the QP → MW → MR → PD part, since everything made in it is recorded there; this type adds
+/// what is the client's but not the PD's (the connections). Objects someone still holds stay
+/// valid Swift objects after `close()`: their `deregister()`/`destroy()` then do nothing.
+public final class ClientDomain {
+    public let protectionDomain: ProtectionDomain
+
+    /// Allocates the client's PD on `context`. For a client that will connect through rdma_cm,
+    /// `context` must be librdmacm's own (`Context.librdmacm(deviceNamed:)`).
+    ///
+    /// The corresponding C function is `ibv_alloc_pd`.
+    public init(context: Context) throws(VerbsError) {
+        protectionDomain = try context.allocateProtectionDomain()
+    }
+
+    deinit {
+        // The ordered close, for an owner that dropped the domain without closing it. A failure
+        // cannot be reported from here; whatever refused stays allocated until its own deinit
+        // (children hold the PD, so the PD still goes last). Owners that must know call close().
+        try? close()
+    }
+
+    public var context: Context { protectionDomain.context }
+    public var isOpen: Bool { protectionDomain.isOpen }
+
+    /// Registers `[address, address+length)` in this client's PD.
+    ///
+    /// The corresponding C function is `ibv_reg_mr`.
+    public func register(address: UnsafeMutableRawPointer, length: Int, access: AccessFlags) throws(VerbsError) -> MemoryRegion {
+        try protectionDomain.register(address: address, length: length, access: access)
+    }
+
+    /// Closes the domain in order: connections (none are made yet), then the PD with its QPs,
+    /// MWs and MRs. Every object is tried even after one fails; the first failure is thrown.
+    /// Calling it again does nothing.
+    ///
+    /// The corresponding C functions are `ibv_destroy_qp`, `ibv_dereg_mr` and `ibv_dealloc_pd`.
+    public func close() throws(VerbsError) {
+        try protectionDomain.close()
+    }
+}

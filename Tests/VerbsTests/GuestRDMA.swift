@@ -1,0 +1,41 @@
+import Foundation
+import TestSupport
+import Verbs
+import XCTest
+
+/// What the VerbsTests need from the guest (Scripts/vm-test), each skipping with the missing
+/// facility's name, and what the kernel says this process holds (`rdma resource show`).
+enum GuestRDMA {
+    /// The guest's device on `lo` (rxe0), opened with `ibv_open_device`.
+    static func openDevice() throws -> Context {
+        let name = try Facility.rdmaDevice.require()
+        let device = try XCTUnwrap(try Device.list().first { $0.name == name }, "\(name) not in ibv_get_device_list")
+        return try device.open()
+    }
+
+    /// The guest's rdma_cm address (rxe1 on dummy0): rdma_cm cannot resolve over `lo`.
+    static func requireRDMACMAddress() throws -> String {
+        _ = try Facility.rdmaDevice.require()
+        let address = ProcessInfo.processInfo.environment["MRLEASED_RDMA_CM_ADDRESS"] ?? ""
+        guard !address.isEmpty else {
+            throw XCTSkip("needs an rdma_cm address on an RDMA device (MRLEASED_RDMA_CM_ADDRESS, set by Scripts/vm-test)")
+        }
+        return address
+    }
+
+    /// This process's entries of `rdma -j resource show KIND` (qp, pd, mr, cq).
+    static func resources(_ kind: String) throws -> [[String: Any]] {
+        let result = try Subprocess.run("/usr/bin/env", ["rdma", "-j", "resource", "show", kind])
+        guard result.status == 0 else { throw TestFailure("rdma resource show \(kind): \(result.stderr)") }
+        let entries = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]) ?? []
+        return entries.filter { ($0["pid"] as? Int).map(Int32.init) == getpid() }
+    }
+
+    /// The numbers of the QPs this process holds, per the kernel.
+    static func queuePairNumbers() throws -> Set<UInt32> {
+        Set(try resources("qp").compactMap { ($0["lqpn"] as? Int).map(UInt32.init) })
+    }
+
+    /// How many PDs this process holds, per the kernel.
+    static func protectionDomainCount() throws -> Int { try resources("pd").count }
+}
