@@ -90,7 +90,7 @@ public final class Daemon {
         var reason: String?
         if registrar == nil {
             do {
-                registrar = try VerbsRegistrar(deviceNamed: configuration.device)
+                registrar = try VerbsRegistrar(deviceNamed: configuration.device, logger: logger)
             } catch {
                 reason = "no RDMA device: \(error). Registrations are refused until mrleased is restarted on a host with one"
             }

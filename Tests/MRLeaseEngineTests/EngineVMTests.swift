@@ -149,6 +149,13 @@ final class EngineVMTests: XCTestCase {
         { path in ("/bin/sh", ["-c", "for i in $(seq 100); do truncate -s \(size) '\(path)' 2>/dev/null && exit 0; sleep 0.05; done; exit 1"]) }
     }
 
+    /// rdma_create_qp takes only PDs made on librdmacm's own context for the device: the
+    /// registrar's PDs (and so a client's regions) must live there for remote access.
+    func testRegistrarAllocatesOnLibrdmacmsContext() throws {
+        let (_, registrar) = try makeEngine()
+        XCTAssertEqual(registrar.context.origin, .librdmacm)
+    }
+
     func testTruncateOnExt4DAX() throws { try exercise(.ext4DAX, tool: truncateTool(65536), truncatesTo: 65536) }
     func testTruncateOnXFSDAX() throws { try exercise(.xfsDAX, tool: truncateTool(65536), truncatesTo: 65536) }
     func testTruncateOnExt4() throws { try exercise(.ext4, tool: truncateTool(65536), truncatesTo: 65536) }
