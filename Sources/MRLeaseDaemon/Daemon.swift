@@ -53,9 +53,10 @@ public final class Daemon {
     let deviceName: String?
     let odp: ODPCaps
     let noDeviceReason: String?
+    /// What each watched fd is; a session's socket maps to its session.
     var sources: [Int32: Source] = [:]
-    var sessions: [Int32: ClientSession] = [:]
-    var sessionsByOwner: [OwnerID: ClientSession] = [:]
+    /// The connected clients, by the owner id their regions carry in the engine.
+    var sessions: [OwnerID: ClientSession] = [:]
     /// The daemon's time per request, by type (`stats`' `requestMicros`).
     var requestTimes: [RequestType: LatencyHistogram] = [:]
     var nextOwner: UInt64 = 1
@@ -283,8 +284,7 @@ public final class Daemon {
             logger.error("connection dropped: epoll_ctl failed", metadata: ["errno": "\(error.symbolicName)"])
             return close(socket)
         }
-        sessions[socket.descriptor.rawValue] = session
-        sessionsByOwner[owner] = session
+        sessions[owner] = session
         logger.debug("client connected", metadata: ["client": "\(owner)", "pid": "\(credentials.pid)", "uid": "\(credentials.uid)"])
     }
 
@@ -364,7 +364,7 @@ public final class Daemon {
 
     /// Sends one engine event to the region's owner, if it is still connected.
     func deliver(_ notice: EngineNotice) {
-        guard let session = sessionsByOwner[notice.owner], !session.closing else { return }
+        guard let session = sessions[notice.owner], !session.closing else { return }
         if case .lost(let id, _, _) = notice.event { session.tags[id] = nil }
         _ = send(Codec.encode(Event(notice.event, now: Engine.now())), to: session, what: "events")
     }
@@ -375,8 +375,7 @@ public final class Daemon {
         session.closing = true
         let regions = session.tags.count
         unwatch(session.descriptor)
-        sessions[session.descriptor.rawValue] = nil
-        sessionsByOwner[session.owner] = nil
+        sessions[session.owner] = nil
         close(session.socket)
         if let engine { route(engine.release(owner: session.owner)) }
         logger.debug("client gone", metadata: ["client": "\(session.owner)", "why": "\(why)", "regions": "\(regions)"])

@@ -43,6 +43,7 @@ public struct Doctor {
             leasesEnabled: SystemFacts.leasesEnabled(),
             capLease: SystemFacts.hasCapability(SystemFacts.capLease),
             capIPCLock: SystemFacts.hasCapability(SystemFacts.capIPCLock))
+        // As above: an unreadable limit is shown as missing.
         if let memlock = try? SystemFacts.memlockLimit() {
             host.memlockSoft = memlock.soft
             host.memlockHard = memlock.hard
@@ -147,16 +148,18 @@ public struct Doctor {
             ? [(nil, nil)] : probes.map { ($0, DeviceCapabilities(name: $0.context.device.name, odp: $0.odp)) }
         // The plan on each device, as the daemon would make it; the first device with a
         // strategy wins, else the first refusal is reported.
-        var decided: (device: String?, decision: Result<(Strategy, reason: String), PlanRefusal>)?
+        var decided: (device: String?, plan: RegistrationPlan?, decision: Result<(Strategy, reason: String), PlanRefusal>)?
         for (probe, device) in devices {
             let planned = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: 0, length: length,
                                                 access: access, device: device, noDeviceReason: "no RDMA device on this host",
                                                 pageSize: pageSize)
             let decision: Result<(Strategy, reason: String), PlanRefusal>
+            var made: RegistrationPlan?
             switch planned {
             case .failure(let refusal):
                 decision = .failure(refusal)
             case .success(let plan):
+                made = plan
                 var trials: [Trial] = []
                 if let probe {
                     trials = probe.trials(fd: opened.fd, backing: facts.backing, offset: 0, length: Int(length),
@@ -166,11 +169,18 @@ public struct Doctor {
                 decision = plan.decide(trials: trials)
             }
             if decided == nil || (!decided!.decision.succeeded && decision.succeeded) {
-                decided = (device?.name, decision)
+                decided = (device?.name, made, decision)
             }
         }
         if let decided {
             report.strategyDevice = decided.device
+            report.plan = decided.plan.map { plan in
+                plan.attempts.enumerated().map { "\($0.offset + 1). \($0.element.strategy) (\($0.element.kind.rawValue)): \($0.element.reason)" }
+                    + plan.skipped.compactMap { trial in
+                        guard case .notTried(let why) = trial.outcome else { return nil }
+                        return "not \(trial.kind.rawValue): \(why)"
+                    }
+            }
             switch decided.decision {
             case .success(let (strategy, reason)):
                 report.strategy = strategy.rawValue

@@ -71,6 +71,9 @@ public struct FileReport: Sendable, Codable {
     public var trials: [TrialReport]
     /// The strategy mrleased would use, or nil when it would refuse (see `refusal`).
     public var strategy: String?
+    /// The registration plan the daemon would execute on the chosen device: each attempt in
+    /// order with why it is tried, then what is not tried and why.
+    public var plan: [String]?
     public var strategyDevice: String?
     public var strategyReason: String?
     public var refusal: String?

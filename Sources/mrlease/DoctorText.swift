@@ -41,6 +41,9 @@ enum DoctorText {
             out += row("extents", file.extentCount.map { "\($0) (FIEMAP)" } ?? (file.extentNote ?? "?"))
             out += row("opened", file.openedWritable == true ? "read-write" : "read-only")
             if let lease = file.lease { out += row("lease", lease.message) }
+            for (index, step) in (file.plan ?? []).enumerated() {
+                out += row(index == 0 ? "plan" : "", step)
+            }
             for trial in file.trials {
                 var text = "\(trial.result)"
                 if let op = trial.op, let errno = trial.errno { text += ": \(op) → \(errno) (\(trial.errnoValue ?? 0))" }

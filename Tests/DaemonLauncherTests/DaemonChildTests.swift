@@ -70,7 +70,7 @@ final class DaemonChildTests: XCTestCase {
     /// systemd.exec(5): $JOURNAL_STREAM is stderr's st_dev:st_ino, which the child can stat.
     func testJournalStderrIsAPipeThatJournalStreamNames() throws {
         let child = try DaemonChild(executable: "/bin/sh",
-                                    arguments: ["-c", "echo \"$JOURNAL_STREAM\" >&2; stat -L -c %d:%i /dev/stderr >&2; echo done >&2"],
+                                    arguments: ["-c", "echo \"$JOURNAL_STREAM\" >&2; stat -L -c %d:%i /proc/self/fd/2 >&2; echo done >&2"],
                                     environment: ["JOURNAL_STREAM": "1:1"], stderr: .journal, readyWhen: .logged("done\n"))
         let lines = child.log.split(separator: "\n")
         XCTAssertEqual(lines.count, 3, child.log)

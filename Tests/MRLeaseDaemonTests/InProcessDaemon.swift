@@ -49,12 +49,12 @@ final class InProcessDaemon {
     }
 
     func connect() throws -> InProcessClient {
-        let known = Set(daemon.sessionsByOwner.keys)
+        let known = Set(daemon.sessions.keys)
         let socket = try UnixSocket.connect(path: daemon.configuration.socketPath)
         try socket.setNonBlocking(true)
         // The daemon accepts on its next turn: the new owner is this client's.
-        drive(seconds: 5) { daemon.sessionsByOwner.count > known.count }
-        guard let owner = Set(daemon.sessionsByOwner.keys).subtracting(known).first else {
+        drive(seconds: 5) { daemon.sessions.count > known.count }
+        guard let owner = Set(daemon.sessions.keys).subtracting(known).first else {
             throw TestFailure("the daemon did not accept the connection")
         }
         let client = InProcessClient(socket: socket, owner: owner, daemon: self)
@@ -129,5 +129,5 @@ final class InProcessClient {
     }
 
     /// The daemon's session for this client, while connected.
-    var session: ClientSession? { daemon.daemon.sessionsByOwner[owner] }
+    var session: ClientSession? { daemon.daemon.sessions[owner] }
 }

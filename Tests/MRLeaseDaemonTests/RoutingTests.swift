@@ -32,11 +32,13 @@ final class RoutingTests: XCTestCase {
         let (scratch, path, fd) = try scratchFile()
         defer { try? fd.close(); _ = scratch }
         // Acks, not the deadline, end this revocation: the bystander's are the ones awaited.
-        let daemon = try InProcessDaemon { $0.maxQueuedMessages = 4; $0.quiesceMillis = 5000 }
+        // (The deadline is long because the recording registrar reads /proc/self/maps at each
+        // deregistration: slow under the guests' emulated CPU.)
+        let daemon = try InProcessDaemon { $0.maxQueuedMessages = 4; $0.quiesceMillis = 30_000 }
         daemon.registrar.inode = try FileFacts.inspect(fd).inode
         let slow = try daemon.connect()
         let bystander = try daemon.connect()
-        let slowRegions = try (0..<200).map { try slow.register(fd, offset: UInt64($0) * 4096).region }
+        let slowRegions = try (0..<60).map { try slow.register(fd, offset: UInt64($0) * 4096).region }
         let kept = try (300..<302).map { try bystander.register(fd, offset: UInt64($0) * 4096).region }
         XCTAssertEqual(daemon.engine.indexProblems(), [])
         // The slow client stops reading, and its socket takes only a few packets.
@@ -47,9 +49,9 @@ final class RoutingTests: XCTestCase {
 
         let start = Date()
         let reader = try spawn("/bin/cat", [path])
-        // 200 revoking events cannot reach the slow client: it is disconnected while they are
+        // 60 revoking events cannot reach the slow client: it is disconnected while they are
         // routed, and its regions go while the file's revocation waits for the bystander.
-        XCTAssertTrue(daemon.drive { slow.session == nil && bystander.events.count >= 2 && daemon.engine.indexProblems().isEmpty },
+        XCTAssertTrue(daemon.drive(seconds: 25) { slow.session == nil && bystander.events.count >= 2 && daemon.engine.indexProblems().isEmpty },
                       "slow client still connected, or \(names(bystander.events)), or \(daemon.engine.indexProblems())")
         XCTAssertEqual(daemon.engine.list(owner: slow.owner), [])
         XCTAssertEqual(daemon.engine.list(owner: bystander.owner).map(\.id.rawValue), kept)
@@ -58,10 +60,10 @@ final class RoutingTests: XCTestCase {
         XCTAssertTrue(reader.isRunning, "the reader must wait for the bystander's acks")
 
         for region in kept { _ = try bystander.request(.ack(region: region)) }
-        XCTAssertTrue(daemon.drive { !reader.isRunning && bystander.events.count >= 6 }, "\(names(bystander.events))")
+        XCTAssertTrue(daemon.drive(seconds: 25) { !reader.isRunning && bystander.events.count >= 6 }, "\(names(bystander.events))")
         reader.waitUntilExit()
         XCTAssertEqual(reader.terminationStatus, 0)
-        XCTAssertLessThan(Date().timeIntervalSince(start), 4, "acks, not the 5 s deadline, must end the revocation")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 25, "acks, not the 30 s deadline, must end the revocation")
         XCTAssertEqual(names(bystander.events), kept.map { "revoking \($0)" } + kept.map { "revoked \($0)" } + kept.map { "restored \($0)" })
         XCTAssertEqual(daemon.engine.list().map(\.state), [.registered, .registered])
         XCTAssertEqual(daemon.engine.indexProblems(), [])

@@ -39,9 +39,14 @@ final class KernelMatrixTests: XCTestCase {
         if rxeHasODP {
             XCTAssertEqual(try trial(report, .odp).result, "registered", "\(report.trials)")
             XCTAssertEqual(report.strategy, "odp")
+            // The daemon's plan, as the doctor prints it: ODP first, then pinned.
+            XCTAssertEqual(report.plan?.map { String($0.prefix(9)) }, ["1. odp (o", "2. pinned"], "\(report.plan ?? [])")
         } else {
             XCTAssertEqual(try trial(report, .odp).errno, "EINVAL")
             XCTAssertNil(report.strategy)
+            XCTAssertEqual(report.refusalCode, "strategy-unavailable")
+            XCTAssertEqual(report.plan?.first?.hasPrefix("1. pinned (pinned-write)"), true, "\(report.plan ?? [])")
+            XCTAssertEqual(report.plan?.last?.hasPrefix("not odp: rxe0 has no ODP support"), true, "\(report.plan ?? [])")
             XCTAssertEqual(report.refusalErrno, "EOPNOTSUPP")
             XCTAssertTrue(report.refusal?.contains("no ODP support") == true, report.refusal ?? "")
         }
