@@ -74,6 +74,8 @@ final class InProcessClient {
     /// Replies read while collecting events, for `request` to find.
     var replies: [Reply] = []
     var closedByDaemon = false
+    /// Why reading failed, if it did (the connection then counts as closed).
+    var readFailure: Error?
     /// A client that stops reading leaves its packets in the socket.
     var reading = true
 
@@ -87,7 +89,7 @@ final class InProcessClient {
     func collect() {
         do { try pump() } catch {
             closedByDaemon = true
-            events.append(.lost(.init(region: 0, reason: .restoreFailed, message: "test client: \(error)")))
+            readFailure = error
         }
     }
 
@@ -117,7 +119,9 @@ final class InProcessClient {
             return reply != nil || closedByDaemon
         }
         replies.removeAll { $0.id == id }
-        guard let reply else { throw TestFailure("no reply to \(request.type) (closed: \(closedByDaemon))") }
+        guard let reply else {
+            throw TestFailure("no reply to \(request.type) (closed: \(closedByDaemon), \(readFailure.map { "\($0)" } ?? "no read error"))")
+        }
         return try reply.outcome.get()
     }
 
