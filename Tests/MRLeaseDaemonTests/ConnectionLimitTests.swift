@@ -50,3 +50,33 @@ final class ConnectionLimitTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 }
+
+/// The socket the daemon binds itself is 0660, as mrleased.socket makes it, with the
+/// configured group: who may connect at all is a group's privilege, not every account's.
+final class SocketPermissionTests: XCTestCase {
+    func socketStat(_ daemon: RunningDaemon) throws -> stat {
+        var info = stat()
+        XCTAssertEqual(stat(daemon.socketPath, &info), 0)
+        return info
+    }
+
+    func testTheDaemonsOwnSocketIs0660WithTheConfiguredGroup() throws {
+        let plain = try RunningDaemon()
+        let info = try socketStat(plain)
+        XCTAssertEqual(info.st_mode & 0o777, 0o660, String(info.st_mode & 0o777, radix: 8))
+        XCTAssertEqual(info.st_gid, getegid(), "no socket-group: the daemon's own group")
+        XCTAssertEqual(plain.stop(), 0)
+
+        let grouped = try RunningDaemon(environment: ["MRLEASED_SOCKET_GROUP": "4242"])
+        let groupedInfo = try socketStat(grouped)
+        XCTAssertEqual(groupedInfo.st_mode & 0o777, 0o660)
+        XCTAssertEqual(groupedInfo.st_gid, 4242)
+        XCTAssertEqual(grouped.stop(), 0)
+    }
+
+    func testAnUnknownSocketGroupStopsTheDaemonNamingIt() throws {
+        XCTAssertThrowsError(try RunningDaemon(environment: ["MRLEASED_SOCKET_GROUP": "no-such-group-mrleased"])) { error in
+            XCTAssertTrue("\(error)".contains("no group named 'no-such-group-mrleased'"), "\(error)")
+        }
+    }
+}

@@ -27,6 +27,12 @@ enum DaemonWire {
         return try receive(socket)
     }
 
+    /// Whether a `register` reply shows the request got past the rules about the file and the
+    /// caller: registered (a guest, with an RDMA device) or refused only for want of one (the host).
+    static func passedTheRules(_ reply: String) -> Bool {
+        reply.contains(#""result""#) || reply.contains(#""code":"strategy-unavailable""#)
+    }
+
     static func openFDs(_ pid: Int32) -> [Int] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).compactMap { Int($0) }.sorted()
     }

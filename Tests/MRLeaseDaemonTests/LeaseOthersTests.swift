@@ -68,7 +68,8 @@ final class LeaseOthersTests: XCTestCase {
         XCTAssertEqual(leases, 1, "the owner's registration holds a lease")
     }
 
-    // MARK: The built daemon (no RDMA device here): the refusal comes before "no device"
+    // MARK: The built daemon: on the host (no RDMA device) the refusal comes before "no device";
+    // in the guests the owner's registration is made
 
     func daemonReply(_ file: String, as client: OtherUserClient, environment: [String: String] = [:]) throws -> String {
         let daemon = try RunningDaemon(environment: ["MRLEASED_SOCKET_MODE": "0666"].merging(environment) { $1 })
@@ -86,7 +87,7 @@ final class LeaseOthersTests: XCTestCase {
 
         XCTAssertEqual(chown(file, Self.nobody, Self.nobody), 0)
         let owner = try daemonReply(file, as: OtherUserClient(uid: Self.nobody, gid: Self.nobody))
-        XCTAssertTrue(owner.contains(#""code":"strategy-unavailable""#), "the owner passes the rule; no device here: \(owner)")
+        XCTAssertTrue(DaemonWire.passedTheRules(owner), "the owner passes the rule: \(owner)")
     }
 
     func testAnAllowListedUIDOrGroupMayRegisterAnotherUsersFile() throws {
@@ -94,12 +95,12 @@ final class LeaseOthersTests: XCTestCase {
         let file = try rootOwnedFile(in: scratch)
         let byUID = try daemonReply(file, as: OtherUserClient(uid: Self.nobody, gid: Self.nobody),
                                     environment: ["MRLEASED_LEASE_OTHERS_UIDS": "1000,65534"])
-        XCTAssertTrue(byUID.contains(#""code":"strategy-unavailable""#), byUID)
+        XCTAssertTrue(DaemonWire.passedTheRules(byUID), byUID)
 
         // A supplementary group counts (from /proc/PID/status Groups:), not only the primary one.
         let byGroup = try daemonReply(file, as: OtherUserClient(uid: Self.nobody, gid: Self.nobody, groups: [4242]),
                                       environment: ["MRLEASED_LEASE_OTHERS_GROUPS": "4242"])
-        XCTAssertTrue(byGroup.contains(#""code":"strategy-unavailable""#), byGroup)
+        XCTAssertTrue(DaemonWire.passedTheRules(byGroup), byGroup)
         let otherGroup = try daemonReply(file, as: OtherUserClient(uid: Self.nobody, gid: Self.nobody, groups: [4243]),
                                          environment: ["MRLEASED_LEASE_OTHERS_GROUPS": "4242"])
         XCTAssertTrue(otherGroup.contains(#""code":"access-denied""#), otherGroup)
