@@ -20,8 +20,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var maxConnections = 256
     /// Connections one uid may hold, so that one user cannot take every slot.
     public var maxConnectionsPerUID = 64
-    /// Uids and groups (numbers) whose clients may register files they do not own, which the
-    /// daemon must then lease for them (what CAP_LEASE is to the kernel). Root always may.
+    /// Uids and gids (written as numbers or names) whose clients may register files they do
+    /// not own, which the daemon must then lease for them (what CAP_LEASE is to the kernel).
+    /// Root always may.
     public var leaseOthersUIDs: Set<UInt32> = []
     public var leaseOthersGroups: Set<UInt32> = []
     public var maxRegionsPerUID = 4096
@@ -80,10 +81,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
             guard let value = UInt64(text, radix: radix) else { throw Problem(description: "\(source): \(key) must be a number, got '\(text)'") }
             return value
         }
-        func ids(_ text: String) throws(Problem) -> Set<UInt32> {
+        // Names are looked up once, here: a name that does not exist is a typo to report, not
+        // an empty allow-list.
+        func ids(_ text: String, lookUp: (String) -> UInt32?) throws(Problem) -> Set<UInt32> {
             var result: Set<UInt32> = []
             for item in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
-                guard let id = UInt32(item) else { throw Problem(description: "\(source): \(key) takes numeric ids separated by commas, got '\(item)'") }
+                guard let id = UInt32(item) ?? lookUp(item) else {
+                    throw Problem(description: "\(source): \(key): '\(item)' is neither a number nor a known name (ids or names, separated by commas)")
+                }
                 result.insert(id)
             }
             return result
@@ -93,8 +98,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         case "socket-mode": socketMode = UInt32(try number(value, radix: 8))
         case "socket-group": socketGroup = value.isEmpty ? nil : value
         case "max-connections-per-uid": maxConnectionsPerUID = Int(try number(value))
-        case "lease-others-uids": leaseOthersUIDs = try ids(value)
-        case "lease-others-groups": leaseOthersGroups = try ids(value)
+        case "lease-others-uids": leaseOthersUIDs = try ids(value) { getpwnam($0)?.pointee.pw_uid }
+        case "lease-others-groups": leaseOthersGroups = try ids(value) { getgrnam($0)?.pointee.gr_gid }
         case "max-queued-bytes-per-client": maxQueuedBytesPerClient = try number(value)
         case "max-queued-bytes": maxQueuedBytes = try number(value)
         case "device": device = value.isEmpty ? nil : value
