@@ -1,5 +1,6 @@
 import Foundation
 import MRLeasePolicy
+import MRLeaseProtocol
 
 /// The daemon's settings: documented defaults, then the config file, then the environment,
 /// then command-line flags (each overriding the one before).
@@ -100,8 +101,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
         case "max-connections-per-uid": maxConnectionsPerUID = Int(try number(value))
         case "lease-others-uids": leaseOthersUIDs = try ids(value) { getpwnam($0)?.pointee.pw_uid }
         case "lease-others-groups": leaseOthersGroups = try ids(value) { getgrnam($0)?.pointee.gr_gid }
-        case "max-queued-bytes-per-client": maxQueuedBytesPerClient = try number(value)
-        case "max-queued-bytes": maxQueuedBytes = try number(value)
+        case "max-queued-bytes-per-client", "max-queued-bytes":
+            // Below one packet of the largest size, a client that lags by a single reply
+            // would be disconnected.
+            let bytes = try number(value)
+            guard bytes >= UInt64(Codec.maxMessageBytes) else {
+                throw Problem(description: "\(source): \(key) must be at least \(Codec.maxMessageBytes) (one packet of the largest size), got \(bytes)")
+            }
+            if key == "max-queued-bytes" { maxQueuedBytes = bytes } else { maxQueuedBytesPerClient = bytes }
         case "device": device = value.isEmpty ? nil : value
         case "quiesce-ms": quiesceMillis = try number(value)
         case "restore-backoff-ms": restoreBackoffMillis = try number(value)

@@ -37,6 +37,15 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(parsed.leaseOthersUIDs, [], "empty: only owners and root")
     }
 
+    func testAQueuedBytesBoundBelowOnePacketIsAnError() throws {
+        var parsed = DaemonConfiguration()
+        XCTAssertThrowsError(try parsed.apply(file: "max-queued-bytes-per-client = 4096\n", name: "test.conf")) { error in
+            XCTAssertTrue("\(error)".contains("max-queued-bytes-per-client must be at least 65536"), "\(error)")
+        }
+        try parsed.apply(file: "max-queued-bytes = 65536\n", name: "test.conf")
+        XCTAssertEqual(parsed.maxQueuedBytes, 65536)
+    }
+
     func testEmptyDeviceMeansTheFirstDevice() throws {
         var parsed = DaemonConfiguration()
         try parsed.apply(file: "device = rxe0\ndevice =\n", name: "test.conf")
