@@ -86,6 +86,8 @@ int mrl_fallocate(int fd, int mode, off_t offset, off_t len) {
 }
 
 int mrl_getrlimit_memlock(struct rlimit *out) { return getrlimit(RLIMIT_MEMLOCK, out); }
+int mrl_getrlimit_nofile(struct rlimit *out) { return getrlimit(RLIMIT_NOFILE, out); }
+int mrl_setrlimit_nofile(const struct rlimit *limit) { return setrlimit(RLIMIT_NOFILE, limit); }
 int mrl_rlim_is_infinity(rlim_t value) { return value == RLIM_INFINITY; }
 
 void *mrl_map_failed(void) { return MAP_FAILED; }

@@ -19,9 +19,13 @@ public enum Backing: String, Sendable {
 /// The file type from `st_mode`.
 public enum FileKind: String, Sendable {
     case regular, directory, fifo, socket, characterDevice, blockDevice, symlink
+    /// No file type at all: the kernel's anonymous inodes (epoll, eventfd, signalfd, inotify,
+    /// timerfd) have `S_IFMT` bits 0 in `st_mode`, which is not `S_IFREG`.
+    case anonymousInode = "kernel-internal anonymous inode (epoll, eventfd, signalfd, …)"
 
     init(mode: mode_t) {
         switch mode & 0o170000 {
+        case 0: self = .anonymousInode
         case 0o040000: self = .directory
         case 0o010000: self = .fifo
         case 0o140000: self = .socket
@@ -40,6 +44,8 @@ public struct FileFacts: Sendable {
     public var inode: UInt64
     public var size: UInt64
     public var nlink: UInt32
+    /// The file's owner (`stx_uid`).
+    public var owner: UInt32
     public var mode: mode_t
     public var kind: FileKind
     /// statx's `STATX_ATTR_DAX`: the file's pages are the persistent media itself.
@@ -85,7 +91,7 @@ public struct FileFacts: Sendable {
         let filesystem = Self.filesystemNames[magic] ?? mount?.filesystem ?? "0x" + String(magic, radix: 16)
         let backing: Backing = isDAX ? .fsDAX : Self.shmemFilesystems.contains(filesystem) ? .shmem : .pageCache
         return FileFacts(
-            device: device, inode: stx.stx_ino, size: stx.stx_size, nlink: stx.stx_nlink,
+            device: device, inode: stx.stx_ino, size: stx.stx_size, nlink: stx.stx_nlink, owner: stx.stx_uid,
             mode: mode_t(stx.stx_mode), kind: FileKind(mode: mode_t(stx.stx_mode)),
             isDAX: isDAX, daxKnown: stx.stx_attributes_mask & MRL_STATX_ATTR_DAX != 0,
             filesystem: filesystem, fsMagic: magic, mountID: mountID,
@@ -111,7 +117,8 @@ public struct FileFacts: Sendable {
     /// map or register, whatever FIEMAP answers.
     public var isPseudoFile: Bool { Self.pseudoFilesystems.contains(filesystem) }
 
-    static let pseudoFilesystems: Set<String> = ["proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup2", "configfs"]
+    /// anon_inodefs too: whatever mode a kernel gives its anonymous inodes, they have no pages.
+    static let pseudoFilesystems: Set<String> = ["proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup2", "configfs", "anon_inodefs"]
 
     /// statfs `f_type` magics (linux/magic.h) of the filesystems the daemon meets.
     static let filesystemNames: [UInt64: String] = [

@@ -22,10 +22,35 @@ public enum SystemFacts {
     public static func memlockLimit() throws(Errno) -> (soft: UInt64?, hard: UInt64?) {
         var limit = rlimit()
         try nothingOrErrno(retryOnInterrupt: false) { mrl_getrlimit_memlock(&limit) }.get()
-        func finite(_ value: rlim_t) -> UInt64? {
-            mrl_rlim_is_infinity(value) != 0 ? nil : UInt64(value)
-        }
         return (finite(limit.rlim_cur), finite(limit.rlim_max))
+    }
+
+    /// RLIMIT_NOFILE: how many fds this process may have (soft) and may raise that to (hard);
+    /// nil is RLIM_INFINITY.
+    ///
+    /// The corresponding C function is `getrlimit`.
+    public static func openFilesLimit() throws(Errno) -> (soft: UInt64?, hard: UInt64?) {
+        var limit = rlimit()
+        try nothingOrErrno(retryOnInterrupt: false) { mrl_getrlimit_nofile(&limit) }.get()
+        return (finite(limit.rlim_cur), finite(limit.rlim_max))
+    }
+
+    /// Raises the soft RLIMIT_NOFILE to the hard one (which needs no privilege) and returns
+    /// both as they were before.
+    ///
+    /// The corresponding C functions are `getrlimit` and `setrlimit`.
+    public static func raiseOpenFilesLimit() throws(Errno) -> (soft: UInt64?, hard: UInt64?) {
+        var limit = rlimit()
+        try nothingOrErrno(retryOnInterrupt: false) { mrl_getrlimit_nofile(&limit) }.get()
+        let before = (finite(limit.rlim_cur), finite(limit.rlim_max))
+        guard limit.rlim_cur != limit.rlim_max else { return before }
+        limit.rlim_cur = limit.rlim_max
+        try nothingOrErrno(retryOnInterrupt: false) { mrl_setrlimit_nofile(&limit) }.get()
+        return before
+    }
+
+    private static func finite(_ value: rlim_t) -> UInt64? {
+        mrl_rlim_is_infinity(value) != 0 ? nil : UInt64(value)
     }
 
     /// `/proc/sys/fs/lease-break-time`, in seconds: how long a breaker waits for us before

@@ -41,12 +41,18 @@ public final class UnixSocket {
         /// The packet carried more than `maxFDs` descriptors. All of them were closed (those
         /// the kernel did not install it closed itself), so none leaks, and `fds` is empty.
         public var fdsDropped: Bool
+        /// The packet carried descriptors the kernel could not install in this process (out of
+        /// fds: EMFILE/ENFILE, or refused by a security module): fewer than `maxFDs` arrived
+        /// and `MSG_CTRUNC` was set. The ones that did arrive were closed; `fds` is empty.
+        public var fdsNotReceived: Bool
 
-        public init(bytes: [UInt8], fds: [FileDescriptor] = [], truncated: Bool = false, fdsDropped: Bool = false) {
+        public init(bytes: [UInt8], fds: [FileDescriptor] = [], truncated: Bool = false, fdsDropped: Bool = false,
+                    fdsNotReceived: Bool = false) {
             self.bytes = bytes
             self.fds = fds
             self.truncated = truncated
             self.fdsDropped = fdsDropped
+            self.fdsNotReceived = fdsNotReceived
         }
     }
 
@@ -99,14 +105,15 @@ public final class UnixSocket {
 
     // MARK: Creating
 
-    /// A listening socket bound to `path`, with the file's permissions set to `mode`.
+    /// A listening socket bound to `path`, with the file's permissions set to `mode` and, when
+    /// given, its group to `group`.
     ///
     /// A socket file left by a previous run is removed first, but only when it is a socket and
     /// nobody accepts on it (connecting is refused); anything else at `path` makes bind fail
     /// with `EADDRINUSE`, so a live daemon is never stolen from and no other file is deleted.
     ///
-    /// The corresponding C functions are `socket`, `bind`, `chmod` and `listen`.
-    public static func listen(path: String, backlog: Int32 = 128, mode: mode_t = 0o660) throws(Errno) -> UnixSocket {
+    /// The corresponding C functions are `socket`, `bind`, `chown`, `chmod` and `listen`.
+    public static func listen(path: String, backlog: Int32 = 128, mode: mode_t = 0o660, group: gid_t? = nil) throws(Errno) -> UnixSocket {
         var address = try Self.address(path)
         try removeStaleSocket(path)
         let socket = try open()
@@ -115,6 +122,9 @@ public final class UnixSocket {
         }.get()
         // Before listen, a connect is refused, so tightening the mode here leaves no window in
         // which a client allowed only by the umask could get in.
+        if let group {
+            try nothingOrErrno(retryOnInterrupt: false) { chown(path, uid_t.max, group) }.get()  // -1: owner unchanged
+        }
         try nothingOrErrno(retryOnInterrupt: false) { chmod(path, mode) }.get()
         try nothingOrErrno(retryOnInterrupt: false) {
             Glibc.listen(socket.descriptor.rawValue, backlog)
@@ -192,7 +202,8 @@ public final class UnixSocket {
     /// Receives one packet of at most `maxSize` bytes with at most `maxFDs` descriptors.
     ///
     /// Received descriptors are close-on-exec. An oversized packet comes back `truncated`; one
-    /// with too many descriptors comes back `fdsDropped` with all of them closed.
+    /// with too many descriptors comes back `fdsDropped`, one whose descriptors this process
+    /// had no room for `fdsNotReceived`, both with all of them closed.
     ///
     /// The corresponding C function is `recvmsg` (`MSG_CMSG_CLOEXEC`).
     public func receive(maxSize: Int, maxFDs: Int = 4) throws(Errno) -> Received {
@@ -220,15 +231,23 @@ public final class UnixSocket {
         case .failure(let error): throw error
         }
         var fds = raw.prefix(Int(count)).map { FileDescriptor(rawValue: $0) }
-        let fdsDropped = flags & MRL_MSG_CTRUNC != 0
-        if fdsDropped {
+        // MSG_CTRUNC means one of two things. The control buffer holds at least `maxFDs`
+        // descriptors, so when it was cut with fewer than that installed, space was not the
+        // reason: the kernel failed to install the next one (scm_detach_fds stops at the
+        // first receive_fd error, EMFILE under RLIMIT_NOFILE). With `maxFDs` of them, the
+        // sender sent more than fit (or than mrl_recv_with_fds kept).
+        let cut = flags & MRL_MSG_CTRUNC != 0
+        let fdsNotReceived = cut && fds.count < maxFDs
+        let fdsDropped = cut && !fdsNotReceived
+        if cut {
             for fd in fds { _ = Glibc.close(fd.rawValue) }
             fds = []
         }
         let truncated = flags & MRL_MSG_TRUNC != 0
-        if length == 0 && count == 0 && !fdsDropped && !truncated { return .endOfStream }
+        if length == 0 && count == 0 && !cut && !truncated { return .endOfStream }
         bytes.removeSubrange(min(length, bytes.count)...)
-        return .message(Message(bytes: bytes, fds: fds, truncated: truncated, fdsDropped: fdsDropped))
+        return .message(Message(bytes: bytes, fds: fds, truncated: truncated, fdsDropped: fdsDropped,
+                                fdsNotReceived: fdsNotReceived))
     }
 
     // MARK: Properties

@@ -14,26 +14,36 @@ final class ClientSession {
     let credentials: UnixSocket.Credentials
     /// Bytes this uid may hold in regions, fixed at connect (see DaemonConfiguration).
     let byteLimit: UInt64?
+    /// Whether the daemon may lease files this client does not own for it (root, or the
+    /// operator's lease-others lists), decided at connect from its credentials.
+    let mayLeaseOthers: Bool
     var clientName: String?
     var tags: [RegionID: String] = [:]
-    var outbox: [[UInt8]] = []
+    private(set) var outbox: [[UInt8]] = []
+    /// The bytes in `outbox`: the daemon bounds them per client and in total.
+    private(set) var outboxBytes: UInt64 = 0
     var closing = false
 
-    init(owner: OwnerID, socket: UnixSocket, credentials: UnixSocket.Credentials, byteLimit: UInt64?) {
+    init(owner: OwnerID, socket: UnixSocket, credentials: UnixSocket.Credentials, byteLimit: UInt64?, mayLeaseOthers: Bool) {
         self.owner = owner
         self.socket = socket
         self.credentials = credentials
         self.byteLimit = byteLimit
+        self.mayLeaseOthers = mayLeaseOthers
     }
 
     var descriptor: FileDescriptor { socket.descriptor }
 
+    /// Who this client is to the registration plan's lease rule.
+    var lessee: Lessee { Lessee(uid: credentials.uid, mayLeaseOthers: mayLeaseOthers) }
+
     /// Sends what is queued, then `packet`; queues what the socket will not take now.
-    /// Returns false when the peer is gone or the queue is over `limit` (a client that does
-    /// not read must not make the daemon hold unbounded memory).
-    func send(_ packet: [UInt8], limit: Int) -> Bool {
+    /// Returns false when the peer is gone. The caller bounds the queue (`outbox`,
+    /// `outboxBytes`): a client that does not read must not make the daemon hold unbounded memory.
+    func send(_ packet: [UInt8]) -> Bool {
         outbox.append(packet)
-        return flush() && outbox.count <= limit
+        outboxBytes += UInt64(packet.count)
+        return flush()
     }
 
     /// Writes queued packets in order until the socket would block. False when the peer is gone.
@@ -42,6 +52,7 @@ final class ClientSession {
             do {
                 try socket.send(packet)
                 outbox.removeFirst()
+                outboxBytes -= UInt64(packet.count)
             } catch .resourceTemporarilyUnavailable {
                 return true
             } catch {
@@ -52,15 +63,25 @@ final class ClientSession {
     }
 }
 
-/// The caller's RLIMIT_MEMLOCK soft limit, from /proc/PID/limits ("Max locked memory"); nil
-/// when unlimited or unreadable.
-func memlockLimit(of pid: pid_t) -> UInt64? {
-    // A client gone before we read its limits is dropped at its first read; nil (no byte
-    // quota of its own) until then is harmless.
-    guard let text = try? readProcFile("/proc/\(pid)/limits") else { return nil }
-    for line in text.split(separator: "\n") where line.hasPrefix("Max locked memory") {
-        let fields = line.dropFirst("Max locked memory".count).split(separator: " ")
-        return fields.first.flatMap { UInt64($0) }
+/// What the daemon reads about a connecting process from /proc/PID at connect.
+enum ProcessFacts {
+    /// The process's RLIMIT_MEMLOCK soft limit, from /proc/PID/limits ("Max locked memory");
+    /// nil when unlimited. Throws when the file cannot be read: the caller refuses the
+    /// connection rather than let the client go without a byte quota.
+    static func memlockLimit(of pid: pid_t) throws -> UInt64? {
+        let text = try readProcFile("/proc/\(pid)/limits")
+        for line in text.split(separator: "\n") where line.hasPrefix("Max locked memory") {
+            let fields = line.dropFirst("Max locked memory".count).split(separator: " ")
+            return fields.first.flatMap { UInt64($0) }
+        }
+        return nil
     }
-    return nil
+
+    /// The process's supplementary groups (`Groups:` of /proc/PID/status). SO_PEERCRED gives
+    /// only the primary gid; the kernel checks group membership against both.
+    static func groups(of pid: pid_t) throws -> Set<UInt32> {
+        let text = try readProcFile("/proc/\(pid)/status")
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") }) else { return [] }
+        return Set(line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) })
+    }
 }

@@ -10,6 +10,10 @@ extension Daemon {
     /// request costs only its sender an error reply.
     func answer(_ message: UnixSocket.Message, from session: ClientSession) -> Reply {
         if message.truncated { return Codec.errorReply(to: [], .messageTooLarge) }
+        if message.fdsNotReceived {
+            logger.warning("a client's fd was not received: out of file descriptors", metadata: ["client": "\(session.owner)", "op": "recvmsg"])
+            return Codec.errorReply(to: message.bytes, ProtocolError(.fdNotReceived, "mrleased could not receive the fd you attached: it is out of file descriptors (recvmsg reported MSG_CTRUNC with none installed); nothing was done, retry later"))
+        }
         if message.fdsDropped {
             return Codec.errorReply(to: message.bytes, ProtocolError(.tooManyFDs, "a request carries at most one fd (register); the extra fds were closed"))
         }
@@ -34,7 +38,9 @@ extension Daemon {
                 strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
                 limits: .init(maxMessageBytes: UInt64(Codec.maxMessageBytes), maxRegionsPerUid: UInt64(configuration.maxRegionsPerUID),
                               maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis,
-                              maxBatchRanges: UInt64(Codec.maxBatchRanges))))
+                              maxBatchRanges: UInt64(Codec.maxBatchRanges), maxConnections: UInt64(configuration.maxConnections),
+                              maxConnectionsPerUid: UInt64(configuration.maxConnectionsPerUID),
+                              maxQueuedBytes: configuration.maxQueuedBytesPerClient)))
 
         case .register(let register):
             return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])
@@ -111,7 +117,8 @@ extension Daemon {
                 let planned = RegistrationPlan.make(
                     file: PlannedFile(facts), mode: mode, offset: register.offset, length: register.length,
                     access: RegionAccess(wire: register.access), preference: Strategy(wire: register.strategy),
-                    device: engine?.device, noDeviceReason: noDeviceReason, pageSize: UInt64(SharedMapping.pageSize))
+                    device: engine?.device, noDeviceReason: noDeviceReason, lessee: session.lessee,
+                    pageSize: UInt64(SharedMapping.pageSize))
                 switch planned {
                 case .success(let plan): plans.append(plan)
                 case .failure(let refusal):

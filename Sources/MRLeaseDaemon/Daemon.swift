@@ -67,6 +67,9 @@ public final class Daemon {
     var nextWatchdog: UInt64?
     /// Set while accepting is paused: when it resumes.
     var acceptResumesAt: UInt64?
+    /// Connections accepted when no fd was left to set them up with (their /proc files):
+    /// admitted first when accepting resumes, before the backlog.
+    var awaitingAdmission: [UnixSocket] = []
     /// Engine events waiting to be delivered, and whether a `route` is delivering them.
     var pendingNotices: [EngineNotice] = []
     var routing = false
@@ -110,9 +113,11 @@ public final class Daemon {
             ownsSocketPath = false
             logger.info("socket activation", metadata: ["fd": "\(activated.rawValue)"])
         } else {
-            listener = try UnixSocket.listen(path: configuration.socketPath, mode: mode_t(configuration.socketMode))
+            listener = try UnixSocket.listen(path: configuration.socketPath, mode: mode_t(configuration.socketMode),
+                                             group: try Self.groupID(configuration.socketGroup))
             ownsSocketPath = true
         }
+        raiseOpenFilesLimit()
         try listener.setNonBlocking(true)
 
         try watch(listener.descriptor, as: .listener)
@@ -122,6 +127,31 @@ public final class Daemon {
             try watch(engine.descriptors[1], as: .fileCloses)
         }
         if let reason { logger.warning("\(reason)") }
+    }
+
+    /// The gid of `socket-group` (a name or a number); nil when unset. An unknown group stops
+    /// the daemon, as it stops systemd's socket unit: a socket nobody may reach is no default.
+    static func groupID(_ group: String?) throws -> gid_t? {
+        guard let group else { return nil }
+        if let number = gid_t(group) { return number }
+        guard let entry = getgrnam(group) else {
+            throw DaemonConfiguration.Problem(description: "socket-group: no group named '\(group)' (create it, or set socket-group to one that exists)")
+        }
+        return entry.pointee.gr_gid
+    }
+
+    /// Raises the soft RLIMIT_NOFILE to the hard limit: the soft default (often 1024) is short
+    /// of max-connections plus one fd per leased file, and out of fds the daemon can neither
+    /// accept nor receive a client's fd. Logs both limits.
+    func raiseOpenFilesLimit() {
+        func text(_ value: UInt64?) -> String { value.map(String.init) ?? "unlimited" }
+        do {
+            let before = try SystemFacts.raiseOpenFilesLimit()
+            let what = before.soft == before.hard ? "RLIMIT_NOFILE: soft limit already at the hard limit" : "RLIMIT_NOFILE: soft limit raised to the hard limit"
+            logger.info("\(what)", metadata: ["op": "setrlimit", "soft": "\(text(before.soft))", "hard": "\(text(before.hard))"])
+        } catch {
+            logger.warning("RLIMIT_NOFILE not raised: the soft limit stays", metadata: ["op": "setrlimit", "errno": "\(error.symbolicName)"])
+        }
     }
 
     func watch(_ fd: FileDescriptor, as source: Source) throws(Errno) {
@@ -173,6 +203,20 @@ public final class Daemon {
                 if let interval = notifier.watchdogInterval { scheduleWatchdog(now + interval) }
             case .acceptResume where deadline == acceptResumesAt:
                 acceptResumesAt = nil
+                let waiting = awaitingAdmission
+                awaitingAdmission = []
+                var failure: Errno?
+                for socket in waiting {
+                    guard let error = admit(socket) else { continue }
+                    awaitingAdmission.append(socket)
+                    failure = error
+                }
+                if let failure {
+                    logger.warning("connection still waits: out of fds; pausing accepts for 1 s",
+                                   metadata: ["op": "open", "errno": "\(failure.symbolicName)"])
+                    pauseAccepting(now: now)
+                    continue
+                }
                 do {
                     try watch(listener.descriptor, as: .listener)
                     logger.info("accepting again")
@@ -248,7 +292,14 @@ public final class Daemon {
                 }
             }
             guard let socket = accepted else { return }
-            admit(socket)
+            if let error = admit(socket) {
+                // Accepted, but out of fds to read /proc/PID with: the connection waits, like
+                // the ones still in the backlog, and is admitted first when accepting resumes.
+                awaitingAdmission.append(socket)
+                logger.warning("connection waits: out of fds to read its /proc files; pausing accepts for 1 s",
+                               metadata: ["op": "open", "errno": "\(error.symbolicName)"])
+                return pauseAccepting(now: Engine.now())
+            }
         }
     }
 
@@ -259,33 +310,66 @@ public final class Daemon {
         timers.schedule(.acceptResume, at: resume)
     }
 
-    func admit(_ socket: UnixSocket) {
+    /// Serves a new connection, or refuses it with a reply that says why. Returns the errno
+    /// (EMFILE, ENFILE) when the daemon is out of fds to set it up with: the caller keeps it
+    /// waiting (neither served nor closed).
+    func admit(_ socket: UnixSocket) -> Errno? {
         let credentials: UnixSocket.Credentials
         do { credentials = try socket.peerCredentials() } catch {
             logger.warning("connection dropped: SO_PEERCRED failed", metadata: ["errno": "\(error.symbolicName)"])
-            return close(socket)
+            close(socket)
+            return nil
         }
         guard sessions.count < configuration.maxConnections else {
-            let error = ProtocolError(.tooManyRequests, "mrleased serves at most \(configuration.maxConnections) connections; close one and retry")
-            do { try socket.send(Codec.encode(Reply(id: nil, type: nil, error: error))) } catch {
-                logger.debug("refusal not sent", metadata: ["errno": "\(error.symbolicName)"])
-            }
-            close(socket)
-            logger.warning("connection refused: limit", metadata: ["pid": "\(credentials.pid)", "uid": "\(credentials.uid)"])
-            return
+            refuse(socket, credentials, ProtocolError(.tooManyRequests, "mrleased serves at most \(configuration.maxConnections) connections (max-connections); close one and retry"), why: "limit")
+            return nil
+        }
+        let ofUID = sessions.values.count { $0.credentials.uid == credentials.uid }
+        guard ofUID < configuration.maxConnectionsPerUID else {
+            refuse(socket, credentials, ProtocolError(.tooManyRequests, "uid \(credentials.uid) has \(ofUID) connections, the most one uid may hold (max-connections-per-uid \(configuration.maxConnectionsPerUID)); close one and retry"), why: "per-uid limit")
+            return nil
+        }
+        // What the client may do is fixed now, from /proc/PID. A file that cannot be read (out
+        // of fds, or the process already gone) refuses the connection: going on would serve
+        // the client without its byte quota.
+        let limit: UInt64?
+        let mayLeaseOthers: Bool
+        do {
+            limit = try configuration.maxBytesPerUID ?? ProcessFacts.memlockLimit(of: credentials.pid)
+            let rule = configuration.leaseOthers
+            // Supplementary groups are read only when a group could make the difference.
+            let groups: Set<UInt32> = rule.groups.isEmpty ? [credentials.gid] : try ProcessFacts.groups(of: credentials.pid).union([credentials.gid])
+            mayLeaseOthers = rule.allows(uid: credentials.uid, groups: groups)
+        } catch {
+            let errno = error as? Errno
+            if let errno, errno == .tooManyOpenFiles || errno == .tooManyOpenFilesInSystem { return errno }
+            // Otherwise the process is gone (ENOENT, ESRCH) or /proc is not ours to read.
+            let name = errno?.symbolicName ?? "\(error)"
+            refuse(socket, credentials, ProtocolError(.internal, "mrleased could not read /proc/\(credentials.pid) to set up this connection (\(name))", errnoName: errno?.symbolicName, errnoValue: errno?.rawValue), why: "/proc/\(credentials.pid) unreadable: \(name)")
+            return nil
         }
         let owner = OwnerID(nextOwner)
         nextOwner += 1
-        let limit = configuration.maxBytesPerUID ?? memlockLimit(of: credentials.pid)
-        let session = ClientSession(owner: owner, socket: socket, credentials: credentials, byteLimit: limit)
+        let session = ClientSession(owner: owner, socket: socket, credentials: credentials, byteLimit: limit, mayLeaseOthers: mayLeaseOthers)
         do {
             try watch(socket.descriptor, as: .session(session))
         } catch {
-            logger.error("connection dropped: epoll_ctl failed", metadata: ["errno": "\(error.symbolicName)"])
-            return close(socket)
+            refuse(socket, credentials, ProtocolError(.internal, "mrleased could not watch this connection (epoll_ctl: \(error.symbolicName)); retry later", errnoName: error.symbolicName, errnoValue: error.rawValue), why: "epoll_ctl failed: \(error.symbolicName)")
+            return nil
         }
         sessions[owner] = session
         logger.debug("client connected", metadata: ["client": "\(owner)", "pid": "\(credentials.pid)", "uid": "\(credentials.uid)"])
+        return nil
+    }
+
+    /// Tells a connection it will not be served, and why (a reply without an id), then closes
+    /// it: a client past a limit hears a refusal, never silence.
+    func refuse(_ socket: UnixSocket, _ credentials: UnixSocket.Credentials, _ error: ProtocolError, why: String) {
+        do { try socket.send(Codec.encode(Reply(id: nil, type: nil, error: error))) } catch {
+            logger.debug("refusal not sent", metadata: ["errno": "\(error.symbolicName)"])
+        }
+        close(socket)
+        logger.warning("connection refused: \(why)", metadata: ["pid": "\(credentials.pid)", "uid": "\(credentials.uid)"])
     }
 
     /// Closes a client socket; close(2) fails only with EBADF (a bug) or EINTR, and Linux
@@ -329,14 +413,38 @@ public final class Daemon {
     }
 
     /// Queues `packet` for `session`; false (and the session disconnected) when it is gone or
-    /// not reading its `what`.
+    /// not reading its `what` (its queue past a bound).
     func send(_ packet: [UInt8], to session: ClientSession, what: String) -> Bool {
-        guard session.send(packet, limit: configuration.maxQueuedMessages) else {
-            disconnect(session, why: "not reading its \(what)")
+        guard session.send(packet) else {
+            disconnect(session, why: "send failed")
             return false
         }
-        if !session.outbox.isEmpty { setInterest(of: session, writable: true) }
+        guard !session.outbox.isEmpty else { return true }
+        if let bound = boundPassed(by: session) {
+            logger.warning("client disconnected: not reading its \(what)", metadata: ["client": "\(session.owner)", "pid": "\(session.credentials.pid)",
+                                                                                 "uid": "\(session.credentials.uid)", "bound": "\(bound)"])
+            disconnect(session, why: "not reading its \(what): \(bound)")
+            return false
+        }
+        setInterest(of: session, writable: true)
         return true
+    }
+
+    /// Which bound on queued packets `session`'s queue passes, if any: its message count, its
+    /// bytes, or the bytes queued for all clients. The total is summed here, from the sessions
+    /// (the one owner of each queue), only when a client is behind.
+    func boundPassed(by session: ClientSession) -> String? {
+        if session.outbox.count > configuration.maxQueuedMessages {
+            return "\(session.outbox.count) packets queued, past max-queued-messages (\(configuration.maxQueuedMessages))"
+        }
+        if session.outboxBytes > configuration.maxQueuedBytesPerClient {
+            return "\(session.outboxBytes) bytes queued, past max-queued-bytes-per-client (\(configuration.maxQueuedBytesPerClient))"
+        }
+        let total = sessions.values.reduce(UInt64(0)) { $0 + $1.outboxBytes }
+        if total > configuration.maxQueuedBytes {
+            return "\(total) bytes queued for all clients, past max-queued-bytes (\(configuration.maxQueuedBytes))"
+        }
+        return nil
     }
 
     func setInterest(of session: ClientSession, writable: Bool) {
@@ -385,11 +493,14 @@ public final class Daemon {
         notifier.stopping(status: "stopping: releasing \(engine?.statistics().regions ?? 0) regions")
         unwatch(listener.descriptor)
         close(listener)
+        for socket in awaitingAdmission { close(socket) }
+        awaitingAdmission = []
         for session in Array(sessions.values) {
             // Tell each owner its regions go now: a shutdown does not wait for acks.
             for region in engine?.list(owner: session.owner) ?? [] {
-                _ = session.send(Codec.encode(.revoking(.init(region: region.id.rawValue, reason: .shutdown, deadlineMillis: 0))), limit: .max)
-                _ = session.send(Codec.encode(.revoked(region: region.id.rawValue)), limit: .max)
+                // Best effort, unbounded: the session is dropped right after.
+                _ = session.send(Codec.encode(.revoking(.init(region: region.id.rawValue, reason: .shutdown, deadlineMillis: 0))))
+                _ = session.send(Codec.encode(.revoked(region: region.id.rawValue)))
             }
             disconnect(session, why: "shutdown")
         }

@@ -1,11 +1,17 @@
 import Foundation
+import MRLeasePolicy
+import MRLeaseProtocol
 
 /// The daemon's settings: documented defaults, then the config file, then the environment,
 /// then command-line flags (each overriding the one before).
 public struct DaemonConfiguration: Sendable, Equatable {
     public var socketPath = "/run/mrleased/mrleased.sock"
-    /// Permissions of the socket file: who may connect at all.
-    public var socketMode: UInt32 = 0o666
+    /// Permissions of the socket file: who may connect at all. 0660 with `socketGroup`, as
+    /// mrleased.socket has it: through the daemon a client gets leases and pinned pages, a
+    /// power for RDMA users, not for every local account.
+    public var socketMode: UInt32 = 0o660
+    /// The socket file's group, by name or number; nil = the daemon's own group.
+    public var socketGroup: String?
     /// RDMA device name; nil = the first device.
     public var device: String?
     /// How long owners get to quiesce after a lease break before their MRs go.
@@ -13,20 +19,37 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Wait after unlocking before re-taking the lease when no close event comes.
     public var restoreBackoffMillis: UInt64 = 500
     public var maxConnections = 256
+    /// Connections one uid may hold, so that one user cannot take every slot.
+    public var maxConnectionsPerUID = 64
+    /// Uids and gids (written as numbers or names) whose clients may register files they do
+    /// not own, which the daemon must then lease for them (what CAP_LEASE is to the kernel).
+    /// Root always may.
+    public var leaseOthersUIDs: Set<UInt32> = []
+    public var leaseOthersGroups: Set<UInt32> = []
     public var maxRegionsPerUID = 4096
     /// Bytes of regions per uid; nil = the caller's own RLIMIT_MEMLOCK (read from
     /// /proc/PID/limits at connect): a client cannot make the daemon hold more than it could.
     public var maxBytesPerUID: UInt64?
     /// Events and replies queued for a client that does not read; past this it is disconnected.
     public var maxQueuedMessages = 4096
+    /// Bytes of replies and events queued for one client that does not read; past this it is
+    /// disconnected, as past `maxQueuedMessages`.
+    public var maxQueuedBytesPerClient: UInt64 = 4 << 20
+    /// Bytes queued for all clients together; the client whose packet would pass it is
+    /// disconnected. Bounds the daemon's memory whatever the number of clients.
+    public var maxQueuedBytes: UInt64 = 128 << 20
     public var logLevel = "info"
 
     public init() {}
 
     /// The keys of the config file and of `MRLEASED_*` variables (upper-cased, '-' → '_').
-    public static let keys = ["socket", "socket-mode", "device", "quiesce-ms", "restore-backoff-ms",
-                              "max-connections", "max-regions-per-uid", "max-bytes-per-uid",
-                              "max-queued-messages", "log-level"]
+    public static let keys = ["socket", "socket-mode", "socket-group", "device", "quiesce-ms", "restore-backoff-ms",
+                              "max-connections", "max-connections-per-uid", "max-regions-per-uid", "max-bytes-per-uid",
+                              "lease-others-uids", "lease-others-groups",
+                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level"]
+
+    /// Who may have the daemon lease files they do not own.
+    public var leaseOthers: LeaseOthersRule { LeaseOthersRule(uids: leaseOthersUIDs, groups: leaseOthersGroups) }
 
     public struct Problem: Error, Equatable, CustomStringConvertible {
         public var description: String
@@ -59,9 +82,33 @@ public struct DaemonConfiguration: Sendable, Equatable {
             guard let value = UInt64(text, radix: radix) else { throw Problem(description: "\(source): \(key) must be a number, got '\(text)'") }
             return value
         }
+        // Names are looked up once, here: a name that does not exist is a typo to report, not
+        // an empty allow-list.
+        func ids(_ text: String, lookUp: (String) -> UInt32?) throws(Problem) -> Set<UInt32> {
+            var result: Set<UInt32> = []
+            for item in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
+                guard let id = UInt32(item) ?? lookUp(item) else {
+                    throw Problem(description: "\(source): \(key): '\(item)' is neither a number nor a known name (ids or names, separated by commas)")
+                }
+                result.insert(id)
+            }
+            return result
+        }
         switch key {
         case "socket": socketPath = value
         case "socket-mode": socketMode = UInt32(try number(value, radix: 8))
+        case "socket-group": socketGroup = value.isEmpty ? nil : value
+        case "max-connections-per-uid": maxConnectionsPerUID = Int(try number(value))
+        case "lease-others-uids": leaseOthersUIDs = try ids(value) { getpwnam($0)?.pointee.pw_uid }
+        case "lease-others-groups": leaseOthersGroups = try ids(value) { getgrnam($0)?.pointee.gr_gid }
+        case "max-queued-bytes-per-client", "max-queued-bytes":
+            // Below one packet of the largest size, a client that lags by a single reply
+            // would be disconnected.
+            let bytes = try number(value)
+            guard bytes >= UInt64(Codec.maxMessageBytes) else {
+                throw Problem(description: "\(source): \(key) must be at least \(Codec.maxMessageBytes) (one packet of the largest size), got \(bytes)")
+            }
+            if key == "max-queued-bytes" { maxQueuedBytes = bytes } else { maxQueuedBytesPerClient = bytes }
         case "device": device = value.isEmpty ? nil : value
         case "quiesce-ms": quiesceMillis = try number(value)
         case "restore-backoff-ms": restoreBackoffMillis = try number(value)

@@ -123,8 +123,11 @@ public struct Doctor {
         let length = min(UInt64(trialLength), facts.size)
         let mode: OpenMode = opened.writable ? .readWrite : .readOnly
         let pageSize = UInt64(SharedMapping.pageSize)
+        // The doctor asks for itself: its own uid, and CAP_LEASE in place of the daemon's
+        // lease-others lists (which it cannot read; the daemon also lets root).
+        let lessee = Lessee(uid: geteuid(), mayLeaseOthers: geteuid() == 0 || SystemFacts.hasCapability(SystemFacts.capLease))
         if case .failure(let refusal) = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: 0, length: length,
-                                                              access: access, device: nil, pageSize: pageSize) {
+                                                              access: access, device: nil, lessee: lessee, pageSize: pageSize) {
             report.refusalCode = refusal.code.rawValue
             guard refusal.code != .notRegularFile else { return report.failing("\(path): \(refusal.message)", errno: nil) }
             report.refusal = refusal.message
@@ -152,7 +155,7 @@ public struct Doctor {
         for (probe, device) in devices {
             let planned = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: 0, length: length,
                                                 access: access, device: device, noDeviceReason: "no RDMA device on this host",
-                                                pageSize: pageSize)
+                                                lessee: lessee, pageSize: pageSize)
             let decision: Result<(Strategy, reason: String), PlanRefusal>
             var made: RegistrationPlan?
             switch planned {

@@ -99,15 +99,16 @@ public final class Engine {
 
     /// Plans and registers `[offset, offset+length)` of the file behind `fd`: inspects the fd,
     /// then `register(owner:uid:fd:facts:plan:)`. For callers without a plan of their own
-    /// (tests, the benchmark).
+    /// (tests, the benchmark), who act for themselves: `lessee` defaults to one that may lease
+    /// any file, as this process can when it has CAP_LEASE (the daemon passes its client's).
     public func register(owner: OwnerID, uid: UInt32 = 0, fd: FileDescriptor, offset: UInt64, length: UInt64,
-                         access: RegionAccess, preference: Strategy? = nil) throws(EngineError) -> RegionInfo {
+                         access: RegionAccess, preference: Strategy? = nil, lessee: Lessee = .privileged) throws(EngineError) -> RegionInfo {
         let facts: FileFacts
         do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
         let mode = try Self.openMode(fd)
         let plan = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: offset, length: length,
                                          access: access, preference: preference, device: device,
-                                         pageSize: UInt64(SharedMapping.pageSize))
+                                         lessee: lessee, pageSize: UInt64(SharedMapping.pageSize))
         switch plan {
         case .success(let plan): return try register(owner: owner, uid: uid, fd: fd, facts: facts, plan: plan)
         case .failure(let refusal): throw .refused(refusal)

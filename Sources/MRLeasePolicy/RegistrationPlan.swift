@@ -47,18 +47,60 @@ public struct PlannedFile: Sendable, Equatable {
     public var isPseudoFile: Bool
     public var backing: Backing
     public var size: UInt64
+    /// The file's owner (statx `stx_uid`): the one uid the kernel lets lease it without CAP_LEASE.
+    public var owner: UInt32
 
-    public init(kind: FileKind, filesystem: String, isPseudoFile: Bool, backing: Backing, size: UInt64) {
+    public init(kind: FileKind, filesystem: String, isPseudoFile: Bool, backing: Backing, size: UInt64, owner: UInt32 = 0) {
         self.kind = kind
         self.filesystem = filesystem
         self.isPseudoFile = isPseudoFile
         self.backing = backing
         self.size = size
+        self.owner = owner
     }
 
     public init(_ facts: FileFacts) {
         self.init(kind: facts.kind, filesystem: facts.filesystem, isPseudoFile: facts.isPseudoFile,
-                  backing: facts.backing, size: facts.size)
+                  backing: facts.backing, size: facts.size, owner: facts.owner)
+    }
+}
+
+/// Who asks for the registration, as far as the lease is concerned. The daemon takes the lease
+/// with its own CAP_LEASE, so it applies the kernel's rule to the client instead (fs/locks.c
+/// `generic_setlease`: a caller whose fsuid does not own the inode needs CAP_LEASE, else
+/// EACCES): without it, anyone who can read a file could make every open-for-write of it wait
+/// out a lease break.
+public struct Lessee: Sendable, Equatable {
+    /// The client's uid (SO_PEERCRED; the doctor: its own euid).
+    public var uid: UInt32
+    /// Whether this caller may lease files it does not own: what CAP_LEASE is to the kernel.
+    /// The daemon grants it to uid 0 and to the operator's `lease-others-uids` and
+    /// `lease-others-groups` (`LeaseOthersRule`); the doctor passes its own capability.
+    public var mayLeaseOthers: Bool
+
+    public init(uid: UInt32, mayLeaseOthers: Bool) {
+        self.uid = uid
+        self.mayLeaseOthers = mayLeaseOthers
+    }
+
+    /// A caller that may lease any file (the engine's own callers: tests, the benchmark).
+    public static let privileged = Lessee(uid: 0, mayLeaseOthers: true)
+}
+
+/// Which clients may have the daemon lease files they do not own: uid 0, and the uids and
+/// groups (primary or supplementary) the operator lists. Empty lists: only root.
+public struct LeaseOthersRule: Sendable, Equatable {
+    public var uids: Set<UInt32>
+    public var groups: Set<UInt32>
+
+    public init(uids: Set<UInt32> = [], groups: Set<UInt32> = []) {
+        self.uids = uids
+        self.groups = groups
+    }
+
+    /// Whether a client with `uid` in `groups` (its primary and supplementary gids) may.
+    public func allows(uid: UInt32, groups clientGroups: Set<UInt32>) -> Bool {
+        uid == 0 || uids.contains(uid) || !groups.isDisjoint(with: clientGroups)
     }
 }
 
@@ -89,13 +131,13 @@ public struct RegistrationPlan: Sendable, Equatable {
     /// Registrations not worth trying on this device, as trials that say why.
     public var skipped: [Trial]
 
-    /// Plans `[offset, offset+length)` of a file opened `mode` for `access`. The checks run
-    /// in the order a client fixes them: the file, the fd's mode, the access, the offset, the
-    /// range; then which strategies the device makes possible.
+    /// Plans `[offset, offset+length)` of a file opened `mode` for `access` by `lessee`. The
+    /// checks run in the order a client fixes them: the file, the fd's mode, who may lease it,
+    /// the access, the offset, the range; then which strategies the device makes possible.
     public static func make(
         file: PlannedFile, mode: OpenMode, offset: UInt64, length: UInt64, access: RegionAccess,
         preference: Strategy? = nil, device: DeviceCapabilities?, noDeviceReason: String? = nil,
-        pageSize: UInt64
+        lessee: Lessee, pageSize: UInt64
     ) -> Result<RegistrationPlan, PlanRefusal> {
         guard file.kind == .regular else {
             return .failure(PlanRefusal(.notRegularFile, "the fd is a \(file.kind.rawValue), not a regular file: only regular files with memory behind them can be registered",
@@ -108,6 +150,10 @@ public struct RegistrationPlan: Sendable, Equatable {
         if mode == .path || mode == .writeOnly {
             return .failure(PlanRefusal(.accessDenied, "the fd was opened \(mode.rawValue): the file must be mapped, which needs O_RDONLY or O_RDWR",
                                         aboutRange: false))
+        }
+        guard file.owner == lessee.uid || lessee.mayLeaseOthers else {
+            return .failure(PlanRefusal(.accessDenied, "uid \(lessee.uid) does not own this file (its owner is uid \(file.owner)), and the daemon would have to lease it: the kernel lets only a file's owner or a CAP_LEASE holder do that, and a lease makes every open for write of the file wait. Register as the file's owner, or ask the operator to list your uid or group in lease-others-uids / lease-others-groups",
+                                        errno: .permissionDenied, aboutRange: false))
         }
         if access.isWritable && mode != .readWrite {
             return .failure(PlanRefusal(.accessDenied, "\(access) access needs an fd opened O_RDWR; this fd is read-only"))

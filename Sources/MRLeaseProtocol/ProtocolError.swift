@@ -26,6 +26,10 @@ public enum ErrorCode: String, Sendable, Equatable, Hashable, CaseIterable {
     case tooManyFDs = "too-many-fds"
     /// `register` came without its fd.
     case missingFD = "missing-fd"
+    /// The client attached its fd, but the daemon could not receive it: the kernel had no fd
+    /// to install it in the daemon (EMFILE/ENFILE, reported by recvmsg as MSG_CTRUNC).
+    /// Resource exhaustion on the daemon's side; nothing was registered, retry later.
+    case fdNotReceived = "fd-not-received"
     /// The message's protocol version (or every version offered in `hello`) is not spoken here.
     case unsupportedVersion = "unsupported-version"
     /// The connection has too many requests in flight.

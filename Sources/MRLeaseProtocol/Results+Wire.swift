@@ -50,7 +50,11 @@ extension HelloResult {
         limits = Limits(maxMessageBytes: try l.uint64("maxMessageBytes"), maxRegionsPerUid: try l.uint64("maxRegionsPerUid"),
                         maxBytesPerUid: try l.uint64("maxBytesPerUid"), quiesceMillis: try l.uint64("quiesceMillis"),
                         // A daemon from before register-batch does not send it.
-                        maxBatchRanges: try l.uint64IfPresent("maxBatchRanges") ?? 0)
+                        maxBatchRanges: try l.uint64IfPresent("maxBatchRanges") ?? 0,
+                        // Absent from daemons older than the per-uid connection and byte bounds.
+                        maxConnections: try l.uint64IfPresent("maxConnections"),
+                        maxConnectionsPerUid: try l.uint64IfPresent("maxConnectionsPerUid"),
+                        maxQueuedBytes: try l.uint64IfPresent("maxQueuedBytes"))
     }
 
     var json: JSONValue {
@@ -73,6 +77,9 @@ extension HelloResult {
         l.set("maxBytesPerUid", .integer(limits.maxBytesPerUid))
         l.set("quiesceMillis", .integer(limits.quiesceMillis))
         l.set("maxBatchRanges", .integer(limits.maxBatchRanges))
+        if let value = limits.maxConnections { l.set("maxConnections", .integer(value)) }
+        if let value = limits.maxConnectionsPerUid { l.set("maxConnectionsPerUid", .integer(value)) }
+        if let value = limits.maxQueuedBytes { l.set("maxQueuedBytes", .integer(value)) }
         o.set("limits", l.value)
         return o.value
     }

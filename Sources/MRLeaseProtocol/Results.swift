@@ -49,14 +49,25 @@ public struct HelloResult: Sendable, Equatable {
         public var quiesceMillis: UInt64
         /// The most ranges one `register-batch` takes.
         public var maxBatchRanges: UInt64
+        /// Connections the daemon serves at once, and per uid (nil from daemons older than
+        /// the per-uid limit).
+        public var maxConnections: UInt64?
+        public var maxConnectionsPerUid: UInt64?
+        /// Bytes of replies and events the daemon queues for a connection that does not read
+        /// before it disconnects it (nil from older daemons).
+        public var maxQueuedBytes: UInt64?
 
         public init(maxMessageBytes: UInt64, maxRegionsPerUid: UInt64, maxBytesPerUid: UInt64, quiesceMillis: UInt64,
-                    maxBatchRanges: UInt64 = UInt64(Codec.maxBatchRanges)) {
+                    maxBatchRanges: UInt64 = UInt64(Codec.maxBatchRanges), maxConnections: UInt64? = nil,
+                    maxConnectionsPerUid: UInt64? = nil, maxQueuedBytes: UInt64? = nil) {
             self.maxMessageBytes = maxMessageBytes
             self.maxRegionsPerUid = maxRegionsPerUid
             self.maxBytesPerUid = maxBytesPerUid
             self.quiesceMillis = quiesceMillis
             self.maxBatchRanges = maxBatchRanges
+            self.maxConnections = maxConnections
+            self.maxConnectionsPerUid = maxConnectionsPerUid
+            self.maxQueuedBytes = maxQueuedBytes
         }
     }
 

@@ -67,6 +67,21 @@ final class FileFactsTests: XCTestCase {
         XCTAssertEqual(proc.kind, .regular)
     }
 
+    func testAnEpollOrInotifyFDIsAnAnonymousInodeNotARegularFile() throws {
+        let inotify = try Inotify()
+        let facts = try FileFacts.inspect(inotify.descriptor, mount: false)
+        print("[measure] inotify fd: st_mode \(String(facts.mode, radix: 8)), filesystem \(facts.filesystem)")
+        XCTAssertNotEqual(facts.kind, .regular, "mode \(String(facts.mode, radix: 8)) on \(facts.filesystem)")
+        XCTAssertTrue(facts.isPseudoFile, "anon_inodefs has no pages to register")
+    }
+
+    func testAFileOwnedByAnotherUIDReportsItsOwner() throws {
+        let scratch = try Scratch()
+        let path = try scratch.file("owned")
+        XCTAssertEqual(chown(path, 65534, 65534), 0)
+        XCTAssertEqual(try inspect(path).owner, 65534)
+    }
+
     func testFSDAXFileReportsDAXAndTheMountOption() throws {
         let root = try Facility.ext4DAX.require()
         let scratch = try Scratch(URL(fileURLWithPath: root))

@@ -25,6 +25,27 @@ final class ConfigurationTests: XCTestCase {
         }
     }
 
+    func testLeaseOthersListsTakeNumbersAndNamesAndAnUnknownNameIsAnError() throws {
+        var parsed = DaemonConfiguration()
+        try parsed.apply(file: "lease-others-uids = root, 1000\nlease-others-groups = 4242,root\n", name: "test.conf")
+        XCTAssertEqual(parsed.leaseOthersUIDs, [0, 1000])
+        XCTAssertEqual(parsed.leaseOthersGroups, [0, 4242])
+        XCTAssertThrowsError(try parsed.apply(file: "lease-others-groups = no-such-group-mrleased\n", name: "test.conf")) { error in
+            XCTAssertTrue("\(error)".contains("test.conf:1: lease-others-groups: 'no-such-group-mrleased' is neither a number nor a known name"), "\(error)")
+        }
+        try parsed.apply(environment: ["MRLEASED_LEASE_OTHERS_UIDS": ""])
+        XCTAssertEqual(parsed.leaseOthersUIDs, [], "empty: only owners and root")
+    }
+
+    func testAQueuedBytesBoundBelowOnePacketIsAnError() throws {
+        var parsed = DaemonConfiguration()
+        XCTAssertThrowsError(try parsed.apply(file: "max-queued-bytes-per-client = 4096\n", name: "test.conf")) { error in
+            XCTAssertTrue("\(error)".contains("max-queued-bytes-per-client must be at least 65536"), "\(error)")
+        }
+        try parsed.apply(file: "max-queued-bytes = 65536\n", name: "test.conf")
+        XCTAssertEqual(parsed.maxQueuedBytes, 65536)
+    }
+
     func testEmptyDeviceMeansTheFirstDevice() throws {
         var parsed = DaemonConfiguration()
         try parsed.apply(file: "device = rxe0\ndevice =\n", name: "test.conf")

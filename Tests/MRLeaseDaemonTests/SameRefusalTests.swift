@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import Glibc
 import LinuxFile
@@ -43,5 +44,22 @@ final class SameRefusalTests: XCTestCase {
         }
         XCTAssertEqual(engine.indexProblems(), [])
         XCTAssertEqual(daemon.engine.indexProblems(), [])
+    }
+}
+
+/// epoll and eventfd fds are anonymous inodes: statx gives them no file type bits, which must
+/// not read as a regular file (and then be refused for the range instead).
+final class AnonymousInodeTests: XCTestCase {
+    func testEpollAndEventfdFDsAreRefusedAsNotRegularFiles() throws {
+        let daemon = try InProcessDaemon()
+        let client = try daemon.connect()
+        for (name, raw) in [("epoll", epoll_create1(Int32(EPOLL_CLOEXEC))), ("eventfd", eventfd(0, Int32(EFD_CLOEXEC)))] {
+            XCTAssertGreaterThanOrEqual(raw, 0, name)
+            let fd = FileDescriptor(rawValue: raw)
+            defer { try? fd.close() }
+            XCTAssertThrowsError(try client.request(.register(.init(offset: 0, length: 4096, access: [.read])), fd: fd)) { error in
+                XCTAssertEqual((error as? ProtocolError)?.code, .notRegularFile, "\(name): \(error)")
+            }
+        }
     }
 }

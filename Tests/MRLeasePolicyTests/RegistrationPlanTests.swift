@@ -19,9 +19,51 @@ final class RegistrationPlanTests: XCTestCase {
     }
 
     func plan(_ file: PlannedFile, _ mode: OpenMode, _ access: RegionAccess, device: DeviceCapabilities?,
-              offset: UInt64 = 0, length: UInt64 = 65536, preference: Strategy? = nil) -> Result<RegistrationPlan, PlanRefusal> {
+              offset: UInt64 = 0, length: UInt64 = 65536, preference: Strategy? = nil,
+              lessee: Lessee = Lessee(uid: 0, mayLeaseOthers: false)) -> Result<RegistrationPlan, PlanRefusal> {
         RegistrationPlan.make(file: file, mode: mode, offset: offset, length: length, access: access,
-                              preference: preference, device: device, noDeviceReason: "no RDMA device: test", pageSize: page)
+                              preference: preference, device: device, noDeviceReason: "no RDMA device: test",
+                              lessee: lessee, pageSize: page)
+    }
+
+    // MARK: Who may have the daemon lease a file: the kernel's F_SETLEASE rule, for the client
+
+    func testOnlyTheFilesOwnerOrACallerWhoMayLeaseOthersGetsPastTheLeaseRule() {
+        var owned = file(.pageCache)
+        owned.owner = 1000
+        for device in [nil, Self.rxe61, Self.rxe7] {
+            guard case .failure(let refusal) = plan(owned, .readOnly, [.read], device: device, lessee: Lessee(uid: 65534, mayLeaseOthers: false)) else {
+                return XCTFail("a reader who does not own the file was planned")
+            }
+            XCTAssertEqual(refusal.code, .accessDenied)
+            XCTAssertEqual(refusal.errno, .permissionDenied)
+            XCTAssertFalse(refusal.aboutRange, "about the fd, not a range")
+            XCTAssertTrue(refusal.message.contains("uid 65534 does not own this file (its owner is uid 1000)"), refusal.message)
+            XCTAssertTrue(refusal.message.contains("lease-others-uids / lease-others-groups"), refusal.message)
+            XCTAssertNoThrow(try plan(owned, .readOnly, [.read], device: device, lessee: Lessee(uid: 1000, mayLeaseOthers: false)).get())
+            XCTAssertNoThrow(try plan(owned, .readOnly, [.read], device: device, lessee: Lessee(uid: 65534, mayLeaseOthers: true)).get())
+        }
+        // Before the range and the device: a client learns the rule first.
+        guard case .failure(let first) = plan(owned, .readOnly, [.read], device: nil, offset: 100, lessee: Lessee(uid: 65534, mayLeaseOthers: false)) else {
+            return XCTFail("planned")
+        }
+        XCTAssertEqual(first.code, .accessDenied)
+    }
+
+    func testRootAndTheListedUIDsAndGroupsMayLeaseOthersFilesNobodyElse() {
+        let rule = LeaseOthersRule(uids: [1000], groups: [109])
+        XCTAssertTrue(rule.allows(uid: 0, groups: []))
+        XCTAssertTrue(rule.allows(uid: 1000, groups: []))
+        XCTAssertTrue(rule.allows(uid: 1001, groups: [1001, 109]))
+        XCTAssertFalse(rule.allows(uid: 1001, groups: [1001]))
+        XCTAssertFalse(LeaseOthersRule().allows(uid: 1000, groups: [109]))
+    }
+
+    func testAnAnonymousInodeIsNotARegularFile() {
+        guard case .failure(let refusal) = plan(file(.pageCache, size: 0, kind: .anonymousInode, filesystem: "anon_inodefs"), .readWrite, [.read], device: nil) else {
+            return XCTFail("planned")
+        }
+        XCTAssertEqual(refusal.code, .notRegularFile)
     }
 
     // MARK: Refusals of the request itself, whatever the device

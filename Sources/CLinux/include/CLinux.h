@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <linux/fiemap.h>
 #include <linux/stat.h>
 
@@ -67,6 +68,8 @@ int mrl_fallocate(int fd, int mode, off_t offset, off_t len);
 
 /* RLIMIT_MEMLOCK; 1 from mrl_rlim_is_infinity when the value is RLIM_INFINITY. */
 int mrl_getrlimit_memlock(struct rlimit *out);
+int mrl_getrlimit_nofile(struct rlimit *out);
+int mrl_setrlimit_nofile(const struct rlimit *limit);
 int mrl_rlim_is_infinity(rlim_t value);
 
 /* MAP_FAILED is a cast macro Swift does not import. */
