@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import LinuxFile
 import SystemPackage
@@ -169,6 +170,34 @@ final class EngineVMTests: XCTestCase {
     func testHolePunchOnXFSIsALayoutChange() throws {
         try exercise(.xfs, tool: { ("/usr/bin/fallocate", ["-p", "-o", "4096", "-l", "4096", $0]) }, expectLayoutChange: true)
     }
+
+    /// A hole punched through the owner's own fd breaks no lease: mrleased's lease is on that
+    /// same open file description. A pinned MR keeps the punched-out page, so a peer's WRITE
+    /// completes with success into a page the file no longer has (issue 9, defect 3). The
+    /// engine must catch the change (inotify IN_MODIFY, then FIEMAP), revoke and restore; a
+    /// WRITE through the region's keys after that must land in the file.
+    func punchThroughTheOwnersFD(on facility: Facility) throws {
+        let (engine, registrar) = try makeEngine()
+        let scratch = try ScratchDirectory(in: try facility.require())
+        let path = try scratch.file("region", size: 1 << 20, byte: 0x11)
+        let fd = try FileDescriptor.open(FilePath(path), .readWrite)
+        defer { try? fd.close() }
+        let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read, .write], preference: .pinned)
+        XCTAssertEqual(region.strategy, .pinned)
+        let punched = Date()
+        XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 0, 4096), 0, "fallocate: \(errno)")
+        drive(engine, seconds: 3) { self.settled(region.id) }
+        print("[measure] \(facility) punch through the owner's fd: settled after \(String(format: "%.3f", Date().timeIntervalSince(punched) * 1000)) ms; events \(events)")
+        let current = try XCTUnwrap(engine.list().first { $0.id == region.id }, "region gone: \(events)")
+        try rdmaWrite(registrar, region: current, byte: 0xC3)
+        let bytes = try fileBytes(fd, offset: 0, count: 4096)
+        XCTAssertEqual(bytes.filter { $0 == 0xC3 }.count, 4096,
+                       "an RDMA WRITE after the punch must land in the file; it holds \(Set(bytes).sorted())")
+        events += engine.release(owner: owner).map(\.event)
+    }
+
+    func testHolePunchThroughTheOwnersFDOnPinnedExt4IsNotLost() throws { try punchThroughTheOwnersFD(on: .ext4) }
+    func testHolePunchThroughTheOwnersFDOnPinnedTmpfsIsNotLost() throws { try punchThroughTheOwnersFD(on: .tmpfs) }
 
     func testCatOnXFSDAXChangesNoLayout() throws {
         try exercise(.xfsDAX, tool: { ("/bin/cat", [$0]) }, expectLayoutChange: false)
