@@ -7,6 +7,8 @@
 // fallocate PUNCH_HOLE, fallocate ZERO_RANGE, write(2) and ftruncate (shrink). The listener
 // holds each permission event HOLD_MS before FAN_ALLOW: an operation that took >= HOLD_MS was
 // stopped by the event before it changed anything. One line per operation and per event.
+// The listener's event fd is an open of the file: it breaks the child's write lease, and the
+// child (like mrleased) answers the break by unlocking.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -36,10 +38,23 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+static int leased_fd = -1;
+
+// What mrleased does on a break: give the lease up (here without MRs to revoke first).
+static void on_break(int sig) {
+    (void)sig;
+    fcntl(leased_fd, F_SETLEASE, F_UNLCK);
+    static const char line[] = "  child: lease break (SIGIO) -> F_UNLCK\n";
+    write(1, line, sizeof line - 1);
+}
+
 static void child(const char *path) {
+    signal(SIGIO, on_break);
     int fd = open(path, O_RDWR);
-    if (fd < 0) { printf("  child: open: %s\n", strerror(errno)); _exit(1); }
+    leased_fd = fd;
+    if (fd < 0) { printf("  child: open: %s\n", strerror(errno)); fflush(stdout); _exit(1); }
     if (fcntl(fd, F_SETLEASE, F_WRLCK) != 0) printf("  child: F_SETLEASE F_WRLCK: %s\n", strerror(errno));
+    fflush(stdout);
     char page[4096];
     memset(page, 0x5a, sizeof page);
     struct { const char *name; int kind; } ops[] = {
@@ -62,6 +77,7 @@ static void child(const char *path) {
         fflush(stdout);
     }
     printf("  lease still held: %s\n", fcntl(fd, F_GETLEASE) == F_WRLCK ? "yes" : "no");
+    fflush(stdout);
     _exit(0);
 }
 

@@ -74,7 +74,7 @@ extension MRLeaseClient {
             } else if !pendingRevocations.contains(revoking.region) {
                 pendingRevocations.append(revoking.region)
             }
-        case .revoked, .restored, .lost:
+        case .revoked, .restored, .lost, .unlinked:
             pendingRevocations.removeAll { $0 == event.region }
         }
     }

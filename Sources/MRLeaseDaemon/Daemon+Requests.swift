@@ -34,7 +34,8 @@ extension Daemon {
                 strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
                 limits: .init(maxMessageBytes: UInt64(Codec.maxMessageBytes), maxRegionsPerUid: UInt64(configuration.maxRegionsPerUID),
                               maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis,
-                              maxBatchRanges: UInt64(Codec.maxBatchRanges))))
+                              maxBatchRanges: UInt64(Codec.maxBatchRanges)),
+                layoutProtection: (engine?.layoutProtection ?? .none).wire))
 
         case .register(let register):
             return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])

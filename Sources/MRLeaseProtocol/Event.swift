@@ -12,6 +12,10 @@ public enum Event: Sendable, Equatable {
     case restored(Restored)
     /// The region cannot come back; `deregister` it to release its quota.
     case lost(Lost)
+    /// The region's file lost its last name. Nothing is revoked (the data lives while an fd is
+    /// open, the daemon's own included); the filesystem frees the space only after the region
+    /// is deregistered and every fd is closed. Sent once per region.
+    case unlinked(region: UInt64)
 
     public struct Revoking: Sendable, Equatable {
         public var region: UInt64
@@ -68,7 +72,7 @@ public enum Event: Sendable, Equatable {
 
     /// The event's name on the wire.
     public enum Name: String, Sendable, CaseIterable {
-        case revoking, revoked, restored, lost
+        case revoking, revoked, restored, lost, unlinked
     }
 
     public var name: Name {
@@ -77,6 +81,7 @@ public enum Event: Sendable, Equatable {
         case .revoked: .revoked
         case .restored: .restored
         case .lost: .lost
+        case .unlinked: .unlinked
         }
     }
 
@@ -86,6 +91,7 @@ public enum Event: Sendable, Equatable {
         case .revoked(let region): region
         case .restored(let event): event.region
         case .lost(let event): event.region
+        case .unlinked(let region): region
         }
     }
 }
@@ -107,6 +113,8 @@ extension Event {
                                       address: try f.uint64("address"), layout: try f.layout()))
         case .lost:
             self = .lost(Lost(region: region, reason: try f.enumValue("reason"), message: try f.stringIfPresent("message")))
+        case .unlinked:
+            self = .unlinked(region: region)
         }
     }
 
@@ -119,7 +127,7 @@ extension Event {
             o.set("reason", .string(event.reason.rawValue))
             o.set("deadlineMillis", .integer(event.deadlineMillis))
             o.set("deadlineUnixMillis", event.deadlineUnixMillis.map(JSONValue.integer))
-        case .revoked:
+        case .revoked, .unlinked:
             break
         case .restored(let event):
             o.set("lkey", .integer(event.lkey))

@@ -51,6 +51,7 @@ extension HelloResult {
                         maxBytesPerUid: try l.uint64("maxBytesPerUid"), quiesceMillis: try l.uint64("quiesceMillis"),
                         // A daemon from before register-batch does not send it.
                         maxBatchRanges: try l.uint64IfPresent("maxBatchRanges") ?? 0)
+        layoutProtection = try f.enumIfPresent("layoutProtection")
     }
 
     var json: JSONValue {
@@ -74,6 +75,7 @@ extension HelloResult {
         l.set("quiesceMillis", .integer(limits.quiesceMillis))
         l.set("maxBatchRanges", .integer(limits.maxBatchRanges))
         o.set("limits", l.value)
+        o.set("layoutProtection", layoutProtection.map { .string($0.rawValue) })
         return o.value
     }
 }

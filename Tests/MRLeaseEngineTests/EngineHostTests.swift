@@ -90,6 +90,7 @@ final class EngineHostTests: XCTestCase {
             case .revoked(let id): "revoked \(id)"
             case .restored(let id, _, _): "restored \(id)"
             case .lost(let id, let reason, _): "lost \(id) \(reason.rawValue)"
+            case .unlinked(let id): "unlinked \(id)"
             }
         }
         XCTAssertEqual(kinds, ["revoking \(kept.id)", "revoking \(cut.id)", "revoked \(kept.id)", "revoked \(cut.id)",
@@ -242,6 +243,63 @@ final class EngineHostTests: XCTestCase {
         let drift = try engine.verify(region.id)
         XCTAssertEqual(drift.layout, .changed)
         XCTAssertGreaterThan(drift.extentsAfter, drift.extentsBefore)
+    }
+
+    /// A punch through the owner's own fd breaks no lease; inotify's IN_MODIFY and FIEMAP
+    /// catch it, and the file's regions are revoked (MRs first, no quiesce) and restored with
+    /// cause `layout-changed`.
+    func testPunchThroughTheOwnersFDRevokesAndRestoresWithLayoutChanged() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let registrar = RecordingRegistrar()
+        registrar.inode = try inode(fd)
+        let engine = try makeEngine(registrar)
+        let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read, .write])
+        let far = try engine.register(owner: owner, fd: fd, offset: 512 * 1024, length: 4096, access: [.read])
+        XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 0, 4096), 0)
+        drive(engine) { self.events.filter { if case .restored = $0.1 { true } else { false } }.count == 2 }
+        XCTAssertEqual(events.compactMap { if case .revoking(let id, let cause, _) = $0.1 { "\(id) \(cause.rawValue)" } else { nil } },
+                       ["\(region.id) layout-changed", "\(far.id) layout-changed"])
+        XCTAssertEqual(events.compactMap { if case .restored(let id, _, let layout) = $0.1 { "\(id) \(layout.rawValue)" } else { nil } },
+                       ["\(region.id) changed", "\(far.id) unchanged"])
+        XCTAssertEqual(Array(registrar.steps.filter { $0.hasPrefix("deregister") }.prefix(2)),
+                       ["deregister lease=true mapped=true", "deregister lease=true mapped=true"])
+        XCTAssertEqual(engine.statistics().layoutChangesHandled, 1)
+        XCTAssertEqual(engine.statistics().leasesHeld, 1)
+        XCTAssertEqual(engine.indexProblems(), [])
+    }
+
+    /// A write through the owner's fd into blocks the file already has moves nothing: it is
+    /// compared (IN_MODIFY) and revokes nothing. A truncate below a region loses it.
+    func testWriteThatMovesNoBlockRevokesNothingAndATruncateLosesTheRange() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try makeEngine()
+        let region = try engine.register(owner: owner, fd: fd, offset: 65536, length: 4096, access: [.read, .write])
+        _ = try fd.writeAll(toAbsoluteOffset: 65536, [UInt8](repeating: 7, count: 4096))
+        drive(engine, seconds: 0.3) { false }
+        XCTAssertEqual(events.count, 0, "\(events)")
+        XCTAssertGreaterThan(engine.statistics().layoutChecks, 0)
+        try fd.resize(to: 8192)
+        drive(engine) { !self.events.isEmpty && !(engine.list().first?.state == .registered) }
+        drive(engine, seconds: 0.2) { false }
+        XCTAssertTrue(events.contains { if case .lost(region.id, .rangeTruncated, _) = $0.1 { true } else { false } }, "\(events)")
+    }
+
+    /// Unlinking a registered file revokes nothing (the data lives while the engine's fd is
+    /// open) but tells each owner once; the region still deregisters normally.
+    func testUnlinkOfARegisteredFileTellsTheOwnerOnceAndKeepsTheRegion() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try makeEngine()
+        let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
+        XCTAssertEqual(unlink(path), 0)
+        drive(engine) { !self.events.isEmpty }
+        drive(engine, seconds: 0.2) { false }
+        XCTAssertEqual(events.map(\.1), [.unlinked(region.id)])
+        XCTAssertEqual(engine.list().map(\.state), [.registered])
+        record(try engine.deregister(region.id))
+        XCTAssertEqual(engine.statistics().leasesHeld, 0)
     }
 
     func testExplicitRevokeTakesTheMRAndTellsTheOwner() throws {

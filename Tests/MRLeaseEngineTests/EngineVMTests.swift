@@ -184,10 +184,26 @@ final class EngineVMTests: XCTestCase {
         defer { try? fd.close() }
         let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read, .write], preference: .pinned)
         XCTAssertEqual(region.strategy, .pinned)
-        let punched = Date()
+        let oldKeys = try XCTUnwrap(region.keys)
+        let punched = Engine.now()
         XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 0, 4096), 0, "fallocate: \(errno)")
-        drive(engine, seconds: 3) { self.settled(region.id) }
-        print("[measure] \(facility) punch through the owner's fd: settled after \(String(format: "%.3f", Date().timeIntervalSince(punched) * 1000)) ms; events \(events)")
+        // The residual window: from the punch to the MR's deregistration (the engine emits
+        // `revoked` right after it), with the engine polled as the daemon's loop would.
+        var revokedAfter: UInt64?
+        let deadline = punched + 3_000_000_000
+        while !settled(region.id) && Engine.now() < deadline {
+            events += engine.poll(timeout: .milliseconds(10)).map(\.event)
+            if revokedAfter == nil, events.contains(.revoked(region.id)) { revokedAfter = Engine.now() - punched }
+        }
+        print("[measure] \(facility) punch through the owner's fd: MR deregistered \(revokedAfter.map { "\($0 / 1000) µs" } ?? "never") after the fallocate returned; events \(events)")
+        if case .revoking(region.id, let cause, _)? = events.first { XCTAssertEqual(cause, .layoutChanged) } else {
+            XCTFail("the owner must hear revoking first: \(events)")
+        }
+        XCTAssertNotNil(revokedAfter, "the punch must revoke the region: \(events)")
+        let (newKeys, changed) = try XCTUnwrap(restoredKeys(region.id), "region not restored: \(events)")
+        XCTAssertTrue(changed, "the restored region must report the layout change")
+        XCTAssertNotEqual(newKeys.rkey, oldKeys.rkey)
+        XCTAssertFalse(try RDMAResources.memoryRegionKeys().contains(oldKeys.rkey), "the old MR must be gone from the kernel")
         let current = try XCTUnwrap(engine.list().first { $0.id == region.id }, "region gone: \(events)")
         try rdmaWrite(registrar, region: current, byte: 0xC3)
         let bytes = try fileBytes(fd, offset: 0, count: 4096)
