@@ -202,6 +202,7 @@ extension Engine {
         logger.warning("layout changed under registered regions without a lease break: revoking",
                        metadata: ["file": "\(file.key)", "regions": "\(changed)", "size": "\(size)"])
         stats.layoutChangesHandled += 1
+        file.layoutChanged = Set(changed)
         apply(.layoutChanged(now: now), to: file)
     }
 

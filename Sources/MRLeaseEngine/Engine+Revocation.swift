@@ -230,7 +230,8 @@ extension Engine {
                 file.lossMessages[region.id] = "file is now \(facts.size) bytes; the region ends at \(region.offset + region.length)"
                 continue
             }
-            region.layout = file.extents.change(to: extents, offset: region.offset, length: region.length)
+            region.layout = file.layoutChanged.contains(region.id) ? .changed
+                : file.extents.change(to: extents, offset: region.offset, length: region.length)
             do {
                 let made = try makeRegistration(owner: region.owner, file: file, plan: region.plan.only(region.strategy))
                 region.mapping = made.mapping
@@ -245,6 +246,7 @@ extension Engine {
         }
         file.extents = extents
         file.size = facts.size
+        file.layoutChanged = []
         return .restored(lost: lost)
     }
 }

@@ -53,6 +53,9 @@ final class TrackedFile {
     /// timer of a comparison put off until `layoutCheckInterval` has passed.
     var layoutCheckedAt: UInt64?
     var layoutTimer: UInt64?
+    /// The regions a layout check found changed, for the restore to report `changed` where
+    /// FIEMAP cannot show it (shmem's pages).
+    var layoutChanged: Set<RegionID> = []
     /// Whether the owners were told the file lost its last name.
     var unlinkReported = false
     /// When the current break arrived (monotonic ns), for break-to-unlock latency.
