@@ -124,8 +124,21 @@ static void probe(const char *path) {
     close(fan);
 }
 
+#ifndef FAN_REPORT_FID
+#define FAN_REPORT_FID 0x00000200
+#endif
+
+// Without an event fd (FAN_REPORT_FID) the listener would open nothing, so it could not break
+// its own lease: does the kernel take pre-content events in that mode?
+static void probe_fid_mode(void) {
+    int fan = fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_REPORT_FID | FAN_CLOEXEC, O_RDONLY);
+    if (fan < 0) printf("fanotify_init(FAN_CLASS_PRE_CONTENT|FAN_REPORT_FID): %s (errno %d)\n", strerror(errno), errno);
+    else { printf("fanotify_init(FAN_CLASS_PRE_CONTENT|FAN_REPORT_FID): ok\n"); close(fan); }
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s FILE...\n", argv[0]); return 2; }
+    probe_fid_mode();
     for (int i = 1; i < argc; i++) probe(argv[i]);
     return 0;
 }
