@@ -286,6 +286,26 @@ final class EngineHostTests: XCTestCase {
         XCTAssertTrue(events.contains { if case .lost(region.id, .rangeTruncated, _) = $0.1 { true } else { false } }, "\(events)")
     }
 
+    /// A burst of writes through the owner's fd costs a bounded number of synced FIEMAPs:
+    /// the first IN_MODIFY is compared at once, the rest at most once per interval.
+    func testABurstOfWritesIsComparedAtMostOncePerInterval() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try Engine(registrar: RecordingRegistrar(), configuration: .init(layoutCheckInterval: 50_000_000))
+        _ = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
+        let start = Date()
+        for round in 0..<400 {
+            _ = try fd.writeAll(toAbsoluteOffset: Int64(8192 + round % 16 * 4096), [UInt8](repeating: UInt8(round % 256), count: 4096))
+            record(engine.process(now: Engine.now()))
+        }
+        drive(engine, seconds: 0.2) { false }
+        let elapsed = Date().timeIntervalSince(start)
+        let checks = engine.statistics().layoutChecks
+        XCTAssertGreaterThan(checks, 0)
+        XCTAssertLessThanOrEqual(Double(checks), elapsed / 0.05 + 2, "\(checks) checks in \(elapsed) s")
+        XCTAssertEqual(events.count, 0, "overwrites move no block: \(events)")
+    }
+
     /// Unlinking a registered file revokes nothing (the data lives while the engine's fd is
     /// open) but tells each owner once; the region still deregisters normally.
     func testUnlinkOfARegisteredFileTellsTheOwnerOnceAndKeepsTheRegion() throws {
