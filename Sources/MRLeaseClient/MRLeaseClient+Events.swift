@@ -74,8 +74,11 @@ extension MRLeaseClient {
             } else if !pendingRevocations.contains(revoking.region) {
                 pendingRevocations.append(revoking.region)
             }
-        case .revoked, .restored, .lost, .unlinked:
+        case .revoked, .restored, .lost:
             pendingRevocations.removeAll { $0 == event.region }
+        case .unlinked:
+            // News, not a step of a revocation: a pending one still waits for its ack.
+            break
         }
     }
 

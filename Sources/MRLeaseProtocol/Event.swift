@@ -1,7 +1,8 @@
 /// What the daemon pushes about a region without being asked: `"type": "event"`, no `id`.
 ///
 /// A region's events come in this order: `revoking` → `revoked` → `restored` or `lost`
-/// (a `lost` can also follow `revoking` directly, or come alone).
+/// (a `lost` can also follow `revoking` directly, or come alone). `unlinked` may come once,
+/// at any point: it is news about the file, not a step of a revocation.
 public enum Event: Sendable, Equatable {
     /// Stop issuing RDMA to the region and send `ack`; the MR is deregistered at `ack` or at
     /// the deadline, whichever comes first.
