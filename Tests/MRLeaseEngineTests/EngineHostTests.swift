@@ -269,6 +269,26 @@ final class EngineHostTests: XCTestCase {
         XCTAssertEqual(engine.indexProblems(), [])
     }
 
+    /// ZERO_RANGE (the blocks become unwritten) and COLLAPSE_RANGE (later blocks shift down),
+    /// made through a dup of the owner's fd (the same open file description, as a child's
+    /// inherited copy or one passed over SCM_RIGHTS is), are layout changes too.
+    func testZeroAndCollapseRangeThroughACopyOfTheOwnersFDAreCaught() throws {
+        for (name, mode) in [("ZERO_RANGE", MRL_FALLOC_FL_ZERO_RANGE), ("COLLAPSE_RANGE", MRL_FALLOC_FL_COLLAPSE_RANGE)] {
+            events = []
+            let (scratch, _, fd) = try scratchFile()
+            defer { try? fd.close(); _ = scratch }
+            let engine = try makeEngine()
+            let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read, .write])
+            let copy = try fd.duplicate()
+            XCTAssertEqual(mrl_fallocate(copy.rawValue, mode, 4096, 4096), 0, "\(name): \(Errno(rawValue: errno))")
+            try copy.close()
+            drive(engine) { self.events.contains { if case .restored = $0.1 { true } else { false } } }
+            XCTAssertEqual(events.map(\.1).first.map { if case .revoking(region.id, .layoutChanged, _) = $0 { true } else { false } }, true,
+                           "\(name): \(events)")
+            XCTAssertTrue(events.contains { if case .restored(region.id, _, .changed) = $0.1 { true } else { false } }, "\(name): \(events)")
+        }
+    }
+
     /// A write through the owner's fd into blocks the file already has moves nothing: it is
     /// compared (IN_MODIFY) and revokes nothing. A truncate below a region loses it.
     func testWriteThatMovesNoBlockRevokesNothingAndATruncateLosesTheRange() throws {
