@@ -21,7 +21,8 @@ extension Engine {
     /// unseen: every tracked file's inotify watch carries IN_MODIFY (`watch(_:closes:)`).
     /// fanotify's pre-content events could stop the change before it happens (Linux 6.14+,
     /// ext4/xfs only; docs/kernel-matrix.md) and are not used yet.
-    public var layoutProtection: LayoutProtection { .inotifyDetect }
+    public static let layoutProtection: LayoutProtection = .inotifyDetect
+    public var layoutProtection: LayoutProtection { Self.layoutProtection }
 
     /// Handles everything pending: lease-break signals, inotify events, due timers.
     public func process(now: UInt64) -> [EngineNotice] {
