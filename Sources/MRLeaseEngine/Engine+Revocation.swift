@@ -110,6 +110,16 @@ extension Engine {
             return
         }
         for event in events {
+            if event.mask.contains(.queueOverflow) {
+                // Events were dropped: any file may have changed, closed or lost its name.
+                logger.warning("inotify queue overflowed: checking every tracked file")
+                for key in files.keys.sorted() {
+                    if let file = files[key] { layoutTouched(file, now: Self.now()) }
+                    if let file = files[key] { reportUnlink(file) }
+                    if let file = files[key] { apply(.closed(now: Self.now()), to: file) }
+                }
+                continue
+            }
             guard let key = filesByWatch[event.watch], let file = files[key] else { continue }
             if event.mask.contains(.modify) { layoutTouched(file, now: Self.now()) }
             if event.mask.contains(.attrib), files[key] === file { reportUnlink(file) }
