@@ -45,6 +45,8 @@ const unsigned long long MRL_STATX_ATTR_DAX = STATX_ATTR_DAX;
 const unsigned int MRL_STATX_MNT_ID = STATX_MNT_ID;
 const int MRL_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 const int MRL_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
+const int MRL_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
+const int MRL_FALLOC_FL_COLLAPSE_RANGE = FALLOC_FL_COLLAPSE_RANGE;
 
 int mrl_sigrtmin(void) { return SIGRTMIN; }
 pid_t mrl_gettid(void) { return (pid_t)syscall(SYS_gettid); }

@@ -79,5 +79,19 @@ public final class SharedMapping {
     }
 
     /// The system page size, which mapping offsets must be a multiple of.
+    /// How many of the mapping's pages are in the file's page cache now. A page a pinned MR
+    /// holds that left the page cache (a hole punched, the file truncated) is no longer the
+    /// file's: what the device writes there is lost.
+    ///
+    /// The corresponding C function is `mincore`.
+    public func residentPages() throws(Errno) -> Int {
+        let page = Self.pageSize
+        var vector = [UInt8](repeating: 0, count: (length + page - 1) / page)
+        let base = self.base
+        let length = self.length
+        try nothingOrErrno(retryOnInterrupt: false) { mincore(base, length, &vector) }.get()
+        return vector.reduce(0) { $0 + Int($1 & 1) }
+    }
+
     public static var pageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
 }

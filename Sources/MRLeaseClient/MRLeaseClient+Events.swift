@@ -76,6 +76,9 @@ extension MRLeaseClient {
             }
         case .revoked, .restored, .lost:
             pendingRevocations.removeAll { $0 == event.region }
+        case .unlinked:
+            // News, not a step of a revocation: a pending one still waits for its ack.
+            break
         }
     }
 

@@ -40,7 +40,8 @@ extension Daemon {
                               maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis,
                               maxBatchRanges: UInt64(Codec.maxBatchRanges), maxConnections: UInt64(configuration.maxConnections),
                               maxConnectionsPerUid: UInt64(configuration.maxConnectionsPerUID),
-                              maxQueuedBytes: configuration.maxQueuedBytesPerClient)))
+                              maxQueuedBytes: configuration.maxQueuedBytesPerClient),
+                layoutProtection: (engine?.layoutProtection ?? .none).wire))
 
         case .register(let register):
             return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])

@@ -84,6 +84,16 @@ extension RevocationCause {
     var wire: RevocationReason {
         switch self {
         case .leaseBreak: .leaseBreak
+        case .layoutChanged: .layoutChanged
+        }
+    }
+}
+
+extension MRLeasePolicy.LayoutProtection {
+    var wire: MRLeaseProtocol.LayoutProtection {
+        switch self {
+        case .inotifyDetect: .inotifyDetect
+        case .none: .none
         }
     }
 }
@@ -139,6 +149,8 @@ extension Event {
             self = .restored(.init(region: id.rawValue, lkey: keys.lkey, rkey: keys.rkey, address: keys.address, layout: layout.wire))
         case .lost(let id, let reason, let message):
             self = .lost(.init(region: id.rawValue, reason: reason.wire, message: message ?? reason.rawValue))
+        case .unlinked(let id):
+            self = .unlinked(region: id.rawValue)
         }
     }
 }

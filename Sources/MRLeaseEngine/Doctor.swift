@@ -42,7 +42,8 @@ public struct Doctor {
             memlockSoft: nil, memlockHard: nil, leaseBreakTimeSeconds: try? SystemFacts.leaseBreakTime(),
             leasesEnabled: SystemFacts.leasesEnabled(),
             capLease: SystemFacts.hasCapability(SystemFacts.capLease),
-            capIPCLock: SystemFacts.hasCapability(SystemFacts.capIPCLock))
+            capIPCLock: SystemFacts.hasCapability(SystemFacts.capIPCLock),
+            layoutProtection: Engine.layoutProtection.rawValue)
         // As above: an unreadable limit is shown as missing.
         if let memlock = try? SystemFacts.memlockLimit() {
             host.memlockSoft = memlock.soft

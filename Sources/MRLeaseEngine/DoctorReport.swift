@@ -28,6 +28,8 @@ public struct HostReport: Sendable, Codable {
     /// CAP_LEASE: leases on files this process does not own.
     public var capLease: Bool
     public var capIPCLock: Bool
+    /// How mrleased notices a layout change through a client's own fd (`LayoutProtection`).
+    public var layoutProtection: String
 }
 
 public struct DeviceReport: Sendable, Codable {

@@ -29,6 +29,7 @@ extension Engine {
         file.leaseHeld = true
         files[key] = file
         filesByFD[fd.rawValue] = key
+        watch(file, closes: false)
         return file
     }
 
@@ -125,18 +126,25 @@ extension Engine {
         }
     }
 
-    /// Watches the released file for closes (the cue to restore). Without the watch the backoff
-    /// timer still restores, later: logged, not fatal.
-    func watch(_ file: TrackedFile) {
-        guard file.watch == nil else { return }
+    /// Points the file's inotify watch at what it needs now. Always IN_MODIFY: a write,
+    /// truncate or fallocate through the open file description our lease is on (the owner's
+    /// own fd, a child's copy, one passed over SCM_RIGHTS) breaks no lease, and this event is
+    /// the only word of it; and IN_ATTRIB: an unlink drops nlink. With `closes` (the file is
+    /// released) also closes, the cue to restore. One watch per inode carries one mask, and
+    /// inotify_add_watch replaces it. Without the watch, layout changes go unseen and the
+    /// backoff timer alone restores: logged, not fatal.
+    func watch(_ file: TrackedFile, closes: Bool) {
+        var mask: Inotify.Mask = [.modify, .attrib]
+        if closes { mask.formUnion([.closeWrite, .closeNoWrite, .deleteSelf]) }
         // /proc/self/fd/N resolves to the inode itself: no path of the client's is needed.
         do {
-            let wd = try inotify.addWatch(path: "/proc/self/fd/\(file.fd.rawValue)",
-                                          mask: [.closeWrite, .closeNoWrite, .attrib, .deleteSelf])
+            let wd = try inotify.addWatch(path: "/proc/self/fd/\(file.fd.rawValue)", mask: mask)
+            if let old = file.watch, old != wd { filesByWatch[old] = nil }
             file.watch = wd
+            file.watchingCloses = closes
             filesByWatch[wd] = file.key
         } catch {
-            logger.warning("inotify_add_watch failed: restoring on the backoff timer only",
+            logger.warning("inotify_add_watch failed: layout changes through the leased fd go unseen; restoring on the backoff timer only",
                            metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
         }
     }
@@ -149,5 +157,64 @@ extension Engine {
         }
         filesByWatch[wd] = nil
         file.watch = nil
+        file.watchingCloses = false
+    }
+
+    /// An IN_MODIFY on a tracked file: compare now, or once the debounce interval has passed
+    /// since the last comparison. Only while MRs are registered (leased, or quiescing for a
+    /// break): a released file's restore re-reads the layout anyway.
+    func layoutTouched(_ file: TrackedFile, now: UInt64) {
+        guard file.mrsRegistered else { return }
+        if let last = file.layoutCheckedAt, now < last + configuration.layoutCheckInterval {
+            if file.layoutTimer == nil {
+                let at = last + configuration.layoutCheckInterval
+                file.layoutTimer = at
+                timers.schedule(file.key, at: at)
+            }
+            return
+        }
+        checkLayout(file, now: now)
+    }
+
+    /// Compares the file's size and extents (synced FIEMAP; for shmem, which has no block
+    /// map, the residency of each pinned region's pages) with what the regions were
+    /// registered against; a registered range that changed revokes and restores the file's
+    /// regions with cause `layout-changed`. A FIEMAP failure is logged by readExtents and
+    /// revokes nothing: the daemon could not look, and the next IN_MODIFY looks again.
+    func checkLayout(_ file: TrackedFile, now: UInt64) {
+        file.layoutCheckedAt = now
+        guard file.mrsRegistered else { return }
+        stats.layoutChecks += 1
+        let size: UInt64
+        do { size = try FileFacts.inspect(file.fd, mount: false).size } catch {
+            logger.error("statx failed in a layout check", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
+            return
+        }
+        let extents = readExtents(file, op: "layout check")
+        var changed: [RegionID] = []
+        for region in file.regions.values.sorted(by: { $0.id < $1.id }) {
+            if region.offset + region.length > size || file.extents.change(to: extents, offset: region.offset, length: region.length) == .changed
+                || lostPages(region, file) {
+                changed.append(region.id)
+            }
+        }
+        guard !changed.isEmpty else { return }
+        logger.warning("layout changed under registered regions without a lease break: revoking",
+                       metadata: ["file": "\(file.key)", "regions": "\(changed)", "size": "\(size)"])
+        stats.layoutChangesHandled += 1
+        file.layoutChanged = Set(changed)
+        apply(.layoutChanged(now: now), to: file)
+    }
+
+    /// Whether a pinned region on shmem holds pages the file no longer has: FIEMAP cannot
+    /// show a hole punched in tmpfs, and a pinned MR keeps the page the punch dropped.
+    func lostPages(_ region: Region, _ file: TrackedFile) -> Bool {
+        guard file.backing == .shmem, region.strategy == .pinned, let mapping = region.mapping else { return false }
+        do {
+            return try mapping.residentPages() < (mapping.length + SharedMapping.pageSize - 1) / SharedMapping.pageSize
+        } catch {
+            logger.error("mincore failed in a layout check", metadata: ["region": "\(region.id)", "errno": "\(error.symbolicName)"])
+            return false
+        }
     }
 }

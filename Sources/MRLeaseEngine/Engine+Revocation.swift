@@ -17,6 +17,13 @@ extension Engine {
         return process(now: Self.now())
     }
 
+    /// What keeps a layout change through the leased open file description from going
+    /// unseen: every tracked file's inotify watch carries IN_MODIFY (`watch(_:closes:)`).
+    /// fanotify's pre-content events could stop the change before it happens (Linux 6.14+,
+    /// ext4/xfs only; docs/kernel-matrix.md) and are not used yet.
+    public static let layoutProtection: LayoutProtection = .inotifyDetect
+    public var layoutProtection: LayoutProtection { Self.layoutProtection }
+
     /// Handles everything pending: lease-break signals, inotify events, due timers.
     public func process(now: UInt64) -> [EngineNotice] {
         exclusive {
@@ -31,7 +38,8 @@ extension Engine {
         exclusive { handleSignals() }.1
     }
 
-    /// Reads the inotify fd only (it is readable): closes of released files.
+    /// Reads the inotify fd only (it is readable): closes of released files, layout changes
+    /// through the leased open file description (IN_MODIFY), unlinks (IN_ATTRIB).
     public func processCloses() -> [EngineNotice] {
         exclusive { handleInotify() }.1
     }
@@ -44,7 +52,13 @@ extension Engine {
 
     func fireTimers(now: UInt64) {
         for (deadline, key) in timers.popDue(now: now) {
-            // A file's `timer` is its current deadline; an entry for another one was cancelled.
+            // A file's `timer` (lifecycle) and `layoutTimer` (debounce) are its current
+            // deadlines; an entry for another one was cancelled. The layout check may end the
+            // file (every region lost), so it is looked up again.
+            if let file = files[key], file.layoutTimer == deadline {
+                file.layoutTimer = nil
+                checkLayout(file, now: now)
+            }
             guard let file = files[key], file.timer == deadline else { continue }
             file.timer = nil
             apply(.timer(now: now), to: file)
@@ -96,9 +110,40 @@ extension Engine {
             return
         }
         for event in events {
+            if event.mask.contains(.queueOverflow) {
+                // Events were dropped: any file may have changed, closed or lost its name.
+                logger.warning("inotify queue overflowed: checking every tracked file")
+                for key in files.keys.sorted() {
+                    if let file = files[key] { layoutTouched(file, now: Self.now()) }
+                    if let file = files[key] { reportUnlink(file) }
+                    if let file = files[key] { apply(.closed(now: Self.now()), to: file) }
+                }
+                continue
+            }
             guard let key = filesByWatch[event.watch], let file = files[key] else { continue }
+            if event.mask.contains(.modify) { layoutTouched(file, now: Self.now()) }
+            if event.mask.contains(.attrib), files[key] === file { reportUnlink(file) }
+            // Anything but a bare IN_MODIFY (a close, IN_ATTRIB, IN_IGNORED) may have freed the
+            // lease: a released file tries to restore (the lifecycle ignores it otherwise).
+            guard files[key] === file, event.mask != .modify else { continue }
             apply(.closed(now: Self.now()), to: file)
         }
+    }
+
+    /// IN_ATTRIB: if the file lost its last name, tells each region's owner once. Nothing is
+    /// revoked (see `EngineEvent.unlinked`); a later restore finds nlink 0 and loses the
+    /// regions with reason `unlinked`.
+    func reportUnlink(_ file: TrackedFile) {
+        guard !file.unlinkReported else { return }
+        let facts: FileFacts
+        do { facts = try FileFacts.inspect(file.fd, mount: false) } catch {
+            logger.error("statx failed after IN_ATTRIB: an unlink may go unreported", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
+            return
+        }
+        guard facts.nlink == 0 else { return }
+        file.unlinkReported = true
+        logger.info("registered file unlinked", metadata: ["file": "\(file.key)", "regions": "\(file.regions.count)"])
+        for region in file.regions.values.sorted(by: { $0.id < $1.id }) { emit(region.owner, .unlinked(region.id)) }
     }
 
     /// Feeds one event to a file's lifecycle and carries out what it returns.
@@ -110,11 +155,11 @@ extension Engine {
     func perform(_ actions: [FileLifecycle.Action], on file: TrackedFile) {
         for action in actions {
             switch action {
-            case .notifyRevoking(let ids, let deadline):
+            case .notifyRevoking(let ids, let deadline, let cause):
                 for id in ids.sorted() {
                     guard let region = file.regions[id] else { continue }
                     region.state = .revoking
-                    emit(region.owner, .revoking(id, cause: .leaseBreak, deadline: deadline))
+                    emit(region.owner, .revoking(id, cause: cause, deadline: deadline))
                 }
             case .revoke:
                 revokeNow(file)
@@ -125,7 +170,7 @@ extension Engine {
             case .armTimer(let at):
                 arm(file, at: at)
             case .watchCloses:
-                watch(file)
+                watch(file, closes: true)
             case .attemptRestore:
                 apply(restore(file), to: file)
             case .notifyRestored(let ids):
@@ -187,7 +232,7 @@ extension Engine {
             return .gone(reason: .restoreFailed)
         }
         file.leaseHeld = true
-        unwatch(file)
+        watch(file, closes: false)
         let extents = readExtents(file, op: "restore")
         var lost: [RegionID: RegionLoss] = [:]
         for region in file.regions.values.sorted(by: { $0.id < $1.id }) {
@@ -196,7 +241,8 @@ extension Engine {
                 file.lossMessages[region.id] = "file is now \(facts.size) bytes; the region ends at \(region.offset + region.length)"
                 continue
             }
-            region.layout = file.extents.change(to: extents, offset: region.offset, length: region.length)
+            region.layout = file.layoutChanged.contains(region.id) ? .changed
+                : file.extents.change(to: extents, offset: region.offset, length: region.length)
             do {
                 let made = try makeRegistration(owner: region.owner, file: file, plan: region.plan.only(region.strategy))
                 region.mapping = made.mapping
@@ -211,6 +257,7 @@ extension Engine {
         }
         file.extents = extents
         file.size = facts.size
+        file.layoutChanged = []
         return .restored(lost: lost)
     }
 }

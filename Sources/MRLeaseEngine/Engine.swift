@@ -21,9 +21,15 @@ public final class Engine {
     public struct Configuration: Sendable {
         public var timing: FileLifecycle.Timing
         public var extentReader: ExtentReader
-        public init(timing: FileLifecycle.Timing = .init(), extentReader: ExtentReader = .fiemap) {
+        /// The least time between two layout comparisons of one file (monotonic ns): each
+        /// costs a synced FIEMAP, and a client writing through its fd raises IN_MODIFY per
+        /// write. The first IN_MODIFY after a quiet spell is compared at once.
+        public var layoutCheckInterval: UInt64
+        public init(timing: FileLifecycle.Timing = .init(), extentReader: ExtentReader = .fiemap,
+                    layoutCheckInterval: UInt64 = 20_000_000) {
             self.timing = timing
             self.extentReader = extentReader
+            self.layoutCheckInterval = layoutCheckInterval
         }
     }
 

@@ -49,10 +49,14 @@ public enum EngineEvent: Sendable, Equatable {
     case restored(RegionID, keys: MRKeys, layout: LayoutChange)
     /// `message` says how, where the reason alone does not (a failed re-registration).
     case lost(RegionID, reason: RegionLoss, message: String?)
+    /// The file lost its last name while registered. Nothing is revoked: the inode and its
+    /// data live while any fd (the engine's own included) is open, and the MR stays coherent;
+    /// but the space comes back only when the region is deregistered.
+    case unlinked(RegionID)
 
     public var region: RegionID {
         switch self {
-        case .revoking(let id, _, _), .revoked(let id), .restored(let id, _, _), .lost(let id, _, _): id
+        case .revoking(let id, _, _), .revoked(let id), .restored(let id, _, _), .lost(let id, _, _), .unlinked(let id): id
         }
     }
 }

@@ -7,6 +7,10 @@ public struct EngineStatistics: Sendable, Equatable {
     public var bytesByStrategy: [String: UInt64] = [:]
     public var registrations = 0
     public var breaksHandled = 0
+    /// Revocations for a layout change made without a lease break (through the leased open
+    /// file description), and the synced comparisons made to find them.
+    public var layoutChangesHandled = 0
+    public var layoutChecks = 0
     public var restorations = 0
     public var regionsLost = 0
     public var breakToUnlock = LatencyHistogram()

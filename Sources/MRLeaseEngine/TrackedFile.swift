@@ -45,7 +45,19 @@ final class TrackedFile {
     var strategyCache: [Bool: Strategy] = [:]
     var leaseHeld = false
     var timer: UInt64?
+    /// The file's one inotify watch (one per inode, one mask): layout changes and unlinks
+    /// always, closes too while `watchingCloses` (released, waiting to restore).
     var watch: Int32?
+    var watchingCloses = false
+    /// When the layout was last compared with `extents` (monotonic ns), and the debounce
+    /// timer of a comparison put off until `layoutCheckInterval` has passed.
+    var layoutCheckedAt: UInt64?
+    var layoutTimer: UInt64?
+    /// The regions a layout check found changed, for the restore to report `changed` where
+    /// FIEMAP cannot show it (shmem's pages).
+    var layoutChanged: Set<RegionID> = []
+    /// Whether the owners were told the file lost its last name.
+    var unlinkReported = false
     /// When the current break arrived (monotonic ns), for break-to-unlock latency.
     var breakStarted: UInt64?
 
@@ -62,6 +74,14 @@ final class TrackedFile {
     /// Writable regions need a write lease on the O_RDWR fd: a read lease is refused while any
     /// writable fd exists, our own included (docs/kernel-matrix.md).
     var leaseType: LeaseType { writable ? .write : .read }
+
+    /// Whether the regions' MRs are registered: leased, or quiescing for a break.
+    var mrsRegistered: Bool {
+        switch lifecycle.phase {
+        case .leased, .revoking: true
+        case .released, .lost: false
+        }
+    }
 
     var lease: FileLease { FileLease(fd: fd) }
 }

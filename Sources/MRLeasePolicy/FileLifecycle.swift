@@ -2,9 +2,10 @@
 /// `handle(_:)`, and the engine carries out the actions it returns, in order.
 ///
 ///     leased ──break──▶ revoking(deadline, awaiting acks)
-///        ▲                  │ all acked, or deadline passed
-///        │                  ▼
-///        └──restored── released(retry) ──unlinked / gone──▶ lost
+///      ▲  │                 │ all acked, deadline passed, or layout changed
+///      │  │ layout changed  ▼
+///      │  └──────────────▶ released(retry) ──unlinked / gone──▶ lost
+///      └────restored───────────┘
 ///
 /// Time is passed in (`now`, nanoseconds on a monotonic clock) so tests drive it exactly.
 public struct FileLifecycle: Sendable, Equatable {
@@ -22,6 +23,10 @@ public struct FileLifecycle: Sendable, Equatable {
 
     public enum Event: Sendable, Equatable {
         case leaseBroken(now: UInt64)
+        /// A registered range's size or extents changed without a lease break: through the
+        /// open file description the lease is held on (the owner's own fd, or a copy of it),
+        /// which the kernel does not count as a conflicting open.
+        case layoutChanged(now: UInt64)
         case acknowledged(RegionID, now: UInt64)
         case timer(now: UInt64)
         /// inotify: someone closed the file; the lease may be free again.
@@ -36,7 +41,7 @@ public struct FileLifecycle: Sendable, Equatable {
     }
 
     public enum Action: Sendable, Equatable {
-        case notifyRevoking(Set<RegionID>, deadline: UInt64)
+        case notifyRevoking(Set<RegionID>, deadline: UInt64, cause: RevocationCause)
         /// Deregister every MR of the file, unmap it, and unlock the lease — in that order.
         case revoke
         case notifyRevoked(Set<RegionID>)
@@ -93,7 +98,20 @@ public struct FileLifecycle: Sendable, Equatable {
             let deadline = now + timing.quiesce
             guard !regions.isEmpty else { return revokeNow(now: now) }
             phase = .revoking(deadline: deadline, awaiting: regions)
-            return [.notifyRevoking(regions, deadline: deadline), .armTimer(at: deadline)]
+            return [.notifyRevoking(regions, deadline: deadline, cause: .leaseBreak), .armTimer(at: deadline)]
+
+        case (.leased, .layoutChanged(let now)):
+            // No quiesce: the MRs already disagree with the file (a pinned MR keeps pages the
+            // file dropped, and WRITEs to them complete into nothing), so waiting for acks
+            // only widens the window in which data is lost. Nobody waits on a lease either,
+            // so the restore is attempted at once; the close watch covers an EAGAIN there.
+            let notify: [Action] = regions.isEmpty ? [] : [.notifyRevoking(regions, deadline: now, cause: .layoutChanged)]
+            phase = .released(attempt: 0, nextAttempt: UInt64.max)
+            return notify + [.watchCloses, .revoke, .notifyRevoked(regions), .attemptRestore]
+
+        case (.revoking, .layoutChanged(let now)):
+            // A layout change during a break's quiesce ends the quiesce: same reason as above.
+            return revokeNow(now: now)
 
         case (.revoking(let deadline, _), .timer(let now)) where now >= deadline:
             // Owners that did not ack in time lose nothing but the wait: the break is answered.

@@ -19,6 +19,21 @@ public enum RegionLoss: String, Sendable, Hashable, CaseIterable {
 public enum RevocationCause: String, Sendable, Hashable, CaseIterable {
     /// Another process wants the file and the kernel broke our lease.
     case leaseBreak = "lease-break"
+    /// A registered range's size or extents changed with no lease break: a truncate or
+    /// fallocate through the open file description the lease is held on (the owner's own fd
+    /// or a copy), seen through inotify and FIEMAP after the fact.
+    case layoutChanged = "layout-changed"
+}
+
+/// How the engine keeps a layout change made through the leased open file description (which
+/// breaks no lease) from going unnoticed.
+public enum LayoutProtection: String, Sendable, Hashable, CaseIterable {
+    /// inotify IN_MODIFY on every registered file, then size and FIEMAP compared: the change
+    /// is caught and the regions revoked and restored after it happened; RDMA WRITEs to a
+    /// pinned region in between are lost.
+    case inotifyDetect = "inotify-detect"
+    /// Nothing watches (no engine: the daemon runs without an RDMA device).
+    case none
 }
 
 /// Whether a region's extents moved between two FIEMAP reads. `unknown` when either read

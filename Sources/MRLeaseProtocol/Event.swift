@@ -1,7 +1,8 @@
 /// What the daemon pushes about a region without being asked: `"type": "event"`, no `id`.
 ///
 /// A region's events come in this order: `revoking` → `revoked` → `restored` or `lost`
-/// (a `lost` can also follow `revoking` directly, or come alone).
+/// (a `lost` can also follow `revoking` directly, or come alone). `unlinked` may come once,
+/// at any point: it is news about the file, not a step of a revocation.
 public enum Event: Sendable, Equatable {
     /// Stop issuing RDMA to the region and send `ack`; the MR is deregistered at `ack` or at
     /// the deadline, whichever comes first.
@@ -12,6 +13,10 @@ public enum Event: Sendable, Equatable {
     case restored(Restored)
     /// The region cannot come back; `deregister` it to release its quota.
     case lost(Lost)
+    /// The region's file lost its last name. Nothing is revoked (the data lives while an fd is
+    /// open, the daemon's own included); the filesystem frees the space only after the region
+    /// is deregistered and every fd is closed. Sent once per region.
+    case unlinked(region: UInt64)
 
     public struct Revoking: Sendable, Equatable {
         public var region: UInt64
@@ -68,7 +73,7 @@ public enum Event: Sendable, Equatable {
 
     /// The event's name on the wire.
     public enum Name: String, Sendable, CaseIterable {
-        case revoking, revoked, restored, lost
+        case revoking, revoked, restored, lost, unlinked
     }
 
     public var name: Name {
@@ -77,6 +82,7 @@ public enum Event: Sendable, Equatable {
         case .revoked: .revoked
         case .restored: .restored
         case .lost: .lost
+        case .unlinked: .unlinked
         }
     }
 
@@ -86,6 +92,7 @@ public enum Event: Sendable, Equatable {
         case .revoked(let region): region
         case .restored(let event): event.region
         case .lost(let event): event.region
+        case .unlinked(let region): region
         }
     }
 }
@@ -107,6 +114,8 @@ extension Event {
                                       address: try f.uint64("address"), layout: try f.layout()))
         case .lost:
             self = .lost(Lost(region: region, reason: try f.enumValue("reason"), message: try f.stringIfPresent("message")))
+        case .unlinked:
+            self = .unlinked(region: region)
         }
     }
 
@@ -119,7 +128,7 @@ extension Event {
             o.set("reason", .string(event.reason.rawValue))
             o.set("deadlineMillis", .integer(event.deadlineMillis))
             o.set("deadlineUnixMillis", event.deadlineUnixMillis.map(JSONValue.integer))
-        case .revoked:
+        case .revoked, .unlinked:
             break
         case .restored(let event):
             o.set("lkey", .integer(event.lkey))

@@ -55,6 +55,7 @@ extension HelloResult {
                         maxConnections: try l.uint64IfPresent("maxConnections"),
                         maxConnectionsPerUid: try l.uint64IfPresent("maxConnectionsPerUid"),
                         maxQueuedBytes: try l.uint64IfPresent("maxQueuedBytes"))
+        layoutProtection = try f.enumIfPresent("layoutProtection")
     }
 
     var json: JSONValue {
@@ -81,6 +82,7 @@ extension HelloResult {
         if let value = limits.maxConnectionsPerUid { l.set("maxConnectionsPerUid", .integer(value)) }
         if let value = limits.maxQueuedBytes { l.set("maxQueuedBytes", .integer(value)) }
         o.set("limits", l.value)
+        o.set("layoutProtection", layoutProtection.map { .string($0.rawValue) })
         return o.value
     }
 }

@@ -79,13 +79,18 @@ public struct HelloResult: Sendable, Equatable {
     /// The strategies this daemon can use at all (per file, `register` may still refuse one).
     public var strategies: [RegionStrategy]
     public var limits: Limits
+    /// How the daemon notices a layout change through a client's own fd; nil from a daemon
+    /// that does not say (one from before issue 9 noticed none).
+    public var layoutProtection: LayoutProtection?
 
-    public init(version: UInt64, daemon: String, devices: [Device], strategies: [RegionStrategy], limits: Limits) {
+    public init(version: UInt64, daemon: String, devices: [Device], strategies: [RegionStrategy], limits: Limits,
+                layoutProtection: LayoutProtection? = nil) {
         self.version = version
         self.daemon = daemon
         self.devices = devices
         self.strategies = strategies
         self.limits = limits
+        self.layoutProtection = layoutProtection
     }
 }
 

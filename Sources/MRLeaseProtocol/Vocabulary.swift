@@ -42,10 +42,23 @@ public enum RegionStatus: String, Sendable, Hashable, CaseIterable {
 public enum RevocationReason: String, Sendable, Hashable, CaseIterable {
     /// Another process wants the file (truncate, write open, …) and the kernel broke our lease.
     case leaseBreak = "lease-break"
+    /// The file's size or extents under the region changed with no lease break: a truncate
+    /// or fallocate through the very open file description the lease is on (the client's own
+    /// fd, a child's copy, one passed over SCM_RIGHTS). The MR is deregistered at once; the
+    /// event's deadline is 0 and no `ack` is waited for.
+    case layoutChanged = "layout-changed"
     /// An operator or the daemon asked for it.
     case explicit
     /// The daemon is stopping.
     case shutdown
+}
+
+/// How the daemon notices a layout change made through a client's own fd (docs/protocol.md §5).
+public enum LayoutProtection: String, Sendable, Hashable, CaseIterable {
+    /// Detected after the fact (inotify, then size and FIEMAP): revoked and restored with
+    /// reason `layout-changed`; WRITEs to a pinned region in between can be lost.
+    case inotifyDetect = "inotify-detect"
+    case none
 }
 
 /// Why a region was lost instead of restored.

@@ -13,6 +13,7 @@ enum DoctorText {
         out += row("leases", host.leasesEnabled ? "enabled (fs.leases-enable = 1)" : "DISABLED (fs.leases-enable = 0): mrleased cannot guard files")
         out += row("CAP_LEASE", host.capLease ? "yes: may lease files it does not own" : "no: may lease only files this user owns")
         out += row("CAP_IPC_LOCK", host.capIPCLock ? "yes" : "no: pinned MRs count against RLIMIT_MEMLOCK")
+        out += row("own-fd layout", "\(host.layoutProtection): a truncate/fallocate through a client's own fd is caught after the fact and revoked; pinned MRs lose RDMA WRITEs in between")
         out += "\nRDMA devices\n"
         if let problem = host.rdmaProblem { out += "  \(problem)\n" }
         for device in host.devices {

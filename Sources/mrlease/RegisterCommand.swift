@@ -161,6 +161,8 @@ struct RegisterCommand: ParsableCommand {
         case .lost(let l):
             let detail = l.message.flatMap { $0 == l.reason.rawValue ? nil : ": \($0)" } ?? ""
             return "lost region \(l.region) (\(l.reason.rawValue))\(detail)"
+        case .unlinked(let region):
+            return "region \(region)'s file was unlinked: the region stays registered; deregister it to free the space"
         }
     }
 

@@ -90,6 +90,7 @@ final class EngineHostTests: XCTestCase {
             case .revoked(let id): "revoked \(id)"
             case .restored(let id, _, _): "restored \(id)"
             case .lost(let id, let reason, _): "lost \(id) \(reason.rawValue)"
+            case .unlinked(let id): "unlinked \(id)"
             }
         }
         XCTAssertEqual(kinds, ["revoking \(kept.id)", "revoking \(cut.id)", "revoked \(kept.id)", "revoked \(cut.id)",
@@ -242,6 +243,103 @@ final class EngineHostTests: XCTestCase {
         let drift = try engine.verify(region.id)
         XCTAssertEqual(drift.layout, .changed)
         XCTAssertGreaterThan(drift.extentsAfter, drift.extentsBefore)
+    }
+
+    /// A punch through the owner's own fd breaks no lease; inotify's IN_MODIFY and FIEMAP
+    /// catch it, and the file's regions are revoked (MRs first, no quiesce) and restored with
+    /// cause `layout-changed`.
+    func testPunchThroughTheOwnersFDRevokesAndRestoresWithLayoutChanged() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let registrar = RecordingRegistrar()
+        registrar.inode = try inode(fd)
+        let engine = try makeEngine(registrar)
+        let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read, .write])
+        let far = try engine.register(owner: owner, fd: fd, offset: 512 * 1024, length: 4096, access: [.read])
+        XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 0, 4096), 0)
+        drive(engine) { self.events.filter { if case .restored = $0.1 { true } else { false } }.count == 2 }
+        XCTAssertEqual(events.compactMap { if case .revoking(let id, let cause, _) = $0.1 { "\(id) \(cause.rawValue)" } else { nil } },
+                       ["\(region.id) layout-changed", "\(far.id) layout-changed"])
+        XCTAssertEqual(events.compactMap { if case .restored(let id, _, let layout) = $0.1 { "\(id) \(layout.rawValue)" } else { nil } },
+                       ["\(region.id) changed", "\(far.id) unchanged"])
+        XCTAssertEqual(Array(registrar.steps.filter { $0.hasPrefix("deregister") }.prefix(2)),
+                       ["deregister lease=true mapped=true", "deregister lease=true mapped=true"])
+        XCTAssertEqual(engine.statistics().layoutChangesHandled, 1)
+        XCTAssertEqual(engine.statistics().leasesHeld, 1)
+        XCTAssertEqual(engine.indexProblems(), [])
+    }
+
+    /// ZERO_RANGE (the blocks become unwritten) and COLLAPSE_RANGE (later blocks shift down),
+    /// made through a dup of the owner's fd (the same open file description, as a child's
+    /// inherited copy or one passed over SCM_RIGHTS is), are layout changes too.
+    func testZeroAndCollapseRangeThroughACopyOfTheOwnersFDAreCaught() throws {
+        for (name, mode) in [("ZERO_RANGE", MRL_FALLOC_FL_ZERO_RANGE), ("COLLAPSE_RANGE", MRL_FALLOC_FL_COLLAPSE_RANGE)] {
+            events = []
+            let (scratch, _, fd) = try scratchFile()
+            defer { try? fd.close(); _ = scratch }
+            let engine = try makeEngine()
+            let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read, .write])
+            let copy = try fd.duplicate()
+            XCTAssertEqual(mrl_fallocate(copy.rawValue, mode, 4096, 4096), 0, "\(name): \(Errno(rawValue: errno))")
+            try copy.close()
+            drive(engine) { self.events.contains { if case .restored = $0.1 { true } else { false } } }
+            XCTAssertEqual(events.map(\.1).first.map { if case .revoking(region.id, .layoutChanged, _) = $0 { true } else { false } }, true,
+                           "\(name): \(events)")
+            XCTAssertTrue(events.contains { if case .restored(region.id, _, .changed) = $0.1 { true } else { false } }, "\(name): \(events)")
+        }
+    }
+
+    /// A write through the owner's fd into blocks the file already has moves nothing: it is
+    /// compared (IN_MODIFY) and revokes nothing. A truncate below a region loses it.
+    func testWriteThatMovesNoBlockRevokesNothingAndATruncateLosesTheRange() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try makeEngine()
+        let region = try engine.register(owner: owner, fd: fd, offset: 65536, length: 4096, access: [.read, .write])
+        _ = try fd.writeAll(toAbsoluteOffset: 65536, [UInt8](repeating: 7, count: 4096))
+        drive(engine, seconds: 0.3) { false }
+        XCTAssertEqual(events.count, 0, "\(events)")
+        XCTAssertGreaterThan(engine.statistics().layoutChecks, 0)
+        try fd.resize(to: 8192)
+        drive(engine) { !self.events.isEmpty && !(engine.list().first?.state == .registered) }
+        drive(engine, seconds: 0.2) { false }
+        XCTAssertTrue(events.contains { if case .lost(region.id, .rangeTruncated, _) = $0.1 { true } else { false } }, "\(events)")
+    }
+
+    /// A burst of writes through the owner's fd costs a bounded number of synced FIEMAPs:
+    /// the first IN_MODIFY is compared at once, the rest at most once per interval.
+    func testABurstOfWritesIsComparedAtMostOncePerInterval() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try Engine(registrar: RecordingRegistrar(), configuration: .init(layoutCheckInterval: 50_000_000))
+        _ = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
+        let start = Date()
+        for round in 0..<400 {
+            _ = try fd.writeAll(toAbsoluteOffset: Int64(8192 + round % 16 * 4096), [UInt8](repeating: UInt8(round % 256), count: 4096))
+            record(engine.process(now: Engine.now()))
+        }
+        drive(engine, seconds: 0.2) { false }
+        let elapsed = Date().timeIntervalSince(start)
+        let checks = engine.statistics().layoutChecks
+        XCTAssertGreaterThan(checks, 0)
+        XCTAssertLessThanOrEqual(Double(checks), elapsed / 0.05 + 2, "\(checks) checks in \(elapsed) s")
+        XCTAssertEqual(events.count, 0, "overwrites move no block: \(events)")
+    }
+
+    /// Unlinking a registered file revokes nothing (the data lives while the engine's fd is
+    /// open) but tells each owner once; the region still deregisters normally.
+    func testUnlinkOfARegisteredFileTellsTheOwnerOnceAndKeepsTheRegion() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try makeEngine()
+        let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
+        XCTAssertEqual(unlink(path), 0)
+        drive(engine) { !self.events.isEmpty }
+        drive(engine, seconds: 0.2) { false }
+        XCTAssertEqual(events.map(\.1), [.unlinked(region.id)])
+        XCTAssertEqual(engine.list().map(\.state), [.registered])
+        record(try engine.deregister(region.id))
+        XCTAssertEqual(engine.statistics().leasesHeld, 0)
     }
 
     func testExplicitRevokeTakesTheMRAndTellsTheOwner() throws {

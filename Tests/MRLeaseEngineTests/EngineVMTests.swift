@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import LinuxFile
 import SystemPackage
@@ -169,6 +170,74 @@ final class EngineVMTests: XCTestCase {
     func testHolePunchOnXFSIsALayoutChange() throws {
         try exercise(.xfs, tool: { ("/usr/bin/fallocate", ["-p", "-o", "4096", "-l", "4096", $0]) }, expectLayoutChange: true)
     }
+
+    /// A hole punched through the owner's own fd breaks no lease: mrleased's lease is on that
+    /// same open file description. A pinned MR keeps the punched-out page, so a peer's WRITE
+    /// completes with success into a page the file no longer has (issue 9, defect 3). The
+    /// engine must catch the change (inotify IN_MODIFY, then FIEMAP), revoke and restore; a
+    /// WRITE through the region's keys after that must land in the file.
+    func punchThroughTheOwnersFD(on facility: Facility) throws {
+        let (engine, registrar) = try makeEngine()
+        let scratch = try ScratchDirectory(in: try facility.require())
+        let path = try scratch.file("region", size: 1 << 20, byte: 0x11)
+        let fd = try FileDescriptor.open(FilePath(path), .readWrite)
+        defer { try? fd.close() }
+        // Kernels from 6.5 refuse writable long-term pins of page-cache files (not of shmem):
+        // there the plan registers ODP, which follows the file; the revocation must come anyway.
+        let pinnable = facility == .tmpfs || !TestKernel.refusesWritableFilePins
+        let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read, .write],
+                                         preference: pinnable ? .pinned : nil)
+        XCTAssertEqual(region.strategy, pinnable ? .pinned : .odp)
+        let oldKeys = try XCTUnwrap(region.keys)
+        let punched = Engine.now()
+        XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 0, 4096), 0, "fallocate: \(errno)")
+        // The residual window: from the punch to the MR's deregistration (the engine emits
+        // `revoked` right after it), with the engine polled as the daemon's loop would.
+        var revokedAfter: UInt64?
+        let deadline = punched + 3_000_000_000
+        while !settled(region.id) && Engine.now() < deadline {
+            events += engine.poll(timeout: .milliseconds(10)).map(\.event)
+            if revokedAfter == nil, events.contains(.revoked(region.id)) { revokedAfter = Engine.now() - punched }
+        }
+        print("[measure] \(facility) punch through the owner's fd: MR deregistered \(revokedAfter.map { "\($0 / 1000) µs" } ?? "never") after the fallocate returned; events \(events)")
+        if case .revoking(region.id, let cause, _)? = events.first { XCTAssertEqual(cause, .layoutChanged) } else {
+            XCTFail("the owner must hear revoking first: \(events)")
+        }
+        XCTAssertNotNil(revokedAfter, "the punch must revoke the region: \(events)")
+        let (newKeys, changed) = try XCTUnwrap(restoredKeys(region.id), "region not restored: \(events)")
+        XCTAssertTrue(changed, "the restored region must report the layout change")
+        XCTAssertNotEqual(newKeys.rkey, oldKeys.rkey)
+        XCTAssertFalse(try RDMAResources.memoryRegionKeys().contains(oldKeys.rkey), "the old MR must be gone from the kernel")
+        let current = try XCTUnwrap(engine.list().first { $0.id == region.id }, "region gone: \(events)")
+        try rdmaWrite(registrar, region: current, byte: 0xC3)
+        let bytes = try fileBytes(fd, offset: 0, count: 4096)
+        XCTAssertEqual(bytes.filter { $0 == 0xC3 }.count, 4096,
+                       "an RDMA WRITE after the punch must land in the file; it holds \(Set(bytes).sorted())")
+
+        // More samples of the window: each punch takes another page of the region, after a
+        // quiet spell longer than the debounce (a change within 20 ms of the last comparison
+        // waits for the rest of those 20 ms).
+        var windows: [UInt64] = []
+        for page in 1..<16 {
+            events = []
+            drive(engine, seconds: 0.05) { false }
+            let start = Engine.now()
+            XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, off_t(page * 4096), 4096), 0)
+            while !events.contains(.revoked(region.id)) && Engine.now() < start + 3_000_000_000 {
+                events += engine.poll(timeout: .milliseconds(10)).map(\.event)
+            }
+            if events.contains(.revoked(region.id)) { windows.append((Engine.now() - start) / 1000) }
+            drive(engine, seconds: 3) { self.settled(region.id) }
+        }
+        XCTAssertEqual(windows.count, 15, "every punch must revoke: \(events)")
+        windows.sort()
+        print("[measure] \(facility) \(region.strategy) punch-to-deregistration over \(windows.count) punches: p50 \(windows[windows.count / 2]) µs, max \(windows.last ?? 0) µs")
+        events += engine.release(owner: owner).map(\.event)
+    }
+
+    func testHolePunchThroughTheOwnersFDOnXFSRevokesAndTheNextWriteLands() throws { try punchThroughTheOwnersFD(on: .xfs) }
+    func testHolePunchThroughTheOwnersFDOnExt4RevokesAndTheNextWriteLands() throws { try punchThroughTheOwnersFD(on: .ext4) }
+    func testHolePunchThroughTheOwnersFDOnTmpfsRevokesAndTheNextWriteLands() throws { try punchThroughTheOwnersFD(on: .tmpfs) }
 
     func testCatOnXFSDAXChangesNoLayout() throws {
         try exercise(.xfsDAX, tool: { ("/bin/cat", [$0]) }, expectLayoutChange: false)

@@ -9,11 +9,46 @@ final class FileLifecycleTests: XCTestCase {
     func testBreakNotifiesOwnersAndRevokesOnceAllAck() {
         var file = FileLifecycle(regions: [r1, r2])
         XCTAssertEqual(file.handle(.leaseBroken(now: 0)),
-                       [.notifyRevoking([r1, r2], deadline: 100 * ms), .armTimer(at: 100 * ms)])
+                       [.notifyRevoking([r1, r2], deadline: 100 * ms, cause: .leaseBreak), .armTimer(at: 100 * ms)])
         XCTAssertEqual(file.handle(.acknowledged(r1, now: 1 * ms)), [])
         XCTAssertEqual(file.handle(.acknowledged(r2, now: 2 * ms)),
                        [.watchCloses, .revoke, .notifyRevoked([r1, r2]), .armTimer(at: 502 * ms)])
         XCTAssertEqual(file.phase, .released(attempt: 0, nextAttempt: 502 * ms))
+    }
+
+    /// A layout change through the leased open file description breaks no lease: the MRs
+    /// already disagree with the file, so they go at once (no quiesce) and the restore is
+    /// tried at once (nobody holds a conflicting open to wait for).
+    func testLayoutChangeRevokesWithoutQuiesceAndRestoresAtOnce() {
+        var file = FileLifecycle(regions: [r1, r2])
+        XCTAssertEqual(file.handle(.layoutChanged(now: 5 * ms)),
+                       [.notifyRevoking([r1, r2], deadline: 5 * ms, cause: .layoutChanged),
+                        .watchCloses, .revoke, .notifyRevoked([r1, r2]), .attemptRestore])
+        XCTAssertEqual(file.phase, .released(attempt: 0, nextAttempt: .max))
+        XCTAssertEqual(file.handle(.acknowledged(r1, now: 6 * ms)), [], "a late ack changes nothing")
+        XCTAssertEqual(file.handle(.restored(lost: [:])), [.notifyRestored([r1, r2])])
+        XCTAssertEqual(file.phase, .leased)
+    }
+
+    func testLayoutChangeWhileTheFileIsBusyBacksOffLikeABreak() {
+        var file = FileLifecycle(regions: [r1])
+        _ = file.handle(.layoutChanged(now: 0))
+        XCTAssertEqual(file.handle(.restoreBusy(now: 1 * ms)), [.armTimer(at: 1001 * ms)])
+        XCTAssertEqual(file.handle(.closed(now: 2 * ms)), [.attemptRestore])
+    }
+
+    func testLayoutChangeDuringAQuiesceEndsTheQuiesce() {
+        var file = FileLifecycle(regions: [r1])
+        _ = file.handle(.leaseBroken(now: 0))
+        XCTAssertEqual(file.handle(.layoutChanged(now: 10 * ms)),
+                       [.watchCloses, .revoke, .notifyRevoked([r1]), .armTimer(at: 510 * ms)])
+    }
+
+    func testLayoutChangeOfAReleasedFileChangesNothing() {
+        var file = FileLifecycle(regions: [r1])
+        _ = file.handle(.leaseBroken(now: 0))
+        _ = file.handle(.acknowledged(r1, now: 0))
+        XCTAssertEqual(file.handle(.layoutChanged(now: 1 * ms)), [], "the restore reads the layout anyway")
     }
 
     func testSilentOwnersCannotHoldTheBreakPastTheDeadline() {

@@ -26,6 +26,9 @@ enum Samples {
             strategies: [.odp, .pinned],
             limits: .init(maxMessageBytes: 65536, maxRegionsPerUid: 1024, maxBytesPerUid: 64 << 30, quiesceMillis: 1000,
                           maxBatchRanges: 64))),
+        .hello(HelloResult(version: 1, daemon: "mrleased 0.5.0", devices: [], strategies: [],
+                           limits: .init(maxMessageBytes: 65536, maxRegionsPerUid: 1, maxBytesPerUid: 1, quiesceMillis: 100),
+                           layoutProtection: .inotifyDetect)),
         .register(Registration(region: 42, lkey: 0x1234, rkey: .max, address: 0x7f12_3456_0000, length: 2 << 20,
                                strategy: .pinned, strategyReason: "no ODP on rxe0", device: "rxe0", backing: .fsDAX)),
         .registerBatch([
@@ -65,6 +68,8 @@ enum Samples {
         .restored(.init(region: 5, lkey: 11, rkey: 12, address: 0xdead_b000, layoutChanged: false)),
         .lost(.init(region: 5, reason: .rangeTruncated, message: "file is now 4096 bytes")),
         .lost(.init(region: 6, reason: .unlinked)),
+        .revoking(.init(region: 7, reason: .layoutChanged, deadlineMillis: 0)),
+        .unlinked(region: 8),
     ]
 
     static var replies: [Reply] {

@@ -63,6 +63,7 @@ final class DoctorCommandTests: XCTestCase {
         XCTAssertEqual(lease["type"] as? String, "write")
         let host = try XCTUnwrap(json["host"] as? [String: Any])
         XCTAssertGreaterThan(host["leaseBreakTimeSeconds"] as? Int ?? 0, 0)
+        XCTAssertEqual(host["layoutProtection"] as? String, "inotify-detect")
         if Facility.rdmaDevice.value == nil {
             XCTAssertEqual(result.status, 3, "a file without any RDMA device gets no strategy")
             XCTAssertTrue((host["rdmaProblem"] as? String)?.contains("no RDMA devices") == true)

@@ -41,6 +41,8 @@ extern const unsigned int MRL_STATX_MNT_ID;
 /* fallocate modes. */
 extern const int MRL_FALLOC_FL_PUNCH_HOLE;
 extern const int MRL_FALLOC_FL_KEEP_SIZE;
+extern const int MRL_FALLOC_FL_ZERO_RANGE;
+extern const int MRL_FALLOC_FL_COLLAPSE_RANGE;
 
 int mrl_sigrtmin(void);
 pid_t mrl_gettid(void);
