@@ -15,13 +15,14 @@ public final class RunningDaemon {
     /// Starts `mrleased --socket <scratch>/s.sock --config /dev/null` plus `arguments`, with
     /// the test runner's MRLEASED_* and systemd variables removed, and waits until the socket
     /// accepts a connection; throws, with the daemon's log, if it does not within 20 s.
-    /// `environment`: settings (`MRLEASED_*`) for this daemon only.
-    public init(arguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// `environment`: settings (`MRLEASED_*`) for this daemon only. `socketPath`: another
+    /// daemon's socket, to start a successor on it (the scratch directory is then unused).
+    public init(arguments: [String] = [], environment: [String: String] = [:], socketPath: String? = nil) throws {
         scratch = try ScratchDirectory(name: "mrleased-client")
-        socketPath = scratch.path + "/s.sock"
-        child = try DaemonChild(executable: Self.executable, arguments: ["--socket", socketPath, "--config", "/dev/null"] + arguments,
+        self.socketPath = socketPath ?? scratch.path + "/s.sock"
+        child = try DaemonChild(executable: Self.executable, arguments: ["--socket", self.socketPath, "--config", "/dev/null"] + arguments,
                                 environment: environment, stderr: .file(scratch.path + "/mrleased.log"),
-                                readyWhen: .accepting(socketPath: socketPath))
+                                readyWhen: .accepting(socketPath: self.socketPath))
     }
 
     public var pid: Int32 { child.pid }

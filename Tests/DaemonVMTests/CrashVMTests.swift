@@ -1,0 +1,122 @@
+import Foundation
+import LinuxFile
+import SystemPackage
+import TestSupport
+import XCTest
+
+/// `kill -9` of mrleased while `mrlease register` clients hold regions, and while a revocation
+/// is in flight: the daemon's leases stay on the clients' open files until the clients release
+/// them; once they have noticed, no lease is left, a truncate is immediate, and a daemon
+/// restarted on the same socket registers again.
+final class CrashVMTests: XCTestCase {
+    typealias Registration = CLIVMTests.Registration
+
+    func file(size: Int = 1 << 20) throws -> (ScratchDirectory, String) {
+        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        return (scratch, try scratch.file("data", size: size))
+    }
+
+    /// The `/proc/locks` lines of leases on `path`'s inode.
+    func leases(on path: String) throws -> [String] {
+        let inode = try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? UInt64 ?? 0
+        return try readProcFile("/proc/locks").split(separator: "\n").map(String.init)
+            .filter { $0.contains("LEASE") && $0.contains(":\(inode) ") }
+    }
+
+    /// `truncate(2)` by path, as a writer that waits for a lease break does; its duration.
+    func timedTruncate(_ path: String, to size: Int) -> Duration {
+        let start = ContinuousClock.now
+        XCTAssertEqual(truncate(path, off_t(size)), 0, "truncate \(path): errno \(errno)")
+        return ContinuousClock.now - start
+    }
+
+    /// The client's `daemon-lost` line: each lease released, or what happened instead.
+    func assertReleasedAfterTheDaemonDied(_ client: Registration, file: StaticString = #filePath, line: UInt = #line) {
+        guard let lost = client.waitFor(["daemon-lost"]) else {
+            return XCTFail("the client did not report the daemon lost: \(client.printed.text)", file: file, line: line)
+        }
+        let outcomes = (lost["leases"] as? [[String: Any]] ?? []).map { $0["outcome"] as? String ?? "" }
+        XCTAssertFalse(outcomes.isEmpty, "\(lost)", file: file, line: line)
+        XCTAssertEqual(Set(outcomes), ["released"], "\(lost)", file: file, line: line)
+        XCTAssertEqual(lost["shutdownAnnounced"] as? Bool, false, file: file, line: line)
+        client.process.waitUntilExit()
+        XCTAssertEqual(client.process.terminationStatus, 1, file: file, line: line)
+    }
+
+    func testKill9WhileClientsHoldRegionsLeavesNoLeaseOnceTheyNoticeAndARestartedDaemonRegistersAgain() throws {
+        let device = try Facility.rdmaDevice.require()
+        let daemon = try RunningDaemon(device: device)
+        let (scratchA, pathA) = try file()
+        let (scratchB, pathB) = try file()
+        defer { _ = (scratchA, scratchB) }
+        let a = try Registration(socket: daemon.socketPath, path: pathA, offset: 0, length: 65536, count: 2)
+        let b = try Registration(socket: daemon.socketPath, path: pathB, offset: 0, length: 65536)
+        XCTAssertEqual(a.events("registered", count: 2).count, 2, a.printed.text)
+        XCTAssertNotNil(b.waitFor(["registered"]), b.printed.text)
+        XCTAssertEqual(try daemon.holdings().leases, 2)
+        XCTAssertEqual(try daemon.holdings().mrs.count, 3)
+        let killed = daemon.pid
+
+        XCTAssertEqual(daemon.stop(SIGKILL, within: 5), SIGKILL)
+        assertReleasedAfterTheDaemonDied(a)
+        assertReleasedAfterTheDaemonDied(b)
+        XCTAssertEqual(try leases(on: pathA), [])
+        XCTAssertEqual(try leases(on: pathB), [])
+        XCTAssertEqual(try RDMAResources.memoryRegionKeys(pid: killed), [], "MRs of the killed daemon")
+        let took = timedTruncate(pathA, to: 65536)
+        print("truncate after kill -9 of mrleased, its clients having released its leases: \(took)")
+        XCTAssertLessThan(took, .seconds(1))
+
+        let successor = try RunningDaemon(device: device, socketPath: daemon.socketPath)
+        let again = try Registration(socket: successor.socketPath, path: pathB, offset: 0, length: 65536)
+        XCTAssertNotNil(again.waitFor(["registered"]), again.printed.text)
+        XCTAssertEqual(try successor.holdings().leases, 1)
+        XCTAssertEqual(again.interrupt(), 0)
+        XCTAssertEqual(successor.stop(), 0, successor.log)
+    }
+
+    func testKill9WhileARevocationIsInFlightLetsTheWaitingTruncateThroughOnceTheClientNotices() throws {
+        let device = try Facility.rdmaDevice.require()
+        // A deadline far beyond the test: only the kill can end this revocation.
+        let daemon = try RunningDaemon(device: device, environment: ["MRLEASED_QUIESCE_MS": "60000"])
+        let (scratch, path) = try file()
+        defer { _ = scratch }
+        let client = try Registration(socket: daemon.socketPath, path: path, offset: 0, length: 65536, options: ["--no-ack"])
+        XCTAssertNotNil(client.waitFor(["registered"]), client.printed.text)
+
+        // A writer that waits for the break: truncate(2) blocks until the lease is gone.
+        let breaker = try Subprocess.start("/usr/bin/perl", ["-e", "truncate($ARGV[0], 4096) or die \"truncate: $!\"", path])
+        XCTAssertNotNil(client.waitFor(["revoking"]), client.printed.text)
+        usleep(200_000)
+        XCTAssertTrue(breaker.isRunning, "the truncate waits while the client has not acknowledged")
+
+        XCTAssertEqual(daemon.stop(SIGKILL, within: 5), SIGKILL)
+        let killedAt = ContinuousClock.now
+        assertReleasedAfterTheDaemonDied(client)
+        breaker.waitUntilExit()
+        let waited = ContinuousClock.now - killedAt
+        print("truncate waiting in a break went through \(waited) after kill -9 of mrleased")
+        XCTAssertEqual(breaker.terminationStatus, 0)
+        XCTAssertLessThan(waited, .seconds(1))
+        XCTAssertEqual(try leases(on: path), [])
+        XCTAssertLessThan(timedTruncate(path, to: 8192), .seconds(1))
+    }
+
+    func testTheProtocolDocumentsPythonClientReleasesTheLeaseAKilledDaemonLeft() throws {
+        let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require())
+        let (scratch, path) = try file(size: 8 << 20)
+        defer { _ = scratch }
+        let (child, lines) = try DaemonVMTests.startDocumentedPythonClient(socket: daemon.socketPath, file: path)
+        defer { if child.isRunning { kill(child.processIdentifier, SIGKILL); child.waitUntilExit() } }
+        try lines.wait(seconds: 20) { $0.contains { $0.hasPrefix("regions [") } }
+        XCTAssertEqual(try leases(on: path).count, 1)
+        let killed = daemon.pid
+
+        XCTAssertEqual(daemon.stop(SIGKILL, within: 5), SIGKILL)
+        try lines.wait(seconds: 10) { $0.contains { $0.hasPrefix("released the lease") } }
+        XCTAssertTrue(lines.text.contains("released the lease mrleased (pid \(killed), exited) left on fd "), lines.text)
+        child.waitUntilExit()
+        XCTAssertEqual(try leases(on: path), [])
+        XCTAssertLessThan(timedTruncate(path, to: 4 << 20), .seconds(1))
+    }
+}
