@@ -19,6 +19,10 @@ import Musl
 /// it has exited. A lease whose holder still runs is left alone: a daemon that dropped this
 /// client (it stopped reading) still guards other connections' regions of the same open file
 /// with it, and releases it itself when they go.
+///
+/// The kept fds stay open after the end (until `deregister` or `close`): `file(region:)`
+/// returns them, to register again with a restarted daemon through the same open file (a new
+/// open of the path would be refused a write lease while this one is open).
 public struct ConnectionEnd: Sendable, Equatable, CustomStringConvertible {
     /// A `revoking` with reason `shutdown` came first: the daemon said it is stopping (and it
     /// releases its leases itself).

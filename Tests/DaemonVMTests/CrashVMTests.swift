@@ -1,5 +1,6 @@
 import Foundation
 import LinuxFile
+import MRLeaseClient
 import SystemPackage
 import TestSupport
 import XCTest
@@ -41,6 +42,57 @@ final class CrashVMTests: XCTestCase {
         XCTAssertEqual(lost["shutdownAnnounced"] as? Bool, false, file: file, line: line)
         client.process.waitUntilExit()
         XCTAssertEqual(client.process.terminationStatus, 1, file: file, line: line)
+    }
+
+    /// An application that outlives the daemon and keeps its fds: the lease stays on a file
+    /// whose client does nothing (the defect), and goes at once on the file of an
+    /// `MRLeaseClient`, which then registers again with a daemon restarted on the same socket.
+    func testKill9LeavesTheLeaseOnALiveClientsFileUntilMRLeaseClientReleasesIt() throws {
+        let device = try Facility.rdmaDevice.require()
+        let daemon = try RunningDaemon(device: device)
+        let (scratchA, pathA) = try file()
+        let (scratchB, pathB) = try file()
+        defer { _ = (scratchA, scratchB) }
+        let client = try MRLeaseClient.connect(path: daemon.socketPath)
+        let region = try client.register(path: pathA, offset: 0, length: 65536, access: [.read, .write]).region
+        // A client that keeps its fd and releases nothing: the protocol before this rule.
+        let bare = try RawClient(path: daemon.socketPath)
+        let bareFD = try FileDescriptor.open(FilePath(pathB), .readWrite)
+        defer { try? bareFD.close() }
+        _ = try bare.register(bareFD, offset: 0, length: 65536)
+        let killed = daemon.pid
+
+        XCTAssertEqual(daemon.stop(SIGKILL, within: 5), SIGKILL)
+        XCTAssertThrowsError(try client.nextEvent(timeout: .seconds(10))) { error in
+            guard case .disconnected(_, let end) = error as? ClientError else { return XCTFail("\(error)") }
+            XCTAssertEqual(end.leases, [LeaseCleanup(regions: [region], outcome: .released(holder: killed))])
+        }
+        XCTAssertEqual(try leases(on: pathA), [])
+        let took = timedTruncate(pathA, to: 65536)
+        print("truncate after kill -9 of mrleased, MRLeaseClient having released its lease: \(took)")
+        XCTAssertLessThan(took, .seconds(1))
+
+        // The bare client has seen the end too; its file still carries the dead daemon's lease.
+        try bare.waitForEvents(seconds: 2) { _ in false }
+        let orphaned = try leases(on: pathB)
+        XCTAssertEqual(orphaned.count, 1)
+        XCTAssertTrue(orphaned.first?.contains(" \(killed) ") ?? false, "\(orphaned)")
+        XCTAssertThrowsError(try FileDescriptor.open(FilePath(pathB), .writeOnly, options: [.nonBlocking]).close()) {
+            XCTAssertEqual($0 as? Errno, .wouldBlock, "a writer would wait lease-break-time")
+        }
+        try FileLease(fd: bareFD).release()
+        XCTAssertEqual(try leases(on: pathB), [])
+
+        let successor = try RunningDaemon(device: device, socketPath: daemon.socketPath)
+        let again = try MRLeaseClient.connect(path: successor.socketPath)
+        // The open file the old connection kept: a new open of the path would be another open
+        // file description, against which a write lease is refused (file-busy).
+        let kept = try XCTUnwrap(client.file(region: region))
+        _ = try again.register(fd: kept, offset: 0, length: 65536, access: [.read, .write])
+        XCTAssertEqual(try successor.holdings().leases, 1)
+        again.close()
+        client.close()
+        XCTAssertEqual(successor.stop(), 0, successor.log)
     }
 
     func testKill9WhileClientsHoldRegionsLeavesNoLeaseOnceTheyNoticeAndARestartedDaemonRegistersAgain() throws {
