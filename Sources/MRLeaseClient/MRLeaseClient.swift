@@ -38,7 +38,8 @@ public final class MRLeaseClient {
     }
 
     public let socketPath: String
-    let socket: UnixSocket
+    /// The connection; replaced by `reconnect()`.
+    var socket: UnixSocket
     var nextID: UInt64 = 1
     var events: [Event] = []
     /// Ids of `ack` requests sent on the client's own initiative; their replies are dropped.
@@ -47,6 +48,8 @@ public final class MRLeaseClient {
     /// the file `register(path:)` opened, or a duplicate of the one `register(fd:)` was given.
     /// Through them the client releases the leases a dead daemon left (`ConnectionEnd`).
     var heldFiles: [UInt64: FileDescriptor] = [:]
+    /// The range each kept region was registered with, for `reconnect()`.
+    var heldRanges: [UInt64: Request.Register] = [:]
     /// Set once when the daemon's connection ends; every later call fails with it.
     public internal(set) var connectionEnd: ConnectionEnd?
     /// Whether a `revoking` with reason `shutdown` came: the daemon said it is stopping.
@@ -61,7 +64,7 @@ public final class MRLeaseClient {
     /// How long a request waits for its reply; nil waits forever.
     public var replyTimeout: Duration? = .seconds(60)
     /// The daemon's answer to `hello`, once asked.
-    public private(set) var daemon: HelloResult?
+    public internal(set) var daemon: HelloResult?
 
     init(socket: UnixSocket, path: String, acknowledgesRevocations: Bool) {
         self.socket = socket
@@ -99,6 +102,7 @@ public final class MRLeaseClient {
     func closeHeldFiles() {
         for raw in Set(heldFiles.values.map(\.rawValue)) { try? FileDescriptor(rawValue: raw).close() }
         heldFiles = [:]
+        heldRanges = [:]
     }
 
     // MARK: Requests
@@ -126,7 +130,7 @@ public final class MRLeaseClient {
     public func register(fd: FileDescriptor, offset: UInt64, length: UInt64, access: Set<Access>,
                          strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
         let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
-        return try keeping(try duplicate(fd)) { held throws(ClientError) in
+        return try keeping(try duplicate(fd), for: [request]) { held throws(ClientError) in
             guard case .register(let result) = try call(.register(request), fds: [held]) else { throw unexpected(.register) }
             return [result]
         }[0]
@@ -138,7 +142,7 @@ public final class MRLeaseClient {
     /// to the daemon instead of one per range. Keeps one duplicate of `fd` for them all, as
     /// `register(fd:)` does.
     public func registerBatch(fd: FileDescriptor, ranges: [Request.Register]) throws(ClientError) -> [Registration] {
-        try keeping(try duplicate(fd)) { held throws(ClientError) in try sendBatch(ranges, fd: held) }
+        try keeping(try duplicate(fd), for: ranges) { held throws(ClientError) in try sendBatch(ranges, fd: held) }
     }
 
     /// Opens `path` (`O_RDWR` when `write` or `atomic` is asked, else `O_RDONLY`) and registers
@@ -147,7 +151,7 @@ public final class MRLeaseClient {
     public func register(path: String, offset: UInt64, length: UInt64, access: Set<Access>,
                          strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
         let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
-        return try keeping(try open(path, for: [request])) { fd throws(ClientError) in
+        return try keeping(try open(path, for: [request]), for: [request]) { fd throws(ClientError) in
             guard case .register(let result) = try call(.register(request), fds: [fd]) else { throw unexpected(.register) }
             return [result]
         }[0]
@@ -157,7 +161,7 @@ public final class MRLeaseClient {
     /// when any range asks for `write` or `atomic`); the regions share that fd, kept open until
     /// the last of them is deregistered or the client closes.
     public func registerBatch(path: String, ranges: [Request.Register]) throws(ClientError) -> [Registration] {
-        try keeping(try open(path, for: ranges)) { fd throws(ClientError) in try sendBatch(ranges, fd: fd) }
+        try keeping(try open(path, for: ranges), for: ranges) { fd throws(ClientError) in try sendBatch(ranges, fd: fd) }
     }
 
     func sendBatch(_ ranges: [Request.Register], fd: FileDescriptor) throws(ClientError) -> [Registration] {
@@ -188,10 +192,14 @@ public final class MRLeaseClient {
 
     /// Runs `register` with `fd` and keeps `fd` for the regions it made (closes it when it
     /// made none).
-    func keeping(_ fd: FileDescriptor, _ register: (FileDescriptor) throws(ClientError) -> [Registration]) throws(ClientError) -> [Registration] {
+    func keeping(_ fd: FileDescriptor, for ranges: [Request.Register],
+                 _ register: (FileDescriptor) throws(ClientError) -> [Registration]) throws(ClientError) -> [Registration] {
         do {
             let registrations = try register(fd)
-            for registration in registrations { heldFiles[registration.region] = fd }
+            for (registration, range) in zip(registrations, ranges) {
+                heldFiles[registration.region] = fd
+                heldRanges[registration.region] = range
+            }
             if registrations.isEmpty { try? fd.close() }  // ours, never shared: nothing to report
             return registrations
         } catch {
@@ -208,6 +216,7 @@ public final class MRLeaseClient {
     /// `unknown-region`). Closes the file `register(path:)` opened for it either way (a
     /// batch's file once its last region goes).
     public func deregister(region: UInt64) throws(ClientError) {
+        heldRanges[region] = nil
         if let fd = heldFiles.removeValue(forKey: region), !heldFiles.values.contains(fd) { try? fd.close() }
         pendingRevocations.removeAll { $0 == region }
         _ = try call(.deregister(region: region))

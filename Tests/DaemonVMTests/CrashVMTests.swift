@@ -171,4 +171,91 @@ final class CrashVMTests: XCTestCase {
         XCTAssertEqual(try leases(on: path), [])
         XCTAssertLessThan(timedTruncate(path, to: 4 << 20), .seconds(1))
     }
+
+    /// Starts a daemon on a socket unit's listener from another thread, after a delay: what
+    /// systemd does when a connection arrives at a unit whose service died.
+    final class DelayedStart: @unchecked Sendable {
+        private let delay: Double
+        private let start: () throws -> RunningDaemon
+        private var daemon: RunningDaemon?
+        private var error: Error?
+        private let done = DispatchSemaphore(value: 0)
+
+        init(after delay: Double, _ start: @escaping () throws -> RunningDaemon) {
+            self.delay = delay
+            self.start = start
+            Thread.detachNewThread { self.run() }
+        }
+
+        private func run() {
+            Thread.sleep(forTimeInterval: delay)
+            do { daemon = try start() } catch { self.error = error }
+            done.signal()
+        }
+
+        /// The daemon, once started (the semaphore orders the thread's writes before this read).
+        func wait() throws -> RunningDaemon {
+            done.wait()
+            if let error { throw error }
+            return daemon!
+        }
+    }
+
+    func testAfterKill9AClientReconnectsThroughTheSocketUnitAndRegistersItsKeptRangesAgain() throws {
+        let device = try Facility.rdmaDevice.require()
+        let unit = try ScratchDirectory(name: "mrleased-unit")
+        let socketPath = unit.path + "/unit.sock"
+        // The socket unit's listener: it outlives every daemon started on it.
+        let listener = try UnixSocket.listen(path: socketPath)
+        defer { try? listener.close() }
+        let first = try RunningDaemon(activatedBy: listener, socketPath: socketPath, arguments: ["--device", device])
+        let (scratchA, pathA) = try file()
+        let (scratchB, pathB) = try file()
+        defer { _ = (scratchA, scratchB) }
+        let client = try MRLeaseClient.connect(path: socketPath)
+        let batch = try client.registerBatch(path: pathA, ranges: [
+            .init(offset: 0, length: 65536, access: [.read, .write], tag: "a0"),
+            .init(offset: 65536, length: 65536, access: [.read, .write], tag: "a1")])
+        // O_RDWR though the region is read-only: 6.1 pins even read-only MRs for writing.
+        let fdB = try FileDescriptor.open(FilePath(pathB), .readWrite)
+        let single = try client.register(fd: fdB, offset: 0, length: 8192, access: [.read])
+        try fdB.close()  // the client keeps its own duplicate
+        let before = batch + [single]
+
+        XCTAssertEqual(first.stop(SIGKILL, within: 5), SIGKILL)
+        let killedAt = ContinuousClock.now
+        XCTAssertThrowsError(try client.nextEvent(timeout: .seconds(10))) { error in
+            guard case .disconnected(_, let end) = error as? ClientError else { return XCTFail("\(error)") }
+            XCTAssertEqual(end.released.count, 2, "\(end)")
+        }
+        // The client reconnects at once; the unit's listener queues it until the next daemon runs.
+        let successor = DelayedStart(after: 1) {
+            try RunningDaemon(activatedBy: listener, socketPath: socketPath, arguments: ["--device", device])
+        }
+        let results = try client.reconnect()
+        let daemon = try successor.wait()
+        print("registered again \(ContinuousClock.now - killedAt) after kill -9 (the next daemon started 1 s after it)")
+        XCTAssertEqual(results.map(\.previousRegion), before.map(\.region))
+        let after = results.compactMap { try? $0.outcome.get() }
+        XCTAssertEqual(after.count, 3, "\(results)")
+        // A new daemon numbers regions from 1 again: the ids may be the old ones.
+        for (old, new) in zip(before, after) {
+            XCTAssertEqual(new.length, old.length)
+            XCTAssertNotNil(client.file(region: new.region))
+        }
+        XCTAssertEqual(Set(try client.list().map(\.region)), Set(after.map(\.region)))
+        XCTAssertEqual(try daemon.holdings().leases, 2)
+        XCTAssertEqual(try daemon.holdings().mrs, Set(after.map(\.rkey)))
+
+        // The new regions are guarded: a truncate breaks the new lease and the client hears it.
+        let breaker = try Subprocess.start("/usr/bin/perl", ["-e", "truncate($ARGV[0], 65536) or die", pathA])
+        var revoked: Set<UInt64> = []
+        while revoked.count < 2, let event = try client.nextEvent(timeout: .seconds(10)) {
+            if case .revoking(let r) = event { revoked.insert(r.region); try client.ack(region: r.region) }
+        }
+        XCTAssertEqual(revoked, Set(after.prefix(2).map(\.region)))
+        breaker.waitUntilExit()
+        client.close()
+        XCTAssertEqual(daemon.stop(), 0, daemon.log)
+    }
 }

@@ -13,16 +13,19 @@ final class DaemonDeathTests: XCTestCase {
     /// (as mrleased does, on the same open file description), sends the canned reply, and then
     /// either keeps the connection (`hold`) or closes it while living on (`drop`).
     static let standIn = """
-        import fcntl, signal, socket, sys, time
-        path, mode, reply = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
+        import fcntl, json, os, signal, socket, sys, time
+        path, mode, reply = sys.argv[1], sys.argv[2], json.loads(bytes.fromhex(sys.argv[3]))
         signal.signal(signal.SIGIO, signal.SIG_IGN)  # a break's signal must not end us
+        if os.path.exists(path):
+            os.unlink(path)  # a killed predecessor's
         server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         server.bind(path)
         server.listen()
         connection, _ = server.accept()
-        _, fds, _, _ = socket.recv_fds(connection, 65536, 1)
+        request, fds, _, _ = socket.recv_fds(connection, 65536, 1)
         fcntl.fcntl(fds[0], 1024, fcntl.F_WRLCK)  # F_SETLEASE
-        connection.send(reply)
+        reply["id"] = json.loads(request)["id"]
+        connection.send(json.dumps(reply).encode())
         if mode == "drop":
             connection.close()
         time.sleep(600)
@@ -48,9 +51,10 @@ final class DaemonDeathTests: XCTestCase {
         }
     }
 
-    func startStandIn(_ mode: String) throws -> StandIn {
-        let scratch = try ScratchDirectory()
-        let path = try scratch.file("data", size: 65536)
+    /// A stand-in on a new scratch directory, or on `predecessor`'s socket and file.
+    func startStandIn(_ mode: String, after predecessor: StandIn? = nil) throws -> StandIn {
+        let scratch = try predecessor?.scratch ?? ScratchDirectory()
+        let path = try predecessor?.path ?? scratch.file("data", size: 65536)
         let reply = Codec.encode(Reply(id: 1, .register(Registration(
             region: 7, lkey: 1, rkey: 2, address: 0x1000, length: 4096, strategy: .pinned,
             strategyReason: "stand-in", device: "none", backing: .pageCache))))
@@ -155,5 +159,27 @@ final class DaemonDeathTests: XCTestCase {
         // Deregistering closes the duplicate (the request itself fails: the daemon is gone).
         XCTAssertThrowsError(try client.deregister(region: region))
         XCTAssertNil(client.file(region: region))
+    }
+
+    func testReconnectAfterTheDaemonDiedRegistersTheKeptRangeAgainThroughTheKeptFile() throws {
+        let first = try startStandIn("hold")
+        let client = try connect(first)
+        XCTAssertThrowsError(try client.reconnect()) { XCTAssertEqual(($0 as? ClientError)?.errno, .socketIsConnected) }
+        let region = try client.register(path: first.path, offset: 0, length: 4096, access: [.read, .write]).region
+        let kept = try XCTUnwrap(client.file(region: region))
+        kill(first.pid, SIGKILL)
+        first.process.waitUntilExit()
+        XCTAssertThrowsError(try client.nextEvent(timeout: .seconds(5)))
+        // Nothing listens on the socket yet (no socket unit keeps it): try again later.
+        XCTAssertThrowsError(try client.reconnect()) { XCTAssertEqual(($0 as? ClientError)?.errno, .connectionRefused) }
+
+        let second = try startStandIn("hold", after: first)
+        for _ in 0..<200 where try FileLease(fd: kept).holder() == nil {
+            guard (try? client.reconnect()) == nil else { break }
+            usleep(10_000)
+        }
+        XCTAssertNil(client.connectionEnd)
+        XCTAssertEqual(client.file(region: region)?.rawValue, kept.rawValue, "the same open file, registered again")
+        XCTAssertEqual(try FileLease(fd: kept).holder()?.pid, second.pid)
     }
 }
