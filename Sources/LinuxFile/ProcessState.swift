@@ -22,14 +22,20 @@ public enum ProcessState: Sendable, Equatable {
 
     /// The state of `pid` in this pid namespace.
     ///
-    /// The corresponding C function is `read` of `/proc/<pid>/stat`.
+    /// The corresponding C functions are `read` of `/proc/<pid>/stat` and, when that is
+    /// missing, `kill(pid, 0)`.
     public static func of(pid: pid_t) throws(Errno) -> ProcessState {
         let text: String
         do { text = try readProcFile("/proc/\(pid)/stat") } catch {
-            let errno = error as? Errno ?? .ioError
-            // ENOENT: no such process; ESRCH: it went while we read.
-            if errno == .noSuchFileOrDirectory || errno == .noSuchProcess { return .exited }
-            throw errno
+            let failure = error as? Errno ?? .ioError
+            // ESRCH: it went while we read.
+            if failure == .noSuchProcess { return .exited }
+            guard failure == .noSuchFileOrDirectory else { throw failure }
+            // No /proc entry: gone, or hidden from us (/proc mounted hidepid=2 hides other
+            // users' processes). kill(pid, 0) tells them apart: ESRCH only when none exists;
+            // a hidden one (EPERM, or 0) counts as alive, its state unknown.
+            if kill(pid, 0) != 0 && Errno(rawValue: errno) == .noSuchProcess { return .exited }
+            return .alive
         }
         guard let parsed = ProcessState(stat: text) else { throw .ioError }
         return parsed

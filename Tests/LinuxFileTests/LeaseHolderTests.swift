@@ -55,7 +55,9 @@ final class LeaseHolderTests: XCTestCase {
         XCTAssertNil(try FileLease(fd: fd).holder())
     }
 
-    func testThisProcessIsAlive() throws {
+    func testThisProcessIsAliveAndAPidBeyondPidMaxHasExited() throws {
         XCTAssertEqual(try ProcessState.of(pid: getpid()), .alive)
+        // pid_max is at most 2^22: no /proc entry, and kill(pid, 0) is ESRCH.
+        XCTAssertEqual(try ProcessState.of(pid: 1 << 30), .exited)
     }
 }
