@@ -13,7 +13,9 @@ import Musl
 ///
 /// Each request is sent, then packets are read until the reply with its id arrives; events that
 /// arrive meanwhile are queued for `nextEvent`. Regions belong to the connection: closing it
-/// (or exiting, or crashing) makes the daemon deregister all of them.
+/// (or exiting, or crashing) makes the daemon deregister all of them. If the daemon dies
+/// instead, the client releases the leases it left on the files it keeps (`ConnectionEnd`, in
+/// the `disconnected` error), and `reconnect()` registers those ranges again.
 ///
 /// Not thread-safe: use one client from one thread (or guard it yourself).
 ///
