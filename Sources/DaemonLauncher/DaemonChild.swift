@@ -50,14 +50,17 @@ public final class DaemonChild {
     /// `seconds`. A child that exits first, or is not ready in time, is killed and the error
     /// carries its log: a daemon that does not start fails the caller, never skips.
     /// `environment`: set on top of what the child inherits (`MRLEASED_*` settings, systemd's).
+    /// `standardInput`: the child's fd 0 (the same open file), else /dev/null.
     public init(executable: String, arguments: [String], environment: [String: String] = [:],
                 inheriting inheritance: Inheritance = .withoutServiceVariables, stderr: StandardError = .pipe,
+                standardInput: FileDescriptor? = nil,
                 readyWhen readiness: Readiness = .spawned, within seconds: Double = 20) throws(DaemonLaunchError) {
         self.executable = executable
         self.stderr = stderr
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
+        process.standardInput = standardInput.map { FileHandle(fileDescriptor: $0.rawValue, closeOnDealloc: false) } ?? FileHandle.nullDevice
         var environment = environment
         let pipe = try Self.connect(stderr, of: process, environment: &environment, executable: executable)
         process.environment = Self.inherited(inheritance).merging(environment) { $1 }

@@ -85,6 +85,20 @@ public struct FileLease {
         }
     }
 
+    /// Who holds the lease on this fd's open file description, as `/proc/self/fdinfo/<fd>`
+    /// lists it, or nil when it has none. A lease belongs to the open file description, not to
+    /// a process: it outlives the process that took it (`holder.pid`) as long as any process
+    /// still holds the description, and any fd of it can release it (`release()`).
+    ///
+    /// The corresponding C function is `read` of `/proc/self/fdinfo/<fd>`.
+    public func holder() throws(Errno) -> LeaseHolder? {
+        let text: String
+        do { text = try readProcFile("/proc/self/fdinfo/\(fd.rawValue)") } catch {
+            throw error as? Errno ?? .ioError
+        }
+        return LeaseHolder(fdinfo: text)
+    }
+
     func _acquire(_ type: LeaseType, signal: Int32, ownerThread: pid_t) -> Result<Void, Errno> {
         // Signal and owner first: a break can start the moment the lease exists.
         nothingOrErrno(retryOnInterrupt: true) {
@@ -100,5 +114,33 @@ public struct FileLease {
         nothingOrErrno(retryOnInterrupt: true) {
             mrl_fcntl_int(fd.rawValue, MRL_F_SETLEASE, raw)
         }
+    }
+}
+
+/// The lease on an open file description as the kernel lists it in fdinfo (and `/proc/locks`):
+/// `lock:\t1: LEASE  ACTIVE    WRITE 3033 fe:00:16278385 0 EOF`.
+public struct LeaseHolder: Sendable, Equatable {
+    /// The process that took the lease, as this pid namespace sees it: 0 when the kernel cannot
+    /// name it here (it lives in another pid namespace, or — seen from a child namespace — has
+    /// exited). Seen from the initial namespace the number stays after the process exits.
+    public var pid: pid_t
+    /// `ACTIVE`, or `BREAKING` while a break is in progress.
+    public var state: String
+
+    public init(pid: pid_t, state: String) {
+        self.pid = pid
+        self.state = state
+    }
+
+    /// The first `LEASE` line of an fdinfo text, or nil when there is none.
+    public init?(fdinfo: String) {
+        for line in fdinfo.split(separator: "\n") where line.hasPrefix("lock:") {
+            // "lock:", "1:", "LEASE", state, type, pid, dev:ino, start, end
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count >= 6, fields[2] == "LEASE", let pid = pid_t(fields[5]) else { continue }
+            self.init(pid: pid, state: String(fields[3]))
+            return
+        }
+        return nil
     }
 }

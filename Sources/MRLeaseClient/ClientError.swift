@@ -11,8 +11,9 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
     case refused(RequestType, ProtocolError)
     /// A system call failed: `op` names it and what it was for ("send register", "open /data").
     case system(op: String, Errno)
-    /// The daemon closed the connection (it stopped, restarted, or dropped this client).
-    case disconnected(op: String)
+    /// The daemon's connection ended (it stopped, died, or dropped this client); what the
+    /// client did about the leases on its files is in the `ConnectionEnd`.
+    case disconnected(op: String, ConnectionEnd)
     /// The daemon sent a packet this client cannot read.
     case malformedReply(op: String, ProtocolError)
     /// No reply within the client's `replyTimeout`.
@@ -52,8 +53,8 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
             return "mrleased refused \(type.rawValue): \(error)"
         case .system(let op, let errno):
             return "\(op): \(errno.symbolicName) (\(errno))"
-        case .disconnected(let op):
-            return "\(op): mrleased closed the connection (it stopped, restarted, or dropped this client); its regions are gone"
+        case .disconnected(let op, let end):
+            return "\(op): \(end)"
         case .malformedReply(let op, let error):
             return "\(op): unreadable message from mrleased: \(error.message)"
         case .timedOut(let op, let after):

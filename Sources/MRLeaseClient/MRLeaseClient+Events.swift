@@ -13,8 +13,9 @@ extension MRLeaseClient {
     /// the socket within `timeout` (nil: wait as long as it takes; `.zero`: only what has
     /// already arrived). Nil when none came in time.
     ///
-    /// Throws `disconnected` when the daemon closes the connection (it is stopping: a
-    /// `revoking`/`revoked` pair per region comes first, and is returned before the error).
+    /// Throws `disconnected` when the daemon's connection ends (it is stopping: a
+    /// `revoking`/`revoked` pair per region comes first, and is returned before the error; or
+    /// it died, and the client has released the leases it left: see `ConnectionEnd`).
     public func nextEvent(timeout: Duration?) throws(ClientError) -> Event? {
         if !events.isEmpty { return events.removeFirst() }
         let deadline = timeout.map { ContinuousClock.now + $0 }
@@ -39,13 +40,13 @@ extension MRLeaseClient {
             guard try waitReadable(until: deadline, op: op) else { return nil }
             let received: UnixSocket.Received
             do { received = try socket.receive(maxSize: Codec.maxMessageBytes + 1, maxFDs: 1) } catch {
-                if error == .connectionReset { throw .disconnected(op: op) }
+                if error == .connectionReset { throw connectionEnded(op: op) }
                 throw .system(op: "receive (\(op))", error)
             }
             let message: UnixSocket.Message
             switch received {
             case .wouldBlock: continue
-            case .endOfStream: throw .disconnected(op: op)
+            case .endOfStream: throw connectionEnded(op: op)
             case .message(let m): message = m
             }
             // The daemon never sends fds; close any so none leaks.
@@ -68,6 +69,7 @@ extension MRLeaseClient {
         events.append(event)
         switch event {
         case .revoking(let revoking):
+            if revoking.reason == .shutdown { shutdownAnnounced = true }
             if acknowledgesRevocations {
                 // Sent now, its reply read whenever it comes: no request waits on another.
                 automaticAcks.insert(try send(.ack(region: revoking.region)))

@@ -13,7 +13,9 @@ import Musl
 ///
 /// Each request is sent, then packets are read until the reply with its id arrives; events that
 /// arrive meanwhile are queued for `nextEvent`. Regions belong to the connection: closing it
-/// (or exiting, or crashing) makes the daemon deregister all of them.
+/// (or exiting, or crashing) makes the daemon deregister all of them. If the daemon dies
+/// instead, the client releases the leases it left on the files it keeps (`ConnectionEnd`, in
+/// the `disconnected` error), and `reconnect()` registers those ranges again.
 ///
 /// Not thread-safe: use one client from one thread (or guard it yourself).
 ///
@@ -38,14 +40,22 @@ public final class MRLeaseClient {
     }
 
     public let socketPath: String
-    let socket: UnixSocket
+    /// The connection; replaced by `reconnect()`.
+    var socket: UnixSocket
     var nextID: UInt64 = 1
     var events: [Event] = []
     /// Ids of `ack` requests sent on the client's own initiative; their replies are dropped.
     var automaticAcks: Set<UInt64> = []
-    /// Files `register(path:)` and `registerBatch(path:)` opened, kept open for their
-    /// regions' life (a batch's regions share one).
+    /// The fd kept for each region, open for the region's life (a batch's regions share one):
+    /// the file `register(path:)` opened, or a duplicate of the one `register(fd:)` was given.
+    /// Through them the client releases the leases a dead daemon left (`ConnectionEnd`).
     var heldFiles: [UInt64: FileDescriptor] = [:]
+    /// The range each kept region was registered with, for `reconnect()`.
+    var heldRanges: [UInt64: Request.Register] = [:]
+    /// Set once when the daemon's connection ends; every later call fails with it.
+    public internal(set) var connectionEnd: ConnectionEnd?
+    /// Whether a `revoking` with reason `shutdown` came: the daemon said it is stopping.
+    var shutdownAnnounced = false
 
     /// Regions with a `revoking` event not yet acknowledged, in the order the events came.
     public internal(set) var pendingRevocations: [UInt64] = []
@@ -56,7 +66,7 @@ public final class MRLeaseClient {
     /// How long a request waits for its reply; nil waits forever.
     public var replyTimeout: Duration? = .seconds(60)
     /// The daemon's answer to `hello`, once asked.
-    public private(set) var daemon: HelloResult?
+    public internal(set) var daemon: HelloResult?
 
     init(socket: UnixSocket, path: String, acknowledgesRevocations: Bool) {
         self.socket = socket
@@ -94,6 +104,7 @@ public final class MRLeaseClient {
     func closeHeldFiles() {
         for raw in Set(heldFiles.values.map(\.rawValue)) { try? FileDescriptor(rawValue: raw).close() }
         heldFiles = [:]
+        heldRanges = [:]
     }
 
     // MARK: Requests
@@ -114,20 +125,26 @@ public final class MRLeaseClient {
     /// The daemon keeps its own copy of the fd, so closing yours afterwards does not affect the
     /// region. Keep it if you do I/O on the file: it is the open file the daemon leased, so
     /// using it never breaks the lease, while opening the path again would.
+    ///
+    /// The client keeps a duplicate of `fd` (one more fd, `FD_CLOEXEC`) until the region is
+    /// deregistered or the client closes: if mrleased dies, its lease stays on this open file
+    /// as long as anyone holds it, and the duplicate is what releases it (`ConnectionEnd`).
     public func register(fd: FileDescriptor, offset: UInt64, length: UInt64, access: Set<Access>,
                          strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
         let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
-        guard case .register(let result) = try call(.register(request), fds: [fd]) else { throw unexpected(.register) }
-        return result
+        return try keeping(try duplicate(fd), for: [request]) { held throws(ClientError) in
+            guard case .register(let result) = try call(.register(request), fds: [held]) else { throw unexpected(.register) }
+            return [result]
+        }[0]
     }
 
     /// Registers several ranges of the file behind `fd` in one request (the fd goes once):
     /// all of them, or none when one fails (the error's `index` says which). At most
     /// `hello().limits.maxBatchRanges` ranges (`Codec.maxBatchRanges`) per call; one round trip
-    /// to the daemon instead of one per range.
+    /// to the daemon instead of one per range. Keeps one duplicate of `fd` for them all, as
+    /// `register(fd:)` does.
     public func registerBatch(fd: FileDescriptor, ranges: [Request.Register]) throws(ClientError) -> [Registration] {
-        guard case .registerBatch(let results) = try call(.registerBatch(ranges), fds: [fd]) else { throw unexpected(.registerBatch) }
-        return results
+        try keeping(try duplicate(fd), for: ranges) { held throws(ClientError) in try sendBatch(ranges, fd: held) }
     }
 
     /// Opens `path` (`O_RDWR` when `write` or `atomic` is asked, else `O_RDONLY`) and registers
@@ -136,8 +153,9 @@ public final class MRLeaseClient {
     public func register(path: String, offset: UInt64, length: UInt64, access: Set<Access>,
                          strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
         let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
-        return try holding(path, for: [request]) { fd throws(ClientError) in
-            [try register(fd: fd, offset: offset, length: length, access: access, strategy: strategy, tag: tag)]
+        return try keeping(try open(path, for: [request]), for: [request]) { fd throws(ClientError) in
+            guard case .register(let result) = try call(.register(request), fds: [fd]) else { throw unexpected(.register) }
+            return [result]
         }[0]
     }
 
@@ -145,37 +163,62 @@ public final class MRLeaseClient {
     /// when any range asks for `write` or `atomic`); the regions share that fd, kept open until
     /// the last of them is deregistered or the client closes.
     public func registerBatch(path: String, ranges: [Request.Register]) throws(ClientError) -> [Registration] {
-        try holding(path, for: ranges) { fd throws(ClientError) in try registerBatch(fd: fd, ranges: ranges) }
+        try keeping(try open(path, for: ranges), for: ranges) { fd throws(ClientError) in try sendBatch(ranges, fd: fd) }
     }
 
-    /// Opens `path` for `ranges`, runs `register`, and keeps the fd for the regions it made
-    /// (closes it when it made none).
-    func holding(_ path: String, for ranges: [Request.Register],
-                 _ register: (FileDescriptor) throws(ClientError) -> [Registration]) throws(ClientError) -> [Registration] {
+    func sendBatch(_ ranges: [Request.Register], fd: FileDescriptor) throws(ClientError) -> [Registration] {
+        guard case .registerBatch(let results) = try call(.registerBatch(ranges), fds: [fd]) else { throw unexpected(.registerBatch) }
+        return results
+    }
+
+    /// `path` opened the way `ranges` need it.
+    func open(_ path: String, for ranges: [Request.Register]) throws(ClientError) -> FileDescriptor {
         let writable = ranges.contains { $0.access.contains(.write) || $0.access.contains(.atomic) }
-        let fd: FileDescriptor
         do {
-            fd = try FileDescriptor.open(path, writable ? .readWrite : .readOnly, options: [.closeOnExec])
+            return try FileDescriptor.open(path, writable ? .readWrite : .readOnly, options: [.closeOnExec])
         } catch {
             throw .system(op: "open \(path) \(writable ? "O_RDWR" : "O_RDONLY")", error as? Errno ?? .ioError)
         }
+    }
+
+    /// A close-on-exec duplicate of the application's `fd`: the same open file description.
+    ///
+    /// The corresponding C function is `fcntl` (`F_DUPFD_CLOEXEC`).
+    func duplicate(_ fd: FileDescriptor) throws(ClientError) -> FileDescriptor {
+        let raw = fcntl(fd.rawValue, F_DUPFD_CLOEXEC, 0)
+        guard raw >= 0 else {
+            throw .system(op: "fcntl(F_DUPFD_CLOEXEC) of fd \(fd.rawValue), kept to release the lease if mrleased dies", Errno(rawValue: errno))
+        }
+        return FileDescriptor(rawValue: raw)
+    }
+
+    /// Runs `register` with `fd` and keeps `fd` for the regions it made (closes it when it
+    /// made none).
+    func keeping(_ fd: FileDescriptor, for ranges: [Request.Register],
+                 _ register: (FileDescriptor) throws(ClientError) -> [Registration]) throws(ClientError) -> [Registration] {
         do {
             let registrations = try register(fd)
-            for registration in registrations { heldFiles[registration.region] = fd }
+            for (registration, range) in zip(registrations, ranges) {
+                heldFiles[registration.region] = fd
+                heldRanges[registration.region] = range
+            }
+            if registrations.isEmpty { try? fd.close() }  // ours, never shared: nothing to report
             return registrations
         } catch {
-            try? fd.close()
+            try? fd.close()  // ours, never shared: the registration's error is the one to report
             throw error
         }
     }
 
-    /// The fd `register(path:)` or `registerBatch(path:)` opened for `region`, or nil.
+    /// The fd the client keeps for `region` (opened by `register(path:)`, or the duplicate
+    /// `register(fd:)` made), or nil.
     public func file(region: UInt64) -> FileDescriptor? { heldFiles[region] }
 
     /// Deregisters one of this connection's regions (a region made by another connection is
     /// `unknown-region`). Closes the file `register(path:)` opened for it either way (a
     /// batch's file once its last region goes).
     public func deregister(region: UInt64) throws(ClientError) {
+        heldRanges[region] = nil
         if let fd = heldFiles.removeValue(forKey: region), !heldFiles.values.contains(fd) { try? fd.close() }
         pendingRevocations.removeAll { $0 == region }
         _ = try call(.deregister(region: region))
@@ -262,7 +305,7 @@ public final class MRLeaseClient {
         let id = nextID
         nextID += 1
         do { try socket.send(Codec.encode(request, id: id), fds: fds) } catch {
-            if error == .brokenPipe || error == .connectionReset { throw .disconnected(op: "send \(request.type.rawValue)") }
+            if error == .brokenPipe || error == .connectionReset { throw connectionEnded(op: "send \(request.type.rawValue)") }
             throw .system(op: "send \(request.type.rawValue)", error)
         }
         return id

@@ -16,6 +16,8 @@ struct RegisterCommand: ParsableCommand {
         timestamp (revoking, revoked, restored, lost) until SIGINT or SIGTERM; closing the
         connection makes mrleased deregister the region. Revocations are acknowledged at once
         (this process issues no RDMA); --no-ack leaves them to the daemon's deadline instead.
+        If mrleased dies, this process releases the lease it left on the file (else a truncate
+        or open of it would wait lease-break-time), prints what it did, and exits 1.
         Exit status: 0 interrupted after registering; 1 refused, unreachable, or the daemon
         went away; 2 usage.
         """
@@ -79,9 +81,7 @@ struct RegisterCommand: ParsableCommand {
         if let text = write { try writeThroughMapping(text, client: client, region: registrations[0].region) }
         let regions = registrations.map { String($0.region) }.joined(separator: ", ")
         while true {
-            while let event = try daemonCall("register", { () throws(ClientError) in try client.nextEvent(timeout: .zero) }) {
-                printEvent(event)
-            }
+            while let event = try nextEvent(client) { printEvent(event) }
             var fds = [pollfd(fd: signals.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: client.descriptor.rawValue, events: Int16(POLLIN), revents: 0)]
             guard poll(&fds, 2, -1) >= 0 || errno == EINTR else {
@@ -98,6 +98,36 @@ struct RegisterCommand: ParsableCommand {
                 client.close()
                 return
             }
+        }
+    }
+
+    /// The next event already read, or nil. When the daemon's connection has ended, prints
+    /// what the client library did about the leases on the file (it releases those a dead
+    /// mrleased left, so writers do not wait lease-break-time) and exits 1.
+    func nextEvent(_ client: MRLeaseClient) throws -> Event? {
+        do {
+            return try client.nextEvent(timeout: .zero)
+        } catch .disconnected(_, let end) {
+            if json {
+                let leases: [[String: Any]] = end.leases.map { ["regions": $0.regions, "outcome": Self.outcomeName($0.outcome), "detail": "\($0)"] }
+                emit(WireJSON.line(["time": Self.now(), "event": "daemon-lost", "shutdownAnnounced": end.shutdownAnnounced, "leases": leases]))
+            } else {
+                emit("\(Self.now()) \(end)")
+            }
+            throw ExitCode(1)
+        } catch {
+            printError("mrlease register: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    static func outcomeName(_ outcome: LeaseCleanup.Outcome) -> String {
+        switch outcome {
+        case .noLease: "no-lease"
+        case .released: "released"
+        case .heldByRunningProcess: "held-by-running-process"
+        case .holderNotVisible: "holder-not-visible"
+        case .failed: "failed"
         }
     }
 

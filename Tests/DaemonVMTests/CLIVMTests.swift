@@ -13,10 +13,10 @@ final class CLIVMTests: XCTestCase {
         let output = Pipe()
         let printed: LineCollector
 
-        init(socket: String, path: String, offset: Int, length: Int, count: Int = 1) throws {
+        init(socket: String, path: String, offset: Int, length: Int, count: Int = 1, options: [String] = []) throws {
             process.executableURL = URL(fileURLWithPath: Subprocess.builtProduct("mrlease"))
             process.arguments = ["register", path, "--socket", socket, "--offset", "\(offset)", "--length", "\(length)",
-                                 "--count", "\(count)", "--access", "read,write", "--json"]
+                                 "--count", "\(count)", "--access", "read,write", "--json"] + options
             process.standardOutput = output
             process.standardError = FileHandle.nullDevice
             printed = LineCollector(output.fileHandleForReading)

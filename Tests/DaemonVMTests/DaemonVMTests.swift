@@ -161,20 +161,7 @@ final class DaemonVMTests: XCTestCase {
         let (scratch, path, fd) = try file(on: .ext4, size: 8 << 20)
         try fd.close()
         defer { _ = scratch }
-        let document = try String(contentsOfFile: Subprocess.repositoryRoot + "/docs/protocol.md", encoding: .utf8)
-        guard let start = document.range(of: "```python\n"),
-              let end = document.range(of: "\n```", range: start.upperBound..<document.endIndex) else {
-            return XCTFail("no python block in docs/protocol.md")
-        }
-        let script = String(document[start.upperBound..<end.lowerBound])
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        child.arguments = ["-c", script, daemon.socketPath, path]
-        let output = Pipe(), errors = Pipe()
-        child.standardOutput = output
-        child.standardError = errors
-        let lines = LineCollector(output.fileHandleForReading)
-        try child.run()
+        let (child, lines) = try Self.startDocumentedPythonClient(socket: daemon.socketPath, file: path)
         defer { if child.isRunning { kill(child.processIdentifier, SIGKILL); child.waitUntilExit() } }
 
         try lines.wait(seconds: 20) { $0.contains { $0.hasPrefix("regions [") } }
@@ -192,6 +179,25 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertTrue(text.contains("'event': 'lost', 'region': 3, 'reason': 'range-truncated'"), text)
         XCTAssertFalse(text.contains("'error'"), text)
         XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// The Python client of docs/protocol.md §7, as written there, on `socket` and `file`; its
+    /// stdout read line by line.
+    static func startDocumentedPythonClient(socket: String, file: String) throws -> (Process, LineCollector) {
+        let document = try String(contentsOfFile: Subprocess.repositoryRoot + "/docs/protocol.md", encoding: .utf8)
+        guard let start = document.range(of: "```python\n"),
+              let end = document.range(of: "\n```", range: start.upperBound..<document.endIndex) else {
+            throw TestFailure("no python block in docs/protocol.md")
+        }
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        child.arguments = ["-c", String(document[start.upperBound..<end.lowerBound]), socket, file]
+        let output = Pipe()
+        child.standardOutput = output
+        child.standardError = FileHandle.nullDevice
+        let lines = LineCollector(output.fileHandleForReading)
+        try child.run()
+        return (child, lines)
     }
 
     func testHundredClientsTimesTenRegionsLeaveNothingBehind() throws {

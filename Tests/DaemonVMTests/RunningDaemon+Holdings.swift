@@ -6,8 +6,8 @@ import TestSupport
 extension RunningDaemon {
     /// The daemon on the guest's RDMA device, logging warnings only: these tests read what the
     /// kernel says it holds, not its log.
-    convenience init(device: String, environment: [String: String] = [:]) throws {
-        try self.init(arguments: ["--device", device, "--log-level", "warning"], environment: environment)
+    convenience init(device: String, environment: [String: String] = [:], socketPath: String? = nil) throws {
+        try self.init(arguments: ["--device", device, "--log-level", "warning"], environment: environment, socketPath: socketPath)
     }
 
     /// What the daemon holds once its fd count has stopped moving (a connection the daemon
