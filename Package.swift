@@ -140,3 +140,23 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Coverage-guided fuzzers (libFuzzer supplies their main), only when Scripts/fuzz builds them
+// with MRLEASED_FUZZ=1, -sanitize=fuzzer and -enable-testing, in its own scratch path: the
+// normal build and test never see them.
+if Context.environment["MRLEASED_FUZZ"] == "1" {
+    package.targets += [
+        // libFuzzer's driver behind SwiftPM's renamed main, and the checks both fuzzers make.
+        .target(name: "FuzzSupport", dependencies: ["MRLeaseProtocol"], path: "Fuzz/FuzzSupport"),
+        // Codec.decodeRequest / decodeServerMessage: round trips and the reply size bound.
+        .executableTarget(name: "ProtocolFuzzer", dependencies: ["FuzzSupport", "MRLeaseProtocol"], path: "Fuzz/ProtocolFuzzer",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        // Daemon.answer(_:from:) with a recording registrar: the daemon's request path, no device.
+        .executableTarget(name: "RequestFuzzer",
+                          dependencies: ["FuzzSupport", "MRLeaseDaemon", "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "TestSupport",
+                                         .product(name: "Logging", package: "swift-log"),
+                                         .product(name: "SystemPackage", package: "swift-system")],
+                          path: "Fuzz/RequestFuzzer",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+    ]
+}

@@ -116,6 +116,7 @@ extension RefusalCode {
         case .badAlignment: .badAlignment
         case .rangeOutOfFile: .rangeOutOfFile
         case .strategyUnavailable: .strategyUnavailable
+        case .unsupportedFilesystem: .unsupportedFilesystem
         }
     }
 }

@@ -141,8 +141,12 @@ public struct Doctor {
             // shmem has no block layout to track: a lease alone guards it.
             if facts.backing == .shmem {
                 report.extentNote = "FIEMAP unsupported on \(facts.filesystem) (\(error.symbolicName)); not needed: shmem has no block layout"
+            } else if let refusal = PlanRefusal.noExtentMap(filesystem: facts.filesystem, errno: error) {
+                // The daemon's own refusal of this file (the engine asks the same function).
+                report.refusalCode = refusal.code.rawValue
+                return report.failing(refusal.message, errno: error)
             } else {
-                return report.failing("\(facts.filesystem) does not support FIEMAP (FS_IOC_FIEMAP: \(error.symbolicName)): mrleased cannot track this file's extents, so it will not register it", errno: error)
+                return report.failing("FS_IOC_FIEMAP on \(path) failed with \(error.symbolicName) (\(error)): mrleased could not read this file's extents", errno: error)
             }
         }
 

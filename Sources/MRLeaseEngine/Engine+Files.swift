@@ -15,6 +15,7 @@ extension Engine {
             extents = try configuration.extentReader.read(fd, facts.backing)
         } catch {
             closeOwn(fd)
+            if let refusal = PlanRefusal.noExtentMap(filesystem: facts.filesystem, errno: error) { throw .refused(refusal) }
             throw .system(op: "FS_IOC_FIEMAP", errno: error)
         }
         let file = TrackedFile(key: key, fd: fd, writable: writable, backing: facts.backing,

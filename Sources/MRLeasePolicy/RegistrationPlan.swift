@@ -9,6 +9,8 @@ public enum RefusalCode: String, Sendable, Hashable, CaseIterable {
     case badAlignment = "bad-alignment"
     case rangeOutOfFile = "range-out-of-file"
     case strategyUnavailable = "strategy-unavailable"
+    /// The file's filesystem cannot show its extent map (FIEMAP: 9p, FUSE, NFS…).
+    case unsupportedFilesystem = "unsupported-filesystem"
 }
 
 /// Why a registration is refused: a stable code, the message for a human (what is wrong and
@@ -29,6 +31,18 @@ public struct PlanRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String { message }
+
+    /// The refusal of a file whose filesystem has no extent map to show: the kernel answers
+    /// FS_IOC_FIEMAP with EOPNOTSUPP when the filesystem has no `fiemap` operation (9p, FUSE,
+    /// NFS), ENOTTY where the ioctl is not routed at all. Without extents the daemon cannot
+    /// tell a layout change under an MR, so it does not register such a file. nil for any
+    /// other errno: a failure of this one read, not a property of the filesystem.
+    public static func noExtentMap(filesystem: String, errno: Errno) -> PlanRefusal? {
+        guard errno == .notSupported || errno == .inappropriateIOCTLForDevice else { return nil }
+        return PlanRefusal(.unsupportedFilesystem,
+                           "\(filesystem) does not support FIEMAP (FS_IOC_FIEMAP: \(errno.symbolicName)): mrleased cannot track this file's extents, so it will not register it; use a file on ext4, xfs or tmpfs",
+                           errno: errno, aboutRange: false)
+    }
 }
 
 /// How the fd a client passed was opened (`fcntl(F_GETFL)`), as far as registration cares.

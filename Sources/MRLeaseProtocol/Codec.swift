@@ -64,16 +64,68 @@ public enum Codec {
 
     // MARK: Replies and events (the client's side)
 
+    /// The reply's packet, never longer than `maxMessageBytes` (a client reads each packet into
+    /// a buffer of that size): an error whose message echoes too much of the request has its
+    /// message cut to fit; a result too large for one message (none is, by design: `list`
+    /// pages, batches are capped) becomes an `internal` error saying so.
     public static func encode(_ reply: Reply) -> [UInt8] {
+        let packet = unbounded(reply)
+        if packet.count <= maxMessageBytes { return packet }
+        var error: ProtocolError
+        switch reply.outcome {
+        case .failure(let failure): error = failure
+        case .success(let result):
+            error = ProtocolError(.internal, "the \(result.type.rawValue) reply came to \(packet.count) bytes, more than maxMessageBytes (\(maxMessageBytes)); please report it")
+        }
+        return fitting(error.message) { message in
+            error.message = message
+            return unbounded(Reply(id: reply.id, type: reply.type, error: error))
+        }
+    }
+
+    /// The event's packet, never longer than `maxMessageBytes` (a `lost` message is cut to fit).
+    public static func encode(_ event: Event) -> [UInt8] {
+        let packet = unbounded(event)
+        guard packet.count > maxMessageBytes, case .lost(var lost) = event, let message = lost.message else { return packet }
+        return fitting(message) { message in
+            lost.message = message
+            return unbounded(.lost(lost))
+        }
+    }
+
+    private static func unbounded(_ reply: Reply) -> [UInt8] {
         var o = header(type: reply.type?.rawValue ?? "error")
         reply.write(to: &o)
         return o.serialized
     }
 
-    public static func encode(_ event: Event) -> [UInt8] {
+    private static func unbounded(_ event: Event) -> [UInt8] {
         var o = header(type: "event")
         event.write(to: &o)
         return o.serialized
+    }
+
+    /// `encode(message)` with `message` shortened to its longest prefix (whole Unicode
+    /// scalars, then "…") whose packet fits in `maxMessageBytes`; escapes make a character's
+    /// encoded size 1 to 6 bytes, so the prefix is found by bisection. An empty message leaves
+    /// a packet of a few hundred bytes at most.
+    static func fitting(_ message: String, _ encode: (String) -> [UInt8]) -> [UInt8] {
+        let whole = encode(message)
+        if whole.count <= maxMessageBytes { return whole }
+        let scalars = Array(message.unicodeScalars)
+        func cut(_ count: Int) -> [UInt8] {
+            var text = String.UnicodeScalarView()
+            text.append(contentsOf: scalars[..<count])
+            return encode(String(text) + "…")
+        }
+        var fits = 0, tooLong = scalars.count
+        var packet = cut(0)
+        while tooLong - fits > 1 {
+            let middle = (fits + tooLong) / 2
+            let candidate = cut(middle)
+            if candidate.count <= maxMessageBytes { fits = middle; packet = candidate } else { tooLong = middle }
+        }
+        return packet
     }
 
     /// A `list` reply holding as many of `regions` (ascending region ids) as fit in

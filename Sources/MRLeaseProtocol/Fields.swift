@@ -36,11 +36,12 @@ struct Fields {
 
     // MARK: Integers
 
-    /// Integers are written without sign, fraction or exponent; UInt64 parses exactly that.
+    /// Integers are written without sign, fraction or exponent. `UInt64("-0")` is 0 (Swift
+    /// takes a sign before digits), so the sign is refused here, before the conversion.
     static func unsigned<T: FixedWidthInteger & UnsignedInteger>(
         _ value: JSONValue, _ path: @autoclosure () -> String, as: T.Type = T.self
     ) throws(ProtocolError) -> T {
-        guard case .number(let literal) = value, let number = T(literal) else {
+        guard case .number(let literal) = value, literal.utf8.first != UInt8(ascii: "-"), let number = T(literal) else {
             throw .wrongType(path(), expected: "an integer from 0 to \(T.max)", got: value)
         }
         return number

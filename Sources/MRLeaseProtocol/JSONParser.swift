@@ -76,7 +76,7 @@ struct JSONParser {
             let duplicate = keys != nil ? !keys!.insert(key).inserted : object.fields.contains { $0.key == key }
             guard !duplicate else {
                 position = keyStart
-                throw failure("duplicate field \"\(key)\"")
+                throw failure("duplicate field \"\(key.prefix(64))\"")
             }
             skipWhitespace()
             guard current == UInt8(ascii: ":") else { throw failure("expected ':'") }

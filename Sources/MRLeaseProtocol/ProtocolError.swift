@@ -11,6 +11,9 @@ public enum ErrorCode: String, Sendable, Equatable, Hashable, CaseIterable {
     case rangeOutOfFile = "range-out-of-file"
     /// offset is not a multiple of the page size.
     case badAlignment = "bad-alignment"
+    /// The file's filesystem cannot show its extent map (FIEMAP), so the daemon cannot watch
+    /// its layout under an MR (9p, FUSE, NFS).
+    case unsupportedFilesystem = "unsupported-filesystem"
     /// No registration strategy the daemon has works for this file and device; `errno` says
     /// what the kernel answered.
     case strategyUnavailable = "strategy-unavailable"

@@ -59,12 +59,15 @@ extension ProtocolError {
 
 extension Reply {
     init(type: RequestType?, _ f: Fields) throws(ProtocolError) {
-        let id = type == nil ? try f.uint64IfPresent("id") : try f.uint64("id")
+        // An error reply has no id when the request was unreadable before its id, whatever
+        // its type (docs/protocol.md §2); a result always has one.
+        let id = try f.uint64IfPresent("id")
         switch (f.object["result"], f.object["error"]) {
         case (nil, nil), (.some, .some):
             throw ProtocolError(.badRequest, "a reply has exactly one of \"result\" and \"error\"")
         case (.some, nil):
-            guard let type, let id else { throw ProtocolError(.badRequest, "a reply of type \"error\" has no result") }
+            guard let type else { throw ProtocolError(.badRequest, "a reply of type \"error\" has no result") }
+            guard let id else { throw .missingField("id") }
             self.init(id: id, try ReplyResult(type: type, try f.object("result")))
         case (nil, .some):
             self.init(id: id, type: type, error: try ProtocolError(try f.object("error")))

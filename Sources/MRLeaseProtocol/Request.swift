@@ -40,10 +40,16 @@ public enum Request: Sendable, Equatable {
             self.versions = versions
         }
 
+        /// How many of the client's versions an `unsupported-version` reply repeats.
+        static let echoedVersions = 16
+
         /// The highest version both sides speak, or `unsupported-version`.
         public func negotiatedVersion(supported: [UInt64] = [Codec.version]) throws(ProtocolError) -> UInt64 {
             guard let version = versions.filter(supported.contains).max() else {
-                let theirs = versions.map(String.init).joined(separator: ", ")
+                // The client's list is echoed only in part: a reply must fit in one message.
+                let shown = Self.echoedVersions
+                var theirs = versions.prefix(shown).map(String.init).joined(separator: ", ")
+                if versions.count > shown { theirs += ", … (\(versions.count) in all)" }
                 let ours = supported.map(String.init).joined(separator: ", ")
                 throw ProtocolError(.unsupportedVersion, "client speaks versions [\(theirs)], daemon speaks [\(ours)]")
             }
@@ -151,9 +157,8 @@ extension Request.Register {
         offset = try fields.uint64("offset")
         length = try fields.uint64("length")
         guard length > 0 else { throw .invalid("length", "must be greater than 0") }
-        guard offset.addingReportingOverflow(length).overflow == false else {
-            throw .invalid("length", "puts the region's end beyond 2^64 - 1")
-        }
+        // An end past 2^64 - 1 is well-formed: no file is that long, so the registration plan
+        // answers it `range-out-of-file` (docs/protocol.md), with a batch's index.
         access = []
         let listed = try fields.array("access") { (item, path) throws(ProtocolError) in
             try Fields.enumValue(item, path(), as: Access.self)

@@ -59,14 +59,17 @@ final class BadRequestTests: XCTestCase {
         assertRejected(#"{"v":1,"type":"stats","id":null}"#, rule + "null")
         assertRejected(#"{"v":1,"type":"stats","id":true}"#, rule + "true")
         XCTAssertEqual(try Codec.decodeRequest(Array(#"{"v":1,"type":"stats","id":18446744073709551615}"#.utf8)).id, .max)
+        // No sign at all, not even on zero (Swift's UInt64("-0") would read 0).
+        assertRejected(#"{"v":1,"type":"stats","id":-0}"#, rule + "-0")
+        assertRejected(#"{"v":-0,"type":"stats","id":1}"#, #"field "v" must be an integer from 0 to 18446744073709551615, got -0"#)
+        assertRejected("{\(register),\"offset\":-0,\"length\":4096,\"access\":[\"read\"]}",
+                       #"field "offset" must be an integer from 0 to 18446744073709551615, got -0"#)
     }
 
     func testRegisterFieldsAreCheckedOneByOne() {
         assertRejected("{\(register)}", #"missing field "offset""#)
         assertRejected("{\(register),\"offset\":0}", #"missing field "length""#)
         assertRejected("{\(register),\"offset\":0,\"length\":0,\"access\":[\"read\"]}", #"field "length" must be greater than 0"#)
-        assertRejected("{\(register),\"offset\":18446744073709547520,\"length\":8192,\"access\":[\"read\"]}",
-                       #"field "length" puts the region's end beyond 2^64 - 1"#)
         assertRejected("{\(register),\"offset\":0,\"length\":1}", #"missing field "access""#)
         assertRejected("{\(register),\"offset\":0,\"length\":1,\"access\":\"read\"}", #"field "access" must be an array, got a string"#)
         assertRejected("{\(register),\"offset\":0,\"length\":1,\"access\":[]}",
@@ -135,5 +138,13 @@ final class BadRequestTests: XCTestCase {
         XCTAssertEqual(try Codec.decodeServerMessage(Array(future.utf8)),
                        .reply(Reply(id: 1, type: .ack, error: ProtocolError(.internal, "cosmic-ray: bit flip"))),
                        "an unknown code from a newer daemon reads as internal, keeping the code")
+    }
+
+    /// The range's end past 2^64 - 1 is not malformed: the daemon's plan answers it
+    /// `range-out-of-file`, as for any range beyond the file (docs/protocol.md, `register`).
+    func testARangeWhoseEndPassesTwoToTheSixtyFourDecodesForThePlanToRefuse() throws {
+        let text = "{\(register),\"offset\":18446744073709547520,\"length\":8192,\"access\":[\"read\"]}"
+        let (_, request) = try Codec.decodeRequest(Array(text.utf8))
+        XCTAssertEqual(request, .register(.init(offset: 18_446_744_073_709_547_520, length: 8192, access: [.read])))
     }
 }
