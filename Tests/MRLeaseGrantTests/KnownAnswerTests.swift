@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 
 @testable import MRLeaseGrant
@@ -75,4 +76,21 @@ final class KnownAnswerTests: XCTestCase {
 func hex(_ text: String) -> [UInt8] {
     let digits = Array(text.utf8)
     return stride(from: 0, to: digits.count, by: 2).map { UInt8(String(decoding: digits[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
+}
+
+final class DocumentedVectorsTests: XCTestCase {
+    /// docs/remote-access.md lists the vectors a C peer checks itself against: they must be these.
+    func testDocumentListsTheVectors() throws {
+        let docURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/remote-access.md")
+        let document = try String(contentsOf: docURL, encoding: .utf8)
+        func hexString(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+        let vectors = [hexString(KnownAnswerTests.ipv4Bytes), KnownAnswerTests.ipv4Text,
+                       hexString(KnownAnswerTests.ipv6Bytes), KnownAnswerTests.ipv6Text,
+                       hexString(KnownAnswerTests.connectBytes), hexString(KnownAnswerTests.acceptBytes),
+                       hexString(KnownAnswerTests.rejectBytes)]
+        for vector in vectors {
+            XCTAssertTrue(document.contains("\n  \(vector)\n"), "docs/remote-access.md lacks \(vector)")
+        }
+    }
 }
