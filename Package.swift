@@ -7,6 +7,8 @@ import PackageDescription
 // - Verbs: Swift owners of verbs resources (LinuxFile only for errno names).
 // - MRLeasePolicy: the pure rules (registration plan, strategy, file lifecycle, timers). No
 //   verbs and no syscalls of its own: it builds and is tested without libibverbs.
+// - MRLeaseGrant: the byte formats of remote access (descriptor, rdma_cm private data). Pure;
+//   only CLinux (for getrandom). Not yet served by the daemon.
 // - MRLeaseEngine: registration, revocation and restoration on real fds and verbs. No sockets.
 // - mrlease: the CLI.
 let package = Package(
@@ -18,6 +20,7 @@ let package = Package(
         .library(name: "MRLeaseEngine", targets: ["MRLeaseEngine"]),
         .library(name: "MRLeaseProtocol", targets: ["MRLeaseProtocol"]),
         .library(name: "MRLeaseClient", targets: ["MRLeaseClient"]),
+        .library(name: "MRLeaseGrant", targets: ["MRLeaseGrant"]),
         .executable(name: "mrlease", targets: ["mrlease"]),
         .executable(name: "mrleased", targets: ["mrleased"]),
         .executable(name: "mrleased-bench", targets: ["mrleased-bench"]),
@@ -107,6 +110,11 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // The byte-exact formats remote access shares between the daemon (which issues grants and
+        // answers connect requests), the Swift peer library and C peers: the grant descriptor, the
+        // rdma_cm connect/accept/reject private data, and the grant secret. One definition, no
+        // verbs, no sockets, no Foundation; CLinux only for getrandom(2). docs/remote-access.md.
+        .target(name: "MRLeaseGrant", dependencies: ["CLinux"]),
         // Starts `mrleased` and waits until it is ready, the one way every test target and the
         // benchmark do it; a library of its own because the benchmark must not link XCTest.
         .target(
@@ -118,6 +126,8 @@ let package = Package(
         ),
         // DaemonChild with /bin/sh in the daemon's place: what "not ready" says, no child left behind.
         .testTarget(name: "DaemonLauncherTests", dependencies: ["DaemonLauncher", "TestSupport"]),
+        // The grant formats alone (round trips, malformed input, known-answer vectors); host only.
+        .testTarget(name: "MRLeaseGrantTests", dependencies: ["MRLeaseGrant"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),

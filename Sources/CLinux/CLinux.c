@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -189,3 +190,4 @@ int mrl_accept(int sock, int nonblocking) {
 
 const char *mrl_strerrorname(int errnum) { return strerrorname_np(errnum); }
 const int MRL_O_PATH = O_PATH;
+ssize_t mrl_getrandom(void *buffer, size_t length, unsigned int flags) { return getrandom(buffer, length, flags); }

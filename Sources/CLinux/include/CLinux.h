@@ -104,5 +104,8 @@ extern const int MRL_MSG_CTRUNC;
 extern const int MRL_O_PATH;
 /* strerrorname_np (a GNU declaration): "ENOENT" for ENOENT; NULL for an unknown number. */
 const char *mrl_strerrorname(int errnum);
+/* getrandom(2) (<sys/random.h>, which Swift's Glibc module does not include): the kernel's
+ * CSPRNG; returns the number of bytes written or -1 with errno set. */
+ssize_t mrl_getrandom(void *buffer, size_t length, unsigned int flags);
 
 #endif
