@@ -212,6 +212,12 @@ final class CMTests: XCTestCase {
             let incoming = try pump.expect(.connectRequest, on: passiveChannel)
             XCTAssertEqual(Array(incoming.privateData.prefix(3)), [1, 2, 3])
             print("rdma_cm CONNECT_REQUEST private data for 3 bytes sent: \(incoming.privateData.count) bytes")
+            // What the kernel says to one byte more than the limits, handed to librdmacm directly.
+            let tooLong = [UInt8](repeating: 9, count: CMID.maxRejectPrivateData + 1)
+            let rejectRC = tooLong.withUnsafeBytes { rdma_reject(incoming.id.pointer, $0.baseAddress, UInt8($0.count)) }
+            let rejectErrno = errno
+            print("rdma_reject with \(tooLong.count) bytes of private data: rc \(rejectRC) errno \(rejectErrno)")
+            XCTAssertEqual(rejectRC, -1, "the kernel took \(tooLong.count) bytes of reject private data")
             let reason = pattern(CMID.maxRejectPrivateData, seed: 0x33)
             try incoming.id.reject(privateData: reason)
 
@@ -235,9 +241,11 @@ final class CMTests: XCTestCase {
             let port = try probe.localPort()
             try probe.destroy()
             let (active, _, domain, _, _) = try activeSide(on: channel, to: address, port: port, pump: pump)
+            let started = Date()
             try active.connect(privateData: [7])
             let refused = try pump.next(on: channel)
-            print("rdma_cm connect to unlistened port \(port): \(refused.kind) status \(refused.status), \(refused.privateData.count) bytes")
+            print("rdma_cm connect to unlistened port \(port): \(refused.kind) status \(refused.status), \(refused.privateData.count) bytes, "
+                  + "after \(Int(Date().timeIntervalSince(started) * 1000)) ms")
             XCTAssertEqual(refused.kind, .rejected, "rxe (IB CM over RoCE) answers an unknown service ID with a REJ")
             XCTAssertEqual(refused.status, 8, "IB CM reject reason 8: invalid service ID")
             try domain.close()
@@ -287,6 +295,8 @@ final class CMTests: XCTestCase {
     func testAQueuePairNeedsAPDOnTheIdsOwnContextAndABoundId() throws {
         let address = try GuestRDMA.requireRDMACMAddress()
         let channel = try CMEventChannel()
+        XCTAssertNotEqual(fcntl(channel.descriptor.rawValue, F_GETFL) & O_NONBLOCK, 0, "the channel's fd is non-blocking")
+        XCTAssertNil(try channel.nextEvent(), "a channel with nothing pending answers nil at once")
         let id = try channel.createID()
         let name = try Facility.rdmaDevice.require()
         let own = try XCTUnwrap(try Device.list().first { $0.name == name }).open()
