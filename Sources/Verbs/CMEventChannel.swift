@@ -101,7 +101,7 @@ public final class CMEventChannel {
             // librdmacm's hands; the kernel discards the events of destroyed ids.
             let name = "\(kind) for an rdma_cm_id this channel does not know"
             try check("rdma_ack_cm_event", rdma_ack_cm_event(raw))
-            throw VerbsError(op: "rdma_get_cm_event", errno: .noSuchProcess, detail: name)
+            throw VerbsError(op: "rdma_get_cm_event", errno: .noSuchFileOrDirectory, detail: name)
         }
         let listenID = event.listen_id.flatMap { ids[$0]?.id }
         try check("rdma_ack_cm_event", rdma_ack_cm_event(raw), detail: "\(kind)")

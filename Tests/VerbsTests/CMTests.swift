@@ -232,6 +232,28 @@ final class CMTests: XCTestCase {
         }
     }
 
+    /// What the daemon will do with a request it cannot even parse: let the event go.
+    func testDroppingAConnectRequestsIdRejectsTheRequest() throws {
+        try withTeardownCheck { address in
+            let passiveChannel = try CMEventChannel(), activeChannel = try CMEventChannel()
+            let pump = EventPump(passiveChannel, activeChannel)
+            let listening = try listener(on: passiveChannel, address: address)
+            let (active, _, domain, _, _) = try activeSide(on: activeChannel, to: address, port: try listening.localPort(), pump: pump)
+            try active.connect(privateData: [0xFF])
+            weak var dropped: CMID?
+            try {
+                let incoming = try pump.expect(.connectRequest, on: passiveChannel)
+                dropped = incoming.id
+            }()
+            XCTAssertNil(dropped, "nothing but the event held the request's id")
+            let rejected = try pump.expect(.rejected, on: activeChannel)
+            print("rdma_cm dropped request: \(rejected.kind) status \(rejected.status)")
+            XCTAssertEqual(rejected.status, 28, "IB CM reject reason 28: consumer defined")
+            try domain.close()
+            try listening.destroy()
+        }
+    }
+
     func testAConnectToAPortNobodyListensOnEndsInARejectedEvent() throws {
         try withTeardownCheck { address in
             let channel = try CMEventChannel()
