@@ -11,6 +11,8 @@
 /// valid Swift objects after `close()`: their `deregister()`/`destroy()` then do nothing.
 public final class ClientDomain {
     public let protectionDomain: ProtectionDomain
+    /// The rdma_cm ids with a QP in this domain: destroyed (QP, then id) before the PD closes.
+    private var connections = WeakChildren<CMID>()
 
     /// Allocates the client's PD on `context`. For a client that will connect through rdma_cm,
     /// `context` must be librdmacm's own (`Context.librdmacm(deviceNamed:)`).
@@ -37,12 +39,30 @@ public final class ClientDomain {
         try protectionDomain.register(address: address, length: length, access: access)
     }
 
-    /// Closes the domain in order: connections (none are made yet), then the PD with its QPs,
-    /// MWs and MRs. Every object is tried even after one fails; the first failure is thrown.
-    /// Calling it again does nothing.
+    /// Creates `id`'s RC QP in this client's PD (the PD must be on librdmacm's context for the
+    /// id's device) and records the id, so `close()` tears the connection down first.
     ///
-    /// The corresponding C functions are `ibv_destroy_qp`, `ibv_dereg_mr` and `ibv_dealloc_pd`.
+    /// The corresponding C function is `rdma_create_qp`.
+    public func createQueuePair(on id: CMID, sendQueue: CompletionQueue, receiveQueue: CompletionQueue,
+                                maxSend: UInt32 = 64, maxReceive: UInt32 = 64) throws(VerbsError) -> QueuePair {
+        let queuePair = try id.createQueuePair(in: protectionDomain, sendQueue: sendQueue, receiveQueue: receiveQueue,
+                                               maxSend: maxSend, maxReceive: maxReceive)
+        connections.insert(id)
+        return queuePair
+    }
+
+    /// Closes the domain in order: connections (each id's QP, then the id: the peer sees a
+    /// disconnect), then the PD with its QPs, MWs and MRs. Every object is tried even after one
+    /// fails; the first failure is thrown. Calling it again does nothing.
+    ///
+    /// The corresponding C functions are `ibv_destroy_qp`, `rdma_destroy_id`, `ibv_dereg_mr`
+    /// and `ibv_dealloc_pd`.
     public func close() throws(VerbsError) {
-        try protectionDomain.close()
+        var failure: VerbsError?
+        for id in connections.live {
+            do throws(VerbsError) { try id.destroy() } catch { failure = failure ?? error }
+        }
+        do throws(VerbsError) { try protectionDomain.close() } catch { failure = failure ?? error }
+        if let failure { throw failure }
     }
 }

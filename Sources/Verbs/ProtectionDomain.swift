@@ -77,21 +77,18 @@ public final class ProtectionDomain {
         sendQueue: CompletionQueue, receiveQueue: CompletionQueue,
         maxSend: UInt32 = 64, maxReceive: UInt32 = 64, maxInlineData: UInt32 = 0
     ) throws(VerbsError) -> QueuePair {
-        var attributes = ibv_qp_init_attr()
-        attributes.send_cq = sendQueue.pointer
-        attributes.recv_cq = receiveQueue.pointer
-        attributes.qp_type = IBV_QPT_RC
-        attributes.cap.max_send_wr = maxSend
-        attributes.cap.max_recv_wr = maxReceive
-        attributes.cap.max_send_sge = 1
-        attributes.cap.max_recv_sge = 1
-        attributes.cap.max_inline_data = maxInlineData
-        attributes.sq_sig_all = 1
+        var attributes = QueuePair.reliableConnectedAttributes(
+            sendQueue: sendQueue, receiveQueue: receiveQueue, maxSend: maxSend, maxReceive: maxReceive, maxInlineData: maxInlineData)
         guard let qp = ibv_create_qp(try open(for: "ibv_create_qp"), &attributes) else {
             throw VerbsError(op: "ibv_create_qp", errno: currentErrno(), detail: "RC")
         }
         let queuePair = QueuePair(protectionDomain: self, sendQueue: sendQueue, receiveQueue: receiveQueue, pointer: qp)
         queuePairs.insert(queuePair)
         return queuePair
+    }
+
+    /// Records a QP made in this PD by someone else (`rdma_create_qp`), so `close()` destroys it.
+    func track(_ queuePair: QueuePair) {
+        queuePairs.insert(queuePair)
     }
 }

@@ -34,25 +34,53 @@ public enum PathMTU: Int, Sendable {
 ///
 /// `destroy()` releases it deterministically (its PD's `close()` does, before the PD goes);
 /// `deinit` releases it if nobody did.
+///
+/// A QP made by `rdma_create_qp` (`CMID.createQueuePair`) is owned the same way, by this type,
+/// and keeps its `CMID` alive (QP before id). It is destroyed with `ibv_destroy_qp`, whose
+/// errno we see (`rdma_destroy_qp` returns void and forgets the QP even when the destroy
+/// failed), followed by what `rdma_destroy_qp` adds: clearing `id->qp`, so librdmacm never
+/// moves a destroyed QP on a later event. (It also frees CQs librdmacm made itself; ours are
+/// always passed in.) Being a `QueuePair` in its PD's children, it goes in the PD's ordered
+/// close like any other.
 public final class QueuePair {
     public let protectionDomain: ProtectionDomain
     public let sendQueue: CompletionQueue
     public let receiveQueue: CompletionQueue
+    /// The rdma_cm id the QP was made on, if any.
+    public let connection: CMID?
     /// The QP number, kept after the QP is destroyed so logs can still name it.
     public let number: UInt32
     private var pointer: UnsafeMutablePointer<ibv_qp>?
 
     init(protectionDomain: ProtectionDomain, sendQueue: CompletionQueue, receiveQueue: CompletionQueue,
-         pointer: UnsafeMutablePointer<ibv_qp>) {
+         pointer: UnsafeMutablePointer<ibv_qp>, connection: CMID? = nil) {
         self.protectionDomain = protectionDomain
         self.sendQueue = sendQueue
         self.receiveQueue = receiveQueue
+        self.connection = connection
         self.pointer = pointer
         number = pointer.pointee.qp_num
     }
 
     deinit {
-        if let pointer { _ = ibv_destroy_qp(pointer) }
+        if let pointer, ibv_destroy_qp(pointer) == 0 { connection?.queuePairDestroyed() }
+    }
+
+    /// The creation attributes of every RC QP we make, with `ibv_create_qp` or `rdma_create_qp`.
+    static func reliableConnectedAttributes(
+        sendQueue: CompletionQueue, receiveQueue: CompletionQueue, maxSend: UInt32, maxReceive: UInt32, maxInlineData: UInt32
+    ) -> ibv_qp_init_attr {
+        var attributes = ibv_qp_init_attr()
+        attributes.send_cq = sendQueue.pointer
+        attributes.recv_cq = receiveQueue.pointer
+        attributes.qp_type = IBV_QPT_RC
+        attributes.cap.max_send_wr = maxSend
+        attributes.cap.max_recv_wr = maxReceive
+        attributes.cap.max_send_sge = 1
+        attributes.cap.max_recv_sge = 1
+        attributes.cap.max_inline_data = maxInlineData
+        attributes.sq_sig_all = 1
+        return attributes
     }
 
     public var isDestroyed: Bool { pointer == nil }
@@ -70,6 +98,7 @@ public final class QueuePair {
         guard let pointer else { return }
         try check("ibv_destroy_qp", ibv_destroy_qp(pointer), detail: "QP \(number)")
         self.pointer = nil
+        connection?.queuePairDestroyed()
     }
 
     /// Applies the fields of `attributes` named in `mask`: a state transition with what it

@@ -12,6 +12,8 @@ public enum Facility: String, CaseIterable, Sendable {
     case ext4 = "an ext4 page-cache mount (MRLEASED_FS_EXT4, set by Scripts/vm-test)"
     case xfs = "an xfs page-cache mount with reflink (MRLEASED_FS_XFS, set by Scripts/vm-test)"
     case tmpfs = "a tmpfs mount (MRLEASED_FS_TMPFS, set by Scripts/vm-test)"
+    /// rdma_cm cannot resolve routes over `lo`, so the guest puts rxe1 on dummy0 with this address.
+    case rdmaCMAddress = "an rdma_cm address on an RDMA device (MRLEASED_RDMA_CM_ADDRESS, set by Scripts/vm-test)"
 
     var variable: String {
         switch self {
@@ -21,6 +23,7 @@ public enum Facility: String, CaseIterable, Sendable {
         case .ext4: "MRLEASED_FS_EXT4"
         case .xfs: "MRLEASED_FS_XFS"
         case .tmpfs: "MRLEASED_FS_TMPFS"
+        case .rdmaCMAddress: "MRLEASED_RDMA_CM_ADDRESS"
         }
     }
 

@@ -5,13 +5,19 @@ import Foundation
 public enum RDMAResources {
     /// The rkeys of the MRs this process owns, per `rdma -j resource show mr`.
     public static func memoryRegionKeys(pid: Int32 = getpid()) throws -> Set<UInt32> {
-        let result = try Subprocess.run("/usr/bin/env", ["rdma", "-j", "resource", "show", "mr"])
-        guard result.status == 0 else { throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: result.stderr]) }
-        let entries = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]) ?? []
-        return Set(entries.compactMap { entry in
-            guard (entry["pid"] as? Int).map(Int32.init) == pid, let rkey = entry["rkey"] as? String else { return nil }
-            return UInt32(rkey, radix: 16)
+        Set(try entries("mr", pid: pid).compactMap { entry in
+            (entry["rkey"] as? String).flatMap { UInt32($0, radix: 16) }
         })
+    }
+
+    /// The entries of `rdma -j resource show KIND` (qp, pd, mr, cq, cm_id) that belong to `pid`.
+    public static func entries(_ kind: String, pid: Int32 = getpid()) throws -> [[String: Any]] {
+        let result = try Subprocess.run("/usr/bin/env", ["rdma", "-j", "resource", "show", kind])
+        guard result.status == 0 else {
+            throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "rdma resource show \(kind): \(result.stderr)"])
+        }
+        let entries = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]) ?? []
+        return entries.filter { ($0["pid"] as? Int).map(Int32.init) == pid }
     }
 
     /// How many fds this process has open.

@@ -102,7 +102,7 @@ final class ClientDomainTests: XCTestCase {
         XCTAssertEqual(rdma_create_qp(id, domain.protectionDomain.pointer, &attributes), 0, "rdma_create_qp: errno \(errno)")
         let qpn = try XCTUnwrap(id.pointee.qp).pointee.qp_num
         XCTAssertTrue(try GuestRDMA.queuePairNumbers().contains(qpn))
-        // rdma_cm owns this QP (no QueuePair wraps it yet): it goes before the domain.
+        // A raw rdma_create_qp QP (CMID.createQueuePair wraps one; this test shows the C rule): it goes before the domain.
         rdma_destroy_qp(id)
         XCTAssertNoThrow(try domain.close())
     }

@@ -15,20 +15,12 @@ enum GuestRDMA {
 
     /// The guest's rdma_cm address (rxe1 on dummy0): rdma_cm cannot resolve over `lo`.
     static func requireRDMACMAddress() throws -> String {
-        _ = try Facility.rdmaDevice.require()
-        let address = ProcessInfo.processInfo.environment["MRLEASED_RDMA_CM_ADDRESS"] ?? ""
-        guard !address.isEmpty else {
-            throw XCTSkip("needs an rdma_cm address on an RDMA device (MRLEASED_RDMA_CM_ADDRESS, set by Scripts/vm-test)")
-        }
-        return address
+        try Facility.rdmaCMAddress.require()
     }
 
-    /// This process's entries of `rdma -j resource show KIND` (qp, pd, mr, cq).
+    /// This process's entries of `rdma -j resource show KIND` (qp, pd, mr, cq, cm_id).
     static func resources(_ kind: String) throws -> [[String: Any]] {
-        let result = try Subprocess.run("/usr/bin/env", ["rdma", "-j", "resource", "show", kind])
-        guard result.status == 0 else { throw TestFailure("rdma resource show \(kind): \(result.stderr)") }
-        let entries = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]) ?? []
-        return entries.filter { ($0["pid"] as? Int).map(Int32.init) == getpid() }
+        try RDMAResources.entries(kind)
     }
 
     /// The numbers of the QPs this process holds, per the kernel.
