@@ -34,7 +34,9 @@ extension Daemon {
             session.clientName = hello.clientName
             return .hello(HelloResult(
                 version: version, daemon: Self.version,
-                devices: deviceName.map { [.init(name: $0, odpSupported: odp.supported, odpRC: odp.rc.names)] } ?? [],
+                devices: deviceName.map { [.init(name: $0, odpSupported: odp.supported, odpRC: odp.rc.names,
+                                                 odpIntegrity: odpIntegrity?.wire, transferAlignment: odpIntegrity.map { UInt64($0.transferAlignment) },
+                                                 odpIntegrityDetail: odpIntegrity?.detail)] } ?? [],
                 strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
                 limits: .init(maxMessageBytes: UInt64(Codec.maxMessageBytes), maxRegionsPerUid: UInt64(configuration.maxRegionsPerUID),
                               maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis,

@@ -53,6 +53,9 @@ public final class Daemon {
     let deviceName: String?
     let odp: ODPCaps
     let noDeviceReason: String?
+    /// What the start-up ODP integrity self-test found on the device; nil when the daemon did
+    /// not open the device itself (an injected registrar) or has none.
+    let odpIntegrity: ODPIntegrity?
     /// What each watched fd is; a session's socket maps to its session.
     var sources: [Int32: Source] = [:]
     /// The connected clients, by the owner id their regions carry in the engine.
@@ -92,14 +95,18 @@ public final class Daemon {
 
         var registrar: (any Registrar)? = injected
         var reason: String?
+        var integrity: ODPIntegrity?
         if registrar == nil {
             do {
-                registrar = try VerbsRegistrar(deviceNamed: configuration.device, logger: logger)
+                let verbs = try VerbsRegistrar(deviceNamed: configuration.device, logger: logger)
+                registrar = verbs
+                integrity = Self.checkODPIntegrity(on: verbs.context, logger: logger)
             } catch {
                 reason = "no RDMA device: \(error). Registrations are refused until mrleased is restarted on a host with one"
             }
         }
         noDeviceReason = reason
+        odpIntegrity = integrity
         deviceName = registrar?.deviceName
         odp = registrar?.odp ?? .none
         let timing = FileLifecycle.Timing(quiesce: configuration.quiesceMillis * 1_000_000,
@@ -127,6 +134,23 @@ public final class Daemon {
             try watch(engine.descriptors[1], as: .fileCloses)
         }
         if let reason { logger.warning("\(reason)") }
+    }
+
+    /// Runs the ODP integrity self-test once (a loopback WRITE and READ on an ODP MR at an
+    /// unaligned offset; it cleans up every verbs object) and logs what it found: rxe's ODP
+    /// corrupts unaligned transfers while reporting success (docs/kernel-matrix.md), so peers
+    /// must be told the alignment that lands intact.
+    static func checkODPIntegrity(on context: Context, logger: Logger) -> ODPIntegrity {
+        let result = ODPIntegrityCheck().run(on: context)
+        let metadata: Logger.Metadata = ["device": "\(context.device.name)", "odpIntegrity": "\(result.code)",
+                                         "transferAlignment": "\(result.transferAlignment)"]
+        switch result {
+        case .intact, .notApplicable:
+            logger.info("ODP integrity self-test: \(result)", metadata: metadata)
+        case .corrupts, .failed:
+            logger.warning("ODP integrity self-test: \(result)", metadata: metadata)
+        }
+        return result
     }
 
     /// The gid of `socket-group` (a name or a number); nil when unset. An unknown group stops

@@ -3,6 +3,7 @@ import MRLeaseEngine
 import MRLeasePolicy
 import MRLeaseProtocol
 import SystemPackage
+import Verbs
 
 // The one place the engine's words meet the wire's. Every mapping is an exhaustive switch: a
 // new case on either side fails to compile here instead of falling back to a default.
@@ -152,6 +153,26 @@ extension Event {
             self = .lost(.init(region: id.rawValue, reason: reason.wire, message: message ?? reason.rawValue))
         case .unlinked(let id):
             self = .unlinked(region: id.rawValue)
+        }
+    }
+}
+
+extension ODPIntegrity {
+    var wire: ODPIntegrityStatus {
+        switch self {
+        case .intact: .intact
+        case .corrupts: .corruptsUnaligned
+        case .notApplicable: .notApplicable
+        case .failed: .failed
+        }
+    }
+
+    /// What the self-test saw, for `hello`'s `odpIntegrityDetail`; nil when intact.
+    var detail: String? {
+        switch self {
+        case .intact: nil
+        case .corrupts(let detail), .notApplicable(let detail): detail
+        case .failed(let error): "\(error)"
         }
     }
 }

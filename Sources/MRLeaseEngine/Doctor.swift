@@ -83,6 +83,11 @@ public struct Doctor {
                             activeMTU: attrs.activeMTU, gids: attrs.gids.map { "\($0.index): \($0)" }))
                     }
                 }
+                // The daemon runs the same self-test at start-up and reports it in `hello`.
+                let integrity = ODPIntegrityCheck().run(on: context)
+                report.odpIntegrity = integrity.code
+                report.transferAlignment = integrity.transferAlignment
+                report.odpIntegrityDetail = "\(integrity)"
                 probes.append(try RegistrationProbe(context: context))
             } catch {
                 report.error = "\(error)"

@@ -42,6 +42,11 @@ public struct DeviceReport: Sendable, Codable {
     public var odpRC: [String]
     public var odpUC: [String]
     public var odpUD: [String]
+    /// The ODP integrity self-test's word (`ODPIntegrity.code`: "intact", "corrupts-unaligned",
+    /// "not-applicable", "failed"), the transfer alignment it implies, and what it saw.
+    public var odpIntegrity: String?
+    public var transferAlignment: Int?
+    public var odpIntegrityDetail: String?
     public var error: String?
 }
 

@@ -40,8 +40,11 @@ extension HelloResult {
         devices = []
         for device in try f.objects("devices") {
             let odp = try device.object("odp")
+            // The integrity fields are absent from daemons older than the ODP self-test.
             devices.append(Device(name: try device.string("name"), odpSupported: try odp.bool("supported"),
-                                  odpRC: try odp.strings("rc")))
+                                  odpRC: try odp.strings("rc"), odpIntegrity: try device.enumIfPresent("odpIntegrity"),
+                                  transferAlignment: try device.uint64IfPresent("transferAlignment"),
+                                  odpIntegrityDetail: try device.stringIfPresent("odpIntegrityDetail", maxBytes: Codec.maxMessageBytes)))
         }
         strategies = try f.array("strategies") { (item, path) throws(ProtocolError) in
             try Fields.enumValue(item, path(), as: RegionStrategy.self)
@@ -69,6 +72,9 @@ extension HelloResult {
             var d = ObjectWriter()
             d.set("name", .string(device.name))
             d.set("odp", odp.value)
+            d.set("odpIntegrity", device.odpIntegrity.map { .string($0.rawValue) })
+            d.set("transferAlignment", device.transferAlignment.map(JSONValue.integer))
+            d.set("odpIntegrityDetail", device.odpIntegrityDetail.map(JSONValue.string))
             return d.value
         }))
         o.set("strategies", .array(strategies.map { .string($0.rawValue) }))

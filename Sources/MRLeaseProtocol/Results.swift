@@ -33,11 +33,23 @@ public struct HelloResult: Sendable, Equatable {
         /// The RC operations ODP supports on this device: "SEND", "RECV", "WRITE", "READ",
         /// "ATOMIC", "SRQ_RECV" (from `ibv_query_device_ex`'s `odp_caps.per_transport_caps.rc_odp_caps`).
         public var odpRC: [String]
+        /// What the start-up ODP integrity self-test found; nil from a daemon that did not
+        /// run it (older ones, or one driven in-process with a stand-in registrar).
+        public var odpIntegrity: ODPIntegrityStatus?
+        /// The alignment of remote address and length a peer's transfers must keep to land
+        /// intact: 4096 where unaligned ODP transfers corrupt, 1 otherwise. nil as above.
+        public var transferAlignment: UInt64?
+        /// What the self-test saw, in words (which bytes landed where, or why it did not run).
+        public var odpIntegrityDetail: String?
 
-        public init(name: String, odpSupported: Bool, odpRC: [String]) {
+        public init(name: String, odpSupported: Bool, odpRC: [String], odpIntegrity: ODPIntegrityStatus? = nil,
+                    transferAlignment: UInt64? = nil, odpIntegrityDetail: String? = nil) {
             self.name = name
             self.odpSupported = odpSupported
             self.odpRC = odpRC
+            self.odpIntegrity = odpIntegrity
+            self.transferAlignment = transferAlignment
+            self.odpIntegrityDetail = odpIntegrityDetail
         }
     }
 

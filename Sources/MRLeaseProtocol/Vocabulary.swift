@@ -61,6 +61,19 @@ public enum LayoutProtection: String, Sendable, Hashable, CaseIterable {
     case none
 }
 
+/// What the daemon's ODP integrity self-test found on a device (docs/protocol.md, `hello`).
+public enum ODPIntegrityStatus: String, Sendable, Hashable, CaseIterable {
+    /// Unaligned multi-packet RDMA WRITE and READ on an ODP MR landed every byte.
+    case intact
+    /// They completed successfully but moved wrong bytes (rxe's ODP, docs/kernel-matrix.md):
+    /// keep transfers to the device's `transferAlignment`.
+    case corruptsUnaligned = "corrupts-unaligned"
+    /// The device has no RC ODP WRITE and READ: regions are pinned, which this does not affect.
+    case notApplicable = "not-applicable"
+    /// The self-test could not run; treated as corrupting.
+    case failed
+}
+
 /// Why a region was lost instead of restored.
 public enum LossReason: String, Sendable, Hashable, CaseIterable {
     /// The file shrank below the region's end.

@@ -25,6 +25,11 @@ enum DoctorText {
                     + ", UC [\(device.odpUC.joined(separator: ","))], UD [\(device.odpUD.joined(separator: ","))]"
             }
             out += "\n"
+            if let integrity = device.odpIntegrityDetail {
+                out += "    ODP integrity: \(integrity)\n"
+                out += "    transfer alignment: \(device.transferAlignment.map(String.init) ?? "?")"
+                    + (device.transferAlignment == 1 ? " (any offset and length)" : " (peers keep remote address and length to multiples of it, path MTU 4096)") + "\n"
+            }
             for port in device.ports {
                 out += "    port \(port.port): \(port.state), \(port.linkLayer), MTU \(port.activeMTU)\n"
                 for gid in port.gids { out += "      GID \(gid)\n" }

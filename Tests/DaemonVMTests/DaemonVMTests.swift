@@ -65,6 +65,26 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    func testHelloReportsWhatTheStartUpODPIntegritySelfTestFound() throws {
+        let daemon = try startDaemon()
+        let client = try RawClient(path: daemon.socketPath)
+        guard case .success(.hello(let hello)) = try client.request(.hello(.init())) else { return XCTFail("hello failed") }
+        let device = try XCTUnwrap(hello.devices.first, "hello lists no device")
+        if device.odpSupported && Set(device.odpRC).isSuperset(of: ["WRITE", "READ"]) {
+            // rxe's ODP (7.x) corrupts unaligned transfers: docs/kernel-matrix.md.
+            XCTAssertEqual(device.odpIntegrity, device.name.hasPrefix("rxe") ? .corruptsUnaligned : .intact, device.odpIntegrityDetail ?? "")
+            XCTAssertEqual(device.transferAlignment, device.name.hasPrefix("rxe") ? 4096 : 1)
+            if device.name.hasPrefix("rxe") { XCTAssertTrue(device.odpIntegrityDetail?.contains("RDMA WRITE") == true, "\(device)") }
+        } else {
+            XCTAssertEqual(device.odpIntegrity, .notApplicable, device.odpIntegrityDetail ?? "")
+            XCTAssertEqual(device.transferAlignment, 1)
+        }
+        // The self-test's QPs, MRs and PD are gone by the time the daemon serves.
+        let holdings = try daemon.settledHoldings()
+        XCTAssertEqual(holdings.mrs, [], "MRs the daemon holds with no client registered")
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     func testRegisterBatchRegistersSixtyFourRangesInOneRequestAndIsAllOrNone() throws {
         let daemon = try startDaemon()
         let (scratch, _, fd) = try file(on: .ext4)

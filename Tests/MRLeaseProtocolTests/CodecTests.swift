@@ -21,7 +21,11 @@ enum Samples {
     static let results: [ReplyResult] = [
         .hello(HelloResult(
             version: 1, daemon: "mrleased 0.1.0",
-            devices: [.init(name: "mlx5_0", odpSupported: true, odpRC: ["SEND", "RECV", "WRITE", "READ"]),
+            devices: [.init(name: "mlx5_0", odpSupported: true, odpRC: ["SEND", "RECV", "WRITE", "READ"],
+                            odpIntegrity: .intact, transferAlignment: 1),
+                      .init(name: "rxe1", odpSupported: true, odpRC: ["WRITE", "READ"], odpIntegrity: .corruptsUnaligned,
+                            transferAlignment: 4096, odpIntegrityDetail: "page start 0 holds written bytes 3072..."),
+                      // As a daemon from before the ODP integrity self-test sends it.
                       .init(name: "rxe0", odpSupported: false, odpRC: [])],
             strategies: [.odp, .pinned],
             limits: .init(maxMessageBytes: 65536, maxRegionsPerUid: 1024, maxBytesPerUid: 64 << 30, quiesceMillis: 1000,

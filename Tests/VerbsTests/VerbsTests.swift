@@ -105,10 +105,11 @@ final class VerbsTests: XCTestCase {
     }
 
     /// Multi-packet RDMA WRITEs (4 packets at path MTU 1024) into ODP memory. Measured on
-    /// 7.3.4: rxe's ODP lands only the first packet (1024 bytes) while the completion reports
-    /// success. This pins that defect (docs/kernel-matrix.md), so a kernel that fixes it shows
-    /// up here; other devices must land every byte. Skips where the device has no RC ODP WRITE.
-    func testRXEODPLandsOnlyTheFirstPacketOfAMultiPacketWrite() throws {
+    /// 7.3.4: rxe's ODP copies every packet to the start of the page (docs/kernel-matrix.md),
+    /// so 1024 bytes hold the pattern while the completion reports success. This pins that
+    /// defect, so a kernel that fixes it shows up here; other devices must land every byte.
+    /// Skips where the device has no RC ODP WRITE.
+    func testRXEODPPutsEveryPacketOfAMultiPacketWriteAtThePageStart() throws {
         let context = try openDevice()
         guard try context.query().odp.rc.contains(.write) else { throw XCTSkip("needs RC ODP WRITE (rxe gained ODP around 6.14)") }
         let pd = try context.allocateProtectionDomain()
