@@ -46,7 +46,7 @@ extension MRLeaseClient {
         for region in files.keys.sorted() {
             guard let fd = files[region], let range = ranges[region] else { continue }
             do throws(ClientError) {
-                guard case .register(let made) = try call(.register(range), fds: [fd]) else { throw unexpected(.register) }
+                guard case .register(let made) = try callSendingFD(.register(range), fd: fd) else { throw unexpected(.register) }
                 heldFiles[made.region] = fd
                 heldRanges[made.region] = range
                 results.append(Reregistration(previousRegion: region, outcome: .success(made)))

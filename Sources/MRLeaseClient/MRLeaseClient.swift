@@ -65,6 +65,14 @@ public final class MRLeaseClient {
     public var acknowledgesRevocations: Bool
     /// How long a request waits for its reply; nil waits forever.
     public var replyTimeout: Duration? = .seconds(60)
+    /// The pauses before each retry of a registration the daemon answered `fd-not-received`
+    /// (it was out of file descriptors and could not install the fd; nothing was done): one
+    /// retry per entry, the fd sent again each time, then the error is thrown. The default,
+    /// 10, 50 and 250 ms (at most 310 ms in all), rides out a transient shortage — another
+    /// connection closing, a burst of registrations — without holding the caller long when
+    /// the shortage lasts and the operator has to act (mrleased's `LimitNOFILE`). Empty: no
+    /// retry.
+    public var fdNotReceivedRetryDelays: [Duration] = [.milliseconds(10), .milliseconds(50), .milliseconds(250)]
     /// The daemon's answer to `hello`, once asked.
     public internal(set) var daemon: HelloResult?
 
@@ -129,11 +137,15 @@ public final class MRLeaseClient {
     /// The client keeps a duplicate of `fd` (one more fd, `FD_CLOEXEC`) until the region is
     /// deregistered or the client closes: if mrleased dies, its lease stays on this open file
     /// as long as anyone holds it, and the duplicate is what releases it (`ConnectionEnd`).
+    ///
+    /// A `fd-not-received` refusal (the daemon was out of file descriptors) is retried after
+    /// each of `fdNotReceivedRetryDelays`, as every registration is; if the last retry is
+    /// refused too, that refusal is thrown.
     public func register(fd: FileDescriptor, offset: UInt64, length: UInt64, access: Set<Access>,
                          strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
         let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
         return try keeping(try duplicate(fd), for: [request]) { held throws(ClientError) in
-            guard case .register(let result) = try call(.register(request), fds: [held]) else { throw unexpected(.register) }
+            guard case .register(let result) = try callSendingFD(.register(request), fd: held) else { throw unexpected(.register) }
             return [result]
         }[0]
     }
@@ -141,8 +153,8 @@ public final class MRLeaseClient {
     /// Registers several ranges of the file behind `fd` in one request (the fd goes once):
     /// all of them, or none when one fails (the error's `index` says which). At most
     /// `hello().limits.maxBatchRanges` ranges (`Codec.maxBatchRanges`) per call; one round trip
-    /// to the daemon instead of one per range. Keeps one duplicate of `fd` for them all, as
-    /// `register(fd:)` does.
+    /// to the daemon instead of one per range. Keeps one duplicate of `fd` for them all, and
+    /// retries `fd-not-received`, as `register(fd:)` does.
     public func registerBatch(fd: FileDescriptor, ranges: [Request.Register]) throws(ClientError) -> [Registration] {
         try keeping(try duplicate(fd), for: ranges) { held throws(ClientError) in try sendBatch(ranges, fd: held) }
     }
@@ -154,7 +166,7 @@ public final class MRLeaseClient {
                          strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
         let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
         return try keeping(try open(path, for: [request]), for: [request]) { fd throws(ClientError) in
-            guard case .register(let result) = try call(.register(request), fds: [fd]) else { throw unexpected(.register) }
+            guard case .register(let result) = try callSendingFD(.register(request), fd: fd) else { throw unexpected(.register) }
             return [result]
         }[0]
     }
@@ -167,7 +179,7 @@ public final class MRLeaseClient {
     }
 
     func sendBatch(_ ranges: [Request.Register], fd: FileDescriptor) throws(ClientError) -> [Registration] {
-        guard case .registerBatch(let results) = try call(.registerBatch(ranges), fds: [fd]) else { throw unexpected(.registerBatch) }
+        guard case .registerBatch(let results) = try callSendingFD(.registerBatch(ranges), fd: fd) else { throw unexpected(.registerBatch) }
         return results
     }
 
@@ -297,6 +309,29 @@ public final class MRLeaseClient {
                 throw .refused(request.type, error)
             }
         }
+    }
+
+    /// `call` for a request that passes `fd`, retrying a `fd-not-received` refusal after each
+    /// of `fdNotReceivedRetryDelays` (events that come meanwhile are queued as ever); the
+    /// refusal of the last try is thrown as it came.
+    func callSendingFD(_ request: Request, fd: FileDescriptor) throws(ClientError) -> ReplyResult {
+        var delays = fdNotReceivedRetryDelays[...]
+        while true {
+            do {
+                return try call(request, fds: [fd])
+            } catch .refused(_, let error) where error.code == .fdNotReceived && !delays.isEmpty {
+                pause(delays.removeFirst())
+            }
+        }
+    }
+
+    /// Sleeps `duration`, resuming after a signal.
+    ///
+    /// The corresponding C function is `nanosleep`.
+    func pause(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        var wait = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000)), left = timespec()
+        while nanosleep(&wait, &left) == -1 && errno == EINTR { wait = left }
     }
 
     /// Sends one request packet; returns its id.
