@@ -76,7 +76,8 @@ extension Daemon {
                 bytesODP: stats.bytesByStrategy["odp"] ?? 0, bytesPinned: stats.bytesByStrategy["pinned"] ?? 0,
                 leasesHeld: UInt64(stats.leasesHeld), breaksHandled: UInt64(stats.breaksHandled),
                 breakToUnlockMicros: Statistics.Latency(latency),
-                clients: UInt64(sessions.count), requestMicros: requestTimes.mapValues(Statistics.Latency.init)))
+                clients: UInt64(sessions.count), requestMicros: requestTimes.mapValues(Statistics.Latency.init),
+                layoutChangesHandled: UInt64(stats.layoutChangesHandled), layoutChecks: UInt64(stats.layoutChecks)))
 
         case .ack(let region):
             guard let engine else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }

@@ -183,6 +183,8 @@ extension Statistics {
         breaksHandled = try f.uint64("breaksHandled")
         breakToUnlockMicros = try Latency(try f.object("breakToUnlockMicros"))
         clients = try f.uint64("clients")
+        layoutChangesHandled = try f.uint64IfPresent("layoutChangesHandled")
+        layoutChecks = try f.uint64IfPresent("layoutChecks")
         requestMicros = [:]
         if f.object["requestMicros"] != nil {
             let requests = try f.object("requestMicros")
@@ -206,6 +208,8 @@ extension Statistics {
         o.set("breaksHandled", .integer(breaksHandled))
         o.set("breakToUnlockMicros", breakToUnlockMicros.json)
         o.set("clients", .integer(clients))
+        o.set("layoutChangesHandled", layoutChangesHandled.map(JSONValue.integer))
+        o.set("layoutChecks", layoutChecks.map(JSONValue.integer))
         o.set("requestMicros", requestMicros.isEmpty ? nil : requests.value)
         return o.value
     }

@@ -211,11 +211,20 @@ public struct Statistics: Sendable, Equatable {
     /// to the socket (µs; p50/p99 are power-of-two bucket bounds). Types not yet seen are
     /// absent; a daemon from before this field sends none.
     public var requestMicros: [RequestType: Latency]
+    /// Layout changes found without a lease break (through the leased open file: the owner's
+    /// fd), each revoking the changed regions of one file; nil from a daemon from before
+    /// this field.
+    public var layoutChangesHandled: UInt64?
+    /// The comparisons of a file's size and extents with its registered regions' made to find
+    /// them; nil from a daemon from before this field.
+    public var layoutChecks: UInt64?
 
     public init(files: UInt64, regions: UInt64, bytesODP: UInt64, bytesPinned: UInt64, leasesHeld: UInt64,
                 breaksHandled: UInt64, breakToUnlockMicros: Latency, clients: UInt64,
-                requestMicros: [RequestType: Latency] = [:]) {
+                requestMicros: [RequestType: Latency] = [:], layoutChangesHandled: UInt64? = nil, layoutChecks: UInt64? = nil) {
         self.requestMicros = requestMicros
+        self.layoutChangesHandled = layoutChangesHandled
+        self.layoutChecks = layoutChecks
         self.files = files
         self.regions = regions
         self.bytesODP = bytesODP

@@ -5,7 +5,7 @@ import MRLeaseClient
 struct StatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats",
-        abstract: "Print mrleased's counters: clients, files, regions, bytes, leases, breaks.",
+        abstract: "Print mrleased's counters: clients, files, regions, bytes, leases, breaks, layout changes.",
         discussion: "Exit status: 0 ok; 1 the daemon is not reachable or refused."
     )
 
@@ -27,7 +27,9 @@ struct StatsCommand: ParsableCommand {
             ["leases-held", "\(stats.leasesHeld)"],
             ["breaks-handled", "\(stats.breaksHandled)"],
             ["break-to-unlock-us", "p50 \(latency.p50), p99 \(latency.p99), max \(latency.max) (\(latency.count) breaks)"],
-        ] + RequestType.allCases.compactMap { type in
+        ] + [("layout-changes-handled", stats.layoutChangesHandled), ("layout-checks", stats.layoutChecks)].compactMap { name, value in
+            value.map { [name, "\($0)"] }  // absent from a daemon older than these counters
+        } + RequestType.allCases.compactMap { type in
             stats.requestMicros[type].map { ["\(type.rawValue)-us", "p50 \($0.p50), p99 \($0.p99), max \($0.max) (\($0.count) requests)"] }
         }))
     }

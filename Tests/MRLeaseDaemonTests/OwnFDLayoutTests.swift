@@ -18,6 +18,29 @@ final class OwnFDLayoutTests: XCTestCase {
         return (scratch, path, try FileDescriptor.open(FilePath(path), .readWrite))
     }
 
+    /// An in-process daemon whose client registered [0, 64 KiB) of a scratch file through its
+    /// fd, then punched a hole in the first page through that fd (no lease breaks) and got the
+    /// three events that makes; with the `stats` from before the punch, and the scratch
+    /// directory to keep until the test ends.
+    func punchThroughTheOwnersFD() throws -> (InProcessDaemon, InProcessClient, Registration, before: Statistics, ScratchDirectory) {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close() }
+        let daemon = try InProcessDaemon()
+        daemon.registrar.inode = try FileFacts.inspect(fd).inode
+        let client = try daemon.connect()
+        let region = try client.register(fd, offset: 0, length: 65536)
+        let before = try stats(client)
+        XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 0, 4096), 0)
+        XCTAssertTrue(daemon.drive { client.events.count >= 3 }, "\(client.events)")
+        return (daemon, client, region, before, scratch)
+    }
+
+    func stats(_ client: InProcessClient) throws -> Statistics {
+        let reply = try client.request(.stats)
+        if case .stats(let stats) = reply { return stats }
+        return try XCTUnwrap(nil, "stats answered \(reply)")
+    }
+
     func testHelloSaysHowLayoutChangesThroughTheClientsFDAreCaught() throws {
         let daemon = try InProcessDaemon()
         let client = try daemon.connect()
@@ -26,14 +49,8 @@ final class OwnFDLayoutTests: XCTestCase {
     }
 
     func testPunchThroughTheClientsFDIsRevokedWithoutQuiesceAndRestoredWithReasonLayoutChanged() throws {
-        let (scratch, _, fd) = try scratchFile()
-        defer { try? fd.close(); _ = scratch }
-        let daemon = try InProcessDaemon()
-        daemon.registrar.inode = try FileFacts.inspect(fd).inode
-        let client = try daemon.connect()
-        let region = try client.register(fd, offset: 0, length: 65536)
-        XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 0, 4096), 0)
-        XCTAssertTrue(daemon.drive { client.events.count >= 3 }, "\(client.events)")
+        let (daemon, client, region, _, scratch) = try punchThroughTheOwnersFD()
+        defer { _ = scratch }
         guard client.events.count == 3, case .revoking(let revoking) = client.events[0],
               case .restored(let restored) = client.events[2] else { return XCTFail("\(client.events)") }
         XCTAssertEqual(revoking.reason, .layoutChanged)
@@ -44,6 +61,16 @@ final class OwnFDLayoutTests: XCTestCase {
         // An ack after the fact is accepted and changes nothing.
         XCTAssertEqual(try client.request(.ack(region: region.region)), .ack)
         XCTAssertEqual(daemon.engine.indexProblems(), [])
+    }
+
+    func testStatsCountsTheLayoutChangeAndTheChecksThatFoundIt() throws {
+        let (daemon, client, _, before, scratch) = try punchThroughTheOwnersFD()
+        defer { _ = (daemon, scratch) }  // the daemon answers the stats below
+        XCTAssertEqual(before.layoutChangesHandled, 0)
+        let after = try stats(client)
+        XCTAssertEqual(after.layoutChangesHandled, 1)
+        XCTAssertEqual(after.breaksHandled, 0, "no lease broke: the change came through the leased open file")
+        XCTAssertGreaterThan(try XCTUnwrap(after.layoutChecks), try XCTUnwrap(before.layoutChecks), "the check that found it")
     }
 
     func testUnlinkOfARegisteredFileSendsUnlinkedOnceAndKeepsTheRegion() throws {

@@ -54,7 +54,8 @@ enum Samples {
         .stats(Statistics(files: 0, regions: 0, bytesODP: 0, bytesPinned: 0, leasesHeld: 0, breaksHandled: 0,
                           breakToUnlockMicros: .init(p50: 0, p99: 0, max: 0, count: 0), clients: 1,
                           requestMicros: [.registerBatch: .init(p50: 4096, p99: 8192, max: 5000, count: 2),
-                                          .hello: .init(p50: 9, p99: 9, max: 9, count: 1)])),
+                                          .hello: .init(p50: 9, p99: 9, max: 9, count: 1)],
+                          layoutChangesHandled: 2, layoutChecks: 40)),
         .ack,
         .verify(Verification(layoutChanged: true, extentsBefore: 1, extentsAfter: 3)),
     ]

@@ -59,6 +59,17 @@ final class ClientCommandTests: XCTestCase {
         XCTAssertEqual(stats["regions"] as? Int, 0)
         XCTAssertEqual(stats["bytesByStrategy"] as? [String: Int], ["odp": 0, "pinned": 0])
         XCTAssertNotNil(stats["breakToUnlockMicros"] as? [String: Any])
+        XCTAssertEqual(stats["layoutChangesHandled"] as? Int, 0)
+        XCTAssertEqual(stats["layoutChecks"] as? Int, 0)
+    }
+
+    func testStatsShowsTheLayoutCounters() throws {
+        let daemon = try RunningDaemon()
+        let result = try run(["stats", "--socket", daemon.socketPath])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let rows = result.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        XCTAssertTrue(rows.contains(["layout-changes-handled", "0"]), result.stdout)
+        XCTAssertTrue(rows.contains(["layout-checks", "0"]), result.stdout)
     }
 
     func testUnreachableDaemonExits1NamingTheSocketAndErrno() throws {
