@@ -152,7 +152,8 @@ final class PeerConnection {
     /// Posts `items` (at most `queueDepth` in flight) and waits for all their completions,
     /// watching the event channel for DISCONNECTED while it waits.
     func run(_ items: [WorkItem]) -> Result<Void, LinkFailure> {
-        if let failure = checkEvents(force: true) { return .failure(failure) }
+        // Nothing posted yet: a connection already seen broken costs nothing to retry on.
+        if let cause = brokenCause(force: true) { return .failure(.broken(cause, mayHaveExecuted: false)) }
         var next = 0, outstanding = 0
         var lastProgress = MonotonicClock.now()
         var posted = false
@@ -187,7 +188,7 @@ final class PeerConnection {
             if !done.isEmpty {
                 lastProgress = now
             } else {
-                if let failure = checkEvents(force: false) { return .failure(failure) }
+                if let cause = brokenCause(force: false) { return .failure(.broken(cause, mayHaveExecuted: outstanding > 0)) }
                 if now - lastProgress > options.completionTimeout {
                     return .failure(.broken("no completion within \(options.completionTimeout) s", mayHaveExecuted: true))
                 }
@@ -208,20 +209,21 @@ final class PeerConnection {
     /// Reads the event channel at most once a millisecond (unless `force`): DISCONNECTED (the
     /// daemon revoked or closed the connection) is answered with `disconnect()`, which moves
     /// our QP to error so whatever is posted flushes at once instead of waiting for retries.
-    private func checkEvents(force: Bool) -> LinkFailure? {
-        if isDisconnected { return .broken("the connection was disconnected", mayHaveExecuted: false) }
+    /// Returns why the connection is gone, or nil while it is up.
+    private func brokenCause(force: Bool) -> String? {
+        if isDisconnected { return "the connection was disconnected" }
         let now = MonotonicClock.now()
         guard force || now - lastEventCheck >= 0.001 else { return nil }
         lastEventCheck = now
         while true {
             let event: CMEvent?
-            do throws(VerbsError) { event = try channel.nextEvent() } catch { return .broken("\(error)", mayHaveExecuted: true) }
+            do throws(VerbsError) { event = try channel.nextEvent() } catch { return "\(error)" }
             guard let event else { return nil }
             switch event.kind {
             case .disconnected, .deviceRemoval, .addressChange:
                 isDisconnected = true
                 answerDisconnect()
-                return .broken("rdma_cm reported \(event.kind)", mayHaveExecuted: true)
+                return "rdma_cm reported \(event.kind)"
             default:
                 continue  // TIMEWAIT_EXIT and the like say nothing about the QP's use.
             }
