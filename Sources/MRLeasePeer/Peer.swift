@@ -204,6 +204,10 @@ public final class Peer {
     private func perform<T>(_ operation: PeerOperation,
                             _ body: (PeerConnection) throws(PeerError) -> Result<T, LinkFailure>) throws(PeerError) -> T {
         guard !isClosed else { throw .closed(operation: operation.rawValue) }
+        // Connections that come up and break again under the same operation (an accept whose
+        // keys do not work, a responder that drops every request) end like a failed reconnect.
+        var firstBreak: Double?
+        var breaks = 0
         while true {
             let connection = try liveConnection(for: operation)
             switch try body(connection) {
@@ -216,8 +220,17 @@ public final class Peer {
             case .failure(.fault(let text)):
                 throw .completionFailed(operation: operation, completion: text)
             case .failure(.broken(let cause, let mayHaveExecuted)):
-                statistics.lastBreak = MonotonicClock.now()
+                let now = MonotonicClock.now()
+                statistics.lastBreak = now
                 statistics.lastBreakCause = cause
+                breaks += 1
+                if let first = firstBreak, now - first > options.reconnectTimeout {
+                    connection.close()
+                    self.connection = nil
+                    throw .reconnectTimedOut(operation: operation.rawValue, seconds: now - first, attempts: breaks,
+                                             last: .transport("the connection broke again after reconnecting: \(cause)"))
+                }
+                firstBreak = firstBreak ?? now
                 connection.close()
                 self.connection = nil
                 if operation.isAtomic && mayHaveExecuted {

@@ -28,6 +28,7 @@ final class PeerConnection {
     let id: CMID
     let domain: ClientDomain
     let completions: CompletionQueue
+    let completionChannel: CompletionChannel
     let queuePair: QueuePair
     let staging: UnsafeMutableRawPointer
     let stagingBytes: Int
@@ -39,12 +40,14 @@ final class PeerConnection {
     private var lastEventCheck = MonotonicClock.now()
     private var isClosed = false
 
-    private init(channel: CMEventChannel, id: CMID, domain: ClientDomain, completions: CompletionQueue, queuePair: QueuePair,
+    private init(channel: CMEventChannel, id: CMID, domain: ClientDomain, completions: CompletionQueue,
+                 completionChannel: CompletionChannel, queuePair: QueuePair,
                  staging: UnsafeMutableRawPointer, stagingMR: MemoryRegion, terms: GrantTerms, options: PeerOptions) {
         self.channel = channel
         self.id = id
         self.domain = domain
         self.completions = completions
+        self.completionChannel = completionChannel
         self.queuePair = queuePair
         self.staging = staging
         self.stagingBytes = options.stagingBytes
@@ -88,7 +91,8 @@ final class PeerConnection {
             let domain = try ClientDomain(context: context)
             // Destroys the id's QP and the id, then the staging MR and the PD, in that order.
             cleanup.append { Self.closeQuietly(domain) }
-            let completions = try context.createCompletionQueue(entries: Int32(options.queueDepth + 1))
+            let completionChannel = try context.createCompletionChannel()
+            let completions = try context.createCompletionQueue(entries: Int32(options.queueDepth + 1), channel: completionChannel)
             let queuePair = try domain.createQueuePair(on: id, sendQueue: completions, receiveQueue: completions,
                                                        maxSend: UInt32(options.queueDepth), maxReceive: 1)
             let staging = UnsafeMutableRawPointer.allocate(byteCount: options.stagingBytes, alignment: 4096)
@@ -111,7 +115,8 @@ final class PeerConnection {
                         return .failure(.badAccept("transfer alignment \(terms.transferAlignment) exceeds the staging buffer (\(options.stagingBytes) bytes); raise the staging size"))
                     }
                     cleanup.removeAll()
-                    return .success(PeerConnection(channel: channel, id: id, domain: domain, completions: completions, queuePair: queuePair,
+                    return .success(PeerConnection(channel: channel, id: id, domain: domain, completions: completions,
+                                                   completionChannel: completionChannel, queuePair: queuePair,
                                                    staging: staging, stagingMR: stagingMR, terms: terms, options: options))
                 }
             case .rejected:
@@ -171,8 +176,25 @@ final class PeerConnection {
                 next += 1
                 outstanding += 1
             }
-            let done: [WorkCompletion]
+            var done: [WorkCompletion]
             do throws(VerbsError) { done = try completions.poll(max: 16) } catch { return .failure(.fault("\(error)")) }
+            if done.isEmpty {
+                let now = MonotonicClock.now()
+                if let cause = brokenCause(force: false) { return .failure(.broken(cause, mayHaveExecuted: true)) }
+                if now - lastProgress > options.completionTimeout {
+                    return .failure(.broken("no completion within \(options.completionTimeout) s", mayHaveExecuted: true))
+                }
+                // Spin briefly (a completion on rxe takes tens of microseconds), then sleep in
+                // poll(2) on the completion channel and the rdma_cm channel together: a peer that
+                // only spins starves the kernel work that produces its completions when CPUs are
+                // scarce (measured in the 2-CPU guests: no completion at all for 10 s).
+                if now - lastProgress < options.spinSeconds { continue }
+                switch sleepUntilCompletionOrEvent(until: lastProgress + options.completionTimeout) {
+                case .failure(let failure): return .failure(failure)
+                case .success(let polled): done = polled
+                }
+            }
+            if !done.isEmpty { lastProgress = MonotonicClock.now() }
             for completion in done {
                 outstanding -= 1
                 guard completion.isSuccess else {
@@ -184,17 +206,29 @@ final class PeerConnection {
                     }
                 }
             }
-            let now = MonotonicClock.now()
-            if !done.isEmpty {
-                lastProgress = now
-            } else {
-                if let cause = brokenCause(force: false) { return .failure(.broken(cause, mayHaveExecuted: outstanding > 0)) }
-                if now - lastProgress > options.completionTimeout {
-                    return .failure(.broken("no completion within \(options.completionTimeout) s", mayHaveExecuted: true))
-                }
-            }
         }
         return .success(())
+    }
+
+    /// Arms the CQ and polls it once more (a completion that arrived before the arm raises no
+    /// event); with none, sleeps in poll(2) until the completion channel or the rdma_cm channel
+    /// is readable, at most 100 ms at a time. Returns what the CQ held after arming.
+    private func sleepUntilCompletionOrEvent(until deadline: Double) -> Result<[WorkCompletion], LinkFailure> {
+        do throws(VerbsError) {
+            try completions.requestNotification()
+            let raced = try completions.poll(max: 16)
+            if !raced.isEmpty { return .success(raced) }
+            let millis = Int32(max(0, min((deadline - MonotonicClock.now()) * 1000, 100)))
+            var fds = [pollfd(fd: completionChannel.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: channel.descriptor.rawValue, events: Int16(POLLIN), revents: 0)]
+            // EINTR and timeouts go back to the caller's loop, which polls the CQ and the deadline.
+            _ = poll(&fds, 2, millis)
+            if fds[0].revents != 0 { _ = try completionChannel.takeEvents() }
+            if fds[1].revents != 0, let cause = brokenCause(force: true) { return .failure(.broken(cause, mayHaveExecuted: true)) }
+            return .success([])
+        } catch {
+            return .failure(.fault("\(error)"))
+        }
     }
 
     /// A failed ibv_post_send: a QP the connection's end moved to error is a broken link

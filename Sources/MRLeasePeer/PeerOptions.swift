@@ -18,6 +18,9 @@ public struct PeerOptions: Sendable, Hashable {
     /// Seconds without any completion before posted work counts as lost (the connection is
     /// then torn down and the operation retried, as for a revocation).
     public var completionTimeout = 10.0
+    /// Seconds to busy-poll the CQ after the last progress before sleeping on the completion
+    /// channel (lower latency while it spins; never starves the kernel's own work for longer).
+    public var spinSeconds = 0.000_5
 
     public init() {}
 

@@ -1,4 +1,5 @@
 import CRDMA
+import Glibc
 import SystemPackage
 
 /// An open RDMA device: the root of the verbs object tree (context → PD → MR/QP, context → CQ).
@@ -120,13 +121,19 @@ public final class Context {
     }
 
     /// Creates a completion channel, whose fd becomes readable when a CQ armed on it completes.
+    /// Its fd is non-blocking.
     ///
     /// The corresponding C function is `ibv_create_comp_channel`.
     public func createCompletionChannel() throws(VerbsError) -> CompletionChannel {
         guard let channel = ibv_create_comp_channel(pointer) else {
             throw VerbsError(op: "ibv_create_comp_channel", errno: currentErrno(), detail: device.name)
         }
-        return CompletionChannel(context: self, pointer: channel)
+        let owner = CompletionChannel(context: self, pointer: channel)
+        let flags = fcntl(channel.pointee.fd, F_GETFL)
+        guard flags >= 0, fcntl(channel.pointee.fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
+            throw VerbsError(op: "fcntl", errno: currentErrno(), detail: "O_NONBLOCK on the completion channel")
+        }
+        return owner
     }
 
     /// Creates a completion queue with room for at least `entries` completions.
