@@ -45,13 +45,16 @@ struct PeerSession {
     mutating func write(offset: UInt64, length: Int, pattern: PeerPattern, loop: Bool, seconds: Double) throws(PeerError) {
         let started = MonotonicClock.now()
         var iteration = 0
+        // persist is an RDMA READ: a write-only grant cannot have it, and says so on every line.
+        let canPersist = peer.terms.access.contains(.read)
         repeat {
             let current = loop ? Self.pattern(pattern, iteration: iteration) : pattern
             try peer.write(current.bytes(at: offset, count: length), at: offset)
-            try peer.persist()
+            if canPersist { try peer.persist() }
             reportReconnects()
-            emit("\(loop ? "persisted iteration=\(iteration) " : "wrote ")offset=\(offset) length=\(length) pattern=\(current) "
-                 + "generation=\(peer.terms.generation)")
+            let what = loop ? (canPersist ? "persisted" : "written") + " iteration=\(iteration) " : "wrote "
+            emit(what + "offset=\(offset) length=\(length) pattern=\(current) generation=\(peer.terms.generation)"
+                 + (canPersist ? "" : " persist=unavailable(write-only grant: persist is a READ)"))
             iteration += 1
         } while loop && MonotonicClock.now() - started < seconds && !interrupted()
     }

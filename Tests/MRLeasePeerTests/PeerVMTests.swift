@@ -148,6 +148,46 @@ final class PeerVMTests: XCTestCase {
         peer.close()
     }
 
+    /// The MR goes without a disconnect: the responder NAKs (REM_ACCESS_ERR), which says the
+    /// request was not executed, so even an atomic is retried once the region is back.
+    func testARemoteAccessErrorIsARevocationAndARetriedAtomicRunsOnce() throws {
+        let responder = try responder()
+        responder.memory.storeBytes(of: UInt64(40), toByteOffset: 16, as: UInt64.self)
+        let peer = try Peer(descriptor: responder.descriptor)
+        try peer.write([1, 2, 3, 4], at: 100)
+        try responder.deregisterOnly(downFor: 0.3)
+        XCTAssertEqual(try peer.fetchAdd(at: 16, add: 2), 40)
+        XCTAssertEqual(word(responder, at: 16), 42, "executed exactly once")
+        XCTAssertEqual(peer.terms.generation, 2)
+        XCTAssertTrue(peer.statistics.lastBreakCause?.contains("status 10") == true, "\(peer.statistics)")
+        try responder.deregisterOnly(downFor: 0.2)
+        XCTAssertEqual(try peer.read(count: 4, at: 100), [1, 2, 3, 4], "a read after a NAK is retried too")
+        XCTAssertEqual(peer.statistics.reconnects, 2)
+        peer.close()
+    }
+
+    /// An atomic whose request went unanswered may have run: the peer reconnects and says so
+    /// instead of running it again.
+    func testAnAtomicLostInFlightIsNotRepeatedAndThePeerIsUsableAfterwards() throws {
+        let responder = try responder()
+        responder.memory.storeBytes(of: UInt64(7), toByteOffset: 24, as: UInt64.self)
+        var options = PeerOptions()
+        options.completionTimeout = 1
+        let peer = try Peer(descriptor: responder.descriptor, options: options)
+        XCTAssertEqual(try peer.fetchAdd(at: 24, add: 1), 7)
+        try responder.dropQueuePairsSilently()
+        XCTAssertThrowsError(try peer.compareAndSwap(at: 24, expected: 8, desired: 100)) { error in
+            guard case .atomicOutcomeUnknown(.compareAndSwap, _, let generation) = error as? PeerError else { return XCTFail("\(error)") }
+            XCTAssertEqual(generation, 1, "reconnected to the same registration")
+            XCTAssertTrue("\(error)".contains("read the word and decide"), "\(error)")
+        }
+        XCTAssertEqual(word(responder, at: 24), 8, "the request never reached a QP, and was not repeated")
+        XCTAssertTrue(peer.isConnected, "connected again before throwing")
+        XCTAssertEqual(try peer.compareAndSwap(at: 24, expected: 8, desired: 100), 8, "the application decides and retries")
+        XCTAssertEqual(word(responder, at: 24), 100)
+        peer.close()
+    }
+
     func testFinalRejectsSurfaceWithTheirReasonAndRetryableOnesAreRetriedUntilAccepted() throws {
         let responder = try responder()
         for reason: RejectReason in [.regionLost, .revoked, .unknownGrant, .expired] {

@@ -116,6 +116,29 @@ final class TestResponder: @unchecked Sendable {
         }
     }
 
+    /// Deregisters the MR without disconnecting anyone (a peer's next request gets a NAK,
+    /// REM_ACCESS_ERR); registers the memory again after `downFor` seconds, next generation.
+    func deregisterOnly(downFor: Double) throws {
+        try perform { [self] in
+            do throws(VerbsError) { try memoryRegion?.deregister() } catch { note("dereg failed: \(error)") }
+            memoryRegion = nil
+            lock.withLock { nextAnswerAfterRestore = answer }
+            restoreAt = now() + downFor
+            note("deregistered")
+        }
+    }
+
+    /// Destroys the peers' QPs without a word to them (no DREQ): their requests go unanswered.
+    /// Their ids stay until the peers disconnect.
+    func dropQueuePairsSilently() throws {
+        try perform { [self] in
+            for peer in peers {
+                do throws(VerbsError) { try peer.queuePair.destroy() } catch { note("destroy QP failed: \(error)") }
+            }
+            note("dropped QPs")
+        }
+    }
+
     /// Stops the thread and releases everything (peers' ids and QPs, MR, PD, listener).
     func stop() {
         let already = lock.withLock { () -> Bool in
