@@ -56,6 +56,46 @@ final class QueuePairTests: XCTestCase {
         XCTAssertEqual(buffer.load(fromByteOffset: 8191, as: UInt8.self), 0x3C)
     }
 
+    /// Atomics on a loopback pair: the remote word's old value lands in the local buffer.
+    func testCompareAndSwapAndFetchAddOnALoopbackPairAndAMisalignedOneIsRefusedBeforeTheCall() throws {
+        let context = try GuestRDMA.openDevice()
+        let pd = try context.allocateProtectionDomain()
+        let completions = try context.createCompletionQueue(entries: 8)
+        let qp = try pd.createQueuePair(sendQueue: completions, receiveQueue: completions)
+        let target = try pd.createQueuePair(sendQueue: completions, receiveQueue: completions)
+        let port = try context.queryPort(1)
+        let gid = try XCTUnwrap(port.gids.first { $0.description == "::ffff:127.0.0.1" })
+        let access: AccessFlags = [.localWrite, .remoteWrite, .remoteRead, .remoteAtomic]
+        try qp.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: target.number, lid: port.lid, gid: gid), access: access)
+        try target.connect(port: 1, local: gid, to: QueuePairEndpoint(qpNumber: qp.number, lid: port.lid, gid: gid), access: access)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        buffer.storeBytes(of: UInt64(41), toByteOffset: 64, as: UInt64.self)
+        let mr = try pd.register(address: buffer, length: 4096, access: access)
+        func run(_ operation: QueuePair.RemoteOperation) throws -> UInt64 {
+            try qp.post(operation, local: mr, localAddress: mr.address, length: 8, remoteAddress: mr.address + 64, rkey: mr.rkey)
+            let deadline = Date().addingTimeInterval(20)
+            while Date() < deadline {
+                if let completion = try completions.poll(max: 1).first {
+                    XCTAssertTrue(completion.isSuccess, completion.statusText)
+                    return buffer.load(as: UInt64.self)
+                }
+                usleep(1000)
+            }
+            throw TestFailure("no completion for \(operation) within 20 s")
+        }
+        XCTAssertEqual(try run(.compareAndSwap(expected: 41, desired: 50)), 41)
+        XCTAssertEqual(buffer.load(fromByteOffset: 64, as: UInt64.self), 50)
+        XCTAssertEqual(try run(.fetchAdd(5)), 50)
+        XCTAssertEqual(buffer.load(fromByteOffset: 64, as: UInt64.self), 55)
+        XCTAssertThrowsError(try qp.post(.fetchAdd(1), local: mr, localAddress: mr.address, length: 8, remoteAddress: mr.address + 66, rkey: mr.rkey)) { error in
+            XCTAssertEqual((error as? VerbsError)?.errno, .invalidArgument)
+            XCTAssertTrue((error as? VerbsError)?.detail?.contains("8-byte-aligned") == true, "\(error)")
+        }
+        XCTAssertEqual(buffer.load(fromByteOffset: 64, as: UInt64.self), 55, "the refused atomic was never posted")
+    }
+
     func testAModifyThatSkipsStatesFailsWithEINVALNamingIbvModifyQP() throws {
         let context = try GuestRDMA.openDevice()
         let pd = try context.allocateProtectionDomain()
