@@ -72,7 +72,7 @@ public enum ConnectFailure: Error, Sendable, Equatable, CustomStringConvertible 
         case .rejectedByCM(let status):
             let why = status == 8
                 ? "nobody listens on the descriptor's endpoint (IB CM reason 8, invalid service ID): mrleased stopped or the descriptor is stale"
-                : "IB CM reject reason \(status) without mrleased's private data: the endpoint is not an mrleased listener"
+                : "IB CM reject reason \(status) without mrleased's reason: a listener that is not mrleased, or a request it could not read and dropped"
             return "the connection was rejected by the CM, not by mrleased: \(why); ask the region's owner for a fresh descriptor"
         case .unreadableReject(let error):
             return "mrleased rejected the connection with a reject this build cannot read (\(error)); upgrade the peer"
