@@ -87,7 +87,7 @@ let package = Package(
         .target(
             name: "MRLeaseDaemon",
             dependencies: [
-                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "CLinux", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "MRLeaseGrant", "CLinux", "LinuxFile", "Verbs",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
