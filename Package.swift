@@ -135,7 +135,7 @@ let package = Package(
         .testTarget(name: "MRLeasePolicyTests", dependencies: ["MRLeasePolicy"]),
         .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "MRLeasePolicy", "TestSupport"]),
         // The daemon binary on the guest's RDMA device, driven over its socket.
-        .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "MRLeaseClient", "LinuxFile", "TestSupport"]),
+        .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "MRLeaseClient", "MRLeaseGrant", "Verbs", "LinuxFile", "TestSupport"]),
         // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)
         // and Config/'s units under systemd-analyze verify. Host-only: no RDMA device needed.
         .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "DaemonLauncher", "TestSupport"]),

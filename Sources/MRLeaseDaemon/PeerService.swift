@@ -32,20 +32,24 @@ final class GrantExposure: RegionExposure {
     }
 }
 
-/// One peer's connection: its rdma_cm id (which holds its QP) and its CQ.
+/// One peer's connection: its rdma_cm id, its QP and its CQ. The QP must be held: the id
+/// holds it only weakly, and a QP dropped is destroyed at once (the connection would then
+/// carry QP number 0, which the CM rejects as a stale connection).
 final class PeerConnection {
     let id: UInt64
     let grant: UInt64
     let connection: CMID
+    let queuePair: QueuePair
     let completions: CompletionQueue
     let address: String
     let generation: UInt64
     var established = false
 
-    init(id: UInt64, grant: UInt64, connection: CMID, completions: CompletionQueue, address: String, generation: UInt64) {
+    init(id: UInt64, grant: UInt64, connection: CMID, queuePair: QueuePair, completions: CompletionQueue, address: String, generation: UInt64) {
         self.id = id
         self.grant = grant
         self.connection = connection
+        self.queuePair = queuePair
         self.completions = completions
         self.address = address
         self.generation = generation
@@ -74,6 +78,10 @@ final class PeerService {
     let logger: Logger
     /// How long a peer is told to wait before retrying while its region is revoked.
     let revokingRetryMillis: UInt32
+    /// The port's active MTU: where ODP copies are page-bound (odpAlignment > 1), a packet
+    /// that does not start a page is corrupted, so page-aligned transfers are enough only when
+    /// every packet is a whole page (MTU 4096).
+    let activeMTU: Int
 
     /// The responder resources (incoming READs and atomics in flight) a peer may ask for.
     static let maxResponderResources: UInt8 = 16
@@ -84,6 +92,7 @@ final class PeerService {
         self.odpAlignment = odpAlignment
         self.revokingRetryMillis = revokingRetryMillis
         self.logger = logger
+        activeMTU = try context.queryPort(1).activeMTU
         channel = try CMEventChannel()
         for endpoint in endpoints {
             let id = try channel.createID()
@@ -122,6 +131,9 @@ final class PeerService {
     func grant(_ request: Request.Grant, region: RegionInfo, owner: OwnerID, now: UInt64) throws(ProtocolError) -> GrantResult {
         guard let endpoint = listeners.first?.endpoint else {
             throw ProtocolError(.remoteAccessUnavailable, "mrleased is not listening for peers; set `listen = ADDR:PORT` in its config (or --listen) and restart it")
+        }
+        if region.strategy == .odp, odpAlignment > 1, activeMTU < Int(odpAlignment) {
+            throw ProtocolError(.remoteAccessUnavailable, "region \(region.id.rawValue) is ODP on \(context.device.name), whose ODP copies corrupt packets that do not start a page (the start-up self-test), and its port's active MTU is \(activeMTU): peers' transfers would be split into packets that do not start pages. Raise the interface's MTU so the RDMA MTU is 4096 (e.g. ip link set DEV mtu 9000), or register the region pinned")
         }
         let regionAccess = region.access.wire
         let access = request.access ?? regionAccess
@@ -336,7 +348,7 @@ final class PeerService {
         do throws(VerbsError) {
             let exposure = try currentExposure(of: grant, target: target, engine: engine)
             let completions = try context.createCompletionQueue(entries: 4)
-            _ = try exposure.domain.createQueuePair(on: connection, sendQueue: completions, receiveQueue: completions,
+            let queuePair = try exposure.domain.createQueuePair(on: connection, sendQueue: completions, receiveQueue: completions,
                                                     maxSend: 1, maxReceive: 1)
             let accept: AcceptPrivateData
             do {
@@ -350,7 +362,7 @@ final class PeerService {
             let wanted = event.connection?.initiatorDepth ?? 1
             try connection.accept(privateData: accept.encoded(),
                                   responderResources: min(max(wanted, 1), Self.maxResponderResources), initiatorDepth: 0)
-            let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, completions: completions,
+            let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, queuePair: queuePair, completions: completions,
                                       address: address, generation: target.generation)
             nextPeer += 1
             grant.peers[peer.id] = peer
