@@ -44,7 +44,7 @@ enum GrantEnd: Sendable {
         case .revoked: .revoked
         case .expired: .expired
         case .regionGone: .regionLost
-        // docs/remote-access.md: a grant that ended with its client's connection is unknown.
+        // docs/protocol.md §8: a grant that ended with its client's connection is unknown.
         case .ownerGone: .unknownGrant
         }
     }

@@ -325,7 +325,7 @@ final class PeerService {
         }
     }
 
-    /// Admits a connect request or rejects it with a reason code (docs/remote-access.md).
+    /// Admits a connect request or rejects it with a reason code (docs/protocol.md §8).
     private func connectRequested(_ event: CMEvent, engine: Engine, now: UInt64) {
         let connection = event.id
         let address = connection.peerAddress()

@@ -60,7 +60,7 @@ extension Request {
 public struct GrantResult: Sendable, Equatable {
     public var grant: UInt64
     public var region: UInt64
-    /// The credential (base64url, starts "mrlg"): give it only to the peer. docs/remote-access.md
+    /// The credential (base64url, starts "mrlg"): give it only to the peer. docs/protocol.md §8
     /// has its bytes.
     public var descriptor: String
     /// Where peers connect, "192.0.2.1:7471" or "[fd00::1]:7471".
