@@ -138,7 +138,7 @@ let package = Package(
         .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "MRLeaseClient", "MRLeaseGrant", "Verbs", "LinuxFile", "TestSupport"]),
         // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)
         // and Config/'s units under systemd-analyze verify. Host-only: no RDMA device needed.
-        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "DaemonLauncher", "TestSupport"]),
+        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "MRLeaseGrant", "Verbs", "LinuxFile", "DaemonLauncher", "TestSupport"]),
         // The client library against the real `mrleased` binary on the host (no RDMA device).
         .testTarget(name: "MRLeaseClientTests", dependencies: ["MRLeaseClient", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
