@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "MRLeaseProtocol", targets: ["MRLeaseProtocol"]),
         .library(name: "MRLeaseClient", targets: ["MRLeaseClient"]),
         .library(name: "MRLeaseGrant", targets: ["MRLeaseGrant"]),
+        .library(name: "MRLeasePeer", targets: ["MRLeasePeer"]),
         .executable(name: "mrlease", targets: ["mrlease"]),
         .executable(name: "mrleased", targets: ["mrleased"]),
         .executable(name: "mrleased-bench", targets: ["mrleased-bench"]),
@@ -69,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "mrlease",
             dependencies: [
-                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseClient", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseClient", "LinuxFile", "Verbs", "MRLeasePeer", "MRLeaseGrant",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -115,6 +116,10 @@ let package = Package(
         // rdma_cm connect/accept/reject private data, and the grant secret. One definition, no
         // verbs, no sockets, no Foundation; CLinux only for getrandom(2). docs/remote-access.md.
         .target(name: "MRLeaseGrant", dependencies: ["CLinux"]),
+        // A remote peer of a grant (issue 10 item 5): rdma_cm connect with a descriptor, one-sided
+        // WRITE/READ/atomics under the accept's terms, reconnect after revocation. Verbs and the
+        // grant formats only, never the daemon's modules. docs/peer-library.md.
+        .target(name: "MRLeasePeer", dependencies: ["Verbs", "MRLeaseGrant"]),
         // Starts `mrleased` and waits until it is ready, the one way every test target and the
         // benchmark do it; a library of its own because the benchmark must not link XCTest.
         .target(
@@ -128,6 +133,9 @@ let package = Package(
         .testTarget(name: "DaemonLauncherTests", dependencies: ["DaemonLauncher", "TestSupport"]),
         // The grant formats alone (round trips, malformed input, known-answer vectors); host only.
         .testTarget(name: "MRLeaseGrantTests", dependencies: ["MRLeaseGrant"]),
+        // The peer library: its pure rules on the host, and in the guests against a responder
+        // written in the test (rxe1 on 192.0.2.1).
+        .testTarget(name: "MRLeasePeerTests", dependencies: ["MRLeasePeer", "MRLeaseGrant", "Verbs", "TestSupport"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),

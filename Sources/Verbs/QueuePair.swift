@@ -157,30 +157,84 @@ public final class QueuePair {
     }
 
     /// One-sided operations a QP can post against a remote MR.
-    public enum RemoteOperation: Sendable {
+    ///
+    /// The atomics work on 8 bytes at an 8-byte-aligned remote address (IB spec, o9-21; the
+    /// responder NAKs a misaligned one with an invalid request); the 8 bytes the remote word
+    /// held before the operation land at the local address, in the responder's byte order
+    /// (little-endian on every host mrleased runs on), and the QP's connection needs read/atomic
+    /// resources (`initiatorDepth`/`responderResources` > 0) on both sides.
+    public enum RemoteOperation: Sendable, Hashable, CustomStringConvertible {
         case write, read
+        /// If the remote word equals `expected`, store `desired` (`IBV_WR_ATOMIC_CMP_AND_SWP`).
+        case compareAndSwap(expected: UInt64, desired: UInt64)
+        /// Add `add` to the remote word (`IBV_WR_ATOMIC_FETCH_AND_ADD`).
+        case fetchAdd(UInt64)
+
+        var opcode: ibv_wr_opcode {
+            switch self {
+            case .write: IBV_WR_RDMA_WRITE
+            case .read: IBV_WR_RDMA_READ
+            case .compareAndSwap: IBV_WR_ATOMIC_CMP_AND_SWP
+            case .fetchAdd: IBV_WR_ATOMIC_FETCH_AND_ADD
+            }
+        }
+
+        public var isAtomic: Bool {
+            switch self {
+            case .write, .read: false
+            case .compareAndSwap, .fetchAdd: true
+            }
+        }
+
+        /// The opcode's name in verbs' vocabulary.
+        public var description: String {
+            switch self {
+            case .write: "RDMA_WRITE"
+            case .read: "RDMA_READ"
+            case .compareAndSwap: "ATOMIC_CMP_AND_SWP"
+            case .fetchAdd: "ATOMIC_FETCH_AND_ADD"
+            }
+        }
     }
 
-    /// Posts a one-sided RDMA WRITE or READ of `length` bytes between the local MR (at
-    /// `localAddress`) and the remote `(remoteAddress, rkey)`.
+    /// Posts a one-sided operation of `length` bytes between the local MR (at `localAddress`)
+    /// and the remote `(remoteAddress, rkey)`: an RDMA WRITE or READ, or an atomic (`length`
+    /// must then be 8; the remote word's previous value lands at `localAddress`). Signaled: each
+    /// posted request yields one completion with `wrID`.
     ///
     /// The corresponding C function is `ibv_post_send`.
     public func post(_ operation: RemoteOperation, local: MemoryRegion, localAddress: UInt64, length: UInt32,
                      remoteAddress: UInt64, rkey: UInt32, wrID: UInt64 = 0) throws(VerbsError) {
         let qp = try live(for: "ibv_post_send")
+        if operation.isAtomic, length != 8 || remoteAddress % 8 != 0 {
+            throw VerbsError(op: "ibv_post_send", errno: .invalidArgument,
+                             detail: "\(operation) works on 8 bytes at an 8-byte-aligned address, not \(length) at 0x\(String(remoteAddress, radix: 16))")
+        }
         var sge = ibv_sge(addr: localAddress, length: length, lkey: local.lkey)
         var wr = ibv_send_wr()
         wr.wr_id = wrID
         wr.num_sge = 1
-        wr.opcode = operation == .write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ
+        wr.opcode = operation.opcode
         wr.send_flags = IBV_SEND_SIGNALED.rawValue
-        wr.wr.rdma.remote_addr = remoteAddress
-        wr.wr.rdma.rkey = rkey
+        switch operation {
+        case .write, .read:
+            wr.wr.rdma.remote_addr = remoteAddress
+            wr.wr.rdma.rkey = rkey
+        case .compareAndSwap(let expected, let desired):
+            wr.wr.atomic.remote_addr = remoteAddress
+            wr.wr.atomic.compare_add = expected
+            wr.wr.atomic.swap = desired
+            wr.wr.atomic.rkey = rkey
+        case .fetchAdd(let add):
+            wr.wr.atomic.remote_addr = remoteAddress
+            wr.wr.atomic.compare_add = add
+            wr.wr.atomic.rkey = rkey
+        }
         var bad: UnsafeMutablePointer<ibv_send_wr>?
         let rc = withUnsafeMutablePointer(to: &sge) { sgePointer in
             wr.sg_list = sgePointer
             return ibv_post_send(qp, &wr, &bad)
         }
-        try check("ibv_post_send", rc, detail: operation == .write ? "RDMA_WRITE" : "RDMA_READ")
+        try check("ibv_post_send", rc, detail: "\(operation)")
     }
 }

@@ -8,7 +8,7 @@ struct MRLease: ParsableCommand {
         abstract: "Inspect and use mrleased: RDMA memory regions over files, guarded by leases.",
         discussion: "Exit status: 0 ok; 1 the daemon is unreachable or refused (stderr says why); 2 usage; doctor: 3 a file would be refused.",
         subcommands: [StatusCommand.self, ListCommand.self, RegisterCommand.self, DeregisterCommand.self,
-                      StatsCommand.self, DoctorCommand.self]
+                      StatsCommand.self, DoctorCommand.self, PeerCommand.self]
     )
 
     /// ArgumentParser's own main, except that usage errors exit 2 (as the shells' builtins and

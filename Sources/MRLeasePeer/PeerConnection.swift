@@ -1,0 +1,252 @@
+import Glibc
+import MRLeaseGrant
+import Verbs
+
+/// One work request of a transfer: `length` bytes between the staging buffer at `localOffset`
+/// and the region at `remoteOffset` (relative to the region's start).
+struct WorkItem {
+    var operation: QueuePair.RemoteOperation
+    var localOffset: Int
+    var remoteOffset: UInt64
+    var length: UInt32
+}
+
+/// What stopped posted work.
+enum LinkFailure: Error {
+    /// The connection is gone (revocation, disconnect, silence): reconnect and retry.
+    /// `mayHaveExecuted`: a failed request may have been carried out by the responder.
+    case broken(String, mayHaveExecuted: Bool)
+    /// Not the connection's fault: do not retry.
+    case fault(String)
+}
+
+/// One rdma_cm connection to a grant: its own event channel and id, a PD, CQ and RC QP on the
+/// id's librdmacm context, the staging buffer registered in that PD, and the terms the accept
+/// gave. Made by `open`, used until anything breaks, then `close()`d; a new one replaces it.
+final class PeerConnection {
+    let channel: CMEventChannel
+    let id: CMID
+    let domain: ClientDomain
+    let completions: CompletionQueue
+    let queuePair: QueuePair
+    let staging: UnsafeMutableRawPointer
+    let stagingBytes: Int
+    let stagingMR: MemoryRegion
+    let terms: GrantTerms
+    private let options: PeerOptions
+    /// The channel reported DISCONNECTED (and it was answered with `disconnect()`).
+    private(set) var isDisconnected = false
+    private var lastEventCheck = MonotonicClock.now()
+    private var isClosed = false
+
+    private init(channel: CMEventChannel, id: CMID, domain: ClientDomain, completions: CompletionQueue, queuePair: QueuePair,
+                 staging: UnsafeMutableRawPointer, stagingMR: MemoryRegion, terms: GrantTerms, options: PeerOptions) {
+        self.channel = channel
+        self.id = id
+        self.domain = domain
+        self.completions = completions
+        self.queuePair = queuePair
+        self.staging = staging
+        self.stagingBytes = options.stagingBytes
+        self.stagingMR = stagingMR
+        self.terms = terms
+        self.options = options
+    }
+
+    deinit { close() }
+
+    /// The descriptor's endpoint as rdma_resolve_addr wants it: the bare address text.
+    static func host(of endpoint: GrantEndpoint) -> String {
+        let text = endpoint.description
+        if text.hasPrefix("["), let end = text.firstIndex(of: "]") {
+            return String(text[text.index(after: text.startIndex)..<end])
+        }
+        return String(text[..<(text.lastIndex(of: ":") ?? text.endIndex)])
+    }
+
+    /// One attempt: resolve the descriptor's endpoint, make the QP and staging MR, connect with
+    /// the grant's id and secret, and wait for ESTABLISHED (its accept checked) or REJECTED.
+    static func open(_ descriptor: GrantDescriptor, options: PeerOptions) -> Result<PeerConnection, ConnectFailure> {
+        let deadline = MonotonicClock.now() + options.attemptTimeout
+        let millis = Int32(min(options.attemptTimeout * 1000, 60_000))
+        var cleanup: [() -> Void] = []
+        defer { for step in cleanup.reversed() { step() } }
+        do throws(VerbsError) {
+            let channel = try CMEventChannel()
+            let id = try channel.createID()
+            try id.resolveAddress(host(of: descriptor.endpoint), port: descriptor.endpoint.port, timeoutMillis: millis)
+            if case .failure(let failure) = expect(.addressResolved, on: channel, deadline: deadline, step: "resolving \(descriptor.endpoint)") {
+                return .failure(failure)
+            }
+            try id.resolveRoute(timeoutMillis: millis)
+            if case .failure(let failure) = expect(.routeResolved, on: channel, deadline: deadline, step: "resolving the route to \(descriptor.endpoint)") {
+                return .failure(failure)
+            }
+            guard let context = try id.context() else {
+                return .failure(.transport("rdma_resolve_addr gave the id no device for \(descriptor.endpoint)"))
+            }
+            let domain = try ClientDomain(context: context)
+            // Destroys the id's QP and the id, then the staging MR and the PD, in that order.
+            cleanup.append { Self.closeQuietly(domain) }
+            let completions = try context.createCompletionQueue(entries: Int32(options.queueDepth + 1))
+            let queuePair = try domain.createQueuePair(on: id, sendQueue: completions, receiveQueue: completions,
+                                                       maxSend: UInt32(options.queueDepth), maxReceive: 1)
+            let staging = UnsafeMutableRawPointer.allocate(byteCount: options.stagingBytes, alignment: 4096)
+            staging.initializeMemory(as: UInt8.self, repeating: 0, count: options.stagingBytes)
+            cleanup.insert({ staging.deallocate() }, at: 0)  // after the MR is gone
+            let stagingMR = try domain.register(address: staging, length: options.stagingBytes, access: [.localWrite])
+            try id.connect(privateData: ConnectPrivateData(descriptor).encoded(), initiatorDepth: UInt8(min(options.queueDepth, 16)))
+            let event: CMEvent
+            switch waitForEvent(on: channel, deadline: deadline, step: "waiting for the accept from \(descriptor.endpoint)") {
+            case .failure(let failure): return .failure(failure)
+            case .success(let received): event = received
+            }
+            switch event.kind {
+            case .established:
+                switch ConnectFailure.accept(event.privateData, grantID: descriptor.grantID) {
+                case .failure(let failure): return .failure(failure)
+                case .success(let accept):
+                    let terms = GrantTerms(accept)
+                    if terms.transferAlignment > UInt64(options.stagingBytes) {
+                        return .failure(.badAccept("transfer alignment \(terms.transferAlignment) exceeds the staging buffer (\(options.stagingBytes) bytes); raise the staging size"))
+                    }
+                    cleanup.removeAll()
+                    return .success(PeerConnection(channel: channel, id: id, domain: domain, completions: completions, queuePair: queuePair,
+                                                   staging: staging, stagingMR: stagingMR, terms: terms, options: options))
+                }
+            case .rejected:
+                return .failure(ConnectFailure.reject(status: event.status, privateData: event.privateData))
+            default:
+                return .failure(.transport("\(event.kind) (status \(event.status)) while connecting to \(descriptor.endpoint)"))
+            }
+        } catch {
+            return .failure(.local("\(error)"))
+        }
+    }
+
+    /// Waits for the next event on `channel`, which must be `kind`.
+    private static func expect(_ kind: CMEvent.Kind, on channel: CMEventChannel, deadline: Double, step: String) -> Result<Void, ConnectFailure> {
+        switch waitForEvent(on: channel, deadline: deadline, step: step) {
+        case .failure(let failure): return .failure(failure)
+        case .success(let event) where event.kind == kind: return .success(())
+        case .success(let event): return .failure(.transport("\(event.kind) (status \(event.status)) while \(step)"))
+        }
+    }
+
+    /// The next event on `channel`, waiting (poll(2) on its fd) until `deadline`.
+    private static func waitForEvent(on channel: CMEventChannel, deadline: Double, step: String) -> Result<CMEvent, ConnectFailure> {
+        while true {
+            do throws(VerbsError) {
+                if let event = try channel.nextEvent() { return .success(event) }
+            } catch {
+                return .failure(.local("\(error)"))
+            }
+            let left = deadline - MonotonicClock.now()
+            if left <= 0 { return .failure(.timedOut("no rdma_cm event within the attempt timeout while \(step)")) }
+            var descriptor = pollfd(fd: channel.descriptor.rawValue, events: Int16(POLLIN), revents: 0)
+            // EINTR or a timeout both go round the loop again, which checks the deadline.
+            _ = poll(&descriptor, 1, Int32(min(left * 1000 + 1, 1000)))
+        }
+    }
+
+    /// Posts `items` (at most `queueDepth` in flight) and waits for all their completions,
+    /// watching the event channel for DISCONNECTED while it waits.
+    func run(_ items: [WorkItem]) -> Result<Void, LinkFailure> {
+        // Nothing posted yet: a connection already seen broken costs nothing to retry on.
+        if let cause = brokenCause(force: true) { return .failure(.broken(cause, mayHaveExecuted: false)) }
+        var next = 0, outstanding = 0
+        var lastProgress = MonotonicClock.now()
+        var posted = false
+        while next < items.count || outstanding > 0 {
+            while outstanding < options.queueDepth && next < items.count {
+                let item = items[next]
+                do throws(VerbsError) {
+                    try queuePair.post(item.operation, local: stagingMR, localAddress: stagingMR.address + UInt64(item.localOffset),
+                                       length: item.length, remoteAddress: terms.remoteAddress + item.remoteOffset,
+                                       rkey: terms.rkey, wrID: UInt64(next))
+                } catch {
+                    return .failure(postFailure(error, posted: posted))
+                }
+                posted = true
+                next += 1
+                outstanding += 1
+            }
+            let done: [WorkCompletion]
+            do throws(VerbsError) { done = try completions.poll(max: 16) } catch { return .failure(.fault("\(error)")) }
+            for completion in done {
+                outstanding -= 1
+                guard completion.isSuccess else {
+                    let text = "\(completion.statusText) (status \(completion.status)) on work request \(completion.wrID)"
+                    switch CompletionVerdict(status: completion.status) {
+                    case .connectionLost(let mayHaveExecuted):
+                        return .failure(.broken(text, mayHaveExecuted: mayHaveExecuted || outstanding > 0))
+                    case .fault: return .failure(.fault(text))
+                    }
+                }
+            }
+            let now = MonotonicClock.now()
+            if !done.isEmpty {
+                lastProgress = now
+            } else {
+                if let cause = brokenCause(force: false) { return .failure(.broken(cause, mayHaveExecuted: outstanding > 0)) }
+                if now - lastProgress > options.completionTimeout {
+                    return .failure(.broken("no completion within \(options.completionTimeout) s", mayHaveExecuted: true))
+                }
+            }
+        }
+        return .success(())
+    }
+
+    /// A failed ibv_post_send: a QP the connection's end moved to error is a broken link
+    /// (nothing of this request ran); a QP still ready to send means the request itself is bad.
+    private func postFailure(_ error: VerbsError, posted: Bool) -> LinkFailure {
+        let state: QueuePair.State?
+        do throws(VerbsError) { state = try queuePair.queryState() } catch { state = nil }
+        if state == .readyToSend { return .fault("\(error)") }
+        return .broken("\(error) (QP \(queuePair.number) \(state.map { "\($0)" } ?? "state unknown"))", mayHaveExecuted: posted)
+    }
+
+    /// Reads the event channel at most once a millisecond (unless `force`): DISCONNECTED (the
+    /// daemon revoked or closed the connection) is answered with `disconnect()`, which moves
+    /// our QP to error so whatever is posted flushes at once instead of waiting for retries.
+    /// Returns why the connection is gone, or nil while it is up.
+    private func brokenCause(force: Bool) -> String? {
+        if isDisconnected { return "the connection was disconnected" }
+        let now = MonotonicClock.now()
+        guard force || now - lastEventCheck >= 0.001 else { return nil }
+        lastEventCheck = now
+        while true {
+            let event: CMEvent?
+            do throws(VerbsError) { event = try channel.nextEvent() } catch { return "\(error)" }
+            guard let event else { return nil }
+            switch event.kind {
+            case .disconnected, .deviceRemoval, .addressChange:
+                isDisconnected = true
+                answerDisconnect()
+                return "rdma_cm reported \(event.kind)"
+            default:
+                continue  // TIMEWAIT_EXIT and the like say nothing about the QP's use.
+            }
+        }
+    }
+
+    /// The DREP the daemon waits for; failure means the id is already down, which is the goal.
+    private func answerDisconnect() {
+        do throws(VerbsError) { try id.disconnect() } catch { /* already disconnected: nothing to answer */ }
+    }
+
+    /// Disconnects (unless the other side did) and releases QP, id, MR, PD and buffer.
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        if !isDisconnected { answerDisconnect() }
+        Self.closeQuietly(domain)
+        staging.deallocate()
+    }
+
+    /// Closing after the connection broke: a failure here leaves an object to its deinit and
+    /// cannot change what the peer does next (it reconnects with fresh objects).
+    private static func closeQuietly(_ domain: ClientDomain) {
+        do throws(VerbsError) { try domain.close() } catch { /* left to the objects' deinit */ }
+    }
+}

@@ -1,0 +1,133 @@
+import ArgumentParser
+import Foundation
+import LinuxFile
+import MRLeasePeer
+
+/// What `mrlease peer` does once connected: one method per action, printing `key=value` lines.
+struct PeerSession {
+    let peer: Peer
+    let signals: SignalFD
+    private var reportedReconnects = 0
+
+    init(peer: Peer, signals: SignalFD) {
+        self.peer = peer
+        self.signals = signals
+    }
+
+    /// Prints a line for each reconnect since the last call.
+    private mutating func reportReconnects() {
+        let statistics = peer.statistics
+        guard statistics.reconnects > reportedReconnects else { return }
+        reportedReconnects = statistics.reconnects
+        var line = "reconnected reconnects=\(statistics.reconnects) " + PeerCommand.terms(peer.terms)
+        if let broke = statistics.lastBreak, let back = statistics.firstSuccessAfterReconnect, back >= broke {
+            line += " waited_ms=\(Int(((back - broke) * 1000).rounded()))"
+        }
+        if let cause = statistics.lastBreakCause { line += " cause=\"\(cause)\"" }
+        emit(line)
+    }
+
+    private func interrupted() -> Bool {
+        do { return !(try signals.read()).isEmpty } catch {
+            printError("mrlease peer: reading the signalfd: \(error); stopping")
+            return true
+        }
+    }
+
+    /// The pattern of loop iteration `k`.
+    static func pattern(_ base: PeerPattern, iteration: Int) -> PeerPattern {
+        switch base {
+        case .byte(let value): .byte(value &+ UInt8(truncatingIfNeeded: iteration))
+        case .seeded(let seed): .seeded(seed &+ UInt64(iteration))
+        }
+    }
+
+    mutating func write(offset: UInt64, length: Int, pattern: PeerPattern, loop: Bool, seconds: Double) throws(PeerError) {
+        let started = MonotonicClock.now()
+        var iteration = 0
+        repeat {
+            let current = loop ? Self.pattern(pattern, iteration: iteration) : pattern
+            try peer.write(current.bytes(at: offset, count: length), at: offset)
+            try peer.persist()
+            reportReconnects()
+            emit("\(loop ? "persisted iteration=\(iteration) " : "wrote ")offset=\(offset) length=\(length) pattern=\(current) "
+                 + "generation=\(peer.terms.generation)")
+            iteration += 1
+        } while loop && MonotonicClock.now() - started < seconds && !interrupted()
+    }
+
+    mutating func read(offset: UInt64, length: Int, output: String?) throws(PeerError) {
+        let bytes = try peer.read(count: length, at: offset)
+        reportReconnects()
+        if let output {
+            guard FileManager.default.createFile(atPath: output, contents: Data(bytes)) else {
+                printError("mrlease peer read: cannot write \(output) (\(String(cString: strerror(errno)))); choose a writable path")
+                return
+            }
+            emit("read offset=\(offset) length=\(length) output=\(output) generation=\(peer.terms.generation)")
+            return
+        }
+        for start in stride(from: 0, to: bytes.count, by: 16) {
+            let line = bytes[start..<min(start + 16, bytes.count)].map { String(format: "%02x", $0) }.joined(separator: " ")
+            emit(String(format: "%08llx: ", offset + UInt64(start)) + line)
+        }
+    }
+
+    mutating func verify(offset: UInt64, length: Int, pattern: PeerPattern) throws {
+        let bytes = try peer.read(count: length, at: offset)
+        reportReconnects()
+        for (index, byte) in bytes.enumerated() where byte != pattern.byte(at: offset + UInt64(index)) {
+            let at = offset + UInt64(index)
+            emit("mismatch offset=\(at) expected=0x\(String(pattern.byte(at: at), radix: 16)) got=0x\(String(byte, radix: 16)) pattern=\(pattern)")
+            throw ExitCode(3)
+        }
+        emit("verified offset=\(offset) length=\(length) pattern=\(pattern) generation=\(peer.terms.generation)")
+    }
+
+    mutating func bench(op: PeerCommand.BenchOperation, size: Int, depth: Int, seconds: Double) throws(PeerError) {
+        let regionLength = Int(peer.terms.length)
+        let slots = max(regionLength / size, 1)
+        var buffer = [UInt8](repeating: 0xA5, count: size)
+        // Latency: one request at a time, round the region.
+        var latencies: [Double] = []
+        var slot = 0
+        var phaseEnd = MonotonicClock.now() + seconds / 2
+        while MonotonicClock.now() < phaseEnd {
+            let at = UInt64((slot % slots) * size)
+            let start = MonotonicClock.now()
+            if op == .write { try peer.write(buffer, at: at) } else { buffer = try peer.read(count: size, at: at) }
+            latencies.append(MonotonicClock.now() - start)
+            slot += 1
+        }
+        // Bandwidth: `depth` requests of `size` in flight (one call moves depth × size bytes).
+        let window = min(depth * size, (regionLength / size) * size, peer.options.stagingBytes / size * size)
+        let windows = max(regionLength / max(window, 1), 1)
+        let big = UnsafeMutableRawBufferPointer.allocate(byteCount: max(window, 1), alignment: 4096)
+        big.initializeMemory(as: UInt8.self, repeating: 0x5A)
+        defer { big.deallocate() }
+        var moved = 0
+        let bandwidthStart = MonotonicClock.now()
+        phaseEnd = bandwidthStart + seconds / 2
+        var round = 0
+        while MonotonicClock.now() < phaseEnd {
+            let at = UInt64((round % windows) * window)
+            if op == .write {
+                try peer.write(from: UnsafeRawBufferPointer(rebasing: big[0..<window]), at: at, workRequestBytes: size)
+            } else {
+                try peer.read(into: UnsafeMutableRawBufferPointer(rebasing: big[0..<window]), at: at, workRequestBytes: size)
+            }
+            moved += window
+            round += 1
+        }
+        let elapsed = MonotonicClock.now() - bandwidthStart
+        reportReconnects()
+        latencies.sort()
+        let median = latencies.isEmpty ? 0 : latencies[latencies.count / 2]
+        let p99 = latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
+        emit("bench op=\(op.rawValue) size=\(size) depth=\(depth) ops=\(latencies.count) median_us=\(Self.fixed(median * 1e6)) "
+             + "p99_us=\(Self.fixed(p99 * 1e6)) bandwidth_MBps=\(Self.fixed(Double(moved) / elapsed / 1e6)) "
+             + "generation=\(peer.terms.generation) reconnects=\(peer.statistics.reconnects)")
+    }
+
+    static func fixed(_ value: Double) -> String { String(format: "%.1f", value) }
+}
