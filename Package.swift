@@ -78,7 +78,8 @@ let package = Package(
         .executableTarget(
             name: "mrleased-bench",
             dependencies: [
-                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "Verbs", "DaemonLauncher",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "MRLeaseClient", "MRLeasePeer", "MRLeaseGrant",
+                "LinuxFile", "Verbs", "DaemonLauncher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // Only to quiet the engine's per-break info log, which would otherwise be timed.
                 .product(name: "Logging", package: "swift-log"),
