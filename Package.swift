@@ -128,6 +128,9 @@ let package = Package(
         .testTarget(name: "DaemonLauncherTests", dependencies: ["DaemonLauncher", "TestSupport"]),
         // The grant formats alone (round trips, malformed input, known-answer vectors); host only.
         .testTarget(name: "MRLeaseGrantTests", dependencies: ["MRLeaseGrant"]),
+        // The C peer of docs/protocol.md, extracted from the document, compiled with cc and run:
+        // refusals on the host, transfers against a responder on the guest's rdma_cm address.
+        .testTarget(name: "CPeerTests", dependencies: ["MRLeaseGrant", "Verbs", "TestSupport"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
