@@ -118,7 +118,8 @@ enum CPeerProgram {
                          stderr: try String(contentsOfFile: err, encoding: .utf8))
         // A descriptor is a credential: the log names it, never prints it.
         let shown = arguments.map { $0.contains("mrlg") ? "DESCRIPTOR" : $0 }.joined(separator: " ")
-        print("cpeer \(shown): exit \(result.status), stderr: \(result.stderr)", terminator: "")
+        let said = result.stderr.trimmingCharacters(in: .newlines)
+        print("cpeer \(shown): exit \(result.status)" + (said.isEmpty ? "" : ", stderr: \(said)"))
         return result
     }
 }
