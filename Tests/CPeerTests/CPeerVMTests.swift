@@ -18,7 +18,7 @@ final class CPeerVMTests: XCTestCase {
         return try MinimalResponder(address: address, length: Self.regionLength, answer: answer)
     }
 
-    private static let readWrite = MinimalResponder.Answer.accept(access: [.read, .write], alignment: 1, generation: 7)
+    private static var readWrite: MinimalResponder.Answer { .accept(access: [.read, .write], alignment: 1, generation: 7) }
 
     private func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
@@ -116,5 +116,30 @@ final class CPeerVMTests: XCTestCase {
         let run = try CPeerProgram.run([grant.text, "read", "0", "64"])
         XCTAssertEqual(run.status, CPeerProgram.Exit.rejected.rawValue, run.stderr)
         XCTAssertEqual(run.stderr, "peer: rejected by the CM, status 8\n")
+    }
+
+    /// The peer checks the accept before it transfers anything: one for another grant, with
+    /// bytes in its padding, or with another header is refused (status 1), and the region stays
+    /// as it was. Only the minimal responder can send these: they test the C program, not a daemon.
+    func testAnAcceptThePeerCannotTrustIsRefusedBeforeAnyTransfer() throws {
+        let address = try Facility.rdmaCMAddress.require()
+        _ = try CPeerProgram.build()
+        let cases: [(String, ([UInt8]) -> [UInt8], String)] = [
+            ("another grant", { var b = $0; b[47] ^= 1; return b }, "accept: for grant "),
+            ("a byte in the padding", { $0 + [0, 0, 9] }, "accept: padding byte 50 is not zero"),
+            ("a reject's kind", { var b = $0; b[3] = 3; return b }, "accept: not an mrleased version 1 accept ("),
+            ("version 2", { var b = $0; b[2] = 2; return b }, "accept: not an mrleased version 1 accept ("),
+            ("no access", { var b = $0; b[7] = 0; return b }, "accept: invalid access, length or alignment"),
+            ("alignment 3", { var b = $0; b[31] = 3; return b }, "accept: invalid access, length or alignment"),
+        ]
+        for (what, bytes, message) in cases {
+            let responder = try MinimalResponder(address: address, length: Self.regionLength,
+                                                 answer: .tampered(access: [.read, .write], alignment: 1, bytes: bytes))
+            let run = try peer([responder.descriptor, "write", "0", "4096"], against: responder)
+            XCTAssertEqual(run.status, CPeerProgram.Exit.verbs.rawValue, "\(what): \(run.stderr)")
+            XCTAssertTrue(run.stderr.contains(message), "\(what): expected '\(message)', got \(run.stderr)")
+            XCTAssertEqual(responder.contents(), [UInt8](repeating: 0, count: Self.regionLength), "\(what): the region changed")
+            try responder.close()
+        }
     }
 }

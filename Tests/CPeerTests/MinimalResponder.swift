@@ -28,6 +28,9 @@ final class MinimalResponder: PeerCounterpart {
     enum Answer {
         case accept(access: GrantAccess, alignment: UInt32, generation: UInt64)
         case reject(RejectPrivateData)
+        /// An accept whose private data is whatever `bytes` makes of the real one (a peer-side
+        /// check no daemon can be made to trigger: another grant, bad padding, a bad header).
+        case tampered(access: GrantAccess, alignment: UInt32, bytes: ([UInt8]) -> [UInt8])
     }
 
     private struct Connection {
@@ -115,17 +118,24 @@ final class MinimalResponder: PeerCounterpart {
         case .reject(let reject):
             try event.id.reject(privateData: reject.encoded())
         case .accept(let access, let alignment, let generation):
-            guard let context = try event.id.context() else { throw TestFailure("a connect request's id has no device") }
-            let domain = try ClientDomain(context: context)
-            let cq = try context.createCompletionQueue(entries: 4)
-            let qp = try domain.createQueuePair(on: event.id, sendQueue: cq, receiveQueue: cq)
-            let mr = try domain.register(address: buffer.baseAddress!, length: buffer.count,
-                                         access: [.localWrite, .remoteWrite, .remoteRead])
-            connections.append(Connection(id: event.id, domain: domain, cq: cq, qp: qp, mr: mr))
-            let accept = try AcceptPrivateData(access: access, remoteAddress: mr.address, length: UInt64(buffer.count), rkey: mr.rkey,
-                                               transferAlignment: alignment, generation: generation, grantID: grant.grantID)
-            try event.id.accept(privateData: accept.encoded())
+            try accept(event, access: access, alignment: alignment, generation: generation) { $0 }
+        case .tampered(let access, let alignment, let bytes):
+            try accept(event, access: access, alignment: alignment, generation: 1, bytes: bytes)
         }
+    }
+
+    private func accept(_ event: CMEvent, access: GrantAccess, alignment: UInt32, generation: UInt64,
+                        bytes: ([UInt8]) -> [UInt8]) throws {
+        guard let context = try event.id.context() else { throw TestFailure("a connect request's id has no device") }
+        let domain = try ClientDomain(context: context)
+        let cq = try context.createCompletionQueue(entries: 4)
+        let qp = try domain.createQueuePair(on: event.id, sendQueue: cq, receiveQueue: cq)
+        let mr = try domain.register(address: buffer.baseAddress!, length: buffer.count,
+                                     access: [.localWrite, .remoteWrite, .remoteRead])
+        connections.append(Connection(id: event.id, domain: domain, cq: cq, qp: qp, mr: mr))
+        let accept = try AcceptPrivateData(access: access, remoteAddress: mr.address, length: UInt64(buffer.count), rkey: mr.rkey,
+                                           transferAlignment: alignment, generation: generation, grantID: grant.grantID)
+        try event.id.accept(privateData: bytes(accept.encoded()))
     }
 
     func close() throws {
