@@ -137,6 +137,9 @@ let package = Package(
         // The peer library: its pure rules on the host, and in the guests against a responder
         // written in the test (rxe1 on 192.0.2.1).
         .testTarget(name: "MRLeasePeerTests", dependencies: ["MRLeasePeer", "MRLeaseGrant", "Verbs", "TestSupport"]),
+        // The C peer of docs/protocol.md, extracted from the document, compiled with cc and run:
+        // refusals on the host, transfers against a responder on the guest's rdma_cm address.
+        .testTarget(name: "CPeerTests", dependencies: ["MRLeaseGrant", "Verbs", "TestSupport"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
