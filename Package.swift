@@ -139,7 +139,7 @@ let package = Package(
         .testTarget(name: "MRLeasePeerTests", dependencies: ["MRLeasePeer", "MRLeaseGrant", "Verbs", "TestSupport"]),
         // The C peer of docs/protocol.md, extracted from the document, compiled with cc and run:
         // refusals on the host, transfers against a responder on the guest's rdma_cm address.
-        .testTarget(name: "CPeerTests", dependencies: ["MRLeaseGrant", "Verbs", "TestSupport"]),
+        .testTarget(name: "CPeerTests", dependencies: ["MRLeaseGrant", "MRLeaseClient", "MRLeaseProtocol", "Verbs", "TestSupport"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),

@@ -9,9 +9,9 @@ import XCTest
 final class CPeerVMTests: XCTestCase {
     private static let regionLength = 64 << 10
 
-    /// The one place the peer's counterpart is made. Today a minimal responder in this process
-    /// (the daemon does not serve grants yet); when it does, this becomes a RunningDaemon with a
-    /// registered file and a grant, and the tests below do not change.
+    /// The one place the peer's counterpart is made: a minimal responder in this process, which
+    /// can answer what the daemon never would (tampered accepts, any reject, any alignment).
+    /// CPeerDaemonVMTests runs the same program against the real daemon.
     private func counterpart(answer: MinimalResponder.Answer) throws -> PeerCounterpart {
         let address = try Facility.rdmaCMAddress.require()
         _ = try CPeerProgram.build()   // skips (naming cc or the headers) before anything is set up
