@@ -78,7 +78,8 @@ let package = Package(
         .executableTarget(
             name: "mrleased-bench",
             dependencies: [
-                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "Verbs", "DaemonLauncher",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "MRLeaseClient", "MRLeasePeer", "MRLeaseGrant",
+                "LinuxFile", "Verbs", "DaemonLauncher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // Only to quiet the engine's per-break info log, which would otherwise be timed.
                 .product(name: "Logging", package: "swift-log"),
@@ -88,7 +89,7 @@ let package = Package(
         .target(
             name: "MRLeaseDaemon",
             dependencies: [
-                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "CLinux", "LinuxFile", "Verbs",
+                "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "MRLeaseGrant", "CLinux", "LinuxFile", "Verbs",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -136,6 +137,9 @@ let package = Package(
         // The peer library: its pure rules on the host, and in the guests against a responder
         // written in the test (rxe1 on 192.0.2.1).
         .testTarget(name: "MRLeasePeerTests", dependencies: ["MRLeasePeer", "MRLeaseGrant", "Verbs", "TestSupport"]),
+        // The C peer of docs/protocol.md, extracted from the document, compiled with cc and run:
+        // refusals on the host, transfers against a responder on the guest's rdma_cm address.
+        .testTarget(name: "CPeerTests", dependencies: ["MRLeaseGrant", "MRLeaseClient", "MRLeaseProtocol", "Verbs", "TestSupport"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),
@@ -143,10 +147,10 @@ let package = Package(
         .testTarget(name: "MRLeasePolicyTests", dependencies: ["MRLeasePolicy"]),
         .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "MRLeasePolicy", "TestSupport"]),
         // The daemon binary on the guest's RDMA device, driven over its socket.
-        .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "MRLeaseClient", "LinuxFile", "TestSupport"]),
+        .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "MRLeaseClient", "MRLeaseGrant", "Verbs", "LinuxFile", "TestSupport"]),
         // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)
         // and Config/'s units under systemd-analyze verify. Host-only: no RDMA device needed.
-        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "LinuxFile", "DaemonLauncher", "TestSupport"]),
+        .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "MRLeaseGrant", "Verbs", "LinuxFile", "DaemonLauncher", "TestSupport"]),
         // The client library against the real `mrleased` binary on the host (no RDMA device).
         .testTarget(name: "MRLeaseClientTests", dependencies: ["MRLeaseClient", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.

@@ -78,8 +78,8 @@ extension MRLeaseClient {
             }
         case .revoked, .restored, .lost:
             pendingRevocations.removeAll { $0 == event.region }
-        case .unlinked:
-            // News, not a step of a revocation: a pending one still waits for its ack.
+        case .unlinked, .peerConnected, .peerDisconnected:
+            // News, not steps of a revocation: a pending one still waits for its ack.
             break
         }
     }

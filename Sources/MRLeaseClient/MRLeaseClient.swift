@@ -263,6 +263,22 @@ public final class MRLeaseClient {
         _ = try call(.ack(region: region))
     }
 
+    /// Makes one of this connection's regions reachable by remote peers through the daemon's
+    /// rdma_cm listener. The result's `descriptor` is the credential: give it only to the peer.
+    /// The grant ends with `revokeGrant`, at its expiry, with the region, or when this
+    /// connection closes.
+    public func grant(region: UInt64, access: Set<Access>? = nil, expiresInMillis: UInt64? = nil,
+                      maxPeers: UInt64? = nil) throws(ClientError) -> GrantResult {
+        let request = Request.Grant(region: region, access: access, expiresInMillis: expiresInMillis, maxPeers: maxPeers)
+        guard case .grant(let result) = try call(.grant(request)) else { throw unexpected(.grant) }
+        return result
+    }
+
+    /// Ends a grant: its peers are disconnected, and its descriptor is refused from now on.
+    public func revokeGrant(_ grant: UInt64) throws(ClientError) {
+        _ = try call(.revokeGrant(grant: grant))
+    }
+
     /// Compares the file's extent map now with the one recorded at registration.
     public func verify(region: UInt64) throws(ClientError) -> Verification {
         guard case .verify(let result) = try call(.verify(region: region)) else { throw unexpected(.verify) }

@@ -43,7 +43,8 @@ extension Daemon {
                               maxBatchRanges: UInt64(Codec.maxBatchRanges), maxConnections: UInt64(configuration.maxConnections),
                               maxConnectionsPerUid: UInt64(configuration.maxConnectionsPerUID),
                               maxQueuedBytes: configuration.maxQueuedBytesPerClient),
-                layoutProtection: (engine?.layoutProtection ?? .none).wire))
+                layoutProtection: (engine?.layoutProtection ?? .none).wire,
+                endpoints: (peers?.endpoints ?? []).map { "\($0)" }))
 
         case .register(let register):
             return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])
@@ -56,6 +57,7 @@ extension Daemon {
             guard let engine else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }
             do { route(try engine.deregister(RegionID(region), owner: session.owner)) } catch { throw ProtocolError(error) }
             session.tags[RegionID(region)] = nil
+            if let peers { deliver(peers.regionGone(RegionID(region))) }
             return .deregister
 
         case .list(let after, let all):
@@ -90,6 +92,21 @@ extension Daemon {
             do { drift = try engine.verify(RegionID(region), owner: session.owner) } catch { throw ProtocolError(error) }
             return .verify(Verification(layout: drift.layout.wire, extentsBefore: UInt64(drift.extentsBefore),
                                         extentsAfter: UInt64(drift.extentsAfter)))
+
+        case .grant(let grant):
+            guard let peers else {
+                let why = noPeersReason.map { "listen is set, but \($0)" } ?? "set `listen = ADDR:PORT` in its config (or --listen) and restart it"
+                throw ProtocolError(.remoteAccessUnavailable, "mrleased does not serve remote peers: \(why)")
+            }
+            guard let engine, let info = engine.list(owner: session.owner).first(where: { $0.id.rawValue == grant.region }) else {
+                throw ProtocolError(.unknownRegion, "no region \(grant.region) on this connection")
+            }
+            return .grant(try peers.grant(grant, region: info, owner: session.owner, now: Engine.now()))
+
+        case .revokeGrant(let grant):
+            guard let peers else { throw ProtocolError(.unknownGrant, "no grant \(grant) on this connection (mrleased does not serve remote peers)") }
+            deliver(try peers.revokeGrant(grant, owner: session.owner))
+            return .revokeGrant
         }
     }
 
@@ -181,7 +198,8 @@ extension Daemon {
         RegionList.Region(region: info.id.rawValue, file: "\(info.file)", offset: info.offset, length: info.length,
                           access: info.access.wire, strategy: info.strategy.wire, state: info.state.wire,
                           rkey: info.keys?.rkey, lkey: info.keys?.lkey, address: info.keys?.address,
-                          tag: tag.flatMap { $0.isEmpty ? nil : $0 }, pid: pid)
+                          tag: tag.flatMap { $0.isEmpty ? nil : $0 }, pid: pid, generation: info.generation,
+                          grants: peers?.summaries(of: info.id, now: Engine.now()))
     }
 }
 

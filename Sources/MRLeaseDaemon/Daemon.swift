@@ -28,6 +28,8 @@ public final class Daemon {
         case leaseSignals
         /// The engine's inotify fd (closes of released files).
         case fileCloses
+        /// The rdma_cm event channel of the peer listener (connect requests, disconnects).
+        case peers
     }
 
     /// The daemon's own timers; the engine keeps its files' timers itself (`nextDeadline`).
@@ -56,6 +58,11 @@ public final class Daemon {
     /// What the start-up ODP integrity self-test found on the device; nil when the daemon did
     /// not open the device itself (an injected registrar) or has none.
     let odpIntegrity: ODPIntegrity?
+    /// Remote access: the rdma_cm listener, grants and peers; nil unless `listen` is set and
+    /// the device is open.
+    let peers: PeerService?
+    /// Why there is no listener although `listen` is set (no device, say).
+    let noPeersReason: String?
     /// What each watched fd is; a session's socket maps to its session.
     var sources: [Int32: Source] = [:]
     /// The connected clients, by the owner id their regions carry in the engine.
@@ -96,14 +103,35 @@ public final class Daemon {
         var registrar: (any Registrar)? = injected
         var reason: String?
         var integrity: ODPIntegrity?
+        var verbsContext: Context?
         if registrar == nil {
             do {
-                let verbs = try VerbsRegistrar(deviceNamed: configuration.device, logger: logger)
+                // Told to listen but not which device: the listener's device (its PDs must be
+                // the ones peers' QPs are made in).
+                let device = try configuration.device ?? configuration.listen.first.map(PeerService.device(of:))
+                let verbs = try VerbsRegistrar(deviceNamed: device, logger: logger)
                 registrar = verbs
+                verbsContext = verbs.context
                 integrity = Self.checkODPIntegrity(on: verbs.context, logger: logger)
             } catch {
                 reason = "no RDMA device: \(error). Registrations are refused until mrleased is restarted on a host with one"
             }
+        }
+        if configuration.listen.isEmpty {
+            peers = nil
+            noPeersReason = nil
+        } else if let verbsContext {
+            // A listener that cannot be set up as configured stops the daemon: peers would
+            // otherwise be told of endpoints nobody serves.
+            peers = try PeerService(context: verbsContext, endpoints: configuration.listen,
+                                    odpAlignment: UInt32(integrity?.transferAlignment ?? 1),
+                                    revokingRetryMillis: UInt32(min(configuration.quiesceMillis + configuration.restoreBackoffMillis / 10, 10_000)),
+                                    logger: logger)
+            noPeersReason = nil
+        } else {
+            peers = nil
+            noPeersReason = injected == nil ? "no RDMA device to listen on" : "the daemon runs with an injected registrar (no verbs context)"
+            logger.warning("listen is set but remote access is off: \(noPeersReason!)")
         }
         noDeviceReason = reason
         odpIntegrity = integrity
@@ -133,6 +161,7 @@ public final class Daemon {
             try watch(engine.descriptors[0], as: .leaseSignals)
             try watch(engine.descriptors[1], as: .fileCloses)
         }
+        if let peers { try watch(peers.channel.descriptor, as: .peers) }
         if let reason { logger.warning("\(reason)") }
     }
 
@@ -214,12 +243,13 @@ public final class Daemon {
 
     func waitMillis(cap: Int32) -> Int32 {
         let now = Engine.now()
-        guard let next = [engine?.nextDeadline, timers.earliest].compactMap({ $0 }).min() else { return cap }
+        guard let next = [engine?.nextDeadline, timers.earliest, peers?.nextExpiry].compactMap({ $0 }).min() else { return cap }
         return next <= now ? 0 : Int32(min((next - now + 999_999) / 1_000_000, UInt64(cap)))
     }
 
     func fireTimers(now: UInt64) {
         if let engine, let due = engine.nextDeadline, due <= now { route(engine.processTimers(now: now)) }
+        if let peers, let due = peers.nextExpiry, due <= now { deliver(peers.expire(now: now)) }
         for (deadline, timer) in timers.popDue(now: now) {
             switch timer {
             case .watchdog where deadline == nextWatchdog:
@@ -291,6 +321,8 @@ public final class Daemon {
             if let engine { route(engine.processSignals()) }
         case .fileCloses:
             if let engine { route(engine.processCloses()) }
+        case .peers:
+            if let peers, let engine { deliver(peers.handleEvents(engine: engine, now: Engine.now())) }
         }
     }
 
@@ -496,9 +528,29 @@ public final class Daemon {
 
     /// Sends one engine event to the region's owner, if it is still connected.
     func deliver(_ notice: EngineNotice) {
-        guard let session = sessions[notice.owner], !session.closing else { return }
-        if case .lost(let id, _, _) = notice.event { session.tags[id] = nil }
-        _ = send(Codec.encode(Event(notice.event, now: Engine.now())), to: session, what: "events")
+        // Peers first: a revocation stops the region's peers at once (their QPs and the grant's
+        // MR go before the owner even hears of it); a lost region ends its grants.
+        var peerNotices: [PeerNotice] = []
+        if let peers {
+            switch notice.event {
+            case .revoking(let id, _, _): peerNotices = peers.regionRevoking(id)
+            case .lost(let id, _, _): peerNotices = peers.regionGone(id)
+            case .revoked, .restored, .unlinked: break
+            }
+        }
+        if let session = sessions[notice.owner], !session.closing {
+            if case .lost(let id, _, _) = notice.event { session.tags[id] = nil }
+            _ = send(Codec.encode(Event(notice.event, now: Engine.now())), to: session, what: "events")
+        }
+        deliver(peerNotices)
+    }
+
+    /// Sends remote-access events to their owners, if still connected.
+    func deliver(_ notices: [PeerNotice]) {
+        for notice in notices {
+            guard let session = sessions[notice.owner], !session.closing else { continue }
+            _ = send(Codec.encode(notice.event), to: session, what: "events")
+        }
     }
 
     /// Drops a client: every region it owned is deregistered, leases go with their last region.
@@ -509,6 +561,7 @@ public final class Daemon {
         unwatch(session.descriptor)
         sessions[session.owner] = nil
         close(session.socket)
+        peers?.ownerGone(session.owner)
         if let engine { route(engine.release(owner: session.owner)) }
         logger.debug("client gone", metadata: ["client": "\(session.owner)", "why": "\(why)", "regions": "\(regions)"])
     }
@@ -517,6 +570,10 @@ public final class Daemon {
         notifier.stopping(status: "stopping: releasing \(engine?.statistics().regions ?? 0) regions")
         unwatch(listener.descriptor)
         close(listener)
+        if let peers {
+            unwatch(peers.channel.descriptor)
+            deliver(peers.shutDown())
+        }
         for socket in awaitingAdmission { close(socket) }
         awaitingAdmission = []
         for session in Array(sessions.values) {

@@ -1,4 +1,5 @@
 import Foundation
+import MRLeaseGrant
 import MRLeasePolicy
 import MRLeaseProtocol
 
@@ -39,6 +40,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// disconnected. Bounds the daemon's memory whatever the number of clients.
     public var maxQueuedBytes: UInt64 = 128 << 20
     public var logLevel = "info"
+    /// Where the rdma_cm listener for remote peers binds (IPv4/IPv6 literals; port 0: one the
+    /// kernel picks). Empty: no listener, and `grant` is refused.
+    public var listen: [GrantEndpoint] = []
 
     public init() {}
 
@@ -46,7 +50,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public static let keys = ["socket", "socket-mode", "socket-group", "device", "quiesce-ms", "restore-backoff-ms",
                               "max-connections", "max-connections-per-uid", "max-regions-per-uid", "max-bytes-per-uid",
                               "lease-others-uids", "lease-others-groups",
-                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level"]
+                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level", "listen"]
 
     /// Who may have the daemon lease files they do not own.
     public var leaseOthers: LeaseOthersRule { LeaseOthersRule(uids: leaseOthersUIDs, groups: leaseOthersGroups) }
@@ -116,6 +120,15 @@ public struct DaemonConfiguration: Sendable, Equatable {
         case "max-regions-per-uid": maxRegionsPerUID = Int(try number(value))
         case "max-bytes-per-uid": maxBytesPerUID = value == "memlock" ? nil : try number(value)
         case "max-queued-messages": maxQueuedMessages = Int(try number(value))
+        case "listen":
+            var endpoints: [GrantEndpoint] = []
+            for item in value.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
+                guard let endpoint = GrantEndpoint(parsing: item) else {
+                    throw Problem(description: "\(source): listen: '\(item)' is not ADDR:PORT or [IPV6]:PORT with a literal address (e.g. 192.0.2.1:7471)")
+                }
+                endpoints.append(endpoint)
+            }
+            listen = endpoints
         case "log-level":
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
                 throw Problem(description: "\(source): log-level must be one of trace, debug, info, notice, warning, error, critical")

@@ -67,6 +67,8 @@ extension Engine {
     struct Registration {
         var mapping: SharedMapping
         var mr: any RegisteredMemory
+        /// The flags the MR was registered with.
+        var flags: AccessFlags
         var strategy: Strategy
         var reason: String
     }
@@ -89,7 +91,7 @@ extension Engine {
                 case .success(let decision): decision.reason
                 case .failure: attempt.reason
                 }
-                return Registration(mapping: mapping, mr: mr, strategy: attempt.strategy, reason: reason)
+                return Registration(mapping: mapping, mr: mr, flags: flags, strategy: attempt.strategy, reason: reason)
             } catch {
                 trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .failed(op: error.op, errno: error.errno)))
                 guard RegistrationPlan.fallsThrough(error.errno) else {

@@ -247,6 +247,8 @@ extension Engine {
                 let made = try makeRegistration(owner: region.owner, file: file, plan: region.plan.only(region.strategy))
                 region.mapping = made.mapping
                 region.mr = made.mr
+                region.flags = made.flags
+                region.generation += 1
                 region.state = .registered
                 stats.restorations += 1
             } catch {

@@ -145,6 +145,7 @@ public final class Engine {
                 let made = try makeRegistration(owner: owner, file: file, plan: plan)
                 let region = Region(id: id, owner: owner, uid: uid, plan: plan, strategy: made.strategy,
                                     strategyReason: made.reason, mapping: made.mapping, mr: made.mr)
+                region.flags = made.flags
                 nextRegion += 1
                 file.regions[id] = region
                 file.lifecycle.add(id)
@@ -270,6 +271,33 @@ public final class Engine {
         }.sorted { $0.id < $1.id }
     }
 
+    /// What a grant must register to reach the region now: nil unless the region is
+    /// registered (not revoking, not revoked). Throws unknownRegion for a region that is gone
+    /// or (with `owner`) is someone else's.
+    public func exposureTarget(_ id: RegionID, owner: OwnerID? = nil) throws(EngineError) -> ExposureTarget? {
+        guard let key = regions[id], let file = files[key], let region = file.regions[id],
+              owner == nil || region.owner == owner else { throw .unknownRegion(id) }
+        guard region.state == .registered, region.mr != nil, let mapping = region.mapping else { return nil }
+        return ExposureTarget(region: id, owner: region.owner, address: mapping.base, length: Int(region.length),
+                              flags: region.flags, strategy: region.strategy, generation: region.generation)
+    }
+
+    /// Records an exposure of the region's current registration (made from `exposureTarget`),
+    /// to be withdrawn before its MR goes. Refused (unknownRegion) when the region is gone, and
+    /// when the target's generation is no longer the region's: that registration is gone and
+    /// the exposure is withdrawn here.
+    public func expose(_ id: RegionID, generation: UInt64, _ exposure: any RegionExposure) throws(EngineError) {
+        guard let key = regions[id], let region = files[key]?.regions[id], region.state == .registered,
+              region.generation == generation, region.mr != nil else {
+            do throws(VerbsError) { try exposure.withdraw() } catch {
+                logger.error("withdrawing a stale exposure failed", metadata: ["region": "\(id)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
+            }
+            throw .unknownRegion(id)
+        }
+        region.exposures.removeAll { $0.isWithdrawn }
+        region.exposures.append(exposure)
+    }
+
     /// What `uid` holds over all its owners.
     public func usage(uid: UInt32) -> Usage { usageByUID[uid] ?? Usage() }
 
@@ -297,7 +325,8 @@ public final class Engine {
     func info(_ region: Region, _ file: TrackedFile) -> RegionInfo {
         RegionInfo(id: region.id, owner: region.owner, file: file.key, offset: region.offset, length: region.length,
                    access: region.access, strategy: region.strategy, strategyReason: region.strategyReason,
-                   backing: file.backing, device: registrar.deviceName, state: region.state, keys: region.keys)
+                   backing: file.backing, device: registrar.deviceName, state: region.state, keys: region.keys,
+                   generation: region.generation)
     }
 
     /// How `fd` was opened, as the registration plan asks it.

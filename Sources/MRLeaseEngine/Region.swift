@@ -17,6 +17,9 @@ public struct RegionInfo: Sendable, Equatable {
     public var state: RegionState
     /// nil while revoked: there is no MR then.
     public var keys: MRKeys?
+    /// 1 at registration, one more at each restoration: a peer's keys are good for one
+    /// generation (docs/protocol.md, remote access).
+    public var generation: UInt64 = 1
 }
 
 /// A tracked file's identity: (device, inode). Two fds of one file are one tracked file.
@@ -51,6 +54,13 @@ final class Region {
     var layout: LayoutChange = .unchanged
     var mapping: SharedMapping?
     var mr: (any RegisteredMemory)?
+    /// The flags `mr` was registered with: an exposure registers the same pages the same way.
+    var flags: AccessFlags = []
+    /// 1 at registration, one more at each restoration.
+    var generation: UInt64 = 1
+    /// What else reaches the region's memory (a grant's MR and its peers' QPs): withdrawn
+    /// before the MR is deregistered, whatever tears the region down.
+    var exposures: [any RegionExposure] = []
 
     init(id: RegionID, owner: OwnerID, uid: UInt32, plan: RegistrationPlan,
          strategy: Strategy, strategyReason: String, mapping: SharedMapping, mr: any RegisteredMemory) {
@@ -72,7 +82,12 @@ final class Region {
     @discardableResult
     func tearDown() -> VerbsError? {
         var failure: VerbsError?
-        do { try mr?.deregister() } catch { failure = error }
+        // Exposures first: no peer may reach the pages once the lease can go.
+        for exposure in exposures {
+            do throws(VerbsError) { try exposure.withdraw() } catch { failure = failure ?? error }
+        }
+        exposures = []
+        do { try mr?.deregister() } catch { failure = failure ?? error }
         mr = nil
         // munmap fails only for a range that is not a mapping (EINVAL): nothing left to undo.
         try? mapping?.unmap()

@@ -1,5 +1,6 @@
 import Logging
 import LinuxFile
+import MRLeasePolicy
 import Verbs
 
 /// Who a region belongs to: one daemon client, or one test. Each owner gets its own PD, so one
@@ -20,6 +21,29 @@ public protocol RegisteredMemory: AnyObject {
 }
 
 extension MemoryRegion: RegisteredMemory {}
+
+/// Something besides the region's own MR that reaches the region's memory: a grant's MR in the
+/// grant's PD, and the queue pairs of the peers using it. The engine withdraws every exposure of
+/// a region before it deregisters the region's MR, whatever the reason (revocation, layout
+/// change, deregistration, the owner leaving), so nothing reaches the pages once the lease can
+/// go. `withdraw()` must stop all access before it returns, and do nothing when called again.
+public protocol RegionExposure: AnyObject {
+    var isWithdrawn: Bool { get }
+    func withdraw() throws(VerbsError)
+}
+
+/// What an exposure of a region must cover: the region's mapping as the engine registered it.
+public struct ExposureTarget {
+    public var region: RegionID
+    public var owner: OwnerID
+    /// The first byte of the region in the daemon's mapping.
+    public var address: UnsafeMutableRawPointer
+    public var length: Int
+    /// The flags the region's MR was registered with (ODP included).
+    public var flags: AccessFlags
+    public var strategy: Strategy
+    public var generation: UInt64
+}
 
 /// The verbs side of the engine: registers memory in an owner's PD. The real one is
 /// `VerbsRegistrar`; host tests use a double to check ordering, never to claim RDMA works.

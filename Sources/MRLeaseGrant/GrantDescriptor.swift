@@ -1,5 +1,5 @@
 /// What a client hands to a peer so the peer can reach one grant: the daemon's endpoint, the
-/// grant id and the secret. Version 1, byte by byte (network order; docs/remote-access.md):
+/// grant id and the secret. Version 1, byte by byte (network order; docs/protocol.md §8):
 ///
 ///     0   3  magic 9A B9 60 (the text form starts "mrlg")
 ///     3   1  version (1)

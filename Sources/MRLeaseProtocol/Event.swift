@@ -17,6 +17,10 @@ public enum Event: Sendable, Equatable {
     /// open, the daemon's own included); the filesystem frees the space only after the region
     /// is deregistered and every fd is closed. Sent once per region.
     case unlinked(region: UInt64)
+    /// A remote peer connected to one of the region's grants.
+    case peerConnected(PeerConnected)
+    /// A peer's connection ended, and why.
+    case peerDisconnected(PeerDisconnected)
 
     public struct Revoking: Sendable, Equatable {
         public var region: UInt64
@@ -74,6 +78,8 @@ public enum Event: Sendable, Equatable {
     /// The event's name on the wire.
     public enum Name: String, Sendable, CaseIterable {
         case revoking, revoked, restored, lost, unlinked
+        case peerConnected = "peer-connected"
+        case peerDisconnected = "peer-disconnected"
     }
 
     public var name: Name {
@@ -83,6 +89,8 @@ public enum Event: Sendable, Equatable {
         case .restored: .restored
         case .lost: .lost
         case .unlinked: .unlinked
+        case .peerConnected: .peerConnected
+        case .peerDisconnected: .peerDisconnected
         }
     }
 
@@ -93,6 +101,8 @@ public enum Event: Sendable, Equatable {
         case .restored(let event): event.region
         case .lost(let event): event.region
         case .unlinked(let region): region
+        case .peerConnected(let event): event.region
+        case .peerDisconnected(let event): event.region
         }
     }
 }
@@ -116,6 +126,12 @@ extension Event {
             self = .lost(Lost(region: region, reason: try f.enumValue("reason"), message: try f.stringIfPresent("message")))
         case .unlinked:
             self = .unlinked(region: region)
+        case .peerConnected:
+            self = .peerConnected(PeerConnected(region: region, grant: try f.uint64("grant"), peer: try f.uint64("peer"),
+                                                address: try f.string("address"), generation: try f.uint64("generation")))
+        case .peerDisconnected:
+            self = .peerDisconnected(PeerDisconnected(region: region, grant: try f.uint64("grant"), peer: try f.uint64("peer"),
+                                                      reason: try f.enumValue("reason")))
         }
     }
 
@@ -139,6 +155,15 @@ extension Event {
         case .lost(let event):
             o.set("reason", .string(event.reason.rawValue))
             o.set("message", event.message.map(JSONValue.string))
+        case .peerConnected(let event):
+            o.set("grant", .integer(event.grant))
+            o.set("peer", .integer(event.peer))
+            o.set("address", .string(event.address))
+            o.set("generation", .integer(event.generation))
+        case .peerDisconnected(let event):
+            o.set("grant", .integer(event.grant))
+            o.set("peer", .integer(event.peer))
+            o.set("reason", .string(event.reason.rawValue))
         }
     }
 }

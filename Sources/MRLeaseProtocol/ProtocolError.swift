@@ -23,6 +23,11 @@ public enum ErrorCode: String, Sendable, Equatable, Hashable, CaseIterable {
     case badRequest = "bad-request"
     /// No region with this id belongs to this connection.
     case unknownRegion = "unknown-region"
+    /// No grant with this id belongs to this connection (never did, revoked, or expired).
+    case unknownGrant = "unknown-grant"
+    /// `grant` on a daemon that does not listen for peers (no `listen` configured), or whose
+    /// listener is not on the region's device.
+    case remoteAccessUnavailable = "remote-access-unavailable"
     /// The packet was larger than the maximum message size.
     case messageTooLarge = "message-too-large"
     /// More descriptors were attached than the request takes; all of them were closed.

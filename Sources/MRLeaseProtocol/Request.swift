@@ -3,6 +3,8 @@ public enum RequestType: String, Sendable, Hashable, CaseIterable {
     case hello, register
     case registerBatch = "register-batch"
     case deregister, list, stats, ack, verify
+    case grant
+    case revokeGrant = "revoke-grant"
 
     /// How many fds a request of this type carries: one (the file) for `register` and
     /// `register-batch`, none for the rest.
@@ -28,6 +30,10 @@ public enum Request: Sendable, Equatable {
     case ack(region: UInt64)
     /// Compare the file's extent map now with the one recorded at registration.
     case verify(region: UInt64)
+    /// Make a region reachable by remote peers; answered with a descriptor.
+    case grant(Grant)
+    /// End a grant: its peers are disconnected and its descriptor stops working.
+    case revokeGrant(grant: UInt64)
 
     public struct Hello: Sendable, Equatable {
         /// For the daemon's logs ("fio", "my-app 2.1").
@@ -88,6 +94,8 @@ public enum Request: Sendable, Equatable {
         case .stats: .stats
         case .ack: .ack
         case .verify: .verify
+        case .grant: .grant
+        case .revokeGrant: .revokeGrant
         }
     }
 
@@ -124,6 +132,8 @@ extension Request {
         case .stats: self = .stats
         case .ack: self = .ack(region: try fields.uint64("region"))
         case .verify: self = .verify(region: try fields.uint64("region"))
+        case .grant: self = .grant(try Grant(fields))
+        case .revokeGrant: self = .revokeGrant(grant: try fields.uint64("grant"))
         }
     }
 
@@ -148,6 +158,10 @@ extension Request {
             object.set("all", all ? .bool(true) : nil)
         case .stats:
             break
+        case .grant(let grant):
+            grant.write(to: &object)
+        case .revokeGrant(let grant):
+            object.set("grant", .integer(grant))
         }
     }
 }

@@ -14,6 +14,8 @@ extension ReplyResult {
         case .stats: self = .stats(try Statistics(f))
         case .ack: self = .ack
         case .verify: self = .verify(try Verification(f))
+        case .grant: self = .grant(try GrantResult(f))
+        case .revokeGrant: self = .revokeGrant
         }
     }
 
@@ -28,7 +30,8 @@ extension ReplyResult {
         case .list(let result): return result.json
         case .stats(let result): return result.json
         case .verify(let result): return result.json
-        case .deregister, .ack: return ObjectWriter().value
+        case .grant(let result): return result.json
+        case .deregister, .ack, .revokeGrant: return ObjectWriter().value
         }
     }
 }
@@ -59,6 +62,7 @@ extension HelloResult {
                         maxConnectionsPerUid: try l.uint64IfPresent("maxConnectionsPerUid"),
                         maxQueuedBytes: try l.uint64IfPresent("maxQueuedBytes"))
         layoutProtection = try f.enumIfPresent("layoutProtection")
+        endpoints = f.object["endpoints"] == nil ? nil : try f.strings("endpoints")
     }
 
     var json: JSONValue {
@@ -89,6 +93,7 @@ extension HelloResult {
         if let value = limits.maxQueuedBytes { l.set("maxQueuedBytes", .integer(value)) }
         o.set("limits", l.value)
         o.set("layoutProtection", layoutProtection.map { .string($0.rawValue) })
+        o.set("endpoints", endpoints.map { .array($0.map(JSONValue.string)) })
         return o.value
     }
 }
@@ -152,6 +157,14 @@ extension RegionList.Region {
         address = try f.uint64IfPresent("address")
         tag = try f.stringIfPresent("tag")
         pid = try f.uint32IfPresent("pid")
+        generation = try f.uint64IfPresent("generation")
+        if f.object["grants"] != nil {
+            var grants: [RegionList.Grant] = []
+            for g in try f.objects("grants") { grants.append(try RegionList.Grant(g)) }
+            self.grants = grants
+        } else {
+            grants = nil
+        }
     }
 
     var json: JSONValue {
@@ -168,6 +181,8 @@ extension RegionList.Region {
         o.set("address", address.map(JSONValue.integer))
         o.set("tag", tag.map(JSONValue.string))
         o.set("pid", pid.map(JSONValue.integer))
+        o.set("generation", generation.map(JSONValue.integer))
+        o.set("grants", grants.map { .array($0.map(\.json)) })
         return o.value
     }
 }

@@ -9,6 +9,8 @@ public enum ReplyResult: Sendable, Equatable {
     case stats(Statistics)
     case ack
     case verify(Verification)
+    case grant(GrantResult)
+    case revokeGrant
 
     public var type: RequestType {
         switch self {
@@ -20,6 +22,8 @@ public enum ReplyResult: Sendable, Equatable {
         case .stats: .stats
         case .ack: .ack
         case .verify: .verify
+        case .grant: .grant
+        case .revokeGrant: .revokeGrant
         }
     }
 }
@@ -94,9 +98,13 @@ public struct HelloResult: Sendable, Equatable {
     /// How the daemon notices a layout change through a client's own fd; nil from a daemon
     /// that does not say (one from before issue 9 noticed none).
     public var layoutProtection: LayoutProtection?
+    /// Where remote peers connect ("192.0.2.1:7471"); empty when the daemon does not listen,
+    /// nil from a daemon older than remote access.
+    public var endpoints: [String]?
 
     public init(version: UInt64, daemon: String, devices: [Device], strategies: [RegionStrategy], limits: Limits,
-                layoutProtection: LayoutProtection? = nil) {
+                layoutProtection: LayoutProtection? = nil, endpoints: [String]? = nil) {
+        self.endpoints = endpoints
         self.version = version
         self.daemon = daemon
         self.devices = devices
@@ -153,10 +161,17 @@ public struct RegionList: Sendable, Equatable {
         public var tag: String?
         /// The owning connection's process (SO_PEERCRED), in `list` with `all` only.
         public var pid: UInt32?
+        /// 1 at registration, one more at each restoration (nil from older daemons).
+        public var generation: UInt64?
+        /// The region's grants and their peers (nil from daemons older than remote access).
+        public var grants: [RegionList.Grant]?
 
         public init(region: UInt64, file: String, offset: UInt64, length: UInt64, access: Set<Access>,
                     strategy: RegionStrategy, state: RegionStatus, rkey: UInt32? = nil, lkey: UInt32? = nil,
-                    address: UInt64? = nil, tag: String? = nil, pid: UInt32? = nil) {
+                    address: UInt64? = nil, tag: String? = nil, pid: UInt32? = nil,
+                    generation: UInt64? = nil, grants: [RegionList.Grant]? = nil) {
+            self.generation = generation
+            self.grants = grants
             self.region = region
             self.file = file
             self.offset = offset

@@ -96,6 +96,28 @@ public final class CMID {
         UInt16(bigEndian: rdma_get_src_port(try live(for: "rdma_get_src_port")))
     }
 
+    /// The other side's address and port as "192.0.2.1:40000" or "[fd00::1]:40000" (for logs
+    /// and owners' events); "?" when the id has none (not connected).
+    ///
+    /// The corresponding C functions are `rdma_get_peer_addr` and `rdma_get_dst_port`.
+    public func peerAddress() -> String {
+        guard let id = pointer, let address = rdma_get_peer_addr(id) else { return "?" }
+        let port = UInt16(bigEndian: rdma_get_dst_port(id))
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        switch Int32(address.pointee.sa_family) {
+        case AF_INET:
+            var v4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+            guard inet_ntop(AF_INET, &v4, &text, socklen_t(text.count)) != nil else { return "?" }
+            return "\(String(cString: text)):\(port)"
+        case AF_INET6:
+            var v6 = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
+            guard inet_ntop(AF_INET6, &v6, &text, socklen_t(text.count)) != nil else { return "?" }
+            return "[\(String(cString: text))]:\(port)"
+        default:
+            return "?"
+        }
+    }
+
     /// Listens for connect requests on the bound address; they arrive as `.connectRequest`.
     ///
     /// The corresponding C function is `rdma_listen`.

@@ -25,10 +25,16 @@ struct ListCommand: ParsableCommand {
         }
         guard !regions.isEmpty else { return emit("no regions") }
         emit(Format.table(
-            ["REGION", "PID", "FILE", "OFFSET", "LENGTH", "ACCESS", "STRATEGY", "STATE", "RKEY", "TAG"],
+            ["REGION", "PID", "FILE", "OFFSET", "LENGTH", "ACCESS", "STRATEGY", "STATE", "RKEY", "GRANTS", "TAG"],
             regions.map { r in
                 ["\(r.region)", r.pid.map { "\($0)" } ?? "-", r.file, "\(r.offset)", "\(r.length)", Format.access(r.access),
-                 r.strategy.rawValue, r.state.rawValue, Format.hex(r.rkey), r.tag ?? ""]
+                 r.strategy.rawValue, r.state.rawValue, Format.hex(r.rkey), Self.grants(r.grants), r.tag ?? ""]
             }))
+    }
+
+    /// "7:2/4 9:0/1": each grant's id, its connected peers and its maximum; "-" without any.
+    static func grants(_ grants: [RegionList.Grant]?) -> String {
+        guard let grants, !grants.isEmpty else { return "-" }
+        return grants.map { "\($0.grant):\($0.peers.count)/\($0.maxPeers)" }.joined(separator: " ")
     }
 }

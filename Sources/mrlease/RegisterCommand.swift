@@ -16,6 +16,10 @@ struct RegisterCommand: ParsableCommand {
         timestamp (revoking, revoked, restored, lost) until SIGINT or SIGTERM; closing the
         connection makes mrleased deregister the region. Revocations are acknowledged at once
         (this process issues no RDMA); --no-ack leaves them to the daemon's deadline instead.
+        With --grant, each region is also granted to remote peers (mrleased must listen: its
+        `listen` setting) and one line `descriptor REGION GRANT mrlg…` per region is printed:
+        the credential a peer connects with (`mrlease peer DESCRIPTOR …`); give it only to the
+        peer. The grants end with this process.
         If mrleased dies, this process releases the lease it left on the file (else a truncate
         or open of it would wait lease-break-time), prints what it did, and exits 1.
         Exit status: 0 interrupted after registering; 1 refused, unreachable, or the daemon
@@ -38,6 +42,14 @@ struct RegisterCommand: ParsableCommand {
     var ack = true
     @Flag(help: "Print one JSON object per line: the registration, then each event.")
     var json = false
+    @Flag(help: "Grant each region to remote peers and print its descriptor (the daemon must listen).")
+    var grant = false
+    @Option(help: ArgumentHelp("With --grant: what peers may do, a comma list of read, write, atomic (default: the region's access).", valueName: "access"))
+    var grantAccess: String?
+    @Option(help: ArgumentHelp("With --grant: peers connected at once (default 1).", valueName: "count"))
+    var maxPeers: UInt64?
+    @Option(help: ArgumentHelp("With --grant: the grant ends after this many milliseconds.", valueName: "ms"))
+    var grantExpiresMs: UInt64?
     @Option(help: ArgumentHelp("After registering, write TEXT at the region's start through a shared mapping of this process's own fd (needs write access).", valueName: "text"))
     var write: String?
 
@@ -46,6 +58,10 @@ struct RegisterCommand: ParsableCommand {
         guard let length = Self.bytes(length), length > 0 else { throw ValidationError("--length takes a positive byte count such as 4096 or 2M (got '\(length)')") }
         guard Self.accessSet(access) != nil else { throw ValidationError("--access takes a comma list of read, write, atomic (got '\(access)')") }
         guard StrategyPreference(rawValue: strategy) != nil else { throw ValidationError("--strategy takes odp, pinned or any (got '\(strategy)')") }
+        if let grantAccess, Self.accessSet(grantAccess) == nil { throw ValidationError("--grant-access takes a comma list of read, write, atomic (got '\(grantAccess)')") }
+        if !grant, grantAccess != nil || maxPeers != nil || grantExpiresMs != nil {
+            throw ValidationError("--grant-access, --max-peers and --grant-expires-ms go with --grant")
+        }
         guard (1...Codec.maxBatchRanges).contains(count) else { throw ValidationError("--count takes 1 to \(Codec.maxBatchRanges) (one register-batch request)") }
         let (span, overflow) = length.multipliedReportingOverflow(by: UInt64(count))
         guard !overflow, Self.bytes(offset)!.addingReportingOverflow(span).overflow == false else {
@@ -79,6 +95,23 @@ struct RegisterCommand: ParsableCommand {
         for (registration, range) in zip(registrations, ranges) { printRegistration(registration, at: range.offset) }
         if !json { emit("  holding \(count == 1 ? "it" : "them"); events follow (Ctrl-C releases \(count == 1 ? "it" : "them"))") }
         if let text = write { try writeThroughMapping(text, client: client, region: registrations[0].region) }
+        if grant {
+            for registration in registrations {
+                let made = try daemonCall("grant") { () throws(ClientError) in
+                    try client.grant(region: registration.region, access: grantAccess.flatMap(Self.accessSet),
+                                     expiresInMillis: grantExpiresMs, maxPeers: maxPeers)
+                }
+                if json {
+                    var object = WireJSON.object(.grant(made))
+                    object["time"] = Self.now()
+                    object["event"] = "granted"
+                    emit(WireJSON.line(object))
+                } else {
+                    emit("descriptor \(made.region) \(made.grant) \(made.descriptor)")
+                    emit("  grant \(made.grant) on region \(made.region): \(made.access.map(\.rawValue).sorted().joined(separator: ",")) for up to \(made.maxPeers) peer\(made.maxPeers == 1 ? "" : "s") at \(made.endpoint), transfer alignment \(made.alignment)")
+                }
+            }
+        }
         let regions = registrations.map { String($0.region) }.joined(separator: ", ")
         while true {
             while let event = try nextEvent(client) { printEvent(event) }
@@ -193,6 +226,10 @@ struct RegisterCommand: ParsableCommand {
             return "lost region \(l.region) (\(l.reason.rawValue))\(detail)"
         case .unlinked(let region):
             return "region \(region)'s file was unlinked: the region stays registered; deregister it to free the space"
+        case .peerConnected(let p):
+            return "peer \(p.peer) connected to grant \(p.grant) of region \(p.region) from \(p.address) (generation \(p.generation))"
+        case .peerDisconnected(let p):
+            return "peer \(p.peer) of grant \(p.grant) on region \(p.region) disconnected (\(p.reason.rawValue))"
         }
     }
 

@@ -33,6 +33,10 @@ struct StatusCommand: ParsableCommand {
             let odp = device.odpSupported ? "ODP for RC [\(device.odpRC.joined(separator: ","))]" : "no ODP"
             rows.append(("devices", "\(device.name): \(odp)"))
         }
+        if let endpoints = hello.endpoints {
+            rows.append(("peers", endpoints.isEmpty ? "not listening (set `listen` to let remote peers reach granted regions)"
+                                                    : "listening on \(endpoints.joined(separator: ", "))"))
+        }
         rows.append(("strategies", hello.strategies.isEmpty ? "none" : hello.strategies.map(\.rawValue).joined(separator: ", ")))
         let limits = hello.limits
         rows.append(("limits", "\(limits.maxRegionsPerUid) regions and \(Format.bytes(limits.maxBytesPerUid)) per uid, "

@@ -79,12 +79,12 @@ extension BenchCommand {
     /// install has (`--config /dev/null`) and logs quiet enough that no log line is part of what
     /// we time; its warnings go to our stderr. It inherits our environment, so a run can set
     /// `MRLEASED_*`.
-    static func startDaemon(_ binary: String, socket: String, device: String?) throws -> DaemonChild {
+    static func startDaemon(_ binary: String, socket: String, device: String?, extraArguments: [String] = []) throws -> DaemonChild {
         // The per-uid byte quota defaults to the client's RLIMIT_MEMLOCK, which would cap the
         // registration benchmark's regions at a few MiB: the benchmark times the quota check,
         // not its refusal.
         try DaemonChild(executable: binary, arguments: ["--socket", socket, "--config", "/dev/null", "--log-level", "warning"]
-                            + (device.map { ["--device", $0] } ?? []),
+                            + (device.map { ["--device", $0] } ?? []) + extraArguments,
                         environment: ["MRLEASED_MAX_BYTES_PER_UID": "\(UInt64(1) << 50)"], inheriting: .all,
                         stderr: .inherited, readyWhen: .accepting(socketPath: socket))
     }
@@ -116,4 +116,41 @@ extension BenchCommand {
 /// Microseconds, one decimal below 100.
 func us(_ value: Double) -> String {
     value.isNaN ? "n/a" : String(format: value < 100 ? "%.1f" : "%.0f", value)
+}
+
+extension BenchCommand {
+    /// `--peer-break`: lease break → each peer's first write with the restored region's keys,
+    /// for each count of peers, against the no-grant baseline (break → `restored`) of the same run.
+    func runPeerBreak() throws {
+        guard let counts = counts(peerCounts.replacingOccurrences(of: " ", with: "")), peerBreaks > 0 else {
+            throw BenchError("--peer-counts: comma separated positive integers; --peer-breaks positive")
+        }
+        guard let listen = listen ?? ProcessInfo.processInfo.environment["MRLEASED_RDMA_CM_ADDRESS"].map({ "\($0):0" }) else {
+            throw BenchError("--peer-break needs an rdma_cm address: --listen ADDR:PORT or $MRLEASED_RDMA_CM_ADDRESS (the vm-test guests set it)")
+        }
+        let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        let prefix = label.map { "[\($0)] " } ?? ""
+        let scratch = "\(directory)/mrleased-bench-\(getpid())"
+        guard mkdir(scratch, 0o700) == 0 else { throw BenchError("mkdir \(scratch): \(String(cString: strerror(errno)))") }
+        let socket = "\(scratch)/bench.sock"
+        let path = "\(scratch)/peer-break"
+        defer { unlink(path); unlink(socket); rmdir(scratch) }
+        let size = 1 << 20
+        guard FileManager.default.createFile(atPath: path, contents: Data(count: size)) else { throw BenchError("create \(path)") }
+        // Owners ack at once: the break is then bounded by the daemon, not by a quiesce deadline.
+        let child = try Self.startDaemon(daemonBinary ?? Self.siblingBinary("mrleased"), socket: socket, device: nil,
+                                         extraArguments: ["--listen", listen])
+        defer { _ = child.stop() }
+        say("\(prefix)mrleased-bench --peer-break: kernel \(Self.kernelRelease()), file \(path), listen \(listen), \(peerBreaks) breaks per case")
+        let bench = PeerBreakBenchmark(socket: socket, path: path, fileSize: size)
+        let baseline = try bench.run(peers: 0, breaks: peerBreaks)
+        say("\(prefix)peer-break baseline (no grant): break → restored median \(ms(baseline.restored.medianMS)) ms, max \(ms(baseline.restored.maxMS)) ms; breaker median \(ms(baseline.breaker.medianMS)) ms (n=\(baseline.restored.count))")
+        for count in counts {
+            let row = try bench.run(peers: count, breaks: peerBreaks)
+            say("\(prefix)peer-break \(count) peer\(count == 1 ? "" : "s"): break → first write with new keys median \(ms(row.firstWrite.medianMS)) ms, "
+                + "p90 \(ms(row.firstWrite.p90MS)) ms, max \(ms(row.firstWrite.maxMS)) ms (n=\(row.firstWrite.count)); "
+                + "break → restored median \(ms(row.restored.medianMS)) ms; breaker median \(ms(row.breaker.medianMS)) ms"
+                + " | ratio first write / baseline restored \(ratio(row.firstWrite.medianMS, baseline.restored.medianMS))")
+        }
+    }
 }

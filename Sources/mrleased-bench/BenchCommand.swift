@@ -92,6 +92,18 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Untimed round trips before the timed ones, daemon and echo each.")
     var warmUp: Int = 1000
 
+    @Flag(help: "Time lease break → each remote peer's first write with the new keys (needs an rdma_cm address: --listen or $MRLEASED_RDMA_CM_ADDRESS).")
+    var peerBreak = false
+
+    @Option(help: "Peers per --peer-break case, comma separated (0, the baseline without a grant, always runs first).")
+    var peerCounts: String = "1,16"
+
+    @Option(help: "Lease breaks per --peer-break case.")
+    var peerBreaks: Int = 5
+
+    @Option(help: "The rdma_cm listener for --peer-break, ADDR:PORT (default: $MRLEASED_RDMA_CM_ADDRESS:0).")
+    var listen: String?
+
     @Flag(help: "Time the protocol's JSON codec alone (no socket, no daemon): per message, and per range of a register-batch.")
     var codec = false
 
@@ -130,6 +142,7 @@ struct BenchCommand: ParsableCommand {
         if echoPeer { return EchoPeer.serve(fd: 0) }
         if daemon { return try runDaemon() }
         if codec { return try runCodec() }
+        if peerBreak { return try runPeerBreak() }
         let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         let (chosen, registrarNote) = try makeRegistrar()
         let isStub = chosen is StubRegistrar

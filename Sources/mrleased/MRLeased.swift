@@ -24,6 +24,7 @@ struct MRLeased: ParsableCommand {
     @Option(help: "RDMA device name (default: the first).") var device: String?
     @Option(help: "Milliseconds owners get to quiesce after a lease break.") var quiesceMs: UInt64?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+    @Option(help: "rdma_cm listener(s) for remote peers: ADDR:PORT[,ADDR:PORT] (port 0: the kernel picks).") var listen: String?
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
@@ -41,6 +42,7 @@ struct MRLeased: ParsableCommand {
             if let device { try settings.set("device", device, source: "--device") }
             if let quiesceMs { try settings.set("quiesce-ms", "\(quiesceMs)", source: "--quiesce-ms") }
             if let logLevel { try settings.set("log-level", logLevel, source: "--log-level") }
+            if let listen { try settings.set("listen", listen, source: "--listen") }
         } catch {
             throw ValidationError("\(error)")
         }

@@ -3,7 +3,7 @@ import XCTest
 
 @testable import MRLeaseGrant
 
-/// Fixed bytes ↔ fixed values, written from the layouts in docs/remote-access.md (not from the
+/// Fixed bytes ↔ fixed values, written from the layouts in docs/protocol.md §8 (not from the
 /// encoder), with the descriptors' CRC-32 and base64url computed by Python's zlib and base64.
 /// A C peer checks itself against the same vectors (the document lists them).
 final class KnownAnswerTests: XCTestCase {
@@ -79,10 +79,10 @@ func hex(_ text: String) -> [UInt8] {
 }
 
 final class DocumentedVectorsTests: XCTestCase {
-    /// docs/remote-access.md lists the vectors a C peer checks itself against: they must be these.
+    /// docs/protocol.md §8 lists the vectors a C peer checks itself against: they must be these.
     func testDocumentListsTheVectors() throws {
         let docURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("docs/remote-access.md")
+            .deletingLastPathComponent().appendingPathComponent("docs/protocol.md")
         let document = try String(contentsOf: docURL, encoding: .utf8)
         func hexString(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
         let vectors = [hexString(KnownAnswerTests.ipv4Bytes), KnownAnswerTests.ipv4Text,
@@ -90,7 +90,7 @@ final class DocumentedVectorsTests: XCTestCase {
                        hexString(KnownAnswerTests.connectBytes), hexString(KnownAnswerTests.acceptBytes),
                        hexString(KnownAnswerTests.rejectBytes)]
         for vector in vectors {
-            XCTAssertTrue(document.contains("\n  \(vector)\n"), "docs/remote-access.md lacks \(vector)")
+            XCTAssertTrue(document.contains("\n  \(vector)\n"), "docs/protocol.md lacks \(vector)")
         }
     }
 }

@@ -45,9 +45,9 @@ final class BadRequestTests: XCTestCase {
         assertRejected(#"{"v":1,"type":7}"#, #"field "type" must be a string, got 7"#)
         assertRejected(#"{"v":1,"type":"hello"}"#, #"missing field "id""#)
         assertRejected(#"{"v":1,"type":"dance","id":1}"#,
-                       #"unknown request type "dance"; expected one of hello, register, register-batch, deregister, list, stats, ack, verify"#)
+                       #"unknown request type "dance"; expected one of hello, register, register-batch, deregister, list, stats, ack, verify, grant, revoke-grant"#)
         assertRejected(#"{"v":1,"type":"event","id":1}"#,
-                       #"unknown request type "event"; expected one of hello, register, register-batch, deregister, list, stats, ack, verify"#)
+                       #"unknown request type "event"; expected one of hello, register, register-batch, deregister, list, stats, ack, verify, grant, revoke-grant"#)
     }
 
     func testIntegersOutsideUInt64OrWithFractionOrExponentAreRejected() {

@@ -1,0 +1,430 @@
+import Glibc
+import Logging
+import MRLeaseEngine
+import MRLeaseGrant
+import MRLeasePolicy
+import MRLeaseProtocol
+import SystemPackage
+import Verbs
+
+/// A grant's reach into one registration of its region: its own PD (one per grant, so a
+/// peer of grant A holds no key that works on region B, even B of the same client), an MR over
+/// the same pages, and the peers' QPs in that PD. The engine withdraws it before the region's
+/// MR is deregistered (`RegionExposure`), whatever the reason.
+final class GrantExposure: RegionExposure {
+    let generation: UInt64
+    let domain: ClientDomain
+    let memory: MemoryRegion
+    private(set) var isWithdrawn = false
+
+    init(generation: UInt64, domain: ClientDomain, memory: MemoryRegion) {
+        self.generation = generation
+        self.domain = domain
+        self.memory = memory
+    }
+
+    /// Stops every peer (each id's QP, then the id: the peer gets a DREQ, its QP an error),
+    /// then deregisters the MR and frees the PD: ClientDomain's ordered close.
+    func withdraw() throws(VerbsError) {
+        guard !isWithdrawn else { return }
+        isWithdrawn = true
+        try domain.close()
+    }
+}
+
+/// One peer's connection: its rdma_cm id, its QP and its CQ. The QP must be held: the id
+/// holds it only weakly, and a QP dropped is destroyed at once (the connection would then
+/// carry QP number 0, which the CM rejects as a stale connection).
+final class PeerConnection {
+    let id: UInt64
+    let grant: UInt64
+    let connection: CMID
+    let queuePair: QueuePair
+    let completions: CompletionQueue
+    let address: String
+    let generation: UInt64
+    var established = false
+
+    init(id: UInt64, grant: UInt64, connection: CMID, queuePair: QueuePair, completions: CompletionQueue, address: String, generation: UInt64) {
+        self.id = id
+        self.grant = grant
+        self.connection = connection
+        self.queuePair = queuePair
+        self.completions = completions
+        self.address = address
+        self.generation = generation
+    }
+}
+
+/// An event for a grant's owner, as PeerService returns it (the daemon delivers it).
+struct PeerNotice {
+    var owner: OwnerID
+    var event: Event
+}
+
+/// The rdma_cm side of remote access: the listeners, the grants (`GrantBook`), and every
+/// peer's connection. Driven by the daemon's loop (its channel is one more source); every
+/// call returns the events owners must hear instead of sending them.
+final class PeerService {
+    let context: Context
+    let channel: CMEventChannel
+    /// The bound listeners and the endpoints they really have (port 0 resolved).
+    private(set) var listeners: [(endpoint: GrantEndpoint, id: CMID)] = []
+    var book = GrantBook()
+    private var peersByConnection: [ObjectIdentifier: PeerConnection] = [:]
+    private var nextPeer: UInt64 = 1
+    /// The alignment the device's ODP copies need (the start-up self-test's); 1 for pinned.
+    let odpAlignment: UInt32
+    let logger: Logger
+    /// How long a peer is told to wait before retrying while its region is revoked.
+    let revokingRetryMillis: UInt32
+    /// The port's active MTU: where ODP copies are page-bound (odpAlignment > 1), a packet
+    /// that does not start a page is corrupted, so page-aligned transfers are enough only when
+    /// every packet is a whole page (MTU 4096).
+    let activeMTU: Int
+
+    /// The responder resources (incoming READs and atomics in flight) a peer may ask for.
+    static let maxResponderResources: UInt8 = 16
+
+    init(context: Context, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
+         logger: Logger) throws(VerbsError) {
+        self.context = context
+        self.odpAlignment = odpAlignment
+        self.revokingRetryMillis = revokingRetryMillis
+        self.logger = logger
+        activeMTU = try context.queryPort(1).activeMTU
+        channel = try CMEventChannel()
+        for endpoint in endpoints {
+            let id = try channel.createID()
+            try id.bind(address: endpoint.host, port: endpoint.port)
+            guard let bound = try id.context(), bound === context || bound.device.name == context.device.name else {
+                let device = (try? id.context())??.device.name ?? "none"
+                throw VerbsError(op: "rdma_bind_addr", errno: .invalidArgument,
+                                 detail: "listen \(endpoint): that address is on RDMA device \(device), but mrleased registers on \(context.device.name); set `device` to the listener's device or listen on an address of \(context.device.name)")
+            }
+            try id.listen()
+            let actual = GrantEndpoint(address: endpoint.address, port: try id.localPort())
+            listeners.append((actual, id))
+            logger.info("listening for peers", metadata: ["endpoint": "\(actual)", "device": "\(context.device.name)"])
+        }
+    }
+
+    var endpoints: [GrantEndpoint] { listeners.map(\.endpoint) }
+
+    /// The RDMA device that carries `endpoint`'s address (rdma_bind_addr picks it), for a
+    /// daemon told to listen but not which device to serve: it serves the listener's.
+    static func device(of endpoint: GrantEndpoint) throws(VerbsError) -> String {
+        let channel = try CMEventChannel()
+        let id = try channel.createID()
+        defer { _ = try? id.destroy() }
+        try id.bind(address: endpoint.host, port: 0)
+        guard let context = try id.context() else {
+            throw VerbsError(op: "rdma_bind_addr", errno: .operationNotSupportedByDevice,
+                             detail: "\(endpoint.host) is not an address of any RDMA device (give the interface an rxe or RoCE device, or listen on another address)")
+        }
+        return context.device.name
+    }
+
+    // MARK: Grants (requests from owners)
+
+    /// Makes a grant on `region` (the caller checked it is the owner's).
+    func grant(_ request: Request.Grant, region: RegionInfo, owner: OwnerID, now: UInt64) throws(ProtocolError) -> GrantResult {
+        guard let endpoint = listeners.first?.endpoint else {
+            throw ProtocolError(.remoteAccessUnavailable, "mrleased is not listening for peers; set `listen = ADDR:PORT` in its config (or --listen) and restart it")
+        }
+        if region.strategy == .odp, odpAlignment > 1, activeMTU < Int(odpAlignment) {
+            throw ProtocolError(.remoteAccessUnavailable, "region \(region.id.rawValue) is ODP on \(context.device.name), whose ODP copies corrupt packets that do not start a page (the start-up self-test), and its port's active MTU is \(activeMTU): peers' transfers would be split into packets that do not start pages. Raise the interface's MTU so the RDMA MTU is 4096 (e.g. ip link set DEV mtu 9000), or register the region pinned")
+        }
+        let regionAccess = region.access.wire
+        let access = request.access ?? regionAccess
+        guard access.isSubset(of: regionAccess) else {
+            let extra = access.subtracting(regionAccess).map(\.rawValue).sorted().joined(separator: ", ")
+            throw ProtocolError(.accessDenied, "region \(region.id.rawValue) was registered without \(extra); a grant gives at most the region's access")
+        }
+        let secret: GrantSecret
+        do { secret = try GrantSecret.random() } catch {
+            throw ProtocolError(.internal, "getrandom failed: \(error); no grant was made, retry")
+        }
+        let id = book.makeID()
+        let record = GrantRecord(id: id, owner: owner, region: region.id, secret: secret, access: GrantAccess(access),
+                                 maxPeers: Int(request.maxPeers ?? 1),
+                                 expiresAt: request.expiresInMillis.map { now + $0 * 1_000_000 }, endpoint: endpoint)
+        book.add(record)
+        // Never the secret or the descriptor: the log is not the peer.
+        logger.info("grant made", metadata: ["grant": "\(id)", "region": "\(region.id)", "client": "\(owner)",
+                                             "access": "\(access.map(\.rawValue).sorted())", "maxPeers": "\(record.maxPeers)"])
+        return GrantResult(grant: id, region: region.id.rawValue, descriptor: record.descriptor.text, endpoint: "\(endpoint)",
+                           access: access, maxPeers: UInt64(record.maxPeers), expiresInMillis: request.expiresInMillis,
+                           alignment: UInt64(alignment(for: region.strategy)))
+    }
+
+    /// Ends an owner's grant: its peers are disconnected and later connects hear `revoked`.
+    func revokeGrant(_ id: UInt64, owner: OwnerID) throws(ProtocolError) -> [PeerNotice] {
+        guard let grant = book.grants[id], grant.owner == owner else {
+            throw ProtocolError(.unknownGrant, "no grant \(id) on this connection (it was revoked, expired, or is another connection's)")
+        }
+        return end(grant, .revoked, reason: .grantEnded)
+    }
+
+    /// The transfer alignment peers of a region with `strategy` must keep.
+    func alignment(for strategy: Strategy) -> UInt32 { strategy == .odp ? odpAlignment : 1 }
+
+    // MARK: What happens to regions and owners
+
+    /// A revocation began: every peer of the region is stopped and the grants' exposures go
+    /// now, before the owners' acks and long before the region's MR is deregistered. The grants
+    /// stay: a peer that reconnects after the restoration gets the new generation's keys.
+    func regionRevoking(_ region: RegionID) -> [PeerNotice] {
+        var notices: [PeerNotice] = []
+        for grant in book.grants(on: region) {
+            notices += disconnectPeers(of: grant, reason: .revoking)
+            withdrawExposure(of: grant)
+        }
+        return notices
+    }
+
+    /// The region was deregistered or lost: its grants end.
+    func regionGone(_ region: RegionID) -> [PeerNotice] {
+        book.grants(on: region).flatMap { end($0, .regionGone, reason: .regionGone) }
+    }
+
+    /// The owner's connection ended: its grants end with it (no one is left to tell).
+    func ownerGone(_ owner: OwnerID) {
+        for grant in book.grants(of: owner) { _ = end(grant, .ownerGone, reason: .grantEnded) }
+    }
+
+    /// Ends grants whose expiry has passed.
+    func expire(now: UInt64) -> [PeerNotice] {
+        book.grants.values.filter { ($0.expiresAt ?? .max) <= now }.sorted { $0.id < $1.id }
+            .flatMap { end($0, .expired, reason: .grantEnded) }
+    }
+
+    /// The earliest grant expiry, for the loop's wait.
+    var nextExpiry: UInt64? { book.grants.values.compactMap(\.expiresAt).min() }
+
+    /// The daemon is stopping: every peer is disconnected, every exposure withdrawn, the
+    /// listeners closed.
+    func shutDown() -> [PeerNotice] {
+        var notices: [PeerNotice] = []
+        for grant in book.grants.values.sorted(by: { $0.id < $1.id }) {
+            notices += disconnectPeers(of: grant, reason: .shutdown)
+            withdrawExposure(of: grant)
+            book.end(grant.id, .ownerGone)
+        }
+        for listener in listeners { destroy(listener.id, what: "listener") }
+        listeners = []
+        return notices
+    }
+
+    /// What `list` shows of a region's grants: never a secret.
+    func summaries(of region: RegionID, now: UInt64) -> [RegionList.Grant] {
+        book.grants(on: region).map { grant in
+            RegionList.Grant(grant: grant.id, access: grant.access.wire, maxPeers: UInt64(grant.maxPeers),
+                             expiresInMillis: grant.expiresAt.map { $0 > now ? ($0 - now) / 1_000_000 : 0 },
+                             peers: grant.peers.values.sorted { $0.id < $1.id }.map {
+                                 RegionList.Grant.Peer(peer: $0.id, address: $0.address, generation: $0.generation)
+                             })
+        }
+    }
+
+    private func end(_ grant: GrantRecord, _ why: GrantEnd, reason: PeerDisconnectReason) -> [PeerNotice] {
+        let notices = disconnectPeers(of: grant, reason: reason)
+        withdrawExposure(of: grant)
+        book.end(grant.id, why)
+        logger.info("grant ended", metadata: ["grant": "\(grant.id)", "region": "\(grant.region)", "why": "\(why)"])
+        return why == .ownerGone ? [] : notices
+    }
+
+    private func disconnectPeers(of grant: GrantRecord, reason: PeerDisconnectReason) -> [PeerNotice] {
+        var notices: [PeerNotice] = []
+        for peer in grant.peers.values.sorted(by: { $0.id < $1.id }) {
+            drop(peer, from: grant, disconnecting: true)
+            if peer.established {
+                notices.append(PeerNotice(owner: grant.owner, event: .peerDisconnected(.init(
+                    region: grant.region.rawValue, grant: grant.id, peer: peer.id, reason: reason))))
+            }
+        }
+        return notices
+    }
+
+    private func withdrawExposure(of grant: GrantRecord) {
+        guard let exposure = grant.exposure else { return }
+        grant.exposure = nil
+        do { try exposure.withdraw() } catch {
+            logger.error("withdrawing a grant's PD failed: what refused stays allocated until its last reference goes",
+                         metadata: ["grant": "\(grant.id)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
+        }
+    }
+
+    /// Forgets a peer and takes its connection down: `rdma_disconnect` first (its QP moves to
+    /// the error state at once and the peer gets a DREQ), then the QP and the id.
+    private func drop(_ peer: PeerConnection, from grant: GrantRecord, disconnecting: Bool) {
+        grant.peers[peer.id] = nil
+        peersByConnection[ObjectIdentifier(peer.connection)] = nil
+        if disconnecting, !peer.connection.isDestroyed {
+            do { try peer.connection.disconnect() } catch {
+                // EINVAL for a connection not yet established: destroying it below rejects it.
+                logger.debug("rdma_disconnect failed", metadata: ["peer": "\(peer.id)", "errno": "\(error.errno.symbolicName)"])
+            }
+        }
+        destroy(peer.connection, what: "peer \(peer.id)")
+    }
+
+    private func destroy(_ id: CMID, what: String) {
+        do { try id.destroy() } catch {
+            logger.error("destroying an rdma_cm id failed", metadata: ["what": "\(what)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
+        }
+    }
+
+    // MARK: rdma_cm events
+
+    /// Handles every pending rdma_cm event.
+    func handleEvents(engine: Engine, now: UInt64) -> [PeerNotice] {
+        var notices: [PeerNotice] = []
+        while true {
+            let event: CMEvent?
+            do { event = try channel.nextEvent() } catch {
+                // An event for an id destroyed meanwhile (ENOENT) is acknowledged and dropped;
+                // anything else is logged, and the next readiness tries again.
+                if error.errno == .noSuchFileOrDirectory { continue }
+                logger.error("rdma_get_cm_event failed", metadata: ["op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
+                return notices
+            }
+            guard let event else { return notices }
+            notices += handle(event, engine: engine, now: now)
+        }
+    }
+
+    private func handle(_ event: CMEvent, engine: Engine, now: UInt64) -> [PeerNotice] {
+        switch event.kind {
+        case .connectRequest:
+            connectRequested(event, engine: engine, now: now)
+            return []
+        case .established:
+            guard let peer = peersByConnection[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else { return [] }
+            peer.established = true
+            logger.info("peer connected", metadata: ["peer": "\(peer.id)", "grant": "\(grant.id)", "address": "\(peer.address)",
+                                                     "generation": "\(peer.generation)"])
+            return [PeerNotice(owner: grant.owner, event: .peerConnected(.init(
+                region: grant.region.rawValue, grant: grant.id, peer: peer.id, address: peer.address, generation: peer.generation)))]
+        case .disconnected, .rejected, .unreachable, .connectError:
+            guard let peer = peersByConnection[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else {
+                // An id we dropped already; answer a DISCONNECTED anyway (rdma_disconnect(3)).
+                if event.kind == .disconnected, !event.id.isDestroyed { _ = try? event.id.disconnect() }
+                return []
+            }
+            // Answering the peer's DREQ (DISCONNECTED) with our own DREP ends it at once.
+            drop(peer, from: grant, disconnecting: event.kind == .disconnected)
+            logger.info("peer gone", metadata: ["peer": "\(peer.id)", "grant": "\(grant.id)", "event": "\(event.kind)", "status": "\(event.status)"])
+            guard peer.established else { return [] }
+            return [PeerNotice(owner: grant.owner, event: .peerDisconnected(.init(
+                region: grant.region.rawValue, grant: grant.id, peer: peer.id, reason: .peer)))]
+        default:
+            logger.debug("rdma_cm event ignored", metadata: ["event": "\(event.kind)", "status": "\(event.status)"])
+            return []
+        }
+    }
+
+    /// Admits a connect request or rejects it with a reason code (docs/protocol.md §8).
+    private func connectRequested(_ event: CMEvent, engine: Engine, now: UInt64) {
+        let connection = event.id
+        let address = connection.peerAddress()
+        let grant: GrantRecord
+        switch book.admit(event.privateData, now: now) {
+        case .rejected(let reason):
+            return reject(connection, reason, retryAfter: reason.isRetryable ? 100 : 0, address: address)
+        case .admitted(let admitted):
+            grant = admitted
+        }
+        let target: ExposureTarget
+        do {
+            guard let current = try engine.exposureTarget(grant.region) else {
+                return reject(connection, .regionRevoking, retryAfter: revokingRetryMillis, address: address, grant: grant.id)
+            }
+            target = current
+        } catch {
+            return reject(connection, .regionLost, address: address, grant: grant.id)
+        }
+        do throws(VerbsError) {
+            let exposure = try currentExposure(of: grant, target: target, engine: engine)
+            let completions = try context.createCompletionQueue(entries: 4)
+            let queuePair = try exposure.domain.createQueuePair(on: connection, sendQueue: completions, receiveQueue: completions,
+                                                    maxSend: 1, maxReceive: 1)
+            let accept: AcceptPrivateData
+            do {
+                accept = try AcceptPrivateData(access: grant.access, remoteAddress: exposure.memory.address,
+                                               length: UInt64(target.length), rkey: exposure.memory.rkey,
+                                               transferAlignment: alignment(for: target.strategy),
+                                               generation: target.generation, grantID: grant.id)
+            } catch {
+                throw VerbsError(op: "accept private data", errno: .invalidArgument, detail: "\(error)")
+            }
+            let wanted = event.connection?.initiatorDepth ?? 1
+            try connection.accept(privateData: accept.encoded(),
+                                  responderResources: min(max(wanted, 1), Self.maxResponderResources), initiatorDepth: 0)
+            let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, queuePair: queuePair, completions: completions,
+                                      address: address, generation: target.generation)
+            nextPeer += 1
+            grant.peers[peer.id] = peer
+            peersByConnection[ObjectIdentifier(connection)] = peer
+        } catch {
+            logger.warning("peer not admitted: could not make its QP or the grant's MR", metadata: [
+                "grant": "\(grant.id)", "address": "\(address)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
+            reject(connection, .busy, retryAfter: 1000, address: address, grant: grant.id)
+        }
+    }
+
+    /// The grant's exposure of the region's current generation, made (PD, MR) if there is none.
+    private func currentExposure(of grant: GrantRecord, target: ExposureTarget, engine: Engine) throws(VerbsError) -> GrantExposure {
+        if let exposure = grant.exposure, !exposure.isWithdrawn, exposure.generation == target.generation { return exposure }
+        withdrawExposure(of: grant)
+        let domain = try ClientDomain(context: context)
+        let memory = try domain.register(address: target.address, length: target.length,
+                                         access: Self.flags(for: grant.access, registeredWith: target.flags))
+        let exposure = GrantExposure(generation: target.generation, domain: domain, memory: memory)
+        do { try engine.expose(target.region, generation: target.generation, exposure) } catch {
+            // The registration went between the target and now (nothing runs in between, so
+            // only a bug gets here); expose() withdrew it.
+            throw VerbsError(op: "expose", errno: .noSuchFileOrDirectory, detail: "\(error)")
+        }
+        grant.exposure = exposure
+        return exposure
+    }
+
+    /// The grant MR's flags: the region's own (ODP, and LOCAL_WRITE, which decides how pages
+    /// are pinned), with remote rights cut to what the grant gives. The kernel requires
+    /// LOCAL_WRITE with REMOTE_WRITE or REMOTE_ATOMIC.
+    static func flags(for access: GrantAccess, registeredWith region: AccessFlags) -> AccessFlags {
+        var flags = region.subtracting([.remoteRead, .remoteWrite, .remoteAtomic])
+        if access.contains(.read) { flags.insert(.remoteRead) }
+        if access.contains(.write) { flags.formUnion([.remoteWrite, .localWrite]) }
+        if access.contains(.atomic) { flags.formUnion([.remoteAtomic, .localWrite]) }
+        return flags
+    }
+
+    private func reject(_ connection: CMID, _ reason: RejectReason, retryAfter: UInt32 = 0, address: String, grant: UInt64? = nil) {
+        do { try connection.reject(privateData: RejectPrivateData(reason: reason, retryAfterMilliseconds: retryAfter).encoded()) } catch {
+            logger.warning("rdma_reject failed", metadata: ["address": "\(address)", "errno": "\(error.errno.symbolicName)"])
+        }
+        destroy(connection, what: "rejected connect")
+        logger.info("peer rejected", metadata: ["address": "\(address)", "reason": "\(reason)", "grant": "\(grant.map(String.init) ?? "-")"])
+    }
+}
+
+extension GrantAccess {
+    init(_ access: Set<Access>) {
+        var bits: GrantAccess = []
+        if access.contains(.read) { bits.insert(.read) }
+        if access.contains(.write) { bits.insert(.write) }
+        if access.contains(.atomic) { bits.insert(.atomic) }
+        self = bits
+    }
+
+    var wire: Set<Access> {
+        var access: Set<Access> = []
+        if contains(.read) { access.insert(.read) }
+        if contains(.write) { access.insert(.write) }
+        if contains(.atomic) { access.insert(.atomic) }
+        return access
+    }
+}

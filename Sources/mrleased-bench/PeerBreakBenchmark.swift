@@ -1,0 +1,161 @@
+import Foundation
+import Glibc
+import MRLeaseClient
+import MRLeaseGrant
+import MRLeasePeer
+import MRLeaseProtocol
+
+/// One peer writing and persisting its own page of the region in a loop on a thread of its own,
+/// noting when its first write of each new generation succeeded.
+final class PeerWorker: @unchecked Sendable {
+    private let peer: Peer
+    private let offset: UInt64
+    private let lock = NSLock()
+    private var stopping = false
+    private var done = false
+    /// Generation → when its first write + persist completed (MonotonicClock seconds).
+    private var firstSuccess: [UInt64: Double] = [:]
+    private(set) var failure: String?
+    private var thread: Thread?
+
+    init(peer: Peer, offset: UInt64) {
+        self.peer = peer
+        self.offset = offset
+    }
+
+    func start() {
+        let thread = Thread { [self] in loop() }
+        self.thread = thread
+        thread.start()
+    }
+
+    private func loop() {
+        let page = [UInt8](repeating: UInt8(truncatingIfNeeded: offset / 4096 + 1), count: 4096)
+        while !locked({ stopping }) {
+            do throws(PeerError) {
+                try peer.write(page, at: offset)
+                try peer.persist()
+                let generation = peer.terms.generation
+                let now = MonotonicClock.now()
+                locked { if firstSuccess[generation] == nil { firstSuccess[generation] = now } }
+            } catch {
+                locked { failure = "\(error)" }
+                break
+            }
+        }
+        locked { done = true }
+    }
+
+    func firstSuccess(generation: UInt64) -> Double? { locked { firstSuccess[generation] } }
+    var failed: String? { locked { failure } }
+
+    /// Stops the loop, waits for it, and closes the peer.
+    func stop() {
+        locked { stopping = true }
+        while !locked({ done }) { usleep(1000) }
+        peer.close()
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body()
+    }
+}
+
+/// Issue 10's revocation figure as peers see it: from the start of a lease break (another
+/// process opening the file for writing, `dd` extending it) to each peer's first successful
+/// write + persist with the restored region's new keys. The baseline, in the same run: the same
+/// break with no grant, timed to the owner's `restored` event (what any client waits for).
+struct PeerBreakBenchmark {
+    struct Row {
+        var peers: Int
+        var breaks: Int
+        /// Per break: the breaker's open + ftruncate.
+        var breaker = Samples()
+        /// Per break: break start → the owner's `restored`.
+        var restored = Samples()
+        /// Per peer and break: break start → that peer's first write of the new generation.
+        var firstWrite = Samples()
+    }
+
+    let socket: String
+    let path: String
+    let fileSize: Int
+
+    /// Opens the file for writing from another process (`dd` ftruncates it to its size): the
+    /// lease breaks, the call returns once the daemon released it.
+    func breakLease() throws -> UInt64 {
+        let start = MonotonicClock.now()
+        let dd = Process()
+        dd.executableURL = URL(fileURLWithPath: "/bin/dd")
+        dd.arguments = ["if=/dev/null", "of=\(path)", "bs=1", "seek=\(fileSize)", "status=none"]
+        try dd.run()
+        dd.waitUntilExit()
+        guard dd.terminationStatus == 0 else { throw BenchError("dd on \(path) exited \(dd.terminationStatus)") }
+        return Self.nanoseconds(MonotonicClock.now() - start)
+    }
+
+    static func nanoseconds(_ seconds: Double) -> UInt64 { UInt64(max(seconds, 0) * 1e9) }
+
+    /// Reads the owner's events until `restored` (acks go out as they come) and returns when it came.
+    func awaitRestored(_ owner: MRLeaseClient, region: UInt64) throws -> Double {
+        let deadline = MonotonicClock.now() + 30
+        while MonotonicClock.now() < deadline {
+            let event: Event?
+            do { event = try owner.nextEvent(timeout: .milliseconds(100)) } catch { throw BenchError("owner: \(error)") }
+            if case .restored(let restored) = event, restored.region == region { return MonotonicClock.now() }
+            if case .lost(let lost) = event, lost.region == region { throw BenchError("region lost: \(lost.reason.rawValue)") }
+        }
+        throw BenchError("no restored event within 30 s")
+    }
+
+    /// `peers` peers (0: the baseline, no grant) through `breaks` lease breaks.
+    func run(peers: Int, breaks: Int) throws -> Row {
+        let owner: MRLeaseClient
+        do { owner = try MRLeaseClient.connect(path: socket, acknowledgingRevocations: true) } catch { throw BenchError("connect: \(error)") }
+        defer { owner.close() }
+        let length = UInt64(max(peers, 1) * 4096)
+        let region: UInt64
+        do { region = try owner.register(path: path, offset: 0, length: length, access: [.read, .write]).region } catch {
+            throw BenchError("register: \(error)")
+        }
+        var workers: [PeerWorker] = []
+        if peers > 0 {
+            let grant: GrantResult
+            do { grant = try owner.grant(region: region, maxPeers: UInt64(peers)) } catch { throw BenchError("grant: \(error)") }
+            let descriptor = try GrantDescriptor(text: grant.descriptor)
+            var options = PeerOptions()
+            options.stagingBytes = 4096
+            options.workRequestBytes = 4096
+            for index in 0..<peers {
+                do { workers.append(PeerWorker(peer: try Peer(descriptor: descriptor, options: options), offset: UInt64(index) * 4096)) } catch {
+                    throw BenchError("peer \(index): \(error)")
+                }
+            }
+            workers.forEach { $0.start() }
+        }
+        defer { workers.forEach { $0.stop() } }
+        var row = Row(peers: peers, breaks: breaks)
+        for index in 0..<breaks {
+            let generation = UInt64(index + 2)
+            // Every peer has written with the current keys before the break.
+            try waitUntil(workers.allSatisfy { $0.firstSuccess(generation: generation - 1) != nil }, workers: workers)
+            let start = MonotonicClock.now()
+            row.breaker.append(try breakLease())
+            row.restored.append(Self.nanoseconds(try awaitRestored(owner, region: region) - start))
+            try waitUntil(workers.allSatisfy { $0.firstSuccess(generation: generation) != nil }, workers: workers)
+            for first in workers.compactMap({ $0.firstSuccess(generation: generation) }) { row.firstWrite.append(Self.nanoseconds(first - start)) }
+        }
+        return row
+    }
+
+    private func waitUntil(_ condition: @autoclosure () -> Bool, workers: [PeerWorker]) throws {
+        let deadline = MonotonicClock.now() + 60
+        while !condition() {
+            if let failed = workers.lazy.compactMap(\.failed).first { throw BenchError("a peer failed: \(failed)") }
+            guard MonotonicClock.now() < deadline else { throw BenchError("peers did not write within 60 s") }
+            usleep(1000)
+        }
+    }
+}
