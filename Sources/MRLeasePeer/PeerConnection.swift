@@ -9,6 +9,15 @@ struct WorkItem {
     var localOffset: Int
     var remoteOffset: UInt64
     var length: UInt32
+
+    /// Compare-and-swap and fetch-and-add: not to be posted on a connection that may be
+    /// broken, since their failure leaves the outcome unknown.
+    var isAtomic: Bool {
+        switch operation {
+        case .write, .read: false
+        case .compareAndSwap, .fetchAdd: true
+        }
+    }
 }
 
 /// What stopped posted work.
@@ -157,8 +166,11 @@ final class PeerConnection {
     /// Posts `items` (at most `queueDepth` in flight) and waits for all their completions,
     /// watching the event channel for DISCONNECTED while it waits.
     func run(_ items: [WorkItem]) -> Result<Void, LinkFailure> {
-        // Nothing posted yet: a connection already seen broken costs nothing to retry on.
-        if let cause = brokenCause(force: true) { return .failure(.broken(cause, mayHaveExecuted: false)) }
+        // Nothing posted yet: a connection already seen broken costs nothing to retry on. The
+        // rdma_cm channel is read before every atomic (one syscall); before a read or write at
+        // most once a millisecond, since they are repeated whole if the connection turns out
+        // broken (docs/benchmarks.md, remote access: what the syscall per request cost).
+        if let cause = brokenCause(force: items.contains(where: \.isAtomic)) { return .failure(.broken(cause, mayHaveExecuted: false)) }
         var next = 0, outstanding = 0
         var lastProgress = MonotonicClock.now()
         var posted = false
