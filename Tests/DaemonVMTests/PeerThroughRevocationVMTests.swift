@@ -102,8 +102,13 @@ final class PeerThroughRevocationVMTests: XCTestCase {
     func backings() throws -> [(String, String)] {
         var found: [(String, String)] = []
         if let ext4 = Facility.ext4.value { found.append(("ext4 page cache", ext4)) }
+        if let xfs = Facility.xfs.value { found.append(("xfs page cache", xfs)) }
+        if let tmpfs = Facility.tmpfs.value { found.append(("tmpfs", tmpfs)) }
         // FS-DAX needs ODP (a long-term pin of FS-DAX pages is refused): 7.x rxe only.
-        if TestKernel.series != "6.1", let dax = Facility.ext4DAX.value { found.append(("ext4 FS-DAX", dax)) }
+        if TestKernel.series != "6.1" {
+            if let dax = Facility.ext4DAX.value { found.append(("ext4 FS-DAX", dax)) }
+            if let dax = Facility.xfsDAX.value { found.append(("xfs FS-DAX", dax)) }
+        }
         if found.isEmpty { throw XCTSkip("needs \(Facility.ext4.rawValue)") }
         return found
     }
