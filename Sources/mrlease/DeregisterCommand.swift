@@ -8,9 +8,9 @@ struct DeregisterCommand: ParsableCommand {
         commandName: "deregister",
         abstract: "Ask mrleased to deregister a region (only the connection that registered it may).",
         discussion: """
-        Regions belong to the connection that registered them: mrleased deregisters a region
-        when its owner asks or disconnects. This command runs on a new connection, so for any
-        region it did not make the daemon answers unknown-region. To release a region held by
+        Regions belong to the connection that registered them: mrleased deregisters a region \
+        when its owner asks or disconnects. This command runs on a new connection, so for any \
+        region it did not make the daemon answers unknown-region. To release a region held by \
         `mrlease register`, interrupt that process (Ctrl-C, or kill -TERM PID from `mrlease list`).
         Exit status: 0 deregistered; 1 refused or unreachable.
         """

@@ -8,11 +8,11 @@ struct DoctorCommand: ParsableCommand {
         commandName: "doctor",
         abstract: "Report RDMA devices, lease limits, and what mrleased would do with each file.",
         discussion: """
-        For each PATH: filesystem, DAX, FIEMAP extents, whether a lease can be taken, trial
-        registrations (pinned writable, pinned read-only, ODP) with the errno of each failure,
+        For each PATH: filesystem, DAX, FIEMAP extents, whether a lease can be taken, trial \
+        registrations (pinned writable, pinned read-only, ODP) with the errno of each failure, \
         and the strategy mrleased would use or the precise reason it would refuse.
 
-        Exit status: 0 every file has a strategy; 1 a path is unusable (missing, not a regular
+        Exit status: 0 every file has a strategy; 1 a path is unusable (missing, not a regular \
         file, no FIEMAP); 3 a usable file would be refused a registration.
         """
     )

@@ -7,8 +7,8 @@ struct ListCommand: ParsableCommand {
         commandName: "list",
         abstract: "List the regions mrleased holds for your connections (every connection's, as root).",
         discussion: """
-        Regions belong to the connection that registered them (an application, or a running
-        `mrlease register`); PID names that process. Exit status: 0 ok; 1 the daemon is not
+        Regions belong to the connection that registered them (an application, or a running \
+        `mrlease register`); PID names that process. Exit status: 0 ok; 1 the daemon is not \
         reachable or refused.
         """
     )

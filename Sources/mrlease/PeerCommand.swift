@@ -19,18 +19,18 @@ struct PeerCommand: ParsableCommand {
         commandName: "peer",
         abstract: "Reach a granted region over RDMA with a descriptor: write, read, verify, bench.",
         discussion: """
-        Connects over rdma_cm to the descriptor's endpoint (from `mrlease register --grant`) and
+        Connects over rdma_cm to the descriptor's endpoint (from `mrlease register --grant`) and \
         prints `connected grant=… generation=… rkey=… length=… alignment=… access=…`.
-        write: writes --length bytes of --pattern at --offset and persists (an RDMA READ after
-          the writes); with --loop, writes and persists again and again for --seconds (or until
-          SIGINT/SIGTERM), iteration K using pattern seed:S+K (or byte B+K), and prints after each
-          persist `persisted iteration=K … pattern=P`: the last such line is what the region holds.
+        write: writes --length bytes of --pattern at --offset and persists (an RDMA READ after \
+        the writes); with --loop, writes and persists again and again for --seconds (or until \
+        SIGINT/SIGTERM), iteration K using pattern seed:S+K (or byte B+K), and prints after each \
+        persist `persisted iteration=K … pattern=P`: the last such line is what the region holds.
         read: prints the bytes as hex, or writes them raw to --output.
         verify: reads and compares with --pattern; prints the first mismatch.
-        bench: --op write|read of --size bytes for --seconds: half one request at a time
-          (latency: median_us, p99_us), half --depth requests in flight (bandwidth: MBps).
+        bench: --op write|read of --size bytes for --seconds: half one request at a time \
+        (latency: median_us, p99_us), half --depth requests in flight (bandwidth: MBps).
         A revocation shows as a delay and a `reconnected generation=…` line, not an error.
-        Exit status: 0 ok; 1 refused (bounds, access, alignment), rejected, or unreachable
+        Exit status: 0 ok; 1 refused (bounds, access, alignment), rejected, or unreachable \
         (stderr says why); 2 usage; 3 verify found a mismatch.
         """
     )

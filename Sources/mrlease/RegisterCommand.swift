@@ -10,19 +10,19 @@ struct RegisterCommand: ParsableCommand {
         commandName: "register",
         abstract: "Register a file range as an RDMA MR, hold it, and print its events until interrupted.",
         discussion: """
-        Opens PATH (read-write when write or atomic access is asked, else read-only) and passes
-        the fd to mrleased; with --count N, N ranges of --length back to back in one
-        register-batch request, all or none. Prints each region and its keys, then one line per event with a
-        timestamp (revoking, revoked, restored, lost) until SIGINT or SIGTERM; closing the
-        connection makes mrleased deregister the region. Revocations are acknowledged at once
+        Opens PATH (read-write when write or atomic access is asked, else read-only) and passes \
+        the fd to mrleased; with --count N, N ranges of --length back to back in one \
+        register-batch request, all or none. Prints each region and its keys, then one line per event with a \
+        timestamp (revoking, revoked, restored, lost) until SIGINT or SIGTERM; closing the \
+        connection makes mrleased deregister the region. Revocations are acknowledged at once \
         (this process issues no RDMA); --no-ack leaves them to the daemon's deadline instead.
-        With --grant, each region is also granted to remote peers (mrleased must listen: its
-        `listen` setting) and one line `descriptor REGION GRANT mrlg…` per region is printed:
-        the credential a peer connects with (`mrlease peer DESCRIPTOR …`); give it only to the
+        With --grant, each region is also granted to remote peers (mrleased must listen: its \
+        `listen` setting) and one line `descriptor REGION GRANT mrlg…` per region is printed, holding \
+        the credential a peer connects with (`mrlease peer DESCRIPTOR …`); give it only to the \
         peer. The grants end with this process.
-        If mrleased dies, this process releases the lease it left on the file (else a truncate
+        If mrleased dies, this process releases the lease it left on the file (else a truncate \
         or open of it would wait lease-break-time), prints what it did, and exits 1.
-        Exit status: 0 interrupted after registering; 1 refused, unreachable, or the daemon
+        Exit status: 0 interrupted after registering; 1 refused, unreachable, or the daemon \
         went away; 2 usage.
         """
     )

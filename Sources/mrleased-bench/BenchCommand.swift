@@ -14,14 +14,14 @@ struct BenchCommand: ParsableCommand {
         commandName: "mrleased-bench",
         abstract: "Time lease-break revocation and registration against baselines from the same run.",
         discussion: """
-        Break: a child calls truncate(2) on a file with R regions registered (4 KiB each, one per
-        page) and times its own blocked time; interleaved with it, the same child breaks a lease
+        Break: a child calls truncate(2) on a file with R regions registered (4 KiB each, one per \
+        page) and times its own blocked time; interleaved with it, the same child breaks a lease \
         held by a minimal loop that unlocks the moment the signal arrives (the baseline).
         Registration: engine.register against a plain ibv_reg_mr loop with the same flags.
-        Without an RDMA device the break benchmark runs on a stub registrar (fake keys) and the
+        Without an RDMA device the break benchmark runs on a stub registrar (fake keys) and the \
         registration benchmark is skipped.
-        --daemon: starts the real mrleased and times stats round trips over its socket against
-        an echo peer on a socketpair, then (with an RDMA device) 2 MiB registrations through it
+        --daemon: starts the real mrleased and times stats round trips over its socket against \
+        an echo peer on a socketpair, then (with an RDMA device) 2 MiB registrations through it \
         against a direct Engine.register; the break and registration benchmarks do not run.
         """
     )

@@ -10,9 +10,9 @@ struct MRLeased: ParsableCommand {
         commandName: "mrleased",
         abstract: "Serve RDMA memory regions over files, guarded by file leases.",
         discussion: """
-        Settings come from the defaults, then the config file, then MRLEASED_* environment
-        variables, then these flags. Under systemd it speaks sd_notify (Type=notify, watchdog)
-        and accepts a socket-activated listener (LISTEN_FDS). When stderr is the journal
+        Settings come from the defaults, then the config file, then MRLEASED_* environment \
+        variables, then these flags. Under systemd it speaks sd_notify (Type=notify, watchdog) \
+        and accepts a socket-activated listener (LISTEN_FDS). When stderr is the journal \
         ($JOURNAL_STREAM names stderr's device and inode) log lines carry no timestamp.
         """
     )
