@@ -410,21 +410,3 @@ final class PeerService {
         logger.info("peer rejected", metadata: ["address": "\(address)", "reason": "\(reason)", "grant": "\(grant.map(String.init) ?? "-")"])
     }
 }
-
-extension GrantAccess {
-    init(_ access: Set<Access>) {
-        var bits: GrantAccess = []
-        if access.contains(.read) { bits.insert(.read) }
-        if access.contains(.write) { bits.insert(.write) }
-        if access.contains(.atomic) { bits.insert(.atomic) }
-        self = bits
-    }
-
-    var wire: Set<Access> {
-        var access: Set<Access> = []
-        if contains(.read) { access.insert(.read) }
-        if contains(.write) { access.insert(.write) }
-        if contains(.atomic) { access.insert(.atomic) }
-        return access
-    }
-}

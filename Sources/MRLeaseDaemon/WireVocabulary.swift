@@ -1,5 +1,6 @@
 import LinuxFile
 import MRLeaseEngine
+import MRLeaseGrant
 import MRLeasePolicy
 import MRLeaseProtocol
 import SystemPackage
@@ -175,4 +176,21 @@ extension ODPIntegrity {
         case .failed(let error): "\(error)"
         }
     }
+}
+
+extension GrantAccess {
+    /// The grant formats' bit for each wire word (docs/protocol.md §8: 1 read, 2 write, 4 atomic).
+    init(_ right: Access) {
+        switch right {
+        case .read: self = .read
+        case .write: self = .write
+        case .atomic: self = .atomic
+        }
+    }
+
+    init(_ access: Set<Access>) {
+        self = access.reduce(into: []) { bits, right in bits.insert(GrantAccess(right)) }
+    }
+
+    var wire: Set<Access> { Set(Access.allCases.filter { contains(GrantAccess($0)) }) }
 }

@@ -143,6 +143,22 @@ struct Fields {
         return result
     }
 
+    /// `key`'s access words, each listed at most once (a request's rule).
+    func accessList(_ key: String) throws(ProtocolError) -> Set<Access> {
+        var rights: Set<Access> = []
+        for right in try accessWords(key) where !rights.insert(right).inserted {
+            throw .invalid(key, "lists \"\(right.rawValue)\" twice")
+        }
+        return rights
+    }
+
+    /// `key`'s access words as a set (a result's: the daemon lists each once).
+    func accessSet(_ key: String) throws(ProtocolError) -> Set<Access> { Set(try accessWords(key)) }
+
+    private func accessWords(_ key: String) throws(ProtocolError) -> [Access] {
+        try array(key) { (item, path) throws(ProtocolError) in try Fields.enumValue(item, path(), as: Access.self) }
+    }
+
     func strings(_ key: String) throws(ProtocolError) -> [String] {
         try array(key) { (item, path) throws(ProtocolError) in
             guard case .string(let text) = item else { throw .wrongType(path(), expected: "a string", got: item) }

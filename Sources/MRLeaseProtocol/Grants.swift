@@ -27,13 +27,7 @@ extension Request {
         init(_ fields: Fields) throws(ProtocolError) {
             region = try fields.uint64("region")
             if fields.object["access"] != nil {
-                var rights: Set<Access> = []
-                let listed = try fields.array("access") { (item, path) throws(ProtocolError) in
-                    try Fields.enumValue(item, path(), as: Access.self)
-                }
-                for right in listed where !rights.insert(right).inserted {
-                    throw .invalid("access", "lists \"\(right.rawValue)\" twice")
-                }
+                let rights = try fields.accessList("access")
                 guard !rights.isEmpty else { throw .invalid("access", "must list at least one of read, write, atomic, or be left out") }
                 access = rights
             } else {
@@ -89,9 +83,7 @@ public struct GrantResult: Sendable, Equatable {
         region = try f.uint64("region")
         descriptor = try f.string("descriptor")
         endpoint = try f.string("endpoint")
-        access = Set(try f.array("access") { (item, path) throws(ProtocolError) in
-            try Fields.enumValue(item, path(), as: Access.self)
-        })
+        access = try f.accessSet("access")
         maxPeers = try f.uint64("maxPeers")
         expiresInMillis = try f.uint64IfPresent("expiresInMillis")
         alignment = try f.uint64("alignment")
@@ -194,9 +186,7 @@ extension RegionList {
 
         init(_ f: Fields) throws(ProtocolError) {
             grant = try f.uint64("grant")
-            access = Set(try f.array("access") { (item, path) throws(ProtocolError) in
-                try Fields.enumValue(item, path(), as: Access.self)
-            })
+            access = try f.accessSet("access")
             maxPeers = try f.uint64("maxPeers")
             expiresInMillis = try f.uint64IfPresent("expiresInMillis")
             peers = []

@@ -173,13 +173,7 @@ extension Request.Register {
         guard length > 0 else { throw .invalid("length", "must be greater than 0") }
         // An end past 2^64 - 1 is well-formed: no file is that long, so the registration plan
         // answers it `range-out-of-file` (docs/protocol.md), with a batch's index.
-        access = []
-        let listed = try fields.array("access") { (item, path) throws(ProtocolError) in
-            try Fields.enumValue(item, path(), as: Access.self)
-        }
-        for right in listed where !access.insert(right).inserted {
-            throw .invalid("access", "lists \"\(right.rawValue)\" twice")
-        }
+        access = try fields.accessList("access")
         guard !access.isEmpty else { throw .invalid("access", "must list at least one of read, write, atomic") }
         strategy = try fields.enumIfPresent("strategy") ?? .any
         tag = try fields.stringIfPresent("tag", maxBytes: Codec.maxTagBytes)

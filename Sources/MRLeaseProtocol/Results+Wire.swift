@@ -147,9 +147,7 @@ extension RegionList.Region {
         file = try f.string("file")
         offset = try f.uint64("offset")
         length = try f.uint64("length")
-        access = Set(try f.array("access") { (item, path) throws(ProtocolError) in
-            try Fields.enumValue(item, path(), as: Access.self)
-        })
+        access = try f.accessSet("access")
         strategy = try f.enumValue("strategy")
         state = try f.enumValue("state")
         rkey = try f.uint32IfPresent("rkey")

@@ -81,6 +81,15 @@ final class GrantTests: XCTestCase {
         XCTAssertEqual(PeerService.flags(for: [.atomic], registeredWith: [.localWrite, .remoteAtomic, .remoteWrite]), [.localWrite, .remoteAtomic])
     }
 
+    func testGrantAccessBitsAreTheWireWordsBothWays() {
+        XCTAssertEqual(GrantAccess([.read]).rawValue, 1)
+        XCTAssertEqual(GrantAccess([.write]).rawValue, 2)
+        XCTAssertEqual(GrantAccess([.atomic]).rawValue, 4)
+        for words in [Set<Access>(), [.read], [.read, .write], [.write, .atomic], Set(Access.allCases)] {
+            XCTAssertEqual(GrantAccess(words).wire, words)
+        }
+    }
+
     func testListenTakesLiteralEndpointsAndRefusesNames() throws {
         var parsed = DaemonConfiguration()
         try parsed.apply(file: "listen = 192.0.2.1:7471, [fd00:77::1]:0\n", name: "test.conf")
