@@ -101,7 +101,11 @@ extension Daemon {
             guard let engine, let info = engine.list(owner: session.owner).first(where: { $0.id.rawValue == grant.region }) else {
                 throw ProtocolError(.unknownRegion, "no region \(grant.region) on this connection")
             }
-            return .grant(try peers.grant(grant, region: info, owner: session.owner, now: Engine.now()))
+            let now = Engine.now()
+            let made = try peers.grant(grant, region: info, owner: session.owner, now: now)
+            // The loop's one timer heap wakes it at the expiry (no scan of every grant per turn).
+            if let expiry = grant.expiresInMillis { timers.schedule(.grantExpiry, at: now + expiry * 1_000_000) }
+            return .grant(made)
 
         case .revokeGrant(let grant):
             guard let peers else { throw ProtocolError(.unknownGrant, "no grant \(grant) on this connection (mrleased does not serve remote peers)") }

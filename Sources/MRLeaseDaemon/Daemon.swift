@@ -37,6 +37,8 @@ public final class Daemon {
         case watchdog
         /// Accepting was paused after EMFILE/ENFILE (see `acceptClients`).
         case acceptResume
+        /// A grant's expiry: the ones due then end (a grant revoked before finds nothing).
+        case grantExpiry
     }
 
     /// How long accepting pauses when the process or system is out of fds (swift-nio's
@@ -243,18 +245,19 @@ public final class Daemon {
 
     func waitMillis(cap: Int32) -> Int32 {
         let now = Engine.now()
-        guard let next = [engine?.nextDeadline, timers.earliest, peers?.nextExpiry].compactMap({ $0 }).min() else { return cap }
+        guard let next = [engine?.nextDeadline, timers.earliest].compactMap({ $0 }).min() else { return cap }
         return next <= now ? 0 : Int32(min((next - now + 999_999) / 1_000_000, UInt64(cap)))
     }
 
     func fireTimers(now: UInt64) {
         if let engine, let due = engine.nextDeadline, due <= now { route(engine.processTimers(now: now)) }
-        if let peers, let due = peers.nextExpiry, due <= now { deliver(peers.expire(now: now)) }
         for (deadline, timer) in timers.popDue(now: now) {
             switch timer {
             case .watchdog where deadline == nextWatchdog:
                 notifier.watchdog()
                 if let interval = notifier.watchdogInterval { scheduleWatchdog(now + interval) }
+            case .grantExpiry:
+                if let peers { deliver(peers.expire(now: now)) }
             case .acceptResume where deadline == acceptResumesAt:
                 acceptResumesAt = nil
                 let waiting = awaitingAdmission

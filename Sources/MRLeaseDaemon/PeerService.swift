@@ -199,9 +199,6 @@ final class PeerService {
             .flatMap { end($0, .expired, reason: .grantEnded) }
     }
 
-    /// The earliest grant expiry, for the loop's wait.
-    var nextExpiry: UInt64? { book.grants.values.compactMap(\.expiresAt).min() }
-
     /// The daemon is stopping: every peer is disconnected, every exposure withdrawn, the
     /// listeners closed.
     func shutDown() -> [PeerNotice] {
