@@ -78,20 +78,23 @@ public final class SharedMapping {
         try nothingOrErrno(retryOnInterrupt: false) { munmap(address, length) }.get()
     }
 
-    /// The system page size, which mapping offsets must be a multiple of.
-    /// How many of the mapping's pages are in the file's page cache now. A page a pinned MR
-    /// holds that left the page cache (a hole punched, the file truncated) is no longer the
-    /// file's: what the device writes there is lost.
+    /// How many pages of `[offset, offset+length)` of the mapping (the whole mapping by
+    /// default) are in the file's page cache now. A page a pinned MR holds that left the page
+    /// cache (a hole punched, the file truncated) is no longer the file's: what the device
+    /// writes there is lost. `offset` must be a multiple of the page size (`EINVAL`), and the
+    /// range inside the mapping (`ENOMEM` otherwise).
     ///
     /// The corresponding C function is `mincore`.
-    public func residentPages() throws(Errno) -> Int {
+    public func residentPages(offset: Int = 0, length: Int? = nil) throws(Errno) -> Int {
+        let length = length ?? self.length - offset
+        guard offset >= 0, length >= 0, offset <= self.length - length else { throw .noMemory }
         let page = Self.pageSize
         var vector = [UInt8](repeating: 0, count: (length + page - 1) / page)
-        let base = self.base
-        let length = self.length
-        try nothingOrErrno(retryOnInterrupt: false) { mincore(base, length, &vector) }.get()
+        let start = base + offset
+        try nothingOrErrno(retryOnInterrupt: false) { mincore(start, length, &vector) }.get()
         return vector.reduce(0) { $0 + Int($1 & 1) }
     }
 
-    public static var pageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
+    /// The system page size, which mapping offsets must be a multiple of.
+    public static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 }

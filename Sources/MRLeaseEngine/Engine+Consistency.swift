@@ -9,6 +9,8 @@ extension Engine {
         var problems: [String] = []
         var owners: [OwnerID: Set<RegionID>] = [:]
         var usage: [UInt32: Usage] = [:]
+        var live: [Strategy: UInt64] = [:]
+        var leases = 0
         var count = 0
         for (key, file) in files {
             if file.key != key { problems.append("file \(file.key) filed under \(key)") }
@@ -18,14 +20,31 @@ extension Engine {
             if file.lifecycle.regions != Set(file.regions.keys) {
                 problems.append("file \(key): lifecycle has \(file.lifecycle.regions.sorted()), file has \(file.regions.keys.sorted())")
             }
+            if file.leaseHeld { leases += 1 }
+            var users: [WindowSpan: Int] = [:]
             for (id, region) in file.regions {
                 count += 1
+                if region.mr != nil { live[region.strategy, default: 0] += region.length }
+                if let window = region.window {
+                    users[window.span, default: 0] += 1
+                    if file.windows[window.span] !== window { problems.append("region \(id)'s window is not its file's") }
+                    if window.span.start > region.offset || region.offset + region.length > window.span.end {
+                        problems.append("region \(id) lies outside its window")
+                    }
+                } else {
+                    problems.append("region \(id) has no window")
+                }
                 if region.id != id { problems.append("region \(region.id) filed under \(id)") }
                 if regions[id] != key { problems.append("regions[\(id)] is \(String(describing: regions[id])), not \(key)") }
                 owners[region.owner, default: []].insert(id)
                 usage[region.uid, default: Usage()].add(region.length)
             }
+            for (span, window) in file.windows where users[span] != window.users {
+                problems.append("file \(key): window \(span.start) counts \(window.users) users, \(users[span] ?? 0) regions use it")
+            }
         }
+        if live.filter({ $0.value > 0 }) != liveBytes.filter({ $0.value > 0 }) { problems.append("liveBytes \(liveBytes) != \(live)") }
+        if leases != leaseCount { problems.append("leaseCount \(leaseCount) != \(leases) leases held") }
         if regions.count != count { problems.append("regions index has \(regions.count) entries for \(count) regions") }
         if owners != regionsByOwner { problems.append("regionsByOwner \(regionsByOwner) != \(owners)") }
         if usage != usageByUID { problems.append("usageByUID \(usageByUID) != \(usage)") }

@@ -27,32 +27,67 @@ extension Engine {
             if error == .resourceTemporarilyUnavailable { throw .fileBusy(leaseType: "\(file.leaseType)") }
             throw .system(op: "fcntl(F_SETLEASE, \(file.leaseType))", errno: error)
         }
-        file.leaseHeld = true
+        setLease(file, held: true)
         files[key] = file
         filesByFD[fd.rawValue] = key
         watch(file, closes: false)
         return file
     }
 
-    /// Stops tracking: every MR and mapping goes, then the lease, then our fd.
+    /// Stops tracking: every MR goes, then the lease, then the mappings and our fd.
     func untrack(_ file: TrackedFile) {
-        for region in file.regions.values {
-            if let failure = region.tearDown() {
-                logger.error("deregistration failed", metadata: ["region": "\(region.id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
-            }
-        }
-        file.regions = [:]
+        for region in file.regions.values { deregister(region) }
         if file.leaseHeld {
             do { try file.lease.release() } catch {
                 // Our fd closes next, which drops the lease anyway.
                 logger.warning("lease release failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
             }
         }
-        file.leaseHeld = false
+        setLease(file, held: false)
+        for region in file.regions.values { giveBack(region, of: file) }
+        file.regions = [:]
         unwatch(file)
         filesByFD[file.fd.rawValue] = nil
         files[file.key] = nil
         closeOwn(file.fd)
+    }
+
+    /// Withdraws the region's exposures and deregisters its MR (logging a failure), keeping
+    /// the live-bytes counter. The mapping stays.
+    func deregister(_ region: Region) {
+        guard region.mr != nil || !region.exposures.isEmpty else { return }
+        if region.mr != nil { liveBytes[region.strategy, default: 0] -= region.length }
+        if let failure = region.deregister() {
+            logger.error("deregistration failed", metadata: ["region": "\(region.id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
+        }
+    }
+
+    /// A region that is going for good: its MR (if still there), then its hold on the window,
+    /// which is unmapped when no region of the file uses it any more.
+    func discard(_ region: Region, of file: TrackedFile) {
+        deregister(region)
+        giveBack(region, of: file)
+    }
+
+    func giveBack(_ region: Region, of file: TrackedFile) {
+        guard let window = region.window else { return }
+        region.window = nil
+        release(window, of: file)
+    }
+
+    /// One user fewer; the last one unmaps the window.
+    func release(_ window: MappedWindow, of file: TrackedFile) {
+        window.users -= 1
+        guard window.users == 0 else { return }
+        file.windows[window.span] = nil
+        unmap(window.mapping)
+    }
+
+    /// Records whether the engine holds the file's lease, keeping the leases counter.
+    func setLease(_ file: TrackedFile, held: Bool) {
+        guard file.leaseHeld != held else { return }
+        file.leaseHeld = held
+        leaseCount += held ? 1 : -1
     }
 
     /// Closes an fd the engine duplicated; close(2) on it fails only with EBADF (a bug) or EIO
@@ -63,9 +98,8 @@ extension Engine {
         }
     }
 
-    /// What a registration made: the mapping, the MR, and the strategy that worked and why.
+    /// What a registration made: the MR, and the strategy that worked and why.
     struct Registration {
-        var mapping: SharedMapping
         var mr: any RegisteredMemory
         /// The flags the MR was registered with.
         var flags: AccessFlags
@@ -73,34 +107,32 @@ extension Engine {
         var reason: String
     }
 
-    /// Maps the plan's range and tries its attempts in order (the file's last working strategy
-    /// first); a kernel refusal of one kind (EOPNOTSUPP, EFAULT, EINVAL) falls through to the
-    /// next. The plan decides from the kernel's answers.
-    func makeRegistration(owner: OwnerID, file: TrackedFile, plan: RegistrationPlan) throws(EngineError) -> Registration {
-        let mapping = try map(file, offset: plan.offset, length: plan.length)
+    /// Registers the plan's range at `address` (its place in the file's window), trying the
+    /// plan's attempts in order (the file's last working strategy first); a kernel refusal of
+    /// one kind (EOPNOTSUPP, EFAULT, EINVAL) falls through to the next. The plan decides from
+    /// the kernel's answers. Counts the MR's bytes as live.
+    func makeRegistration(owner: OwnerID, file: TrackedFile, plan: RegistrationPlan,
+                          at address: UnsafeMutableRawPointer) throws(EngineError) -> Registration {
         var ordered = plan
         if plan.preference == nil, let cached = file.strategyCache[plan.access.isWritable] { ordered = plan.trying(first: cached) }
         var trials: [Trial] = []
         for attempt in ordered.attempts {
             let flags = attempt.strategy == .odp ? plan.access.verbsFlags.union(.onDemand) : plan.access.verbsFlags
             do {
-                let mr = try registrar.register(owner: owner, address: mapping.base, length: Int(plan.length), flags: flags)
+                let mr = try registrar.register(owner: owner, address: address, length: Int(plan.length), flags: flags)
                 trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .registered))
                 file.strategyCache[plan.access.isWritable] = attempt.strategy
                 let reason = switch plan.decide(trials: trials) {
                 case .success(let decision): decision.reason
                 case .failure: attempt.reason
                 }
-                return Registration(mapping: mapping, mr: mr, flags: flags, strategy: attempt.strategy, reason: reason)
+                liveBytes[attempt.strategy, default: 0] += plan.length
+                return Registration(mr: mr, flags: flags, strategy: attempt.strategy, reason: file.interned(reason))
             } catch {
                 trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .failed(op: error.op, errno: error.errno)))
-                guard RegistrationPlan.fallsThrough(error.errno) else {
-                    unmap(mapping)
-                    throw .system(op: error.op, errno: error.errno)
-                }
+                guard RegistrationPlan.fallsThrough(error.errno) else { throw .system(op: error.op, errno: error.errno) }
             }
         }
-        unmap(mapping)
         switch plan.decide(trials: trials) {
         case .failure(let refusal): throw .refused(refusal)
         case .success(let decision):
@@ -114,19 +146,29 @@ extension Engine {
         try? mapping.unmap()
     }
 
-    /// One shared mapping per region: revoking or restoring a region never disturbs another's
-    /// mapping, and a region's MR covers exactly its own pages.
-    func map(_ file: TrackedFile, offset: UInt64, length: UInt64) throws(EngineError) -> SharedMapping {
-        let page = UInt64(SharedMapping.pageSize)
-        let mapped = Int((length + page - 1) / page * page)
+    /// The window of the file covering `[offset, offset+length)`, mapped on first use, with one
+    /// more user counted: the caller gives it back (`giveBack`) when the region goes, or at
+    /// once if the registration fails. Windows are per file: revoking or restoring one file
+    /// never touches another file's mappings.
+    func window(_ file: TrackedFile, offset: UInt64, length: UInt64) throws(EngineError) -> MappedWindow {
+        let span = WindowSpan(covering: offset, length: length)
+        if let window = file.windows[span] {
+            window.users += 1
+            return window
+        }
         // MAP_SYNC where stores reach media directly (FS-DAX) and may be written.
         let sync = file.backing == .fsDAX && file.writable
+        let mapping: SharedMapping
         do {
-            return try SharedMapping(fd: file.fd, offset: offset, length: mapped,
-                                     protection: .forRegions(writableFD: file.writable), sync: sync)
+            mapping = try SharedMapping(fd: file.fd, offset: span.start, length: Int(span.end - span.start),
+                                        protection: .forRegions(writableFD: file.writable), sync: sync)
         } catch {
             throw .system(op: sync ? "mmap(MAP_SHARED_VALIDATE|MAP_SYNC)" : "mmap(MAP_SHARED)", errno: error)
         }
+        let window = MappedWindow(span: span, mapping: mapping)
+        window.users = 1
+        file.windows[span] = window
+        return window
     }
 
     /// Points the file's inotify watch at what it needs now. Always IN_MODIFY: a write,
@@ -212,9 +254,11 @@ extension Engine {
     /// Whether a pinned region on shmem holds pages the file no longer has: FIEMAP cannot
     /// show a hole punched in tmpfs, and a pinned MR keeps the page the punch dropped.
     func lostPages(_ region: Region, _ file: TrackedFile) -> Bool {
-        guard file.backing == .shmem, region.strategy == .pinned, let mapping = region.mapping else { return false }
+        guard file.backing == .shmem, region.strategy == .pinned, let window = region.window else { return false }
+        let page = UInt64(SharedMapping.pageSize)
+        let pages = (region.length + page - 1) / page
         do {
-            return try mapping.residentPages() < (mapping.length + SharedMapping.pageSize - 1) / SharedMapping.pageSize
+            return try window.mapping.residentPages(offset: Int(region.offset - window.span.start), length: Int(pages * page)) < pages
         } catch {
             logger.error("mincore failed in a layout check", metadata: ["region": "\(region.id)", "errno": "\(error.symbolicName)"])
             return false

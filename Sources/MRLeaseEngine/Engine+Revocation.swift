@@ -2,6 +2,7 @@ import Glibc
 import LinuxFile
 import MRLeasePolicy
 import SystemPackage
+import Verbs
 
 extension Engine {
     /// Waits up to `timeout` for a lease break, a close of a released file, or a timer, handles
@@ -181,7 +182,7 @@ extension Engine {
             case .notifyLost(let lost):
                 for (id, reason) in lost.sorted(by: { $0.key < $1.key }) {
                     guard let region = file.regions.removeValue(forKey: id) else { continue }
-                    region.tearDown()
+                    discard(region, of: file)
                     forget(region)
                     stats.regionsLost += 1
                     emit(region.owner, .lost(id, reason: reason, message: file.lossMessages.removeValue(forKey: id)))
@@ -191,24 +192,35 @@ extension Engine {
         }
     }
 
-    /// Deregisters every MR of the file, unmaps, and unlocks the lease — in that order, and
-    /// without waiting on anything: the breaker is blocked until the unlock.
+    /// Deregisters every MR of the file (its exposures first), then unlocks the lease: nothing
+    /// else between the break and the unlock, since the breaker is blocked until it. Everything
+    /// that need not come first comes after: the failures' log lines, the counters, the
+    /// regions' states. The mappings stay: a mapping without an MR pins no page, so it holds
+    /// up no layout change (docs/benchmarks.md, "Revocation order"), and the restoration
+    /// registers into it again.
     func revokeNow(_ file: TrackedFile) {
+        var failures: [(RegionID, VerbsError)] = []
+        var released: [Strategy: UInt64] = [:]
         for region in file.regions.values {
-            if let failure = region.tearDown() {
-                logger.error("deregistration failed", metadata: ["region": "\(region.id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
-            }
-            region.state = .revoked
+            if region.mr != nil { released[region.strategy, default: 0] += region.length }
+            if let failure = region.deregister() { failures.append((region.id, failure)) }
         }
-        do {
-            try file.lease.release()
-        } catch {
-            logger.error("lease release failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
-        }
-        file.leaseHeld = false
+        let unlock: Errno?
+        do { try file.lease.release(); unlock = nil } catch { unlock = error }
+        let unlockedAt = Self.now()
+        // After the unlock: the breaker is on its way.
         if let started = file.breakStarted {
-            stats.breakToUnlock.record(nanoseconds: Self.now() - started)
+            stats.breakToUnlock.record(nanoseconds: unlockedAt - started)
             file.breakStarted = nil
+        }
+        setLease(file, held: false)
+        for (strategy, bytes) in released { liveBytes[strategy, default: 0] -= bytes }
+        for region in file.regions.values { region.state = .revoked }
+        if let unlock {
+            logger.error("lease release failed", metadata: ["file": "\(file.key)", "errno": "\(unlock.symbolicName)"])
+        }
+        for (id, failure) in failures {
+            logger.error("deregistration failed", metadata: ["region": "\(id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
         }
     }
 
@@ -231,7 +243,7 @@ extension Engine {
             for id in file.regions.keys { file.lossMessages[id] = "F_SETLEASE \(file.leaseType) failed at restore: \(error.symbolicName)" }
             return .gone(reason: .restoreFailed)
         }
-        file.leaseHeld = true
+        setLease(file, held: true)
         watch(file, closes: false)
         let extents = readExtents(file, op: "restore")
         var lost: [RegionID: RegionLoss] = [:]
@@ -244,8 +256,11 @@ extension Engine {
             region.layout = file.layoutChanged.contains(region.id) ? .changed
                 : file.extents.change(to: extents, offset: region.offset, length: region.length)
             do {
-                let made = try makeRegistration(owner: region.owner, file: file, plan: region.plan.only(region.strategy))
-                region.mapping = made.mapping
+                // The window stayed mapped through the revocation: the same address again.
+                guard let address = region.address else {
+                    throw EngineError.system(op: "restore (the region's mapping is gone)", errno: .badAddress)
+                }
+                let made = try makeRegistration(owner: region.owner, file: file, plan: region.plan.only(region.strategy), at: address)
                 region.mr = made.mr
                 region.flags = made.flags
                 region.generation += 1

@@ -52,7 +52,9 @@ final class Region {
     var state: RegionState = .registered
     /// What the last restoration found of the region's extents.
     var layout: LayoutChange = .unchanged
-    var mapping: SharedMapping?
+    /// The file's shared mapping the MR is registered in: kept while the region is revoked
+    /// (restoration registers into it again), given back when the region goes.
+    var window: MappedWindow?
     var mr: (any RegisteredMemory)?
     /// The flags `mr` was registered with: an exposure registers the same pages the same way.
     var flags: AccessFlags = []
@@ -63,24 +65,27 @@ final class Region {
     var exposures: [any RegionExposure] = []
 
     init(id: RegionID, owner: OwnerID, uid: UInt32, plan: RegistrationPlan,
-         strategy: Strategy, strategyReason: String, mapping: SharedMapping, mr: any RegisteredMemory) {
+         strategy: Strategy, strategyReason: String, window: MappedWindow, mr: any RegisteredMemory) {
         self.id = id
         self.owner = owner
         self.uid = uid
         self.plan = plan
         self.strategy = strategy
         self.strategyReason = strategyReason
-        self.mapping = mapping
+        self.window = window
         self.mr = mr
     }
 
     var keys: MRKeys? { mr.map { MRKeys(lkey: $0.lkey, rkey: $0.rkey, address: $0.address) } }
 
-    /// Deregisters, then unmaps: the device must stop using the pages before they go.
-    /// Returns the deregistration failure, if any (the mapping goes regardless: a failed
-    /// ibv_dereg_mr leaves nothing the engine could retry).
-    @discardableResult
-    func tearDown() -> VerbsError? {
+    /// The region's first byte in the daemon's address space (nil once the region is gone).
+    var address: UnsafeMutableRawPointer? { window?.address(of: offset) }
+
+    /// Withdraws every exposure, then deregisters the MR: nothing reaches the pages after
+    /// this returns. The mapping stays (the engine gives the window back when the region goes).
+    /// Returns the first failure, if any (a failed ibv_dereg_mr leaves nothing the engine could
+    /// retry: the MR is dropped regardless). Does nothing on a region without an MR.
+    func deregister() -> VerbsError? {
         var failure: VerbsError?
         // Exposures first: no peer may reach the pages once the lease can go.
         for exposure in exposures {
@@ -89,9 +94,6 @@ final class Region {
         exposures = []
         do { try mr?.deregister() } catch { failure = failure ?? error }
         mr = nil
-        // munmap fails only for a range that is not a mapping (EINVAL): nothing left to undo.
-        try? mapping?.unmap()
-        mapping = nil
         return failure
     }
 }

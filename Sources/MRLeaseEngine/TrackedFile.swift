@@ -39,10 +39,15 @@ final class TrackedFile {
     var size: UInt64
     var lifecycle = FileLifecycle(regions: [])
     var regions: [RegionID: Region] = [:]
+    /// The file's shared mappings, by span: each region is registered in the one covering it.
+    var windows: [WindowSpan: MappedWindow] = [:]
     /// How a region about to be reported lost was lost, where the reason alone does not say.
     var lossMessages: [RegionID: String] = [:]
     /// The strategy that worked last, per writability, tried first for the next region.
     var strategyCache: [Bool: Strategy] = [:]
+    /// The strategy reasons this file's regions were given: a handful of distinct texts,
+    /// stored once each rather than once per region.
+    private var reasons: [String] = []
     var leaseHeld = false
     var timer: UInt64?
     /// The file's one inotify watch (one per inode, one mask): layout changes and unlinks
@@ -84,6 +89,13 @@ final class TrackedFile {
     }
 
     var lease: FileLease { FileLease(fd: fd) }
+
+    /// `reason`, sharing the storage of an equal text given before.
+    func interned(_ reason: String) -> String {
+        if let known = reasons.first(where: { $0 == reason }) { return known }
+        if reasons.count < 16 { reasons.append(reason) }
+        return reason
+    }
 }
 
 /// Reads a file's extents: FIEMAP, synced. The engine's one way to look at a layout, behind a

@@ -357,4 +357,68 @@ final class EngineHostTests: XCTestCase {
         record(engine.revoke(file: try XCTUnwrap(engine.list().first?.file)))
         XCTAssertEqual(engine.statistics().leasesHeld, 0)
     }
+
+    /// One mapping per 64 MiB span of a file, shared by the regions inside it; each MR still
+    /// covers exactly its own range; the mapping goes with the last region using it.
+    func testRegionsShareTheirFilesMappingAndEachMRCoversOnlyItsRange() throws {
+        let (scratch, _, fd) = try scratchFile(size: 130 << 20)
+        defer { try? fd.close(); _ = scratch }
+        let registrar = RecordingRegistrar()
+        let inode = try inode(fd)
+        let engine = try makeEngine(registrar)
+        var ids: [RegionID] = []
+        for i in 0..<100 {
+            ids.append(try engine.register(owner: owner, fd: fd, offset: UInt64(i) * 8192, length: 4096, access: [.read, .write]).id)
+        }
+        XCTAssertEqual(RecordingRegistrar.mappings(ofInode: inode), 1, "100 regions in one span share one mapping")
+        let base = try XCTUnwrap(registrar.ranges.first).address
+        for (i, range) in registrar.ranges.enumerated() {
+            XCTAssertEqual(range.address, base + UInt64(i) * 8192, "region \(i) is registered at its own offset")
+            XCTAssertEqual(range.length, 4096, "region \(i)'s MR covers its range only")
+        }
+        // A region across the 64 MiB boundary maps the two granules it covers; one in the
+        // third granule maps that one.
+        let across = try engine.register(owner: owner, fd: fd, offset: (64 << 20) - 4096, length: 8192, access: [.read])
+        let far = try engine.register(owner: owner, fd: fd, offset: 129 << 20, length: 4096, access: [.read])
+        XCTAssertEqual(RecordingRegistrar.mappings(ofInode: inode), 3)
+        XCTAssertEqual(registrar.ranges.suffix(2).map(\.length), [8192, 4096])
+        XCTAssertEqual(engine.indexProblems(), [])
+        record(try engine.deregister(across.id))
+        record(try engine.deregister(far.id))
+        XCTAssertEqual(RecordingRegistrar.mappings(ofInode: inode), 1, "a span's mapping goes with its last region")
+        for id in ids.dropLast() { record(try engine.deregister(id)) }
+        XCTAssertEqual(RecordingRegistrar.mappings(ofInode: inode), 1)
+        XCTAssertEqual(engine.indexProblems(), [])
+        record(try engine.deregister(try XCTUnwrap(ids.last)))
+        XCTAssertEqual(RecordingRegistrar.mappings(ofInode: inode), 0)
+    }
+
+    /// A revocation deregisters and unlocks; the mapping stays for the restoration (a mapping
+    /// without an MR pins nothing), and the counters follow without walking the regions.
+    func testRevocationKeepsTheMappingAndTheCountersFollow() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let registrar = RecordingRegistrar()
+        registrar.inode = try inode(fd)
+        let engine = try makeEngine(registrar, timing: .init(quiesce: 50_000_000, initialBackoff: 20_000_000, maxBackoff: 100_000_000))
+        let first = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
+        _ = try engine.register(owner: owner, fd: fd, offset: 8192, length: 8192, access: [.read, .write])
+        XCTAssertEqual(engine.statistics().bytesByStrategy, ["odp": 12288])
+        XCTAssertEqual(engine.statistics().leasesHeld, 1)
+        let child = try spawn("/usr/bin/perl", ["-e", "truncate($ARGV[0], 1 << 20) or die $!", path])
+        drive(engine) { self.events.contains { if case .revoked = $0.1 { return true }; return false } }
+        XCTAssertEqual(engine.statistics().bytesByStrategy, [:], "no MR is live while revoked")
+        XCTAssertEqual(engine.statistics().leasesHeld, 0)
+        XCTAssertEqual(RecordingRegistrar.mappings(ofInode: registrar.inode), 1, "the mapping stays through the revocation")
+        XCTAssertEqual(engine.indexProblems(), [])
+        drive(engine) { !child.isRunning && self.events.filter { if case .restored = $0.1 { return true }; return false }.count == 2 }
+        child.waitUntilExit()
+        XCTAssertEqual(engine.statistics().bytesByStrategy, ["odp": 12288])
+        XCTAssertEqual(engine.statistics().leasesHeld, 1)
+        XCTAssertEqual(registrar.ranges.count, 4)
+        XCTAssertEqual(registrar.ranges[2].address, registrar.ranges[0].address, "restored into the same mapping")
+        XCTAssertEqual(engine.indexProblems(), [])
+        record(try engine.deregister(first.id))
+        XCTAssertEqual(engine.statistics().bytesByStrategy, ["odp": 8192])
+    }
 }

@@ -23,6 +23,8 @@ public final class RecordingRegistrar: Registrar {
     public var odp: ODPCaps
     public var nextKey: UInt32 = 1
     public var steps: [String] = []
+    /// Every registration's address and length, in order.
+    public var ranges: [(address: UInt64, length: Int)] = []
     /// The file whose lease each deregistration checks.
     public var inode: UInt64 = 0
     /// Registrations with these flags fail with the errno, as the kernel would refuse them.
@@ -38,6 +40,7 @@ public final class RecordingRegistrar: Registrar {
         }
         defer { nextKey += 1 }
         steps.append("register \(flags.contains(.onDemand) ? "odp" : "pinned")")
+        ranges.append((UInt64(UInt(bitPattern: address)), length))
         return FakeMR(key: nextKey, address: UInt64(UInt(bitPattern: address))) { [unowned self] mr in
             let leased = Self.leaseHeld(inode: self.inode)
             let mapped = Self.isMapped(address: mr.address)
@@ -51,6 +54,15 @@ public final class RecordingRegistrar: Registrar {
     public static func leaseHeld(inode: UInt64) -> Bool {
         let locks = (try? readProcFile("/proc/locks")) ?? ""
         return locks.split(separator: "\n").contains { $0.contains("LEASE") && $0.contains(":\(inode) ") }
+    }
+
+    /// The mappings of this process whose file is `inode` (the /proc/self/maps lines naming it).
+    public static func mappings(ofInode inode: UInt64) -> Int {
+        let maps = (try? readProcFile("/proc/self/maps")) ?? ""
+        return maps.split(separator: "\n").count { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            return fields.count >= 5 && fields[4] == "\(inode)"
+        }
     }
 
     public static func isMapped(address: UInt64) -> Bool {
