@@ -98,7 +98,7 @@ extension Daemon {
                 let why = noPeersReason.map { "listen is set, but \($0)" } ?? "set `listen = ADDR:PORT` in its config (or --listen) and restart it"
                 throw ProtocolError(.remoteAccessUnavailable, "mrleased does not serve remote peers: \(why)")
             }
-            guard let engine, let info = engine.list(owner: session.owner).first(where: { $0.id.rawValue == grant.region }) else {
+            guard let engine, let info = engine.info(RegionID(grant.region), owner: session.owner) else {
                 throw ProtocolError(.unknownRegion, "no region \(grant.region) on this connection")
             }
             let now = Engine.now()
@@ -177,14 +177,21 @@ extension Daemon {
                 do { info = try engine.register(owner: session.owner, uid: uid, fd: fd, facts: facts, plan: plan) } catch {
                     throw ProtocolError(error)
                 }
-                session.tags[info.id] = register.tag ?? ""
-                logger.info("registered", metadata: ["region": "\(info.id)", "file": "\(info.file)", "client": "\(session.owner)",
-                                                    "strategy": "\(info.strategy)", "bytes": "\(info.length)"])
+                // Only a tag takes room: 100 000 untagged regions cost no entry here.
+                if let tag = register.tag, !tag.isEmpty { session.tags[info.id] = tag }
+                logger.debug("registered", metadata: ["region": "\(info.id)", "file": "\(info.file)", "client": "\(session.owner)",
+                                                     "strategy": "\(info.strategy)", "bytes": "\(info.length)"])
                 made.append(Registration(info))
             } catch {
                 for registration in made { undo(RegionID(registration.region), of: session) }
                 throw batch ? error.at(index) : error
             }
+        }
+        // One line per request, not per region: a batch of 64 is one line.
+        if let first = made.first {
+            logger.info("registered", metadata: ["regions": "\(made.count == 1 ? "\(first.region)" : "\(first.region)…\(made[made.count - 1].region) (\(made.count))")",
+                                                 "client": "\(session.owner)", "strategy": "\(first.strategy)",
+                                                 "bytes": "\(ranges.reduce(0) { $0 + $1.length })"])
         }
         return made
     }

@@ -439,35 +439,36 @@ public final class Daemon {
         }
     }
 
+    /// Reads and answers one request. One per wake-up: the socket is level-triggered, so a
+    /// client with more queued is ready again at once, and the clients take turns; and the
+    /// usual client, one request in flight, costs no second recvmsg that would only say EAGAIN
+    /// (a syscall on every request's path: docs/benchmarks.md, issue 11).
     func readRequests(from session: ClientSession) {
-        // A bounded batch per wakeup, so one busy client cannot starve the others.
-        for _ in 0..<32 {
-            let received: UnixSocket.Received
-            do {
-                received = try session.socket.receive(maxSize: Codec.maxMessageBytes + 1, maxFDs: 4)
-            } catch {
-                return disconnect(session, why: "receive failed: \(error.symbolicName)")
+        let received: UnixSocket.Received
+        do {
+            received = try session.socket.receive(maxSize: Codec.maxMessageBytes + 1, maxFDs: 4)
+        } catch {
+            return disconnect(session, why: "receive failed: \(error.symbolicName)")
+        }
+        switch received {
+        case .wouldBlock:
+            return
+        case .endOfStream:
+            return disconnect(session, why: "closed")
+        case .message(let message):
+            let start = Engine.now()
+            let reply = answer(message, from: session)
+            // The engine keeps its own duplicate of a registered fd: the received ones are
+            // ours to close, and close(2) releases them whatever it reports.
+            for fd in message.fds { _ = try? fd.close() }
+            // A long list goes in pages that each fit one message (the client asks for the rest).
+            let packet = if case .success(.list(let page)) = reply.outcome, let id = reply.id {
+                Codec.encodeList(id: id, regions: page.regions)
+            } else {
+                Codec.encode(reply)
             }
-            switch received {
-            case .wouldBlock:
-                return
-            case .endOfStream:
-                return disconnect(session, why: "closed")
-            case .message(let message):
-                let start = Engine.now()
-                let reply = answer(message, from: session)
-                // The engine keeps its own duplicate of a registered fd: the received ones are
-                // ours to close, and close(2) releases them whatever it reports.
-                for fd in message.fds { _ = try? fd.close() }
-                // A long list goes in pages that each fit one message (the client asks for the rest).
-                let packet = if case .success(.list(let page)) = reply.outcome, let id = reply.id {
-                    Codec.encodeList(id: id, regions: page.regions)
-                } else {
-                    Codec.encode(reply)
-                }
-                guard send(packet, to: session, what: "replies") else { return }
-                if let type = reply.type { requestTimes[type, default: LatencyHistogram()].record(nanoseconds: Engine.now() - start) }
-            }
+            guard send(packet, to: session, what: "replies") else { return }
+            if let type = reply.type { requestTimes[type, default: LatencyHistogram()].record(nanoseconds: Engine.now() - start) }
         }
     }
 
@@ -560,7 +561,7 @@ public final class Daemon {
     func disconnect(_ session: ClientSession, why: String) {
         guard !session.closing else { return }
         session.closing = true
-        let regions = session.tags.count
+        let regions = engine?.regionCount(owner: session.owner) ?? 0
         unwatch(session.descriptor)
         sessions[session.owner] = nil
         close(session.socket)

@@ -60,6 +60,10 @@ enum Admission {
 /// no verbs, no clock of its own (callers pass `now`), so the rules are tested on the host.
 struct GrantBook {
     private(set) var grants: [UInt64: GrantRecord] = [:]
+    /// The live grants of each region and of each owner: `list` asks per region, and a
+    /// revocation per file, without walking every grant.
+    private var onRegion: [RegionID: Set<UInt64>] = [:]
+    private var ofOwner: [OwnerID: Set<UInt64>] = [:]
     /// Ended grants, so a late connect hears why (revoked, expired) rather than "unknown".
     /// Grant ids are never reused; the oldest ends are forgotten past `endedLimit`.
     private var ended: [UInt64: GrantEnd] = [:]
@@ -72,12 +76,20 @@ struct GrantBook {
         return nextID
     }
 
-    mutating func add(_ grant: GrantRecord) { grants[grant.id] = grant }
+    mutating func add(_ grant: GrantRecord) {
+        grants[grant.id] = grant
+        onRegion[grant.region, default: []].insert(grant.id)
+        ofOwner[grant.owner, default: []].insert(grant.id)
+    }
 
     /// Removes a live grant and remembers why it ended.
     @discardableResult
     mutating func end(_ id: UInt64, _ why: GrantEnd) -> GrantRecord? {
         guard let grant = grants.removeValue(forKey: id) else { return nil }
+        onRegion[grant.region]?.remove(id)
+        if onRegion[grant.region]?.isEmpty == true { onRegion[grant.region] = nil }
+        ofOwner[grant.owner]?.remove(id)
+        if ofOwner[grant.owner]?.isEmpty == true { ofOwner[grant.owner] = nil }
         ended[id] = why
         endedOrder.append(id)
         if endedOrder.count > Self.endedLimit {
@@ -89,11 +101,11 @@ struct GrantBook {
     }
 
     func grants(of owner: OwnerID) -> [GrantRecord] {
-        grants.values.filter { $0.owner == owner }.sorted { $0.id < $1.id }
+        (ofOwner[owner] ?? []).sorted().compactMap { grants[$0] }
     }
 
     func grants(on region: RegionID) -> [GrantRecord] {
-        grants.values.filter { $0.region == region }.sorted { $0.id < $1.id }
+        (onRegion[region] ?? []).sorted().compactMap { grants[$0] }
     }
 
     /// The grant a connect request may use, or why not. `request` is the private data exactly

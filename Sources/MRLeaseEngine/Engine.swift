@@ -307,6 +307,16 @@ public final class Engine {
         region.exposures.append(exposure)
     }
 
+    /// One region, as `list` reports it; nil when it is gone or (with `owner`) someone else's.
+    public func info(_ id: RegionID, owner: OwnerID? = nil) -> RegionInfo? {
+        guard let key = regions[id], let file = files[key], let region = file.regions[id],
+              owner == nil || region.owner == owner else { return nil }
+        return info(region, file)
+    }
+
+    /// How many regions an owner holds.
+    public func regionCount(owner: OwnerID) -> Int { regionsByOwner[owner]?.count ?? 0 }
+
     /// What `uid` holds over all its owners.
     public func usage(uid: UInt32) -> Usage { usageByUID[uid] ?? Usage() }
 
