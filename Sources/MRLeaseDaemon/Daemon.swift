@@ -142,7 +142,8 @@ public final class Daemon {
         let timing = FileLifecycle.Timing(quiesce: configuration.quiesceMillis * 1_000_000,
                                           initialBackoff: configuration.restoreBackoffMillis * 1_000_000)
         engine = try registrar.map { registrar in
-            try Engine(registrar: registrar, configuration: .init(timing: timing, extentReader: extentReader), logger: logger)
+            try Engine(registrar: registrar, configuration: .init(timing: timing, extentReader: extentReader,
+                                                                           odpPrefetch: configuration.odpPrefetch), logger: logger)
         }
 
         if let activated = SocketActivation.listenDescriptors(environment: environment).first {

@@ -43,6 +43,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Where the rdma_cm listener for remote peers binds (IPv4/IPv6 literals; port 0: one the
     /// kernel picks). Empty: no listener, and `grant` is refused.
     public var listen: [GrantEndpoint] = []
+    /// Prefetch each new or restored ODP MR's pages (`ibv_advise_mr`), off by default.
+    public var odpPrefetch = false
 
     public init() {}
 
@@ -50,7 +52,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public static let keys = ["socket", "socket-mode", "socket-group", "device", "quiesce-ms", "restore-backoff-ms",
                               "max-connections", "max-connections-per-uid", "max-regions-per-uid", "max-bytes-per-uid",
                               "lease-others-uids", "lease-others-groups",
-                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level", "listen"]
+                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level", "listen",
+                              "odp-prefetch"]
 
     /// Who may have the daemon lease files they do not own.
     public var leaseOthers: LeaseOthersRule { LeaseOthersRule(uids: leaseOthersUIDs, groups: leaseOthersGroups) }
@@ -129,6 +132,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
                 endpoints.append(endpoint)
             }
             listen = endpoints
+        case "odp-prefetch":
+            switch value {
+            case "yes", "true", "on", "1": odpPrefetch = true
+            case "no", "false", "off", "0": odpPrefetch = false
+            default: throw Problem(description: "\(source): odp-prefetch must be yes or no, got '\(value)'")
+            }
         case "log-level":
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
                 throw Problem(description: "\(source): log-level must be one of trace, debug, info, notice, warning, error, critical")

@@ -127,6 +127,7 @@ extension Engine {
                 case .failure: attempt.reason
                 }
                 liveBytes[attempt.strategy, default: 0] += plan.length
+                if attempt.strategy == .odp && configuration.odpPrefetch { prefetch(mr, writable: plan.access.isWritable) }
                 return Registration(mr: mr, flags: flags, strategy: attempt.strategy, reason: file.interned(reason))
             } catch {
                 trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .failed(op: error.op, errno: error.errno)))
@@ -138,6 +139,17 @@ extension Engine {
         case .success(let decision):
             // decide() says "use" only for a trial that registered, and those returned above.
             throw .system(op: "registration plan (\(decision.0) decided without a registration)", errno: .ioError)
+        }
+    }
+
+    /// Starts the prefetch of a new ODP MR's pages; a failure (a device without the verb:
+    /// EOPNOTSUPP) costs only the speed-up, so it is logged, once per engine.
+    func prefetch(_ mr: any RegisteredMemory, writable: Bool) {
+        do throws(VerbsError) { try mr.prefetch(forWriting: writable, synchronous: false) } catch {
+            guard !prefetchFailureLogged else { return }
+            prefetchFailureLogged = true
+            logger.warning("ibv_advise_mr prefetch failed: ODP regions fault their pages at first access instead (further failures are not logged)",
+                           metadata: ["op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
         }
     }
 

@@ -25,11 +25,16 @@ public final class Engine {
         /// costs a synced FIEMAP, and a client writing through its fd raises IN_MODIFY per
         /// write. The first IN_MODIFY after a quiet spell is compared at once.
         public var layoutCheckInterval: UInt64
+        /// Whether an ODP MR's pages are prefetched (`ibv_advise_mr`, asynchronous) after
+        /// registration and after restoration, so a peer's first access does not take the page
+        /// faults. Off by default: docs/benchmarks.md measures what it saves and costs.
+        public var odpPrefetch: Bool
         public init(timing: FileLifecycle.Timing = .init(), extentReader: ExtentReader = .fiemap,
-                    layoutCheckInterval: UInt64 = 20_000_000) {
+                    layoutCheckInterval: UInt64 = 20_000_000, odpPrefetch: Bool = false) {
             self.timing = timing
             self.extentReader = extentReader
             self.layoutCheckInterval = layoutCheckInterval
+            self.odpPrefetch = odpPrefetch
         }
     }
 
@@ -56,6 +61,7 @@ public final class Engine {
     /// `statistics()` costs the same with 100 000 regions as with none.
     var liveBytes: [Strategy: UInt64] = [:]
     var leaseCount = 0
+    var prefetchFailureLogged = false
     /// Events produced by the call in progress, returned when it returns.
     var outbox: [EngineNotice] = []
     var busy = false

@@ -18,6 +18,8 @@ public protocol RegisteredMemory: AnyObject {
     var rkey: UInt32 { get }
     var address: UInt64 { get }
     func deregister() throws(VerbsError)
+    /// Starts faulting an ODP MR's pages in (`ibv_advise_mr` PREFETCH, or PREFETCH_WRITE).
+    func prefetch(forWriting: Bool, synchronous: Bool) throws(VerbsError)
 }
 
 extension MemoryRegion: RegisteredMemory {}

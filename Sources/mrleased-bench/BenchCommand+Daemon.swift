@@ -79,13 +79,14 @@ extension BenchCommand {
     /// install has (`--config /dev/null`) and logs quiet enough that no log line is part of what
     /// we time; its warnings go to our stderr. It inherits our environment, so a run can set
     /// `MRLEASED_*`.
-    static func startDaemon(_ binary: String, socket: String, device: String?, extraArguments: [String] = []) throws -> DaemonChild {
+    static func startDaemon(_ binary: String, socket: String, device: String?, extraArguments: [String] = [],
+                            environment: [String: String] = [:]) throws -> DaemonChild {
         // The per-uid byte quota defaults to the client's RLIMIT_MEMLOCK, which would cap the
         // registration benchmark's regions at a few MiB: the benchmark times the quota check,
         // not its refusal.
         try DaemonChild(executable: binary, arguments: ["--socket", socket, "--config", "/dev/null", "--log-level", "warning"]
                             + (device.map { ["--device", $0] } ?? []) + extraArguments,
-                        environment: ["MRLEASED_MAX_BYTES_PER_UID": "\(UInt64(1) << 50)"], inheriting: .all,
+                        environment: environment.merging(["MRLEASED_MAX_BYTES_PER_UID": "\(UInt64(1) << 50)"]) { mine, _ in mine }, inheriting: .all,
                         stderr: .inherited, readyWhen: .accepting(socketPath: socket))
     }
 
@@ -152,5 +153,51 @@ extension BenchCommand {
                 + "break → restored median \(ms(row.restored.medianMS)) ms; breaker median \(ms(row.breaker.medianMS)) ms"
                 + " | ratio first write / baseline restored \(ratio(row.firstWrite.medianMS, baseline.restored.medianMS))")
         }
+    }
+}
+
+extension BenchCommand {
+    /// `--scale`: many regions in one daemon, over many files and clients (issue 11).
+    func runScale() throws {
+        let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        let prefix = label.map { "[\($0)] " } ?? ""
+        let devices = (try? Device.list()) ?? []
+        guard !devices.isEmpty else {
+            say("\(prefix)scale: skipped: no RDMA device")
+            return
+        }
+        let verbs = try VerbsRegistrar(deviceNamed: device ?? ProcessInfo.processInfo.environment["MRLEASED_RDMA_DEVICE"])
+        let maxMR = Int(try verbs.context.query().maxMR)
+        let scratch = "\(directory)/mrleased-bench-\(getpid())"
+        guard mkdir(scratch, 0o700) == 0 else { throw BenchError("mkdir \(scratch): \(String(cString: strerror(errno)))") }
+        defer { rmdir(scratch) }
+        let socket = "\(scratch)/bench.sock"
+        defer { unlink(socket) }
+        let child = try Self.startDaemon(daemonBinary ?? Self.siblingBinary("mrleased"), socket: socket, device: verbs.deviceName,
+                                         environment: ["MRLEASED_MAX_REGIONS_PER_UID": "\(scaleRegions + 1000)"])
+        var report = Report(label: label ?? "", kernel: Self.kernelRelease(), guest: ProcessInfo.processInfo.environment["MRLEASED_VM"] != nil,
+                            directory: directory, registrar: "\(verbs.deviceName) (verbs, through mrleased)", stub: false)
+        say("\(prefix)mrleased-bench --scale: kernel \(report.kernel), dir \(directory), \(scaleRegions) regions x 4 KiB over \(scaleFiles) files"
+            + " and \(scaleClients) clients, register-batch of \(batchSize); device \(verbs.deviceName) max_mr \(maxMR)")
+        let bench = ScaleBenchmark(socket: socket, directory: scratch, daemonPID: child.pid)
+        let row = try bench.run(regions: scaleRegions, clients: scaleClients, files: scaleFiles, batch: batchSize, maxMR: maxMR,
+                                roundTrips: scaleRoundTrips) { say("\(prefix)scale: \($0)") }
+        report.scale = row
+        for line in Self.lines(row) { say(prefix + line) }
+        let status = child.stop().map(String.init) ?? "none: still running 10 s after SIGTERM (killed)"
+        say("\(prefix)mrleased exit status after SIGTERM: \(status)")
+        try conclude(&report, prefix: prefix)
+    }
+
+    static func lines(_ row: ScaleCase) -> [String] {
+        [
+            "scale \(row.regions) regions (\(row.strategy))\(row.capped ? ", capped by max_mr \(row.maxMR)" : ""): registered in \(String(format: "%.1f", row.totalSeconds)) s;"
+                + " rate over the first 1000 \(rate(row.rateFirstPerSecond))/s, over the last 1000 \(rate(row.rateLastPerSecond))/s | ratio \(String(format: "%.2f", row.rateRatio))",
+            "scale stats round trip median: \(us(row.statsEmptyMedianUS)) µs with \(ScaleBenchmark.probeRegions) regions, \(us(row.statsFullMedianUS)) µs with \(row.regions + ScaleBenchmark.probeRegions) | ratio \(String(format: "%.2f", row.statsRatio))",
+            "scale one-owner list round trip median (the probe's \(ScaleBenchmark.probeRegions) regions): \(us(row.listEmptyMedianUS)) µs alone, \(us(row.listFullMedianUS)) µs among \(row.regions + ScaleBenchmark.probeRegions) | ratio \(String(format: "%.2f", row.listRatio))",
+            "scale daemon memory per region: RSS \(String(format: "%.0f", row.rssBytesPerRegion)) B, of which anonymous (the daemon's own) \(String(format: "%.0f", row.anonBytesPerRegion)) B"
+                + " (file-backed: pages of the registered files mapped in the daemon, \(String(format: "%.0f", Double(row.full.rssFileKiB - row.idle.rssFileKiB) * 1024 / Double(row.regions))) B)",
+            "scale census: fresh \(row.start) | probe only \(row.idle) | full \(row.full) | mass clients gone after \(String(format: "%.2f", row.releaseSeconds)) s: \(row.released) | every client gone: \(row.end)",
+        ]
     }
 }

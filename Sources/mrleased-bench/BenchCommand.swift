@@ -59,6 +59,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "2 MiB registrations per pass in the registration benchmark.")
     var hugeRegistrations: Int = 200
 
+    @Option(help: "Region sizes (bytes, multiples of the page size) for the registration benchmark, comma separated: --registrations regions each below 1 MiB, --huge-registrations from 1 MiB.")
+    var registrationSizes: String = "4096,2097152"
+
     @Option(help: "Alternating engine/plain passes per registration case.")
     var passes: Int = 2
 
@@ -76,6 +79,15 @@ struct BenchCommand: ParsableCommand {
 
     @Flag(help: "Skip the registration benchmark.")
     var skipRegistration = false
+
+    @Flag(help: "Skip the ODP first-access benchmark (a loopback RDMA WRITE into a fresh region, with and without the engine's prefetch).")
+    var skipFirstAccess = false
+
+    @Option(help: "Region size for the first-access benchmark, bytes.")
+    var firstAccessBytes: Int = 256 << 10
+
+    @Option(help: "Fresh regions per side in the first-access benchmark.")
+    var firstAccessIterations: Int = 20
 
     @Flag(help: "Also print the results as one JSON object at the end.")
     var json = false
@@ -104,6 +116,21 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "The rdma_cm listener for --peer-break, ADDR:PORT (default: $MRLEASED_RDMA_CM_ADDRESS:0).")
     var listen: String?
 
+    @Flag(help: "Register --scale-regions 4 KiB regions through a fresh mrleased over --scale-files files and --scale-clients connections: rate at the start and the end, stats and one-owner list with and without them, memory per region, and that all is released.")
+    var scale = false
+
+    @Option(help: "Regions for --scale (capped below the device's max_mr).")
+    var scaleRegions: Int = 100_000
+
+    @Option(help: "Files for --scale.")
+    var scaleFiles: Int = 100
+
+    @Option(help: "Client connections for --scale.")
+    var scaleClients: Int = 10
+
+    @Option(help: "Timed round trips per stats/list measurement in --scale.")
+    var scaleRoundTrips: Int = 400
+
     @Flag(help: "Time the protocol's JSON codec alone (no socket, no daemon): per message, and per range of a register-batch.")
     var codec = false
 
@@ -117,9 +144,15 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard ["auto", "verbs", "stub"].contains(registrar) else { throw ValidationError("--registrar: auto, verbs or stub") }
         guard counts(regions) != nil, counts(noAckRegions) != nil else { throw ValidationError("region counts: comma separated positive integers") }
+        guard let sizes = counts(registrationSizes), sizes.allSatisfy({ $0 % SharedMapping.pageSize == 0 }) else {
+            throw ValidationError("--registration-sizes: comma separated multiples of the page size (\(SharedMapping.pageSize))")
+        }
         guard roundTrips > 0, warmUp >= 0 else { throw ValidationError("--round-trips must be positive, --warm-up not negative") }
         guard iterations > 0, largeIterations > 0, noAckIterations > 0, passes > 0 else { throw ValidationError("iterations and passes must be positive") }
         guard (1...Codec.maxBatchRanges).contains(batchSize) else { throw ValidationError("--batch-size must be 1 to \(Codec.maxBatchRanges)") }
+        guard scaleRegions >= 2000, scaleFiles > 0, scaleClients > 0, scaleRoundTrips > 0 else {
+            throw ValidationError("--scale-regions at least 2000 (the rate is compared over the first and last 1000); files, clients and round trips positive")
+        }
     }
 
     /// `--codec`: one line per step, µs per message (and per range for the batch).
@@ -143,6 +176,7 @@ struct BenchCommand: ParsableCommand {
         if daemon { return try runDaemon() }
         if codec { return try runCodec() }
         if peerBreak { return try runPeerBreak() }
+        if scale { return try runScale() }
         let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         let (chosen, registrarNote) = try makeRegistrar()
         let isStub = chosen is StubRegistrar
@@ -167,7 +201,7 @@ struct BenchCommand: ParsableCommand {
         if !skipBreak {
             let before = ProcessCensus.take(countMRs: !isStub)
             do {
-                let bench = try BreakBenchmark(engine: engine, events: events, directory: directory, size: size)
+                let bench = try BreakBenchmark(engine: engine, bare: chosen as? VerbsRegistrar, events: events, directory: directory, size: size)
                 let facts = try? FileFacts.inspect(bench.fd)
                 report.filesystem = facts.map { "\($0.filesystem), \($0.backing.rawValue)" } ?? "?"
                 say("\(prefix)break file: \(bench.path), \(String(format: "%.1f", Double(size) / 1048576)) MiB, \(report.filesystem); quiesce \(quiesceMs) ms, re-lease backoff \(restoreBackoffMs) ms")
@@ -194,8 +228,11 @@ struct BenchCommand: ParsableCommand {
             if let verbs = chosen as? VerbsRegistrar {
                 let before = ProcessCensus.take(countMRs: true)
                 do {
-                    let bench = try RegistrationBenchmark(engine: engine, registrar: verbs, directory: directory, size: size)
-                    for (count, length) in [(registrations, 4096), (hugeRegistrations, 2 << 20)] where count > 0 {
+                    let largest = UInt64(counts(registrationSizes)!.max() ?? 0)
+                    let bench = try RegistrationBenchmark(engine: engine, registrar: verbs, directory: directory, size: max(size, largest * 20))
+                    for length in counts(registrationSizes)! {
+                        let count = length < 1 << 20 ? registrations : hugeRegistrations
+                        guard count > 0 else { continue }
                         let row = try bench.run(regions: count, length: length, passes: passes)
                         report.registrationCases.append(row)
                         say(prefix + Self.line(row))
@@ -210,7 +247,28 @@ struct BenchCommand: ParsableCommand {
             }
         }
 
+        if !skipFirstAccess {
+            if let verbs = chosen as? VerbsRegistrar, verbs.odp.supported {
+                let row = try FirstAccessBenchmark(registrar: verbs, directory: directory)
+                    .run(regionBytes: firstAccessBytes, iterations: firstAccessIterations)
+                report.firstAccess = row
+                say(prefix + Self.line(row))
+            } else {
+                say("\(prefix)first access with ODP prefetch: skipped: \(chosen is VerbsRegistrar ? "the device has no ODP" : "no RDMA device")")
+            }
+        }
+
         try conclude(&report, prefix: prefix)
+    }
+
+    static func line(_ row: FirstAccessCase) -> String {
+        "first RDMA WRITE of \(row.regionBytes >> 10) KiB into a fresh ODP region (loopback RC, n=\(row.iterations)):"
+            + " without prefetch median \(us(row.firstWithoutMedianUS)) µs p90 \(us(row.firstWithoutP90US)) µs"
+            + " | with prefetch median \(us(row.firstWithMedianUS)) µs p90 \(us(row.firstWithP90US)) µs"
+            + " | ratio with/without \(String(format: "%.2f", row.firstWithMedianUS / row.firstWithoutMedianUS))"
+            + " | warm (second) WRITE \(us(row.warmMedianUS)) µs"
+            + " | engine.register median without \(us(row.registerWithoutMedianUS)) µs, with \(us(row.registerWithMedianUS)) µs"
+            + " (ratio \(String(format: "%.2f", row.registerWithMedianUS / row.registerWithoutMedianUS)))"
     }
 
     /// The verdicts against the issues' targets, then (`--json`) the whole report.
@@ -220,7 +278,8 @@ struct BenchCommand: ParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            say(String(decoding: try encoder.encode(report), as: UTF8.self))
+            // Prefixed like every other line, so the guest's console filter keeps it.
+            say("\(prefix)report-json " + String(decoding: try encoder.encode(report), as: UTF8.self))
         }
     }
 
@@ -247,6 +306,9 @@ struct BenchCommand: ParsableCommand {
             + " | baseline median \(ms(row.baselineMedianMS)) ms p90 \(ms(row.baselineP90MS)) ms | ratio \(ratio(row.engineMedianMS, row.baselineMedianMS))"
             + " (n=\(row.iterations)"
         if let work = row.revokeWorkMedianMS { text += ", ack+revoke work median \(ms(work)) ms" }
+        if let bare = row.bareDeregisterMedianMS {
+            text += ", bare ibv_dereg_mr of \(row.regions) MRs median \(ms(bare)) ms: floor \(ms(row.baselineMedianMS + bare)) ms, ratio to floor \(ratio(row.engineMedianMS, row.baselineMedianMS + bare))"
+        }
         if !row.acknowledged { text += ", median past the quiesce deadline \(ms(row.engineMedianMS - Double(quiesceMs))) ms" }
         text += ", restore median \(ms(row.restoreMedianMS)) ms\(stub ? ", stub" : ""))"
         return text

@@ -3,6 +3,7 @@ import LinuxFile
 import MRLeaseEngine
 import MRLeasePolicy
 import SystemPackage
+import Verbs
 
 /// One row of the break table: the breaker's blocked time with the engine and, interleaved
 /// with it (one baseline break before each engine break), with the immediate-unlock baseline.
@@ -26,6 +27,10 @@ struct BreakCase: Codable {
     /// MRs of this process as `rdma resource show mr` lists them while the regions are
     /// registered (nil with the stub registrar or without the rdma tool).
     var mrsListed: Int?
+    /// A bare `ibv_dereg_mr` of as many MRs over the same file, same flags, one after another
+    /// (median over `iterations` rounds; nil with the stub registrar): with the baseline, the
+    /// floor a revocation cannot go below.
+    var bareDeregisterMedianMS: Double?
 }
 
 /// Times truncate(2) against a file with R regions registered by the engine, against the
@@ -38,9 +43,13 @@ final class BreakBenchmark {
     let fd: FileDescriptor
     let size: UInt64
     let owner = OwnerID(1)
+    let bareOwner = OwnerID(4)
+    /// The device for the bare deregistration floor; nil with the stub registrar.
+    let bare: VerbsRegistrar?
 
-    init(engine: Engine, events: EventLog, directory: String, size: UInt64) throws(BenchError) {
+    init(engine: Engine, bare: VerbsRegistrar?, events: EventLog, directory: String, size: UInt64) throws(BenchError) {
         self.engine = engine
+        self.bare = bare
         self.events = events
         self.size = size
         let stem = "\(directory)/mrleased-bench-\(getpid())"
@@ -70,9 +79,12 @@ final class BreakBenchmark {
         // Cleanup after the timed part: a region already gone is fine, and nobody listens to events.
         defer { for id in ids { _ = try? engine.deregister(id) } }
         let start = Engine.now()
+        var strategy = Strategy.odp
         for i in 0..<count {
             do {
-                ids.append(try engine.register(owner: owner, fd: fd, offset: UInt64(i) * page, length: page, access: [.read, .write]).id)
+                let info = try engine.register(owner: owner, fd: fd, offset: UInt64(i) * page, length: page, access: [.read, .write])
+                ids.append(info.id)
+                strategy = info.strategy
             } catch {
                 throw BenchError("register region \(i) of \(count): \(error)")
             }
@@ -87,12 +99,49 @@ final class BreakBenchmark {
             if let w = one.work { work.append(w) }
             restore.append(one.restore)
         }
+        let bareMS = try bare.map { registrar throws(BenchError) in
+            try bareDeregistration(registrar, count: count, flags: RegistrationBenchmark.flags(for: strategy), rounds: iterations)
+        }
         return BreakCase(regions: count, acknowledged: acknowledge, iterations: iterations,
                          engineMedianMS: engineTimes.medianMS, engineP90MS: engineTimes.p90MS, engineMaxMS: engineTimes.maxMS,
                          baselineMedianMS: baselineTimes.medianMS, baselineP90MS: baselineTimes.p90MS,
                          ratio: engineTimes.medianMS / baselineTimes.medianMS,
                          revokeWorkMedianMS: acknowledge ? work.medianMS : nil, restoreMedianMS: restore.medianMS,
-                         registerMS: registerMS, mrsListed: mrs)
+                         registerMS: registerMS, mrsListed: mrs, bareDeregisterMedianMS: bareMS)
+    }
+
+    /// The deregistration floor: `count` MRs of one page each over one mapping of the same file
+    /// (registered untimed), then `ibv_dereg_mr` of all of them, timed; the median of `rounds`.
+    func bareDeregistration(_ registrar: VerbsRegistrar, count: Int, flags: AccessFlags, rounds: Int) throws(BenchError) -> Double {
+        let page = SharedMapping.pageSize
+        let mapping: SharedMapping
+        let pd: ProtectionDomain
+        do {
+            mapping = try SharedMapping(fd: fd, offset: 0, length: count * page, protection: .readWrite)
+            pd = try registrar.protectionDomain(for: bareOwner)
+        } catch {
+            throw BenchError("bare deregistration setup (mmap, ibv_alloc_pd): \(error)")
+        }
+        defer {
+            try? mapping.unmap()
+            registrar.release(owner: bareOwner)
+        }
+        var times = Samples()
+        for _ in 0..<rounds {
+            var mrs: [MemoryRegion] = []
+            mrs.reserveCapacity(count)
+            for i in 0..<count {
+                do { mrs.append(try pd.register(address: mapping.base + i * page, length: page, access: flags)) } catch {
+                    throw BenchError("bare ibv_reg_mr \(i) of \(count): \(error)")
+                }
+            }
+            let start = Engine.now()
+            for mr in mrs {
+                do { try mr.deregister() } catch { throw BenchError("bare ibv_dereg_mr: \(error)") }
+            }
+            times.append(Engine.now() - start)
+        }
+        return times.medianMS
     }
 
     /// One break of the engine's file: drive the engine until the child has returned and

@@ -13,6 +13,10 @@ final class StubRegistrar: Registrar {
             self.address = address
         }
         func deregister() throws(VerbsError) {}
+        /// No device to advise: what a device without the verb answers.
+        func prefetch(forWriting: Bool, synchronous: Bool) throws(VerbsError) {
+            throw VerbsError(op: "ibv_advise_mr", errno: .notSupported, detail: "stub registrar")
+        }
     }
 
     var deviceName: String { "stub" }

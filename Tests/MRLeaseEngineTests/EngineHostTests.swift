@@ -421,4 +421,31 @@ final class EngineHostTests: XCTestCase {
         record(try engine.deregister(first.id))
         XCTAssertEqual(engine.statistics().bytesByStrategy, ["odp": 8192])
     }
+
+    /// With odpPrefetch, each new and each restored ODP MR is prefetched (writable for a
+    /// writable region); pinned MRs never are, and without the option nothing is.
+    func testODPPrefetchFollowsEveryODPRegistrationOnlyWhenAsked() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let registrar = RecordingRegistrar()
+        let engine = try Engine(registrar: registrar, configuration: .init(
+            timing: .init(quiesce: 50_000_000, initialBackoff: 20_000_000, maxBackoff: 100_000_000), odpPrefetch: true))
+        let writable = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write])
+        let readable = try engine.register(owner: owner, fd: fd, offset: 4096, length: 4096, access: [.read])
+        let pinned = try engine.register(owner: owner, fd: fd, offset: 8192, length: 4096, access: [.read], preference: .pinned)
+        XCTAssertEqual(pinned.strategy, .pinned)
+        XCTAssertEqual(registrar.steps.filter { $0.hasPrefix("prefetch") },
+                       ["prefetch write key \(try XCTUnwrap(writable.keys).lkey)", "prefetch read key \(try XCTUnwrap(readable.keys).lkey)"])
+        let child = try spawn("/usr/bin/perl", ["-e", "truncate($ARGV[0], 1 << 20) or die $!", path])
+        drive(engine) { !child.isRunning && self.events.filter { if case .restored = $0.1 { return true }; return false }.count == 3 }
+        child.waitUntilExit()
+        XCTAssertEqual(registrar.steps.filter { $0.hasPrefix("prefetch") }.count, 4, "\(registrar.steps)")
+
+        let (otherScratch, _, otherFD) = try scratchFile()
+        defer { try? otherFD.close(); _ = otherScratch }
+        let plain = RecordingRegistrar()
+        let quiet = try makeEngine(plain)
+        _ = try quiet.register(owner: owner, fd: otherFD, offset: 0, length: 4096, access: [.read, .write])
+        XCTAssertEqual(plain.steps, ["register odp"], "no prefetch unless asked")
+    }
 }

@@ -10,13 +10,16 @@ public final class RecordingRegistrar: Registrar {
     public final class FakeMR: RegisteredMemory {
         public let lkey: UInt32, rkey: UInt32, address: UInt64
         let onDeregister: (FakeMR) -> Void
-        init(key: UInt32, address: UInt64, onDeregister: @escaping (FakeMR) -> Void) {
+        let onPrefetch: (FakeMR, Bool) -> Void
+        init(key: UInt32, address: UInt64, onDeregister: @escaping (FakeMR) -> Void, onPrefetch: @escaping (FakeMR, Bool) -> Void) {
             lkey = key
             rkey = key | 0x8000_0000
             self.address = address
             self.onDeregister = onDeregister
+            self.onPrefetch = onPrefetch
         }
         public func deregister() throws(VerbsError) { onDeregister(self) }
+        public func prefetch(forWriting: Bool, synchronous: Bool) throws(VerbsError) { onPrefetch(self, forWriting) }
     }
 
     public var deviceName: String { "fake0" }
@@ -45,6 +48,8 @@ public final class RecordingRegistrar: Registrar {
             let leased = Self.leaseHeld(inode: self.inode)
             let mapped = Self.isMapped(address: mr.address)
             self.steps.append("deregister lease=\(leased) mapped=\(mapped)")
+        } onPrefetch: { [unowned self] mr, writing in
+            self.steps.append("prefetch \(writing ? "write" : "read") key \(mr.lkey)")
         }
     }
 
