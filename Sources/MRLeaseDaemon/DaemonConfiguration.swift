@@ -43,6 +43,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Where the rdma_cm listener for remote peers binds (IPv4/IPv6 literals; port 0: one the
     /// kernel picks). Empty: no listener, and `grant` is refused.
     public var listen: [GrantEndpoint] = []
+    /// Where to write the metrics for node_exporter's textfile collector (an absolute path
+    /// ending in `.prom`), and how often; nil: no file.
+    public var metricsFile: String?
+    public var metricsIntervalMillis: UInt64 = 15_000
 
     public init() {}
 
@@ -50,7 +54,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public static let keys = ["socket", "socket-mode", "socket-group", "device", "quiesce-ms", "restore-backoff-ms",
                               "max-connections", "max-connections-per-uid", "max-regions-per-uid", "max-bytes-per-uid",
                               "lease-others-uids", "lease-others-groups",
-                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level", "listen"]
+                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level", "listen",
+                              "metrics-file", "metrics-interval-ms"]
 
     /// Who may have the daemon lease files they do not own.
     public var leaseOthers: LeaseOthersRule { LeaseOthersRule(uids: leaseOthersUIDs, groups: leaseOthersGroups) }
@@ -129,6 +134,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
                 endpoints.append(endpoint)
             }
             listen = endpoints
+        case "metrics-file":
+            // node_exporter reads only *.prom files from its directory; a relative path would
+            // depend on the daemon's working directory.
+            guard value.isEmpty || (value.hasPrefix("/") && value.hasSuffix(".prom") && !value.hasSuffix("/.prom")) else {
+                throw Problem(description: "\(source): metrics-file must be an absolute path ending in .prom (node_exporter's textfile collector reads only *.prom), got '\(value)'")
+            }
+            metricsFile = value.isEmpty ? nil : value
+        case "metrics-interval-ms":
+            let millis = try number(value)
+            guard millis >= 100 else { throw Problem(description: "\(source): metrics-interval-ms must be at least 100, got \(millis)") }
+            metricsIntervalMillis = millis
         case "log-level":
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
                 throw Problem(description: "\(source): log-level must be one of trace, debug, info, notice, warning, error, critical")
