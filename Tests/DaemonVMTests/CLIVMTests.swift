@@ -98,6 +98,38 @@ final class CLIVMTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    /// `mrlease stats --openmetrics` after one lease break, read by prometheus_client's
+    /// OpenMetrics parser: the break-to-unlock histogram holds that one break, in the bucket
+    /// its latency falls in.
+    func testAfterOneTruncateTheOpenMetricsBreakHistogramCountsOneBreak() throws {
+        let device = try Facility.rdmaDevice.require()
+        let daemon = try RunningDaemon(device: device)
+        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let path = try scratch.file("metrics", size: 1 << 20)
+        let client = try Registration(socket: daemon.socketPath, path: path, offset: 0, length: 8192)
+        XCTAssertNotNil(client.waitFor(["registered"]), "\(client.lines)")
+        let tool = try Subprocess.run("/bin/sh", ["-c", "for i in $(seq 200); do truncate -s 32768 '\(path)' 2>/dev/null && exit 0; sleep 0.02; done; exit 1"])
+        XCTAssertEqual(tool.status, 0)
+        XCTAssertNotNil(client.waitFor(["restored"]), "\(client.lines)")
+
+        let stats = try Subprocess.run(Subprocess.builtProduct("mrlease"), ["stats", "--openmetrics", "--socket", daemon.socketPath])
+        XCTAssertEqual(stats.status, 0, stats.stderr)
+        let families = try MetricsParser.openMetrics.parse(stats.stdout)
+        XCTAssertEqual(families["mrleased_lease_breaks"]?.value("mrleased_lease_breaks_total"), 1)
+        XCTAssertEqual(families["mrleased_restorations"]?.value("mrleased_restorations_total"), 1)
+        let breaks = try XCTUnwrap(families["mrleased_break_to_unlock_seconds"], stats.stdout)
+        XCTAssertEqual(breaks.value("mrleased_break_to_unlock_seconds_count"), 1)
+        XCTAssertEqual(breaks.value("mrleased_break_to_unlock_seconds_bucket", ["le": "+Inf"]), 1)
+        let latency = try XCTUnwrap(breaks.value("mrleased_break_to_unlock_seconds_sum"))
+        XCTAssertGreaterThan(latency, 0)
+        for bucket in breaks.samples where bucket.name.hasSuffix("_bucket") && bucket.labels["le"] != "+Inf" {
+            let bound = try XCTUnwrap(Double(bucket.labels["le"] ?? ""))
+            XCTAssertEqual(bucket.value, bound > latency ? 1 : 0, "le \(bound) against the one break of \(latency) s")
+        }
+        XCTAssertEqual(client.interrupt(), 0, "\(client.lines)")
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     func testRegisterCountMakesOneBatchOfRegionsHeldUntilInterrupted() throws {
         let device = try Facility.rdmaDevice.require()
         let daemon = try RunningDaemon(device: device)
