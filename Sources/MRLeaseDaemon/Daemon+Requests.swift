@@ -71,15 +71,7 @@ extension Daemon {
             return .list(RegionList(regions: regions.filter { after == nil || $0.region > after! }.sorted { $0.region < $1.region }))
 
         case .stats:
-            let stats = engine?.statistics() ?? EngineStatistics()
-            let latency = stats.breakToUnlock
-            return .stats(Statistics(
-                files: UInt64(stats.files), regions: UInt64(stats.regions),
-                bytesODP: stats.bytesByStrategy["odp"] ?? 0, bytesPinned: stats.bytesByStrategy["pinned"] ?? 0,
-                leasesHeld: UInt64(stats.leasesHeld), breaksHandled: UInt64(stats.breaksHandled),
-                breakToUnlockMicros: Statistics.Latency(latency),
-                clients: UInt64(sessions.count), requestMicros: requestTimes.mapValues(Statistics.Latency.init),
-                layoutChangesHandled: UInt64(stats.layoutChangesHandled), layoutChecks: UInt64(stats.layoutChecks)))
+            return .stats(statistics())
 
         case .ack(let region):
             guard let engine else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }
@@ -223,10 +215,31 @@ extension Registration {
     }
 }
 
+extension Daemon {
+    /// The `stats` result: the engine's counters, the daemon's own, and its request times. The
+    /// one source of `stats` replies and of the metrics file.
+    func statistics() -> Statistics {
+        let stats = engine?.statistics() ?? EngineStatistics()
+        return Statistics(
+            files: UInt64(stats.files), regions: UInt64(stats.regions),
+            bytesODP: stats.bytesByStrategy["odp"] ?? 0, bytesPinned: stats.bytesByStrategy["pinned"] ?? 0,
+            leasesHeld: UInt64(stats.leasesHeld), breaksHandled: UInt64(stats.breaksHandled),
+            breakToUnlockMicros: Statistics.Latency(stats.breakToUnlock),
+            clients: UInt64(sessions.count), requestMicros: requestTimes.mapValues(Statistics.Latency.init),
+            layoutChangesHandled: UInt64(stats.layoutChangesHandled), layoutChecks: UInt64(stats.layoutChecks),
+            registrations: UInt64(stats.registrations), restorations: UInt64(stats.restorations),
+            regionsLost: UInt64(stats.regionsLost),
+            grants: UInt64(peers?.book.grants.count ?? 0), peers: UInt64(peers?.peerCount ?? 0))
+    }
+}
+
 extension Statistics.Latency {
     init(_ histogram: LatencyHistogram) {
+        // Trailing empty buckets are left out on the wire (docs/protocol.md, `stats`).
+        let used = (histogram.buckets.lastIndex { $0 != 0 }).map { $0 + 1 } ?? 0
         self.init(p50: histogram.quantileMicros(0.5) ?? 0, p99: histogram.quantileMicros(0.99) ?? 0,
-                  max: histogram.maxMicros, count: histogram.count)
+                  max: histogram.maxMicros, count: histogram.count,
+                  buckets: Array(histogram.buckets.prefix(used)), sum: histogram.sumNanoseconds / 1000)
     }
 }
 

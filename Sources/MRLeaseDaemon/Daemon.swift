@@ -39,6 +39,8 @@ public final class Daemon {
         case acceptResume
         /// A grant's expiry: the ones due then end (a grant revoked before finds nothing).
         case grantExpiry
+        /// The next write of the metrics file (`metrics-file`).
+        case metricsFile
     }
 
     /// How long accepting pauses when the process or system is out of fds (swift-nio's
@@ -85,6 +87,10 @@ public final class Daemon {
     /// Engine events waiting to be delivered, and whether a `route` is delivering them.
     var pendingNotices: [EngineNotice] = []
     var routing = false
+    /// Where the metrics are written for node_exporter (nil: `metrics-file` unset), and the
+    /// last write's failure, logged once until it changes or clears.
+    let metricsFile: MetricsFile?
+    var metricsFailure: MetricsFile.Failure?
 
     /// Sets everything up on the calling thread: blocks SIGTERM/SIGINT (read through a
     /// signalfd), opens the device, creates the engine, and binds or adopts the listener.
@@ -137,6 +143,7 @@ public final class Daemon {
         }
         noDeviceReason = reason
         odpIntegrity = integrity
+        metricsFile = configuration.metricsFile.map(MetricsFile.init(path:))
         deviceName = registrar?.deviceName
         odp = registrar?.odp ?? .none
         let timing = FileLifecycle.Timing(quiesce: configuration.quiesceMillis * 1_000_000,
@@ -166,6 +173,8 @@ public final class Daemon {
         }
         if let peers { try watch(peers.channel.descriptor, as: .peers) }
         if let reason { logger.warning("\(reason)") }
+        // The first write at once, so the file exists as soon as the daemon serves.
+        if metricsFile != nil { timers.schedule(.metricsFile, at: Engine.now()) }
     }
 
     /// Runs the ODP integrity self-test once (a loopback WRITE and READ on an ODP MR at an
@@ -259,6 +268,8 @@ public final class Daemon {
                 if let interval = notifier.watchdogInterval { scheduleWatchdog(now + interval) }
             case .grantExpiry:
                 if let peers { deliver(peers.expire(now: now)) }
+            case .metricsFile:
+                writeMetricsFile(now: now)
             case .acceptResume where deadline == acceptResumesAt:
                 acceptResumesAt = nil
                 let waiting = awaitingAdmission
@@ -591,6 +602,7 @@ public final class Daemon {
             disconnect(session, why: "shutdown")
         }
         if ownsSocketPath { unlink(configuration.socketPath) }
+        removeMetricsFile()
         logger.info("stopped")
     }
 

@@ -43,6 +43,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Where the rdma_cm listener for remote peers binds (IPv4/IPv6 literals; port 0: one the
     /// kernel picks). Empty: no listener, and `grant` is refused.
     public var listen: [GrantEndpoint] = []
+    /// Where to write the metrics for node_exporter's textfile collector (an absolute path
+    /// ending in `.prom`), and how often; nil: no file.
+    public var metricsFile: String?
+    public var metricsIntervalMillis: UInt64 = 15_000
     /// Prefetch each new or restored ODP MR's pages (`ibv_advise_mr`), off by default.
     public var odpPrefetch = false
 
@@ -53,7 +57,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
                               "max-connections", "max-connections-per-uid", "max-regions-per-uid", "max-bytes-per-uid",
                               "lease-others-uids", "lease-others-groups",
                               "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level", "listen",
-                              "odp-prefetch"]
+                              "metrics-file", "metrics-interval-ms", "odp-prefetch"]
 
     /// Who may have the daemon lease files they do not own.
     public var leaseOthers: LeaseOthersRule { LeaseOthersRule(uids: leaseOthersUIDs, groups: leaseOthersGroups) }
@@ -132,6 +136,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
                 endpoints.append(endpoint)
             }
             listen = endpoints
+        case "metrics-file":
+            // node_exporter reads only *.prom files from its directory; a relative path would
+            // depend on the daemon's working directory.
+            guard value.isEmpty || (value.hasPrefix("/") && value.hasSuffix(".prom") && !value.hasSuffix("/.prom")) else {
+                throw Problem(description: "\(source): metrics-file must be an absolute path ending in .prom (node_exporter's textfile collector reads only *.prom), got '\(value)'")
+            }
+            metricsFile = value.isEmpty ? nil : value
+        case "metrics-interval-ms":
+            let millis = try number(value)
+            guard millis >= 100 else { throw Problem(description: "\(source): metrics-interval-ms must be at least 100, got \(millis)") }
+            metricsIntervalMillis = millis
         case "odp-prefetch":
             switch value {
             case "yes", "true", "on", "1": odpPrefetch = true

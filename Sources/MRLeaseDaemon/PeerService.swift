@@ -111,6 +111,9 @@ final class PeerService {
 
     var endpoints: [GrantEndpoint] { listeners.map(\.endpoint) }
 
+    /// Peers connected or connecting through any grant (`stats`' `peers`).
+    var peerCount: Int { peersByConnection.count }
+
     /// The RDMA device that carries `endpoint`'s address (rdma_bind_addr picks it), for a
     /// daemon told to listen but not which device to serve: it serves the listener's.
     static func device(of endpoint: GrantEndpoint) throws(VerbsError) -> String {

@@ -16,12 +16,15 @@ public struct EngineStatistics: Sendable, Equatable {
     public var breakToUnlock = LatencyHistogram()
 }
 
-/// Latencies in power-of-two microsecond buckets (bucket i holds [2^i, 2^(i+1)) µs), plus
-/// the exact maximum: enough for p50/p99 to within a factor of two, in constant space.
+/// Latencies in power-of-two microsecond buckets (bucket i holds [2^i, 2^(i+1)) µs; bucket 0
+/// also holds < 1 µs), plus the exact maximum and sum: enough for p50/p99 to within a factor
+/// of two, and for a Prometheus histogram (`le` = 2^(i+1) µs), in constant space.
 public struct LatencyHistogram: Sendable, Equatable {
     public private(set) var buckets = [UInt64](repeating: 0, count: 40)
     public private(set) var count: UInt64 = 0
     public private(set) var maxMicros: UInt64 = 0
+    /// Every recorded latency added up, in nanoseconds (saturates rather than wraps: 584 years).
+    public private(set) var sumNanoseconds: UInt64 = 0
 
     public init() {}
 
@@ -31,6 +34,8 @@ public struct LatencyHistogram: Sendable, Equatable {
         buckets[bucket] += 1
         count += 1
         maxMicros = max(maxMicros, micros)
+        let (sum, overflow) = sumNanoseconds.addingReportingOverflow(nanoseconds)
+        sumNanoseconds = overflow ? .max : sum
     }
 
     /// The upper bound (µs) of the bucket holding quantile `q` (0...1); nil when empty.

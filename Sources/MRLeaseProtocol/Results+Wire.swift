@@ -198,6 +198,11 @@ extension Statistics {
         clients = try f.uint64("clients")
         layoutChangesHandled = try f.uint64IfPresent("layoutChangesHandled")
         layoutChecks = try f.uint64IfPresent("layoutChecks")
+        registrations = try f.uint64IfPresent("registrations")
+        restorations = try f.uint64IfPresent("restorations")
+        regionsLost = try f.uint64IfPresent("regionsLost")
+        grants = try f.uint64IfPresent("grants")
+        peers = try f.uint64IfPresent("peers")
         requestMicros = [:]
         if f.object["requestMicros"] != nil {
             let requests = try f.object("requestMicros")
@@ -223,6 +228,11 @@ extension Statistics {
         o.set("clients", .integer(clients))
         o.set("layoutChangesHandled", layoutChangesHandled.map(JSONValue.integer))
         o.set("layoutChecks", layoutChecks.map(JSONValue.integer))
+        o.set("registrations", registrations.map(JSONValue.integer))
+        o.set("restorations", restorations.map(JSONValue.integer))
+        o.set("regionsLost", regionsLost.map(JSONValue.integer))
+        o.set("grants", grants.map(JSONValue.integer))
+        o.set("peers", peers.map(JSONValue.integer))
         o.set("requestMicros", requestMicros.isEmpty ? nil : requests.value)
         return o.value
     }
@@ -230,7 +240,21 @@ extension Statistics {
 
 extension Statistics.Latency {
     init(_ f: Fields) throws(ProtocolError) {
-        self.init(p50: try f.uint64("p50"), p99: try f.uint64("p99"), max: try f.uint64("max"), count: try f.uint64("count"))
+        self.init(p50: try f.uint64("p50"), p99: try f.uint64("p99"), max: try f.uint64("max"), count: try f.uint64("count"),
+                  sum: try f.uint64IfPresent("sum"))
+        guard f.object["buckets"] != nil else { return }
+        let counts = try f.array("buckets") { (item, path) throws(ProtocolError) in try Fields.unsigned(item, path(), as: UInt64.self) }
+        // A histogram that does not add up would be rendered as a confident wrong answer.
+        guard counts.count <= Self.maxBuckets else { throw .invalid(f.path("buckets"), "has at most \(Self.maxBuckets) entries") }
+        var total: UInt64 = 0
+        for n in counts {
+            let (next, overflow) = total.addingReportingOverflow(n)
+            guard !overflow else { throw .invalid(f.path("buckets"), "must add up to count (\(count))") }
+            total = next
+        }
+        guard total == count else { throw .invalid(f.path("buckets"), "must add up to count (\(count)), got \(total)") }
+        guard counts.last != 0 else { throw .invalid(f.path("buckets"), "must not end with an empty bucket") }
+        buckets = counts
     }
 
     var json: JSONValue {
@@ -239,6 +263,8 @@ extension Statistics.Latency {
         o.set("p99", .integer(p99))
         o.set("max", .integer(max))
         o.set("count", .integer(count))
+        o.set("sum", sum.map(JSONValue.integer))
+        o.set("buckets", buckets.map { .array($0.map(JSONValue.integer)) })
         return o.value
     }
 }

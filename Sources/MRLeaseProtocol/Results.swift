@@ -199,18 +199,34 @@ public struct RegionList: Sendable, Equatable {
 
 /// The engine's counters, answered to `stats`.
 public struct Statistics: Sendable, Equatable {
+    /// A latency histogram in microseconds.
     public struct Latency: Sendable, Equatable {
+        /// Most buckets a daemon sends: bucket 63 would start at 2^63 µs.
+        public static let maxBuckets = 64
+
         public var p50: UInt64
         public var p99: UInt64
         public var max: UInt64
         public var count: UInt64
+        /// Counts per power-of-two bucket: `buckets[i]` counts latencies in [2^i, 2^(i+1)) µs
+        /// (bucket 0 also those under 1 µs), so 2^(i+1) µs bounds bucket i from above; empty
+        /// buckets past the last used one are left out. They add up to `count`. nil from a
+        /// daemon from before this field.
+        public var buckets: [UInt64]?
+        /// Every latency added up (µs); nil from a daemon from before this field.
+        public var sum: UInt64?
 
-        public init(p50: UInt64, p99: UInt64, max: UInt64, count: UInt64) {
+        public init(p50: UInt64, p99: UInt64, max: UInt64, count: UInt64, buckets: [UInt64]? = nil, sum: UInt64? = nil) {
             self.p50 = p50
             self.p99 = p99
             self.max = max
             self.count = count
+            self.buckets = buckets
+            self.sum = sum
         }
+
+        /// The upper bound of bucket `index`, in µs (exclusive).
+        public static func bucketBoundMicros(_ index: Int) -> UInt64 { UInt64(1) << UInt64(index + 1) }
     }
 
     public var files: UInt64
@@ -233,10 +249,26 @@ public struct Statistics: Sendable, Equatable {
     /// The comparisons of a file's size and extents with its registered regions' made to find
     /// them; nil from a daemon from before this field.
     public var layoutChecks: UInt64?
+    /// Since the daemon started: regions registered, regions restored after a revocation, and
+    /// regions lost (`lost` events); nil from a daemon from before these fields.
+    public var registrations: UInt64?
+    public var restorations: UInt64?
+    public var regionsLost: UInt64?
+    /// Grants in force and peers connected through them now (0 without a listener); nil from a
+    /// daemon from before these fields.
+    public var grants: UInt64?
+    public var peers: UInt64?
 
     public init(files: UInt64, regions: UInt64, bytesODP: UInt64, bytesPinned: UInt64, leasesHeld: UInt64,
                 breaksHandled: UInt64, breakToUnlockMicros: Latency, clients: UInt64,
-                requestMicros: [RequestType: Latency] = [:], layoutChangesHandled: UInt64? = nil, layoutChecks: UInt64? = nil) {
+                requestMicros: [RequestType: Latency] = [:], layoutChangesHandled: UInt64? = nil, layoutChecks: UInt64? = nil,
+                registrations: UInt64? = nil, restorations: UInt64? = nil, regionsLost: UInt64? = nil,
+                grants: UInt64? = nil, peers: UInt64? = nil) {
+        self.registrations = registrations
+        self.restorations = restorations
+        self.regionsLost = regionsLost
+        self.grants = grants
+        self.peers = peers
         self.requestMicros = requestMicros
         self.layoutChangesHandled = layoutChangesHandled
         self.layoutChecks = layoutChecks

@@ -12,11 +12,18 @@ struct StatsCommand: ParsableCommand {
     @OptionGroup var daemon: DaemonOptions
     @Flag(help: "Print the protocol's stats result as one JSON object.")
     var json = false
+    @Flag(help: "Print the counters, gauges and histograms in the OpenMetrics 1.0 text format (what a Prometheus scrape of it would read).")
+    var openmetrics = false
+
+    func validate() throws {
+        if json && openmetrics { throw ValidationError("--json and --openmetrics print different formats: give one") }
+    }
 
     func run() throws {
         let (client, _) = try daemon.connect("stats")
         let stats = try daemonCall("stats") { () throws(ClientError) in try client.stats() }
         if json { return emit(WireJSON.line(WireJSON.object(.stats(stats)))) }
+        if openmetrics { return emit(String(stats.metricsText(.openMetrics).dropLast())) }  // emit adds the last newline
         let latency = stats.breakToUnlockMicros
         emit(Format.table(["COUNTER", "VALUE"], [
             ["clients", "\(stats.clients)"],

@@ -25,6 +25,8 @@ struct MRLeased: ParsableCommand {
     @Option(help: "Milliseconds owners get to quiesce after a lease break.") var quiesceMs: UInt64?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
     @Option(help: "rdma_cm listener(s) for remote peers: ADDR:PORT[,ADDR:PORT] (port 0: the kernel picks).") var listen: String?
+    @Option(help: "Write metrics for node_exporter's textfile collector (Prometheus text format) to this .prom file.") var metricsFile: String?
+    @Option(help: "Milliseconds between writes of the metrics file.") var metricsIntervalMs: UInt64?
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
@@ -43,6 +45,8 @@ struct MRLeased: ParsableCommand {
             if let quiesceMs { try settings.set("quiesce-ms", "\(quiesceMs)", source: "--quiesce-ms") }
             if let logLevel { try settings.set("log-level", logLevel, source: "--log-level") }
             if let listen { try settings.set("listen", listen, source: "--listen") }
+            if let metricsFile { try settings.set("metrics-file", metricsFile, source: "--metrics-file") }
+            if let metricsIntervalMs { try settings.set("metrics-interval-ms", "\(metricsIntervalMs)", source: "--metrics-interval-ms") }
         } catch {
             throw ValidationError("\(error)")
         }

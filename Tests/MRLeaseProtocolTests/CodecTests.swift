@@ -56,6 +56,15 @@ enum Samples {
                           requestMicros: [.registerBatch: .init(p50: 4096, p99: 8192, max: 5000, count: 2),
                                           .hello: .init(p50: 9, p99: 9, max: 9, count: 1)],
                           layoutChangesHandled: 2, layoutChecks: 40)),
+        // With histogram buckets and sums, and the counters added with them.
+        .stats(Statistics(files: 1, regions: 1, bytesODP: 0, bytesPinned: 4096, leasesHeld: 1, breaksHandled: 2,
+                          breakToUnlockMicros: .init(p50: 131_072, p99: 262_144, max: 140_000, count: 2,
+                                                     buckets: Array(repeating: 0, count: 16) + [1, 1], sum: 240_000),
+                          clients: 2,
+                          requestMicros: [.stats: .init(p50: 0, p99: 0, max: 0, count: 0, buckets: [], sum: 0),
+                                          .register: .init(p50: 1024, p99: 1024, max: 700, count: 1, buckets: [0, 0, 0, 0, 0, 0, 0, 0, 0, 1], sum: 700)],
+                          layoutChangesHandled: 0, layoutChecks: 3, registrations: 4, restorations: 2, regionsLost: 1,
+                          grants: 0, peers: 0)),
         .ack,
         .verify(Verification(layoutChanged: true, extentsBefore: 1, extentsAfter: 3)),
     ]
@@ -185,6 +194,21 @@ final class CodecTests: XCTestCase {
                                   backing: .pageCache)
         let reply = Codec.encode(Reply(id: .max, .registerBatch(Array(repeating: widest, count: Codec.maxBatchRanges))))
         XCTAssertLessThan(reply.count, Codec.maxMessageBytes)
+    }
+
+    /// A stats reply fits in one message even with every request type's histogram in all 64
+    /// buckets and every count at its widest.
+    func testAStatsReplyWithEveryHistogramFullFitsInOneMessage() {
+        let full = Statistics.Latency(p50: .max, p99: .max, max: .max, count: UInt64.max / 64 * 64,
+                                      buckets: Array(repeating: UInt64.max / 64, count: Statistics.Latency.maxBuckets), sum: .max)
+        let stats = Statistics(files: .max, regions: .max, bytesODP: .max, bytesPinned: .max, leasesHeld: .max, breaksHandled: .max,
+                               breakToUnlockMicros: full, clients: .max,
+                               requestMicros: Dictionary(uniqueKeysWithValues: RequestType.allCases.map { ($0, full) }),
+                               layoutChangesHandled: .max, layoutChecks: .max, registrations: .max, restorations: .max,
+                               regionsLost: .max, grants: .max, peers: .max)
+        let reply = Codec.encode(Reply(id: .max, .stats(stats)))
+        XCTAssertLessThan(reply.count, Codec.maxMessageBytes)
+        XCTAssertEqual(try Codec.decodeServerMessage(reply), .reply(Reply(id: .max, .stats(stats))))
     }
 
     func testErrorReplyKeepsTheIdAndTypeWhenTheRequestGotThatFar() {
