@@ -158,6 +158,7 @@ static mrlease_status wait_readable(mrlease_conn *conn, int64_t deadline, const 
 /* One message from the daemon, or *message NULL when none came before `deadline`. */
 static mrlease_status receive(mrlease_conn *conn, int64_t deadline, const char *op, json_object **message) {
     *message = NULL;
+    int resets = 0;
     for (;;) {
         int ready = 0;
         mrlease_status status = wait_readable(conn, deadline, op, &ready);
@@ -168,6 +169,10 @@ static mrlease_status receive(mrlease_conn *conn, int64_t deadline, const char *
         ssize_t n = recvmsg(conn->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) continue;
+            /* A peer that closed with our packets unread (the daemon refusing a connection past
+             * its limit, §3) leaves ECONNRESET, reported before the packets it sent first; the
+             * report clears it, so read on: its packets, then end of stream. */
+            if (errno == ECONNRESET && !resets++) continue;
             if (errno == ECONNRESET) return mrl_connection_ended(conn, op);
             return mrl_fail_errno(conn, errno, "recvmsg (%s)", op);
         }
