@@ -40,6 +40,9 @@ final class CClientTests: XCTestCase {
     /// their places, a .pc naming that prefix, and a program built with `pkg-config --cflags
     /// --libs mrlease` from the staged tree that runs against the staged library.
     func testInstallLaysOutTheFilesAndPkgConfigBuildsAProgram() throws {
+        if ProcessInfo.processInfo.environment["MRLEASED_VM"] == "1" {
+            throw XCTSkip("needs a writable source tree (make install writes clib/build/mrlease.pc; the guests mount the tree read-only): the host run checks the install")
+        }
         try CLibrary.make()
         let stage = try ScratchDirectory(name: "mrlease-clib-install")
         let libdir = "/usr/lib/x86_64-linux-gnu"

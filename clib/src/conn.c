@@ -352,7 +352,10 @@ mrlease_status mrl_call(mrlease_conn *conn, const char *op, json_object *request
             continue;
         }
         json_object *error = mrl_field(message, "error"), *ok = mrl_field(message, "result");
-        if (json_object_is_type(error, json_type_object)) status = refusal(conn, op, error);
+        const char *type = json_object_get_string(mrl_field(message, "type"));
+        if (strcmp(type, op) && strcmp(type, "error"))
+            status = mrl_fail(conn, MRLEASE_ERR_BAD_REPLY, "%s: the reply is of type \"%.64s\", not \"%s\"", what, type, op);
+        else if (json_object_is_type(error, json_type_object)) status = refusal(conn, op, error);
         else if (json_object_is_type(ok, json_type_object) && result) *result = json_object_get(ok);
         else if (!json_object_is_type(ok, json_type_object))
             status = mrl_fail(conn, MRLEASE_ERR_BAD_REPLY, "%s: neither a \"result\" nor an \"error\" object", what);
