@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -239,6 +240,37 @@ static void connection_limit_check(const struct mrlease_hello *h, int already) {
     struct mrlease_stats st;
     expect(extra[n - 1], "after too-many-requests the connection is closed", mrlease_stats(extra[n - 1], &st), MRLEASE_ERR_DISCONNECTED);
     while (n) mrlease_destroy(extra[--n]);
+}
+
+/* One connection per thread, used concurrently: no shared state between connections. */
+static void *thread_requests(void *failures) {
+    mrlease_conn *c = connected();
+    for (int i = 0; i < 100; i++) {
+        struct mrlease_stats st;
+        struct mrlease_region_list list;
+        if (mrlease_stats(c, &st) != MRLEASE_OK || mrlease_list(c, 0, &list) != MRLEASE_OK || list.count != 0)
+            __atomic_add_fetch((int *)failures, 1, __ATOMIC_RELAXED);
+        mrlease_stats_release(&st);
+        mrlease_region_list_release(&list);
+    }
+    mrlease_destroy(c);
+    return NULL;
+}
+
+static void thread_checks(mrlease_conn *c, const struct mrlease_hello *h, int already) {
+    /* The daemon sees the closes of the connection-limit check on its next loop turns. */
+    for (int i = 0; i < 200; i++) {
+        struct mrlease_stats st;
+        int settled = mrlease_stats(c, &st) == MRLEASE_OK && st.clients <= (uint64_t)already;
+        mrlease_stats_release(&st);
+        if (settled) break;
+        usleep(10000);
+    }
+    pthread_t threads[3];
+    int failures = 0, n = (int)(h->max_connections_per_uid - (uint64_t)already < 3 ? h->max_connections_per_uid - (uint64_t)already : 3);
+    for (int i = 0; i < n; i++) pthread_create(&threads[i], NULL, thread_requests, &failures);
+    for (int i = 0; i < n; i++) pthread_join(threads[i], NULL);
+    check(n >= 2 && failures == 0, "one connection per thread, concurrently: every request answered", "%d threads, %d failed requests", n, failures);
 }
 
 static void local_checks(void) {
@@ -569,6 +601,7 @@ int main(int argc, char **argv) {
     struct mrlease_hello h = hello_checks(c, guest);
     request_checks(c, &h, guest);
     connection_limit_check(&h, 1);
+    thread_checks(c, &h, 1);
     if (!guest) {
         bad_reply_checks();
         dead_daemon_check();
