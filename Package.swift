@@ -140,6 +140,10 @@ let package = Package(
         // The C peer of docs/protocol.md, extracted from the document, compiled with cc and run:
         // refusals on the host, transfers against a responder on the guest's rdma_cm address.
         .testTarget(name: "CPeerTests", dependencies: ["MRLeaseGrant", "MRLeaseClient", "MRLeaseProtocol", "Verbs", "TestSupport"]),
+        // libmrlease (clib/, built with make): its C tests under ASan/UBSan against the built
+        // `mrleased` (every request and error code on the host; a truncate's events in the
+        // guests), its install layout, pkg-config file, exported symbols and man page.
+        .testTarget(name: "CClientTests", dependencies: ["TestSupport"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),

@@ -1,0 +1,47 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// libmrlease in the guests, on a real RDMA device: the C test registers ranges, truncates the
+/// file from another process and checks each region's revoking → revoked → restored (or lost),
+/// plus file-busy, unsupported-filesystem (a file of the host's tree, which the guest mounts
+/// over 9p) and a shutdown as the client sees it; and the example program, written from mrlease.h and
+/// libmrlease(3) alone, does the same through the shared library.
+final class CClientVMTests: XCTestCase {
+    func testRegisterTruncateEventsAndTheGuestOnlyErrorCodes() throws {
+        let device = try Facility.rdmaDevice.require()
+        let directory = try Facility.ext4.require()
+        try CLibrary.make()
+        let daemon = try RunningDaemon(arguments: ["--device", device, "--log-level", "warning"])
+        defer { _ = daemon.stop() }
+        let scratch = try ScratchDirectory(in: directory, name: "mrlease-clib")
+        let onNinePee = CLibrary.build + "/check/client-test"
+        let checks = try CLibrary.runChecks(["guest", daemon.socketPath, scratch.path, "\(daemon.pid)", onNinePee])
+        XCTAssertEqual(checks.status, 0, checks.failures.joined(separator: "\n") + "\n" + daemon.log)
+        XCTAssertEqual(checks.failed, 0)
+        for code in ["file-busy", "unsupported-filesystem", "revoking, revoked, restored", "lost", "the revoking says shutdown"] {
+            XCTAssertTrue(checks.output.contains(code), "the C test checks \(code)")
+        }
+        XCTAssertEqual(daemon.stop(), 0, "the daemon stopped cleanly after SIGTERM: \(daemon.log)")
+    }
+
+    func testTheExampleSeesRevokingRevokedRestoredAroundATruncate() throws {
+        let device = try Facility.rdmaDevice.require()
+        try CLibrary.make()
+        for facility in [Facility.ext4, .xfs] {
+            let directory = try facility.require()
+            let daemon = try RunningDaemon(arguments: ["--device", device, "--log-level", "warning"])
+            defer { XCTAssertEqual(daemon.stop(), 0, daemon.log) }
+            let scratch = try ScratchDirectory(in: directory, name: "mrlease-demo")
+            let file = try scratch.file("data", size: 4 << 20)
+            for binary in [CLibrary.build + "/examples/truncate-demo", CLibrary.build + "/check/example-truncate-demo"] {
+                let run = try Subprocess.run(binary, [file, daemon.socketPath])
+                print("\(facility): \(binary):\n\(run.stdout)\(run.stderr)")
+                XCTAssertEqual(run.status, 0, "\(facility): \(run.stderr)\n\(daemon.log)")
+                let events = run.stdout.split(separator: "\n").filter { $0.hasPrefix("event ") }.map { String($0.split(separator: " ")[1]) }
+                XCTAssertEqual(events, ["revoking", "revoked", "restored"], "\(facility): \(run.stdout)")
+                XCTAssertTrue(run.stdout.contains("deregistered region") && run.stdout.contains("the truncate went through"), run.stdout)
+            }
+        }
+    }
+}
