@@ -263,6 +263,19 @@ public final class MRLeaseClient {
         _ = try call(.ack(region: region))
     }
 
+    /// `ack` for many regions, in messages of up to `Codec.maxAckRegions`: what a client with
+    /// thousands of regions on a broken file sends instead of one message per region.
+    public func ack(regions: [UInt64]) throws(ClientError) {
+        let acked = Set(regions)
+        pendingRevocations.removeAll { acked.contains($0) }
+        var start = 0
+        while start < regions.count {
+            let end = min(start + Codec.maxAckRegions, regions.count)
+            _ = try call(.ackRegions(Array(regions[start..<end])))
+            start = end
+        }
+    }
+
     /// Makes one of this connection's regions reachable by remote peers through the daemon's
     /// rdma_cm listener. The result's `descriptor` is the credential: give it only to the peer.
     /// The grant ends with `revokeGrant`, at its expiry, with the region, or when this

@@ -78,6 +78,11 @@ extension Daemon {
             do { route(try engine.acknowledge(RegionID(region), owner: session.owner)) } catch { throw ProtocolError(error) }
             return .ack
 
+        case .ackRegions(let regions):
+            guard let engine else { throw ProtocolError(.unknownRegion, "no region \(regions[0]) on this connection") }
+            do { route(try engine.acknowledge(regions.map(RegionID.init), owner: session.owner)) } catch { throw ProtocolError(error) }
+            return .ack
+
         case .verify(let region):
             guard let engine else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }
             let drift: ExtentDrift

@@ -122,13 +122,20 @@ extension Engine {
                 let mr = try registrar.register(owner: owner, address: address, length: Int(plan.length), flags: flags)
                 trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .registered))
                 file.strategyCache[plan.access.isWritable] = attempt.strategy
-                let reason = switch plan.decide(trials: trials) {
-                case .success(let decision): decision.reason
-                case .failure: attempt.reason
+                let key = ReasonKey(access: plan.access, preference: plan.preference, strategy: attempt.strategy, skipped: plan.skipped.count)
+                let reason: String
+                if trials.count == 1, let known = file.reasons[key] {
+                    reason = known
+                } else {
+                    reason = switch plan.decide(trials: trials) {
+                    case .success(let decision): decision.reason
+                    case .failure: attempt.reason
+                    }
+                    if trials.count == 1 { file.reasons[key] = reason }
                 }
                 liveBytes[attempt.strategy, default: 0] += plan.length
                 if attempt.strategy == .odp && configuration.odpPrefetch { prefetch(mr, writable: plan.access.isWritable) }
-                return Registration(mr: mr, flags: flags, strategy: attempt.strategy, reason: file.interned(reason))
+                return Registration(mr: mr, flags: flags, strategy: attempt.strategy, reason: reason)
             } catch {
                 trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .failed(op: error.op, errno: error.errno)))
                 guard RegistrationPlan.fallsThrough(error.errno) else { throw .system(op: error.op, errno: error.errno) }

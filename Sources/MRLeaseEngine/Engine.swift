@@ -230,6 +230,23 @@ public final class Engine {
         }.1
     }
 
+    /// Acknowledgements for several regions in one call, all or none: every id must be a
+    /// region (the owner's, with `owner`), else nothing is acknowledged and the first unknown
+    /// one is named. The revocation runs at the last region a file was waiting for.
+    public func acknowledge(_ ids: [RegionID], owner: OwnerID? = nil) throws(EngineError) -> [EngineNotice] {
+        try exclusive { () throws(EngineError) in
+            var targets: [(RegionID, TrackedFile)] = []
+            targets.reserveCapacity(ids.count)
+            for id in ids {
+                guard let key = regions[id], let file = files[key], let region = file.regions[id],
+                      owner == nil || region.owner == owner else { throw .unknownRegion(id) }
+                targets.append((id, file))
+            }
+            let now = Self.now()
+            for (id, file) in targets { apply(.acknowledged(id, now: now), to: file) }
+        }.1
+    }
+
     /// Revokes a region for good (an operator's kill switch): its MR goes now and its owner is
     /// told it is lost, with reason `revoked`.
     public func revoke(_ id: RegionID) throws(EngineError) -> [EngineNotice] {

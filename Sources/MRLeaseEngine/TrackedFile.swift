@@ -45,9 +45,10 @@ final class TrackedFile {
     var lossMessages: [RegionID: String] = [:]
     /// The strategy that worked last, per writability, tried first for the next region.
     var strategyCache: [Bool: Strategy] = [:]
-    /// The strategy reasons this file's regions were given: a handful of distinct texts,
-    /// stored once each rather than once per region.
-    private var reasons: [String] = []
+    /// Why a region of this file got its strategy, when the first attempt worked: the same
+    /// words for every such region with the same access and preference, so they are made
+    /// (and stored) once, not once per registration.
+    var reasons: [ReasonKey: String] = [:]
     var leaseHeld = false
     var timer: UInt64?
     /// The file's one inotify watch (one per inode, one mask): layout changes and unlinks
@@ -89,13 +90,6 @@ final class TrackedFile {
     }
 
     var lease: FileLease { FileLease(fd: fd) }
-
-    /// `reason`, sharing the storage of an equal text given before.
-    func interned(_ reason: String) -> String {
-        if let known = reasons.first(where: { $0 == reason }) { return known }
-        if reasons.count < 16 { reasons.append(reason) }
-        return reason
-    }
 }
 
 /// Reads a file's extents: FIEMAP, synced. The engine's one way to look at a layout, behind a
@@ -116,4 +110,14 @@ public struct ExtentReader: Sendable {
             throw error
         }
     }
+}
+
+/// What a strategy reason depends on, for a file (its backing and device are fixed): the
+/// access, the preference, the strategy that worked at the first attempt, and which strategies
+/// the plan skipped.
+struct ReasonKey: Hashable {
+    var access: RegionAccess
+    var preference: Strategy?
+    var strategy: Strategy
+    var skipped: Int
 }

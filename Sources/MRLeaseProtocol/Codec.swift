@@ -15,6 +15,9 @@ public enum Codec {
     /// registration's result is at most about 600 bytes (a long `strategyReason` and device
     /// name), so 64 of them stay well under `maxMessageBytes`.
     public static let maxBatchRanges = 64
+    /// The most regions one `ack` may name (`regions`): 2048 ids of up to 20 digits fit in a
+    /// message with room to spare.
+    public static let maxAckRegions = 2048
 
     // MARK: Requests (the daemon's side)
 

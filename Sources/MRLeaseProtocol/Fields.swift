@@ -55,6 +55,12 @@ struct Fields {
         try Self.unsigned(try required(key), path(key))
     }
 
+    /// An array of unsigned integers, when present.
+    func uint64ArrayIfPresent(_ key: String) throws(ProtocolError) -> [UInt64]? {
+        guard present(key) != nil else { return nil }
+        return try array(key) { value, path throws(ProtocolError) in try Self.unsigned(value, path()) }
+    }
+
     func uint64IfPresent(_ key: String) throws(ProtocolError) -> UInt64? {
         guard let value = present(key) else { return nil }
         return try Self.unsigned(value, path(key))

@@ -28,6 +28,9 @@ public enum Request: Sendable, Equatable {
     case stats
     /// The client has stopped issuing RDMA to a `revoking` region.
     case ack(region: UInt64)
+    /// `ack` for several regions at once (`"regions": [...]`, 1 to `Codec.maxAckRegions`): a
+    /// client with thousands of regions on a broken file answers in one message.
+    case ackRegions([UInt64])
     /// Compare the file's extent map now with the one recorded at registration.
     case verify(region: UInt64)
     /// Make a region reachable by remote peers; answered with a descriptor.
@@ -92,7 +95,7 @@ public enum Request: Sendable, Equatable {
         case .deregister: .deregister
         case .list: .list
         case .stats: .stats
-        case .ack: .ack
+        case .ack, .ackRegions: .ack
         case .verify: .verify
         case .grant: .grant
         case .revokeGrant: .revokeGrant
@@ -130,7 +133,19 @@ extension Request {
         case .deregister: self = .deregister(region: try fields.uint64("region"))
         case .list: self = .list(after: try fields.uint64IfPresent("after"), all: try fields.boolIfPresent("all") ?? false)
         case .stats: self = .stats
-        case .ack: self = .ack(region: try fields.uint64("region"))
+        case .ack:
+            // One region, or several: exactly one of the two fields.
+            guard let regions = try fields.uint64ArrayIfPresent("regions") else {
+                self = .ack(region: try fields.uint64("region"))
+                break
+            }
+            guard try fields.uint64IfPresent("region") == nil else {
+                throw .invalid("region", "must not come with \"regions\": name one region, or a list of them")
+            }
+            guard (1...Codec.maxAckRegions).contains(regions.count) else {
+                throw .invalid("regions", "must hold 1 to \(Codec.maxAckRegions) regions, not \(regions.count); send several requests")
+            }
+            self = .ackRegions(regions)
         case .verify: self = .verify(region: try fields.uint64("region"))
         case .grant: self = .grant(try Grant(fields))
         case .revokeGrant: self = .revokeGrant(grant: try fields.uint64("grant"))
@@ -153,6 +168,8 @@ extension Request {
             }))
         case .deregister(let region), .ack(let region), .verify(let region):
             object.set("region", .integer(region))
+        case .ackRegions(let regions):
+            object.set("regions", .array(regions.map(JSONValue.integer)))
         case .list(let after, let all):
             object.set("after", after.map(JSONValue.integer))
             object.set("all", all ? .bool(true) : nil)

@@ -298,6 +298,7 @@ struct BenchCommand: ParsableCommand {
         let rate = Double(row.regions) / (row.registerMS / 1000)
         return "setup regions=\(row.regions)\(row.acknowledged ? "" : " no-ack"): engine.register \(row.regions) x 4 KiB in \(ms(row.registerMS)) ms"
             + " (\(Self.rate(rate))/s\(stub ? ", stub: no ibv_reg_mr" : ""))" + (row.mrsListed.map { ", rdma resource show mr: \($0) MRs" } ?? "")
+            + (row.bareRegisterPerSecond.map { "; bare ibv_reg_mr of as many MRs over one mapping \(Self.rate($0))/s, ratio \(String(format: "%.2f", rate / $0))" } ?? "")
     }
 
     func line(_ row: BreakCase, stub: Bool) -> String {
@@ -318,6 +319,7 @@ struct BenchCommand: ParsableCommand {
         let size = row.length >= 1 << 20 ? "\(row.length >> 20) MiB" : "\(row.length >> 10) KiB"
         return "registrations \(row.regions) x \(size) (\(row.strategy), \(row.flags)): engine \(rate(row.engineRegsPerSecond))/s"
             + " | plain ibv_reg_mr \(rate(row.plainRegsPerSecond))/s | ratio \(String(format: "%.2f", row.ratio))"
+            + " | engine with the fd inspected once per 64 (as register-batch) \(rate(row.engineBatchRegsPerSecond))/s, ratio \(String(format: "%.2f", row.batchRatio))"
             + " (deregistration: engine \(rate(row.engineDeregsPerSecond))/s, plain \(rate(row.plainDeregsPerSecond))/s)"
     }
 

@@ -31,6 +31,9 @@ struct BreakCase: Codable {
     /// (median over `iterations` rounds; nil with the stub registrar): with the baseline, the
     /// floor a revocation cannot go below.
     var bareDeregisterMedianMS: Double?
+    /// The bare ibv_reg_mr rate of those MRs (registrations per second, all rounds), to set the
+    /// engine's setup rate against at the same count.
+    var bareRegisterPerSecond: Double?
 }
 
 /// Times truncate(2) against a file with R regions registered by the engine, against the
@@ -99,7 +102,7 @@ final class BreakBenchmark {
             if let w = one.work { work.append(w) }
             restore.append(one.restore)
         }
-        let bareMS = try bare.map { registrar throws(BenchError) in
+        let bareRun = try bare.map { registrar throws(BenchError) in
             try bareDeregistration(registrar, count: count, flags: RegistrationBenchmark.flags(for: strategy), rounds: iterations)
         }
         return BreakCase(regions: count, acknowledged: acknowledge, iterations: iterations,
@@ -107,12 +110,14 @@ final class BreakBenchmark {
                          baselineMedianMS: baselineTimes.medianMS, baselineP90MS: baselineTimes.p90MS,
                          ratio: engineTimes.medianMS / baselineTimes.medianMS,
                          revokeWorkMedianMS: acknowledge ? work.medianMS : nil, restoreMedianMS: restore.medianMS,
-                         registerMS: registerMS, mrsListed: mrs, bareDeregisterMedianMS: bareMS)
+                         registerMS: registerMS, mrsListed: mrs, bareDeregisterMedianMS: bareRun?.deregisterMS,
+                         bareRegisterPerSecond: bareRun?.registerPerSecond)
     }
 
     /// The deregistration floor: `count` MRs of one page each over one mapping of the same file
     /// (registered untimed), then `ibv_dereg_mr` of all of them, timed; the median of `rounds`.
-    func bareDeregistration(_ registrar: VerbsRegistrar, count: Int, flags: AccessFlags, rounds: Int) throws(BenchError) -> Double {
+    func bareDeregistration(_ registrar: VerbsRegistrar, count: Int, flags: AccessFlags,
+                            rounds: Int) throws(BenchError) -> (deregisterMS: Double, registerPerSecond: Double) {
         let page = SharedMapping.pageSize
         let mapping: SharedMapping
         let pd: ProtectionDomain
@@ -127,21 +132,24 @@ final class BreakBenchmark {
             registrar.release(owner: bareOwner)
         }
         var times = Samples()
+        var registering: UInt64 = 0
         for _ in 0..<rounds {
             var mrs: [MemoryRegion] = []
             mrs.reserveCapacity(count)
+            let registerStart = Engine.now()
             for i in 0..<count {
                 do { mrs.append(try pd.register(address: mapping.base + i * page, length: page, access: flags)) } catch {
                     throw BenchError("bare ibv_reg_mr \(i) of \(count): \(error)")
                 }
             }
             let start = Engine.now()
+            registering += start - registerStart
             for mr in mrs {
                 do { try mr.deregister() } catch { throw BenchError("bare ibv_dereg_mr: \(error)") }
             }
             times.append(Engine.now() - start)
         }
-        return times.medianMS
+        return (times.medianMS, Double(count * rounds) / (Double(registering) / 1e9))
     }
 
     /// One break of the engine's file: drive the engine until the child has returned and
@@ -157,8 +165,10 @@ final class BreakBenchmark {
             events.record(engine.poll(timeout: .milliseconds(5)))
             if acknowledge && !events.revoking.isEmpty {
                 let start = Engine.now()
-                for id in events.revoking {
-                    do { events.record(try engine.acknowledge(id, owner: owner)) } catch { throw BenchError("acknowledge \(id): \(error)") }
+                // One call for every region the break named, as a client answers with one
+                // `ack` of `regions` (docs/protocol.md §4).
+                do { events.record(try engine.acknowledge(events.revoking, owner: owner)) } catch {
+                    throw BenchError("acknowledge \(events.revoking.count) regions: \(error)")
                 }
                 work = Engine.now() - start
                 events.revoking = []

@@ -16,6 +16,10 @@ struct RegistrationCase: Codable {
     var plainRegsPerSecond: Double
     /// engine rate / plain rate: below 1 means the engine is slower.
     var ratio: Double
+    /// The engine as the daemon's register-batch drives it: the fd inspected (statx, fstatfs,
+    /// F_GETFL) once per 64 regions, each region planned and registered.
+    var engineBatchRegsPerSecond: Double
+    var batchRatio: Double
     var engineDeregsPerSecond: Double
     var plainDeregsPerSecond: Double
 }
@@ -60,9 +64,10 @@ final class RegistrationBenchmark {
     }
 
     func run(regions count: Int, length: Int, passes: Int) throws(BenchError) -> RegistrationCase {
-        var engineNS: UInt64 = 0, plainNS: UInt64 = 0, engineDeregNS: UInt64 = 0, plainDeregNS: UInt64 = 0
+        var engineNS: UInt64 = 0, plainNS: UInt64 = 0, engineDeregNS: UInt64 = 0, plainDeregNS: UInt64 = 0, batchNS: UInt64 = 0
         var strategy = Strategy.odp
         for _ in 0..<passes {
+            batchNS += try enginePass(count: count, length: length, inspectEvery: 64).register
             let engineRun = try enginePass(count: count, length: length)
             engineNS += engineRun.register
             engineDeregNS += engineRun.deregister
@@ -76,6 +81,8 @@ final class RegistrationBenchmark {
         return RegistrationCase(regions: count, length: length, strategy: strategy.rawValue,
                                 flags: "\(Self.flags(for: strategy))",
                                 engineRegsPerSecond: engineRate, plainRegsPerSecond: plainRate, ratio: engineRate / plainRate,
+                                engineBatchRegsPerSecond: total / (Double(batchNS) / 1e9),
+                                batchRatio: total / (Double(batchNS) / 1e9) / plainRate,
                                 engineDeregsPerSecond: total / (Double(engineDeregNS) / 1e9),
                                 plainDeregsPerSecond: total / (Double(plainDeregNS) / 1e9))
     }
@@ -87,17 +94,35 @@ final class RegistrationBenchmark {
         strategy == .odp ? access.verbsFlags.union(.onDemand) : access.verbsFlags
     }
 
-    func enginePass(count: Int, length: Int) throws(BenchError) -> (register: UInt64, deregister: UInt64, strategy: Strategy) {
+    /// `inspectEvery`: nil, each call inspects the fd (`Engine.register(owner:fd:…)`); n, the fd
+    /// is inspected once per n regions and each region registered from its own plan, as the
+    /// daemon's register-batch does.
+    func enginePass(count: Int, length: Int, inspectEvery: Int? = nil) throws(BenchError) -> (register: UInt64, deregister: UInt64, strategy: Strategy) {
         var ids: [RegionID] = []
         ids.reserveCapacity(count)
         // Cleanup after the timed part: a region already gone is fine, and nobody listens to events.
         defer { for id in ids { _ = try? engine.deregister(id) } }
         var strategy = Strategy.odp
         let start = Engine.now()
+        var facts: FileFacts?
+        var mode = OpenMode.readWrite
         for i in 0..<count {
             do {
-                let info = try engine.register(owner: owner, fd: fd, offset: offset(i, length: length), length: UInt64(length),
+                let info: RegionInfo
+                if let every = inspectEvery {
+                    if i % every == 0 {
+                        facts = try FileFacts.inspect(fd, mount: false)
+                        mode = try Engine.openMode(fd)
+                    }
+                    let planned = RegistrationPlan.make(file: PlannedFile(facts!), mode: mode, offset: offset(i, length: length),
+                                                        length: UInt64(length), access: Self.access, device: engine.device,
+                                                        lessee: .privileged, pageSize: UInt64(SharedMapping.pageSize))
+                    guard case .success(let plan) = planned else { throw BenchError("plan: \(planned)") }
+                    info = try engine.register(owner: owner, uid: 0, fd: fd, facts: facts!, plan: plan)
+                } else {
+                    info = try engine.register(owner: owner, fd: fd, offset: offset(i, length: length), length: UInt64(length),
                                                access: Self.access)
+                }
                 ids.append(info.id)
                 strategy = info.strategy
             } catch {

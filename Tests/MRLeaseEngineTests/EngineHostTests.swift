@@ -448,4 +448,25 @@ final class EngineHostTests: XCTestCase {
         _ = try quiet.register(owner: owner, fd: otherFD, offset: 0, length: 4096, access: [.read, .write])
         XCTAssertEqual(plain.steps, ["register odp"], "no prefetch unless asked")
     }
+
+    /// One call acknowledges many regions, all or none: an unknown id acknowledges nothing.
+    func testAcknowledgingManyRegionsAtOnceIsAllOrNone() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let engine = try makeEngine(RecordingRegistrar(), timing: .init(quiesce: 5_000_000_000, initialBackoff: 20_000_000, maxBackoff: 100_000_000))
+        let ids = try (0..<3).map { try engine.register(owner: owner, fd: fd, offset: UInt64($0) * 4096, length: 4096, access: [.read, .write]).id }
+        let child = try spawn("/usr/bin/perl", ["-e", "truncate($ARGV[0], 1 << 20) or die $!", path])
+        drive(engine) { self.events.filter { if case .revoking = $0.1 { return true }; return false }.count == 3 }
+        XCTAssertThrowsError(try engine.acknowledge([ids[0], RegionID(999)], owner: owner)) { error in
+            guard case .unknownRegion(let id) = error as? EngineError else { return XCTFail("\(error)") }
+            XCTAssertEqual(id, RegionID(999))
+        }
+        XCTAssertThrowsError(try engine.acknowledge(ids, owner: OwnerID(77)), "another owner's regions")
+        XCTAssertEqual(engine.list().map(\.state), [.revoking, .revoking, .revoking], "nothing was acknowledged")
+        record(try engine.acknowledge(ids, owner: owner))
+        XCTAssertEqual(events.compactMap { if case .revoked(let id) = $0.1 { id } else { nil } }, ids, "the last ack revoked the file at once")
+        drive(engine) { !child.isRunning }
+        child.waitUntilExit()
+        XCTAssertEqual(engine.indexProblems(), [])
+    }
 }

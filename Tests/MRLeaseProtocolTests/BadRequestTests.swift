@@ -110,6 +110,22 @@ final class BadRequestTests: XCTestCase {
         XCTAssertEqual(ranges.count, 64)
     }
 
+    func testAckTakesOneRegionOrOneToTwoThousandFortyEightRegions() throws {
+        let ack = #""v":1,"type":"ack","id":1"#
+        assertRejected("{\(ack),\"regions\":[]}", #"field "regions" must hold 1 to 2048 regions, not 0; send several requests"#)
+        let many = (0...2048).map(String.init).joined(separator: ",")
+        assertRejected("{\(ack),\"regions\":[\(many)]}", #"field "regions" must hold 1 to 2048 regions, not 2049; send several requests"#)
+        assertRejected("{\(ack),\"region\":1,\"regions\":[2]}", #"field "region" must not come with "regions": name one region, or a list of them"#)
+        assertRejected("{\(ack),\"regions\":[1,\"2\"]}", #"field "regions[1]" must be an integer from 0 to 18446744073709551615, got a string"#)
+        let most = (1...2048).map(String.init).joined(separator: ",")
+        guard case .ackRegions(let regions) = try Codec.decodeRequest(Array("{\(ack),\"regions\":[\(most)]}".utf8)).request else {
+            return XCTFail("2048 regions did not decode as an ack of regions")
+        }
+        XCTAssertEqual(regions, Array(1...2048))
+        XCTAssertLessThan(Codec.encode(.ackRegions(Array(repeating: .max, count: Codec.maxAckRegions)), id: .max).count, Codec.maxMessageBytes,
+                          "the widest ack of regions fits in one message")
+    }
+
     func testOtherRequestsNeedTheirFields() {
         assertRejected(#"{"v":1,"type":"hello","id":1}"#, #"missing field "versions""#)
         assertRejected(#"{"v":1,"type":"hello","id":1,"versions":[]}"#, #"field "versions" must list at least one version"#)

@@ -15,6 +15,7 @@ enum Samples {
         .list(after: 17),
         .stats,
         .ack(region: 3),
+        .ackRegions([1, 2, .max]),
         .verify(region: 0),
     ]
 
