@@ -32,6 +32,7 @@ extern "C" {
 #define MRLEASE_PROTOCOL_VERSION 1
 #define MRLEASE_DEFAULT_SOCKET "/run/mrleased/mrleased.sock"
 #define MRLEASE_MAX_MESSAGE_BYTES 65536
+#define MRLEASE_MAX_ACK_REGIONS 2048   /* regions one mrlease_ack_regions() message may name */
 
 /* What a call did. The daemon's codes first (their wire names: mrlease_status_name), then
  * failures on this side. */
@@ -259,6 +260,9 @@ MRLEASE_API void mrlease_stats_release(struct mrlease_stats *stats);
 
 /* The client has stopped RDMA to a revoking region; succeeds for a region not revoking. */
 MRLEASE_API mrlease_status mrlease_ack(mrlease_conn *conn, uint64_t region);
+/* ack for count regions (1 to MRLEASE_MAX_ACK_REGIONS) in one message, all or none: one region
+ * that is not this connection's fails the call (UNKNOWN_REGION) and acknowledges none. */
+MRLEASE_API mrlease_status mrlease_ack_regions(mrlease_conn *conn, const uint64_t *regions, size_t count);
 
 struct mrlease_verification {
     mrlease_layout layout;

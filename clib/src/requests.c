@@ -245,6 +245,21 @@ MRLEASE_API mrlease_status mrlease_ack(mrlease_conn *conn, uint64_t region) {
     return region_request(conn, "ack", "region", region, NULL);
 }
 
+MRLEASE_API mrlease_status mrlease_ack_regions(mrlease_conn *conn, const uint64_t *regions, size_t count) {
+    BEGIN(conn);
+    if (!regions || count == 0 || count > MRLEASE_MAX_ACK_REGIONS)
+        return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "ack: regions must point to 1 to %d region ids, not %zu",
+                        MRLEASE_MAX_ACK_REGIONS, regions ? count : 0);
+    json_object *request = mrl_request("ack"), *array = json_object_new_array();
+    for (size_t i = 0; array && i < count; i++) json_object_array_add(array, json_object_new_uint64(regions[i]));
+    if (request) json_object_object_add(request, "regions", array);
+    else json_object_put(array);
+    json_object *ignored = NULL;
+    mrlease_status status = mrl_call(conn, "ack", request, NULL, 0, &ignored, NULL);
+    json_object_put(ignored);
+    return status;
+}
+
 MRLEASE_API mrlease_status mrlease_revoke_grant(mrlease_conn *conn, uint64_t grant) {
     BEGIN(conn);
     return region_request(conn, "revoke-grant", "grant", grant, NULL);

@@ -196,6 +196,10 @@ static void request_checks(mrlease_conn *c, const struct mrlease_hello *h, int g
     expect(c, "an unknown type: bad-request", mrlease_request_json(c, "{\"type\":\"frobnicate\"}", NULL, 0, NULL), MRLEASE_BAD_REQUEST);
     expect(c, "deregister: unknown-region", mrlease_deregister(c, 987654), MRLEASE_UNKNOWN_REGION);
     expect(c, "ack: unknown-region", mrlease_ack(c, 987654), MRLEASE_UNKNOWN_REGION);
+    const uint64_t unknown[2] = { 987654, 987655 };
+    expect(c, "ack of regions: unknown-region", mrlease_ack_regions(c, unknown, 2), MRLEASE_UNKNOWN_REGION);
+    expect(c, "ack of no regions: invalid argument", mrlease_ack_regions(c, unknown, 0), MRLEASE_ERR_INVALID_ARGUMENT);
+    expect(c, "ack of too many regions: invalid argument", mrlease_ack_regions(c, unknown, MRLEASE_MAX_ACK_REGIONS + 1), MRLEASE_ERR_INVALID_ARGUMENT);
     struct mrlease_verification v;
     expect(c, "verify: unknown-region", mrlease_verify(c, 987654, &v), MRLEASE_UNKNOWN_REGION);
     expect(c, "revoke-grant: unknown-grant", mrlease_revoke_grant(c, 987654), MRLEASE_UNKNOWN_GRANT);
