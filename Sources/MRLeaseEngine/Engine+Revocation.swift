@@ -200,10 +200,11 @@ extension Engine {
     /// registers into it again.
     func revokeNow(_ file: TrackedFile) {
         var failures: [(RegionID, VerbsError)] = []
-        var released: [Strategy: UInt64] = [:]
+        // The MR objects are freed after the unlock, and the bytes counted then too.
+        var retired: [any RegisteredMemory] = []
+        retired.reserveCapacity(file.regions.count)
         for region in file.regions.values {
-            if region.mr != nil { released[region.strategy, default: 0] += region.length }
-            if let failure = region.deregister() { failures.append((region.id, failure)) }
+            if let failure = region.deregister(retiring: &retired) { failures.append((region.id, failure)) }
         }
         let unlock: Errno?
         do { try file.lease.release(); unlock = nil } catch { unlock = error }
@@ -213,9 +214,12 @@ extension Engine {
             stats.breakToUnlock.record(nanoseconds: unlockedAt - started)
             file.breakStarted = nil
         }
+        retired = []
         setLease(file, held: false)
-        for (strategy, bytes) in released { liveBytes[strategy, default: 0] -= bytes }
-        for region in file.regions.values { region.state = .revoked }
+        for region in file.regions.values {
+            if region.state != .revoked { liveBytes[region.strategy, default: 0] -= region.length }
+            region.state = .revoked
+        }
         if let unlock {
             logger.error("lease release failed", metadata: ["file": "\(file.key)", "errno": "\(unlock.symbolicName)"])
         }

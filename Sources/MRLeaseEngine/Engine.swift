@@ -235,15 +235,22 @@ public final class Engine {
     /// one is named. The revocation runs at the last region a file was waiting for.
     public func acknowledge(_ ids: [RegionID], owner: OwnerID? = nil) throws(EngineError) -> [EngineNotice] {
         try exclusive { () throws(EngineError) in
-            var targets: [(RegionID, TrackedFile)] = []
-            targets.reserveCapacity(ids.count)
+            // Grouped by file (a client's ids mostly name one file): one lifecycle event each.
+            var byFile: [FileKey: Set<RegionID>] = [:]
+            var current: (key: FileKey, file: TrackedFile)?
             for id in ids {
-                guard let key = regions[id], let file = files[key], let region = file.regions[id],
-                      owner == nil || region.owner == owner else { throw .unknownRegion(id) }
-                targets.append((id, file))
+                guard let key = regions[id] else { throw .unknownRegion(id) }
+                if current?.key != key {
+                    guard let file = files[key] else { throw .unknownRegion(id) }
+                    current = (key, file)
+                }
+                guard let region = current!.file.regions[id], owner == nil || region.owner == owner else { throw .unknownRegion(id) }
+                byFile[key, default: []].insert(id)
             }
             let now = Self.now()
-            for (id, file) in targets { apply(.acknowledged(id, now: now), to: file) }
+            for (key, acked) in byFile.sorted(by: { $0.key < $1.key }) {
+                if let file = files[key] { apply(.acknowledgedAll(acked, now: now), to: file) }
+            }
         }.1
     }
 

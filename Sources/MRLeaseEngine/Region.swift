@@ -86,14 +86,24 @@ final class Region {
     /// Returns the first failure, if any (a failed ibv_dereg_mr leaves nothing the engine could
     /// retry: the MR is dropped regardless). Does nothing on a region without an MR.
     func deregister() -> VerbsError? {
+        deregister(retiring: nil)
+    }
+
+    /// `deregister()`, handing the deregistered MR's object to `retired` instead of freeing it
+    /// here: a revocation frees its thousands of MR objects after the unlock, not before.
+    func deregister(retiring retired: UnsafeMutablePointer<[any RegisteredMemory]>?) -> VerbsError? {
         var failure: VerbsError?
         // Exposures first: no peer may reach the pages once the lease can go.
-        for exposure in exposures {
-            do throws(VerbsError) { try exposure.withdraw() } catch { failure = failure ?? error }
+        if !exposures.isEmpty {
+            for exposure in exposures {
+                do throws(VerbsError) { try exposure.withdraw() } catch { failure = failure ?? error }
+            }
+            exposures = []
         }
-        exposures = []
-        do { try mr?.deregister() } catch { failure = failure ?? error }
-        mr = nil
+        guard let mr else { return failure }
+        do { try mr.deregister() } catch { failure = failure ?? error }
+        retired?.pointee.append(mr)
+        self.mr = nil
         return failure
     }
 }

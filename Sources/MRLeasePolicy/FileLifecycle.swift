@@ -28,6 +28,8 @@ public struct FileLifecycle: Sendable, Equatable {
         /// which the kernel does not count as a conflicting open.
         case layoutChanged(now: UInt64)
         case acknowledged(RegionID, now: UInt64)
+        /// Acks for several regions at once (`ack` with `regions`): one pass, not one per id.
+        case acknowledgedAll(Set<RegionID>, now: UInt64)
         case timer(now: UInt64)
         /// inotify: someone closed the file; the lease may be free again.
         case closed(now: UInt64)
@@ -92,6 +94,9 @@ public struct FileLifecycle: Sendable, Equatable {
         // that lives through the case body, so removing from the set there copies it whole.
         if case .acknowledged(let region, let now) = event {
             return stopAwaiting(region) ? revokeNow(now: now) : []
+        }
+        if case .acknowledgedAll(let acked, let now) = event {
+            return stopAwaiting(acked) ? revokeNow(now: now) : []
         }
         switch (phase, event) {
         case (.leased, .leaseBroken(let now)):
@@ -160,6 +165,15 @@ public struct FileLifecycle: Sendable, Equatable {
         guard case .revoking(let deadline, var awaiting) = phase else { return false }
         phase = .lost  // a placeholder, so that `awaiting` holds the set's only reference
         awaiting.remove(region)
+        phase = .revoking(deadline: deadline, awaiting: awaiting)
+        return awaiting.isEmpty
+    }
+
+    /// `stopAwaiting` for several regions, taking the set out of `phase` the same way.
+    private mutating func stopAwaiting(_ acked: Set<RegionID>) -> Bool {
+        guard case .revoking(let deadline, var awaiting) = phase else { return false }
+        phase = .lost  // a placeholder, so that `awaiting` holds the set's only reference
+        awaiting.subtract(acked)
         phase = .revoking(deadline: deadline, awaiting: awaiting)
         return awaiting.isEmpty
     }

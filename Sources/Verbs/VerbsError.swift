@@ -31,10 +31,11 @@ func currentErrno() -> Errno { Errno(rawValue: Glibc.errno) }
 
 /// Verbs calls that return an errno value directly (0 on success), like `ibv_dereg_mr`.
 @inline(__always)
-func check(_ op: String, _ rc: Int32, detail: String? = nil) throws(VerbsError) {
+func check(_ op: String, _ rc: Int32, detail: @autoclosure () -> String? = nil) throws(VerbsError) {
     guard rc == 0 else {
         // Some providers return -1 and set errno instead of returning the errno.
         let code = rc > 0 ? Errno(rawValue: rc) : currentErrno()
-        throw VerbsError(op: op, errno: code, detail: detail)
+        // The detail is spelled only for an error: a revocation deregisters thousands of MRs.
+        throw VerbsError(op: op, errno: code, detail: detail())
     }
 }

@@ -89,6 +89,7 @@ final class BreakBenchmark {
                 ids.append(info.id)
                 strategy = info.strategy
             } catch {
+                if case .refused = error { throw BenchError("register region \(i) of \(count): \(error)", refused: true) }
                 throw BenchError("register region \(i) of \(count): \(error)")
             }
         }

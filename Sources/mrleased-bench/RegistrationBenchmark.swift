@@ -125,6 +125,9 @@ final class RegistrationBenchmark {
                 }
                 ids.append(info.id)
                 strategy = info.strategy
+            } catch let error as EngineError {
+                if case .refused = error { throw BenchError("engine.register \(i) of \(count) × \(length) B: \(error)", refused: true) }
+                throw BenchError("engine.register \(i) of \(count) × \(length) B: \(error)")
             } catch {
                 throw BenchError("engine.register \(i) of \(count) × \(length) B: \(error)")
             }

@@ -16,6 +16,18 @@ final class FileLifecycleTests: XCTestCase {
         XCTAssertEqual(file.phase, .released(attempt: 0, nextAttempt: 502 * ms))
     }
 
+    /// Acks for several regions in one event: the revocation runs when none is left waiting.
+    func testAcksOfSeveralRegionsAtOnceRevokeWhenTheLastIsIn() {
+        let r3 = RegionID(3)
+        var file = FileLifecycle(regions: [r1, r2, r3])
+        _ = file.handle(.leaseBroken(now: 0))
+        XCTAssertEqual(file.handle(.acknowledgedAll([r1, r2], now: 1 * ms)), [])
+        XCTAssertEqual(file.phase, .revoking(deadline: 100 * ms, awaiting: [r3]))
+        XCTAssertEqual(file.handle(.acknowledgedAll([r2, r3], now: 2 * ms)),
+                       [.watchCloses, .revoke, .notifyRevoked([r1, r2, r3]), .armTimer(at: 502 * ms)])
+        XCTAssertEqual(file.handle(.acknowledgedAll([r1], now: 3 * ms)), [], "a late ack changes nothing")
+    }
+
     /// A layout change through the leased open file description breaks no lease: the MRs
     /// already disagree with the file, so they go at once (no quiesce) and the restore is
     /// tried at once (nobody holds a conflicting open to wait for).
