@@ -9,7 +9,7 @@ extension Engine {
         var problems: [String] = []
         var owners: [OwnerID: Set<RegionID>] = [:]
         var usage: [UInt32: Usage] = [:]
-        var live: [Strategy: UInt64] = [:]
+        var live = BytesByStrategy()
         var leases = 0
         var count = 0
         for (key, file) in files {
@@ -24,7 +24,7 @@ extension Engine {
             var users: [WindowSpan: Int] = [:]
             for (id, region) in file.regions {
                 count += 1
-                if region.mr != nil { live[region.strategy, default: 0] += region.length }
+                if region.mr != nil { live[region.strategy] += region.length }
                 if let window = region.window {
                     users[window.span, default: 0] += 1
                     if file.windows[window.span] !== window { problems.append("region \(id)'s window is not its file's") }
@@ -43,7 +43,7 @@ extension Engine {
                 problems.append("file \(key): window \(span.start) counts \(window.users) users, \(users[span] ?? 0) regions use it")
             }
         }
-        if live.filter({ $0.value > 0 }) != liveBytes.filter({ $0.value > 0 }) { problems.append("liveBytes \(liveBytes) != \(live)") }
+        if live != liveBytes { problems.append("liveBytes \(liveBytes) != \(live)") }
         if leases != leaseCount { problems.append("leaseCount \(leaseCount) != \(leases) leases held") }
         if regions.count != count { problems.append("regions index has \(regions.count) entries for \(count) regions") }
         if owners != regionsByOwner { problems.append("regionsByOwner \(regionsByOwner) != \(owners)") }

@@ -56,7 +56,7 @@ extension Engine {
     /// the live-bytes counter. The mapping stays.
     func deregister(_ region: Region) {
         guard region.mr != nil || !region.exposures.isEmpty else { return }
-        if region.mr != nil { liveBytes[region.strategy, default: 0] -= region.length }
+        if region.mr != nil { liveBytes[region.strategy] -= region.length }
         if let failure = region.deregister() {
             logger.error("deregistration failed", metadata: ["region": "\(region.id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
         }
@@ -80,6 +80,7 @@ extension Engine {
         window.users -= 1
         guard window.users == 0 else { return }
         file.windows[window.span] = nil
+        if file.lastWindow === window { file.lastWindow = nil }
         unmap(window.mapping)
     }
 
@@ -120,20 +121,22 @@ extension Engine {
             let flags = attempt.strategy == .odp ? plan.access.verbsFlags.union(.onDemand) : plan.access.verbsFlags
             do {
                 let mr = try registrar.register(owner: owner, address: address, length: Int(plan.length), flags: flags)
-                trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .registered))
                 file.strategyCache[plan.access.isWritable] = attempt.strategy
+                // The first attempt worked: the reason is the one given before for the same
+                // access and preference, made (with its trial's words) only the first time.
                 let key = ReasonKey(access: plan.access, preference: plan.preference, strategy: attempt.strategy, skipped: plan.skipped.count)
                 let reason: String
-                if trials.count == 1, let known = file.reasons[key] {
+                if trials.isEmpty, let known = file.reason(for: key) {
                     reason = known
                 } else {
+                    trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .registered))
                     reason = switch plan.decide(trials: trials) {
                     case .success(let decision): decision.reason
                     case .failure: attempt.reason
                     }
-                    if trials.count == 1 { file.reasons[key] = reason }
+                    if trials.count == 1 { file.remember(reason, for: key) }
                 }
-                liveBytes[attempt.strategy, default: 0] += plan.length
+                liveBytes[attempt.strategy] += plan.length
                 if attempt.strategy == .odp && configuration.odpPrefetch { prefetch(mr, writable: plan.access.isWritable) }
                 return Registration(mr: mr, flags: flags, strategy: attempt.strategy, reason: reason)
             } catch {
@@ -171,8 +174,13 @@ extension Engine {
     /// never touches another file's mappings.
     func window(_ file: TrackedFile, offset: UInt64, length: UInt64) throws(EngineError) -> MappedWindow {
         let span = WindowSpan(covering: offset, length: length)
+        if let window = file.lastWindow, window.span == span, window.users > 0 {
+            window.users += 1
+            return window
+        }
         if let window = file.windows[span] {
             window.users += 1
+            file.lastWindow = window
             return window
         }
         // MAP_SYNC where stores reach media directly (FS-DAX) and may be written.
@@ -187,6 +195,7 @@ extension Engine {
         let window = MappedWindow(span: span, mapping: mapping)
         window.users = 1
         file.windows[span] = window
+        file.lastWindow = window
         return window
     }
 

@@ -217,7 +217,7 @@ extension Engine {
         retired = []
         setLease(file, held: false)
         for region in file.regions.values {
-            if region.state != .revoked { liveBytes[region.strategy, default: 0] -= region.length }
+            if region.state != .revoked { liveBytes[region.strategy] -= region.length }
             region.state = .revoked
         }
         if let unlock {

@@ -59,7 +59,7 @@ public final class Engine {
     var stats = EngineStatistics()
     /// Bytes under live MRs per strategy, and leases held: kept as they change, so
     /// `statistics()` costs the same with 100 000 regions as with none.
-    var liveBytes: [Strategy: UInt64] = [:]
+    var liveBytes = BytesByStrategy()
     var leaseCount = 0
     var prefetchFailureLogged = false
     /// Events produced by the call in progress, returned when it returns.
@@ -362,7 +362,7 @@ public final class Engine {
         snapshot.files = files.count
         snapshot.regions = regions.count
         snapshot.leasesHeld = leaseCount
-        for (strategy, bytes) in liveBytes where bytes > 0 { snapshot.bytesByStrategy[strategy.rawValue] = bytes }
+        for strategy in Strategy.allCases where liveBytes[strategy] > 0 { snapshot.bytesByStrategy[strategy.rawValue] = liveBytes[strategy] }
         return snapshot
     }
 
@@ -393,6 +393,19 @@ public final class Engine {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
+}
+
+/// Bytes per strategy, one field each: counted on every registration, so no hashing.
+struct BytesByStrategy: Equatable, CustomStringConvertible {
+    private var odp: UInt64 = 0
+    private var pinned: UInt64 = 0
+
+    subscript(strategy: Strategy) -> UInt64 {
+        get { switch strategy { case .odp: odp; case .pinned: pinned } }
+        set { switch strategy { case .odp: odp = newValue; case .pinned: pinned = newValue } }
+    }
+
+    var description: String { "odp \(odp), pinned \(pinned)" }
 }
 
 extension Usage {

@@ -44,11 +44,15 @@ final class TrackedFile {
     /// How a region about to be reported lost was lost, where the reason alone does not say.
     var lossMessages: [RegionID: String] = [:]
     /// The strategy that worked last, per writability, tried first for the next region.
-    var strategyCache: [Bool: Strategy] = [:]
+    var strategyCache = StrategyCache()
     /// Why a region of this file got its strategy, when the first attempt worked: the same
     /// words for every such region with the same access and preference, so they are made
     /// (and stored) once, not once per registration.
-    var reasons: [ReasonKey: String] = [:]
+    /// A handful of entries, so a scan: no hashing on the registration path.
+    var reasons: [(key: ReasonKey, reason: String)] = []
+    /// The window the last registration used: most files have one, and most registrations
+    /// land in the window before them.
+    var lastWindow: MappedWindow?
     var leaseHeld = false
     var timer: UInt64?
     /// The file's one inotify watch (one per inode, one mask): layout changes and unlinks
@@ -120,4 +124,25 @@ struct ReasonKey: Hashable {
     var preference: Strategy?
     var strategy: Strategy
     var skipped: Int
+}
+
+/// The strategy that worked last for a file, per writability: two fields, not a dictionary.
+struct StrategyCache {
+    private var writable: Strategy?
+    private var readOnly: Strategy?
+
+    subscript(isWritable: Bool) -> Strategy? {
+        get { isWritable ? writable : readOnly }
+        set { if isWritable { writable = newValue } else { readOnly = newValue } }
+    }
+}
+
+extension TrackedFile {
+    func reason(for key: ReasonKey) -> String? {
+        reasons.first { $0.key == key }?.reason
+    }
+
+    func remember(_ reason: String, for key: ReasonKey) {
+        if reasons.count < 16 { reasons.append((key, reason)) }
+    }
 }
