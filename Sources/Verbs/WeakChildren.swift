@@ -8,12 +8,23 @@ struct WeakChildren<Child: AnyObject> {
     }
 
     private var entries: [Entry] = []
+    /// Entries are swept for gone children when there are this many: twice what was alive at
+    /// the last sweep. Sweeping on every insert made each insert cost every child still
+    /// registered: 10 000 MRs in a PD made the next registration scan 10 000 weak references,
+    /// and registering N regions O(N²) (docs/benchmarks.md, issue 11).
+    private var sweepAt = 16
 
-    /// Records `child`; entries whose child is gone are dropped on the way.
+    /// Records `child`; entries whose child is gone are dropped now and then (amortized O(1)).
     mutating func insert(_ child: Child) {
-        entries.removeAll { $0.child == nil }
+        if entries.count >= sweepAt {
+            entries.removeAll { $0.child == nil }
+            sweepAt = max(16, entries.count * 2)
+        }
         entries.append(Entry(child: child))
     }
+
+    /// Entries held, gone children included (for tests: bounded by twice the live ones, plus 16).
+    var storedCount: Int { entries.count }
 
     /// The children still alive, oldest first.
     var live: [Child] { entries.compactMap(\.child) }
