@@ -191,3 +191,9 @@ int mrl_accept(int sock, int nonblocking) {
 const char *mrl_strerrorname(int errnum) { return strerrorname_np(errnum); }
 const int MRL_O_PATH = O_PATH;
 ssize_t mrl_getrandom(void *buffer, size_t length, unsigned int flags) { return getrandom(buffer, length, flags); }
+
+#include <malloc.h>
+
+int mrl_malloc_trim(size_t pad) {
+    return malloc_trim(pad);
+}

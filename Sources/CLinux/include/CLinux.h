@@ -107,5 +107,8 @@ const char *mrl_strerrorname(int errnum);
 /* getrandom(2) (<sys/random.h>, which Swift's Glibc module does not include): the kernel's
  * CSPRNG; returns the number of bytes written or -1 with errno set. */
 ssize_t mrl_getrandom(void *buffer, size_t length, unsigned int flags);
+/* malloc_trim(3) (<malloc.h>, which Swift's Glibc module does not include): returns freed heap
+ * memory to the kernel; 1 when some was released. */
+int mrl_malloc_trim(size_t pad);
 
 #endif
