@@ -161,6 +161,45 @@ final class EngineVMTests: XCTestCase {
         { path in ("/bin/sh", ["-c", "for i in $(seq 100); do truncate -s \(size) '\(path)' 2>/dev/null && exit 0; sleep 0.05; done; exit 1"]) }
     }
 
+    /// The page cache's read-only cell, the one it has on 6.12 (no writable pin, no rxe ODP):
+    /// a read-only region over an O_RDONLY fd, a truncate from another process breaking its
+    /// read lease, and the region back with new keys. 6.1 refuses it (a read-only mapping,
+    /// pinned with FOLL_WRITE before 6.2), naming that.
+    func testReadOnlyRegionOnExt4IsRevokedAndRestoredAroundATruncate() throws {
+        let (engine, _) = try makeEngine()
+        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let path = try scratch.file("region", size: 1 << 20, byte: 0x11)
+        let fd = try FileDescriptor.open(FilePath(path), .readOnly)
+        defer { try? fd.close() }
+        let mrsBefore = try RDMAResources.memoryRegionKeys()
+        let region: RegionInfo
+        do {
+            region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read])
+        } catch {
+            let release = TestKernel.release
+            guard release.major == 6 && release.minor < 2 else { throw error }
+            guard case .refused(let refusal) = error else { return XCTFail("expected a refusal: \(error)") }
+            XCTAssertEqual(refusal.code, .strategyUnavailable)
+            XCTAssertTrue("\(error)".contains("before 6.2"), "\(error)")
+            return
+        }
+        if !TestKernel.rxeHasODP { XCTAssertEqual(region.strategy, .pinned) }
+        let oldKeys = try XCTUnwrap(region.keys)
+        XCTAssertTrue(try RDMAResources.memoryRegionKeys().contains(oldKeys.rkey))
+
+        let (tool, arguments) = truncateTool(2 << 20)(path)   // grows the file: the region stays whole
+        XCTAssertEqual(try run(engine, tool, arguments).status, 0, "truncate never got through")
+        drive(engine) { self.settled(region.id) }
+        guard case .revoking(region.id, _, _)? = events.first else { return XCTFail("the owner must hear revoking first: \(events)") }
+        XCTAssertTrue(events.contains(.revoked(region.id)), "\(events)")
+        let (newKeys, _) = try XCTUnwrap(restoredKeys(region.id), "region not restored: \(events)")
+        XCTAssertNotEqual(newKeys.rkey, oldKeys.rkey)
+        XCTAssertFalse(try RDMAResources.memoryRegionKeys().contains(oldKeys.rkey), "the old MR must be gone from the kernel")
+
+        events += engine.release(owner: owner).map(\.event)
+        XCTAssertEqual(try RDMAResources.memoryRegionKeys(), mrsBefore, "no MR left behind")
+    }
+
     /// rdma_create_qp takes only PDs made on librdmacm's own context for the device: the
     /// registrar's PDs (and so a client's regions) must live there for remote access.
     func testRegistrarAllocatesOnLibrdmacmsContext() throws {
