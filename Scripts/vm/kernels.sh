@@ -26,6 +26,12 @@ private_apt() {
   fi
 }
 
+# release_sources SUITE -> sources.list lines for a Debian release: SUITE, its updates and security
+release_sources() {
+  printf 'deb [signed-by=%s] http://deb.debian.org/debian %s main\n' "$KEYRING" "$1" "$KEYRING" "$1-updates"
+  printf 'deb [signed-by=%s] http://deb.debian.org/debian-security %s-security main\n' "$KEYRING" "$1"
+}
+
 # candidate_dep PKG PATTERN -> the candidate version's dependency matching PATTERN
 candidate_dep() {
   apt-cache "${APT_OPTS[@]}" depends --no-recommends --no-suggests "$1" 2>/dev/null |
@@ -61,13 +67,18 @@ fetch_kernel() {
   mkdir -p "$CACHE/debs" "$CACHE/kernels"
   case $series in
     6.1)
-      private_apt bookworm "deb [signed-by=$KEYRING] http://deb.debian.org/debian bookworm main
-deb [signed-by=$KEYRING] http://deb.debian.org/debian bookworm-updates main
-deb [signed-by=$KEYRING] http://deb.debian.org/debian-security bookworm-security main"
+      private_apt bookworm "$(release_sources bookworm)"
       img=$(candidate_dep linux-image-amd64 '^linux-image-6\.1\.[0-9]+-[0-9]+-amd64$')
       [[ -n $img ]] || die "cannot resolve bookworm linux-image-amd64"
       KVER=${img#linux-image-}
       debs=("$(download "$img")") ;;
+    6.12)
+      # Debian 13's own kernel (trixie main; its point releases come through trixie-security)
+      private_apt trixie "$(release_sources trixie)"
+      img=$(candidate_dep linux-image-amd64 '^linux-image-6\.12\.[0-9]+\+deb13[^ ]*-amd64$')
+      [[ -n $img ]] || die "cannot resolve trixie linux-image-amd64 to a 6.12 kernel"
+      KVER=${img#linux-image-}
+      debs=("$(download "$img")") ;;   # 6.12: one package holds the image and its modules
     7)
       private_apt trixie-backports "deb [signed-by=$KEYRING] http://deb.debian.org/debian trixie-backports main"
       img=$(candidate_dep linux-image-amd64 '^linux-image-7\.[0-9.]+\+deb13-amd64$')

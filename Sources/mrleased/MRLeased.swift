@@ -14,7 +14,8 @@ struct MRLeased: ParsableCommand {
         variables, then these flags. Under systemd it speaks sd_notify (Type=notify, watchdog) \
         and accepts a socket-activated listener (LISTEN_FDS). When stderr is the journal \
         ($JOURNAL_STREAM names stderr's device and inode) log lines carry no timestamp.
-        """
+        """,
+        version: Daemon.release
     )
 
     @Option(help: "Config file (key = value lines; see Config/mrleased.conf).")

@@ -15,7 +15,7 @@ final class CPeerDaemonVMTests: XCTestCase {
         let daemon = try RunningDaemon(arguments: ["--listen", "\(address):0", "--log-level", "warning"],
                                        environment: ["MRLEASED_MAX_BYTES_PER_UID": "1073741824"])
         defer { XCTAssertEqual(daemon.stop(), 0, daemon.log) }
-        let directory = try Facility.ext4.require()
+        let directory = try Facility.writable(.ext4).require()
         let files = try ScratchDirectory(in: directory)
         let path = try files.file("data", size: 1 << 20, byte: 0)
         let client = try MRLeaseClient.connect(path: daemon.socketPath, acknowledgingRevocations: true)

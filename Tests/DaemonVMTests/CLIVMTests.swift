@@ -60,7 +60,7 @@ final class CLIVMTests: XCTestCase {
     func testThreeCLIClientsTwoTruncatedFilesAndCleanExits() throws {
         let device = try Facility.rdmaDevice.require()
         let daemon = try RunningDaemon(device: device)
-        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
         let kept = try scratch.file("kept", size: 1 << 20)
         let cut = try scratch.file("cut", size: 1 << 20)
         let other = try scratch.file("other", size: 1 << 20)
@@ -162,7 +162,7 @@ final class CLIVMTests: XCTestCase {
     func testRegisterCountMakesOneBatchOfRegionsHeldUntilInterrupted() throws {
         let device = try Facility.rdmaDevice.require()
         let daemon = try RunningDaemon(device: device)
-        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
         let path = try scratch.file("segments", size: 1 << 20)
         let client = try Registration(socket: daemon.socketPath, path: path, offset: 65536, length: 8192, count: 4)
         let registered = client.events("registered", count: 4)

@@ -13,7 +13,7 @@ final class CrashVMTests: XCTestCase {
     typealias Registration = CLIVMTests.Registration
 
     func file(size: Int = 1 << 20) throws -> (ScratchDirectory, String) {
-        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
         return (scratch, try scratch.file("data", size: size))
     }
 

@@ -21,8 +21,8 @@ final class DaemonVMTests: XCTestCase {
 
     func testSeveralClientsAndABreakThatOnlyItsOwnerSees() throws {
         let daemon = try startDaemon()
-        let (scratchA, pathA, fdA) = try file(on: .ext4)
-        let (scratchB, _, fdB) = try file(on: .xfs)
+        let (scratchA, pathA, fdA) = try file(on: .writable(.ext4))
+        let (scratchB, _, fdB) = try file(on: .writable(.xfs))
         defer { try? fdA.close(); try? fdB.close(); _ = (scratchA, scratchB) }
         let owner = try RawClient(path: daemon.socketPath)
         let bystander = try RawClient(path: daemon.socketPath)
@@ -87,7 +87,7 @@ final class DaemonVMTests: XCTestCase {
 
     func testRegisterBatchRegistersSixtyFourRangesInOneRequestAndIsAllOrNone() throws {
         let daemon = try startDaemon()
-        let (scratch, _, fd) = try file(on: .ext4)
+        let (scratch, _, fd) = try file(on: .writable(.ext4))
         defer { try? fd.close(); _ = scratch }
         let client = try RawClient(path: daemon.socketPath)
         let baseline = try daemon.settledHoldings()
@@ -130,7 +130,7 @@ final class DaemonVMTests: XCTestCase {
         _ = try Facility.rdmaDevice.require()
         let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require(),
                                          environment: ["MRLEASED_MAX_REGIONS_PER_UID": "3", "MRLEASED_MAX_BYTES_PER_UID": "20480"])
-        let (scratch, _, fd) = try file(on: .ext4)
+        let (scratch, _, fd) = try file(on: .writable(.ext4))
         defer { try? fd.close(); _ = scratch }
         let first = try RawClient(path: daemon.socketPath)
         let second = try RawClient(path: daemon.socketPath)
@@ -178,7 +178,7 @@ final class DaemonVMTests: XCTestCase {
     /// alone registers, batch-registers, acknowledges and sees the outcome of a truncate.
     func testTheProtocolDocumentsPythonClientFollowsARevocation() throws {
         let daemon = try startDaemon()
-        let (scratch, path, fd) = try file(on: .ext4, size: 8 << 20)
+        let (scratch, path, fd) = try file(on: .writable(.ext4), size: 8 << 20)
         try fd.close()
         defer { _ = scratch }
         let (child, lines) = try Self.startDocumentedPythonClient(socket: daemon.socketPath, file: path)
@@ -262,7 +262,7 @@ final class DaemonVMTests: XCTestCase {
 
     func testClientKilledWithSIGKILLLeavesNothingBehind() throws {
         let daemon = try startDaemon()
-        let (scratch, path, fd) = try file(on: .ext4)
+        let (scratch, path, fd) = try file(on: .writable(.ext4))
         try fd.close()
         defer { _ = scratch }
         let baseline = try daemon.settledHoldings()

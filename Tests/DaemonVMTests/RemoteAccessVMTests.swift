@@ -21,7 +21,7 @@ final class RemoteAccessVMTests: XCTestCase {
         daemon = try RunningDaemon(arguments: ["--listen", "\(address):0", "--log-level", "info"],
                                    environment: ["MRLEASED_MAX_BYTES_PER_UID": "1073741824", "MRLEASED_QUIESCE_MS": "300"])
         owner = try RawClient(path: daemon.socketPath)
-        scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
     }
 
     override func tearDown() {

@@ -14,7 +14,7 @@ final class SlowClientVMTests: XCTestCase {
         let daemon = try RunningDaemon(device: device, environment: [
             "MRLEASED_MAX_QUEUED_MESSAGES": "4", "MRLEASED_QUIESCE_MS": "3000", "MRLEASED_MAX_BYTES_PER_UID": "1073741824",
         ])
-        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
         let path = try scratch.file("data", size: 4 << 20)
         let fd = try FileDescriptor.open(FilePath(path), .readWrite)
         defer { try? fd.close() }

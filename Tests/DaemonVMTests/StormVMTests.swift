@@ -50,7 +50,7 @@ final class StormVMTests: XCTestCase {
 
     func testBreakerStormAndRegisterRevokeCyclesLeaveTheDaemonAsItWas() throws {
         let device = try Facility.rdmaDevice.require()
-        let scratch = try ScratchDirectory(in: try Facility.ext4.require())
+        let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
         // Acks end each revocation; the deadline only bounds a stuck one.
         let daemon = try RunningDaemon(device: device, environment: ["MRLEASED_QUIESCE_MS": "2000", "MRLEASED_MAX_BYTES_PER_UID": "1073741824"])
         let paths = try (0..<Self.files).map { try scratch.file("f\($0)", size: 16_384) }

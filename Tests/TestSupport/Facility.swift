@@ -42,7 +42,7 @@ public enum Facility: String, CaseIterable, Sendable {
 
 /// Facts about the guest kernel the VM harness booted, for tests that assert the kernel matrix.
 public enum TestKernel {
-    /// "6.1", "7" … as exported by Scripts/vm-test (`MRLEASED_KERNEL`), or nil on the host.
+    /// "6.1", "6.12", "7" … as exported by Scripts/vm-test (`MRLEASED_KERNEL`), or nil on the host.
     public static var series: String? { ProcessInfo.processInfo.environment["MRLEASED_KERNEL"] }
 
     /// The running kernel's major.minor, from uname.
@@ -61,9 +61,41 @@ public enum TestKernel {
         let r = release
         return r.major > 6 || (r.major == 6 && r.minor >= 5)
     }
+
+    /// rxe has ODP from ~6.14 (Daisuke Matsuda's series): 7.x reports it, 6.1 and 6.12 do not.
+    public static var rxeHasODP: Bool {
+        let r = release
+        return r.major > 6 || (r.major == 6 && r.minor >= 14)
+    }
+
+    /// The errno `ibv_reg_mr` with `IBV_ACCESS_ON_DEMAND` gets from an rxe without ODP:
+    /// EINVAL on 6.1, EOPNOTSUPP on 6.12 (both measured; kernels between are not).
+    public static var odpRefusalErrno: String {
+        let r = release
+        return r.major == 6 && r.minor < 12 ? "EINVAL" : "EOPNOTSUPP"
+    }
+
+    /// Whether a read+write region on `facility` has a strategy with the guests' rxe: FS-DAX
+    /// only through ODP, the page cache through ODP or (before 6.5) a writable pin, tmpfs
+    /// always (shmem pins). On 6.12 only tmpfs has one.
+    public static func hasWritableStrategy(on facility: Facility) -> Bool {
+        switch facility {
+        case .ext4DAX, .xfsDAX: rxeHasODP
+        case .ext4, .xfs: rxeHasODP || !refusesWritableFilePins
+        case .tmpfs: true
+        case .rdmaDevice, .rdmaCMAddress: preconditionFailure("\(facility) is not a file system")
+        }
+    }
 }
 
 extension Facility {
+    /// `preferred` where a read+write region on it has a strategy on this kernel, else tmpfs:
+    /// for tests of the daemon that need a writable region and not a particular backing. On
+    /// 6.5 to ~6.14 with rxe (6.12 measured) the page cache has none: no writable pin, no ODP.
+    public static func writable(_ preferred: Facility = .ext4) -> Facility {
+        TestKernel.hasWritableStrategy(on: preferred) ? preferred : .tmpfs
+    }
+
     /// For tests of what a host *without* RDMA answers: skips where a device exists (the
     /// vm-test guests), since there the same request succeeds instead.
     public static func requireNoRDMADevice() throws {
