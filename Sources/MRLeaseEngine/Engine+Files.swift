@@ -115,7 +115,9 @@ extension Engine {
     func makeRegistration(owner: OwnerID, file: TrackedFile, plan: RegistrationPlan,
                           at address: UnsafeMutableRawPointer) throws(EngineError) -> Registration {
         var ordered = plan
-        if plan.preference == nil, let cached = file.strategyCache[plan.access.isWritable] { ordered = plan.trying(first: cached) }
+        if plan.preference == nil, let cached = file.strategyCache[plan.access.isWritable], plan.attempts.first?.strategy != cached {
+            ordered = plan.trying(first: cached)
+        }
         var trials: [Trial] = []
         for attempt in ordered.attempts {
             let flags = attempt.strategy == .odp ? plan.access.verbsFlags.union(.onDemand) : plan.access.verbsFlags
