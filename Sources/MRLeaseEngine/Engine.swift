@@ -208,8 +208,18 @@ public final class Engine {
                 }
             }
             registrar.release(owner: owner)
+            compactIndexes()
         }
         return notices
+    }
+
+    /// A dictionary keeps its storage as entries go: after 100 000 regions left, the region
+    /// index would hold megabytes for none. Rebuilt at its size when it is mostly empty.
+    func compactIndexes() {
+        guard regions.capacity > 4 * Swift.max(regions.count, 1024) else { return }
+        var compact = [RegionID: FileKey](minimumCapacity: regions.count)
+        for (id, key) in regions { compact[id] = key }
+        regions = compact
     }
 
     /// Drops a region that is gone (deregistered or lost) from the engine's indexes.

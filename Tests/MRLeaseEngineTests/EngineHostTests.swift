@@ -469,4 +469,19 @@ final class EngineHostTests: XCTestCase {
         child.waitUntilExit()
         XCTAssertEqual(engine.indexProblems(), [])
     }
+
+    /// The region index gives its storage back when an owner with many regions leaves.
+    func testReleasingManyRegionsShrinksTheRegionIndex() throws {
+        let (scratch, _, fd) = try scratchFile(size: 64 << 20)
+        defer { try? fd.close(); _ = scratch }
+        let registrar = RecordingRegistrar()
+        registrar.checksAtDeregistration = false
+        let engine = try makeEngine(registrar)
+        for i in 0..<10_000 { _ = try engine.register(owner: owner, fd: fd, offset: UInt64(i) * 4096, length: 4096, access: [.read, .write]) }
+        XCTAssertGreaterThanOrEqual(engine.regions.capacity, 10_000)
+        record(engine.release(owner: owner))
+        XCTAssertEqual(engine.statistics().regions, 0)
+        XCTAssertLessThanOrEqual(engine.regions.capacity, 4 * 1024, "the index keeps room for 10 000 regions after they went")
+        XCTAssertEqual(engine.indexProblems(), [])
+    }
 }
