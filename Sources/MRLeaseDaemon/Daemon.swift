@@ -584,8 +584,9 @@ public final class Daemon {
         // Thousands of regions freed at once leave their bookkeeping's memory on malloc's free
         // lists, still counted in the daemon's RSS; give it back to the kernel (glibc madvises
         // the free pages of every arena). About a millisecond per 10 MB of heap, so only after
-        // a large release.
-        if regions >= Self.trimAfterRegions { Heap.trim() }
+        // a large release, and when the last client has gone (frees after a trim can write to
+        // free chunks all over the heap as malloc merges them, and so count them again).
+        if regions >= Self.trimAfterRegions || sessions.isEmpty { Heap.trim() }
         logger.debug("client gone", metadata: ["client": "\(session.owner)", "why": "\(why)", "regions": "\(regions)"])
     }
 
