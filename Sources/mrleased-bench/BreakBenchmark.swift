@@ -115,42 +115,18 @@ final class BreakBenchmark {
                          bareRegisterPerSecond: bareRun?.registerPerSecond)
     }
 
-    /// The deregistration floor: `count` MRs of one page each over one mapping of the same file
-    /// (registered untimed), then `ibv_dereg_mr` of all of them, timed; the median of `rounds`.
+    /// The deregistration floor: `count` MRs of one page each over one mapping of the same file,
+    /// then `ibv_dereg_mr` of all of them; the deregistrations' median over `rounds`, and the
+    /// registrations' rate over all of them.
     func bareDeregistration(_ registrar: VerbsRegistrar, count: Int, flags: AccessFlags,
                             rounds: Int) throws(BenchError) -> (deregisterMS: Double, registerPerSecond: Double) {
         let page = SharedMapping.pageSize
-        let mapping: SharedMapping
-        let pd: ProtectionDomain
-        do {
-            mapping = try SharedMapping(fd: fd, offset: 0, length: count * page, protection: .readWrite)
-            pd = try registrar.protectionDomain(for: bareOwner)
-        } catch {
-            throw BenchError("bare deregistration setup (mmap, ibv_alloc_pd): \(error)")
-        }
-        defer {
-            try? mapping.unmap()
-            registrar.release(owner: bareOwner)
-        }
+        let runs = try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: count * page, count: count, range: { ($0 * page, page) },
+                                                         flags: flags, registrar: registrar, owner: bareOwner, rounds: rounds, what: "bare")
         var times = Samples()
-        var registering: UInt64 = 0
-        for _ in 0..<rounds {
-            var mrs: [MemoryRegion] = []
-            mrs.reserveCapacity(count)
-            let registerStart = Engine.now()
-            for i in 0..<count {
-                do { mrs.append(try pd.register(address: mapping.base + i * page, length: page, access: flags)) } catch {
-                    throw BenchError("bare ibv_reg_mr \(i) of \(count): \(error)")
-                }
-            }
-            let start = Engine.now()
-            registering += start - registerStart
-            for mr in mrs {
-                do { try mr.deregister() } catch { throw BenchError("bare ibv_dereg_mr: \(error)") }
-            }
-            times.append(Engine.now() - start)
-        }
-        return (times.medianMS, Double(count * rounds) / (Double(registering) / 1e9))
+        for run in runs { times.append(run.deregister) }
+        let registering = runs.reduce(0) { $0 + $1.register }
+        return (times.medianMS, Double(count * runs.count) / (Double(registering) / 1e9))
     }
 
     /// One break of the engine's file: drive the engine until the child has returned and

@@ -143,33 +143,8 @@ final class RegistrationBenchmark {
     }
 
     func plainPass(count: Int, length: Int, flags: AccessFlags) throws(BenchError) -> (register: UInt64, deregister: UInt64) {
-        let mapping: SharedMapping
-        let pd: ProtectionDomain
-        do {
-            mapping = try SharedMapping(fd: fd, offset: 0, length: Int(size), protection: .readWrite)
-            pd = try registrar.protectionDomain(for: plainOwner)
-        } catch {
-            throw BenchError("plain loop setup (mmap, ibv_alloc_pd): \(error)")
-        }
-        defer {
-            try? mapping.unmap()
-            registrar.release(owner: plainOwner)
-        }
-        var mrs: [MemoryRegion] = []
-        mrs.reserveCapacity(count)
-        let start = Engine.now()
-        for i in 0..<count {
-            do {
-                mrs.append(try pd.register(address: mapping.base + Int(offset(i, length: length)), length: length, access: flags))
-            } catch {
-                throw BenchError("plain ibv_reg_mr \(i) of \(count) × \(length) B: \(error)")
-            }
-        }
-        let registered = Engine.now()
-        for mr in mrs {
-            do { try mr.deregister() } catch { throw BenchError("plain ibv_dereg_mr: \(error)") }
-        }
-        let end = Engine.now()
-        return (registered - start, end - registered)
+        try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: Int(size), count: count,
+                                              range: { (Int(offset($0, length: length)), length) }, flags: flags,
+                                              registrar: registrar, owner: plainOwner, what: "plain")[0]
     }
 }

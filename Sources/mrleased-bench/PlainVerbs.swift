@@ -1,0 +1,48 @@
+import LinuxFile
+import MRLeaseEngine
+import SystemPackage
+import Verbs
+
+/// The baseline the engine is measured against: plain verbs over one mapping of the same file,
+/// in a PD of its own, with nothing of the engine in between.
+enum PlainVerbs {
+    /// Maps `[0, mappedLength)` of `fd` once, then each round registers `count` MRs (range `i`
+    /// at `range(i)` in the mapping, `flags`) one after another and deregisters them all in the
+    /// same order; returns each round's time for both, in nanoseconds. `what` names the loop
+    /// in errors ("plain", "bare").
+    static func registerThenDeregister(
+        fd: FileDescriptor, mappedLength: Int, count: Int, range: (Int) -> (offset: Int, length: Int), flags: AccessFlags,
+        registrar: VerbsRegistrar, owner: OwnerID, rounds: Int = 1, what: String
+    ) throws(BenchError) -> [(register: UInt64, deregister: UInt64)] {
+        let mapping: SharedMapping
+        let pd: ProtectionDomain
+        do {
+            mapping = try SharedMapping(fd: fd, offset: 0, length: mappedLength, protection: .readWrite)
+            pd = try registrar.protectionDomain(for: owner)
+        } catch {
+            throw BenchError("\(what) loop setup (mmap, ibv_alloc_pd): \(error)")
+        }
+        defer {
+            try? mapping.unmap()
+            registrar.release(owner: owner)
+        }
+        var times: [(register: UInt64, deregister: UInt64)] = []
+        for _ in 0..<rounds {
+            var mrs: [MemoryRegion] = []
+            mrs.reserveCapacity(count)
+            let start = Engine.now()
+            for i in 0..<count {
+                let (offset, length) = range(i)
+                do { mrs.append(try pd.register(address: mapping.base + offset, length: length, access: flags)) } catch {
+                    throw BenchError("\(what) ibv_reg_mr \(i) of \(count) × \(length) B: \(error)")
+                }
+            }
+            let registered = Engine.now()
+            for mr in mrs {
+                do { try mr.deregister() } catch { throw BenchError("\(what) ibv_dereg_mr: \(error)") }
+            }
+            times.append((registered - start, Engine.now() - registered))
+        }
+        return times
+    }
+}
