@@ -71,6 +71,11 @@ int mrl_get_owner(int fd, int *type) {
 
 int mrl_ioctl_fiemap(int fd, struct fiemap *map) { return ioctl(fd, FS_IOC_FIEMAP, map); }
 int mrl_ioctl_outq(int fd, int *bytes) { return ioctl(fd, SIOCOUTQ, bytes); }
+int mrl_ioctl_inq(int fd, int *bytes) { return ioctl(fd, SIOCINQ, bytes); }
+int mrl_send_buffer(int fd, int *bytes) {
+    socklen_t size = sizeof *bytes;
+    return getsockopt(fd, SOL_SOCKET, SO_SNDBUF, bytes, &size);
+}
 struct fiemap_extent *mrl_fiemap_extents(struct fiemap *map) { return map->fm_extents; }
 
 int mrl_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out) {

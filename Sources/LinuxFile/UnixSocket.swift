@@ -275,6 +275,27 @@ public final class UnixSocket {
         return Int(bytes)
     }
 
+    /// The bytes of the packets waiting to be read on this socket (SOCK_SEQPACKET: all of them).
+    ///
+    /// The corresponding C function is `ioctl` (`SIOCINQ`).
+    public func pendingBytes() throws(Errno) -> Int {
+        var bytes: Int32 = 0
+        let socket = descriptor.rawValue
+        try nothingOrErrno(retryOnInterrupt: false) { mrl_ioctl_inq(socket, &bytes) }.get()
+        return Int(bytes)
+    }
+
+    /// The send buffer's size as the kernel keeps it (`SO_SNDBUF`). On a Unix socket, poll
+    /// reports it writable once what the peer has not read is at most a quarter of it.
+    ///
+    /// The corresponding C function is `getsockopt` (`SO_SNDBUF`).
+    public func sendBufferBytes() throws(Errno) -> Int {
+        var bytes: Int32 = 0
+        let socket = descriptor.rawValue
+        try nothingOrErrno(retryOnInterrupt: false) { mrl_send_buffer(socket, &bytes) }.get()
+        return Int(bytes)
+    }
+
     /// Turns `O_NONBLOCK` on or off.
     ///
     /// The corresponding C function is `fcntl` (`F_GETFL`, `F_SETFL`).

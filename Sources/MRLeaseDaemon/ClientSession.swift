@@ -22,12 +22,18 @@ final class ClientSession {
     private(set) var outbox: [[UInt8]] = []
     /// The bytes in `outbox`: the daemon bounds them per client and in total.
     private(set) var outboxBytes: UInt64 = 0
-    /// Since when packets have waited without the client reading (monotonic ns), and its
-    /// socket's unread bytes then; nil while the outbox is empty. A client's reads show as
-    /// its socket's unread bytes falling (SIOCOUTQ): the socket turns writable again only once
-    /// most of it is read, so a sent packet is no measure of a client that reads slowly.
+    /// Since when the client has been behind without reading (monotonic ns; nil: not behind),
+    /// and its socket's unread bytes at the last sample (Daemon+FlowControl). Its reads show
+    /// only there: the socket turns writable again once most of it is read, so a sent packet
+    /// is no measure of a client that reads slowly.
     var stalledSince: UInt64?
-    var unreadAtStall = 0
+    var lastUnread = 0
+    /// Whether the daemon has stopped reading this client's requests until it drains
+    /// (Daemon+FlowControl); watched for writability meanwhile.
+    var isHeld = false
+    /// A quarter of the socket's send buffer: above this much unread, the kernel does not
+    /// report the socket writable, and the daemon holds the client after a large reply.
+    let writableMark: Int
     var closing = false
 
     init(owner: OwnerID, socket: UnixSocket, credentials: UnixSocket.Credentials, byteLimit: UInt64?, mayLeaseOthers: Bool) {
@@ -36,6 +42,8 @@ final class ClientSession {
         self.credentials = credentials
         self.byteLimit = byteLimit
         self.mayLeaseOthers = mayLeaseOthers
+        // The kernel's default (net.core.wmem_default, 212 992) when the size cannot be read.
+        writableMark = ((try? socket.sendBufferBytes()) ?? 212_992) / 4
     }
 
     var descriptor: FileDescriptor { socket.descriptor }
@@ -54,7 +62,6 @@ final class ClientSession {
 
     /// Writes queued packets in order until the socket would block. False when the peer is gone.
     func flush() -> Bool {
-        defer { if outbox.isEmpty { stalledSince = nil } }
         while let packet = outbox.first {
             do {
                 try socket.send(packet)

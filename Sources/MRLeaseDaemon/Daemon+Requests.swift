@@ -154,14 +154,19 @@ extension Daemon {
                 if heldRegions >= configuration.maxRegionsPerUID {
                     throw ProtocolError(.quotaExceeded, "uid \(uid) holds \(heldRegions) regions, the limit (max-regions-per-uid); deregister some first")
                 }
-                if let limit = session.byteLimit, heldBytes + register.length > limit {
-                    throw ProtocolError(.quotaExceeded, "uid \(uid) would hold \(heldBytes + register.length) bytes in regions; its limit is \(limit) (its RLIMIT_MEMLOCK, or max-bytes-per-uid)")
+                // Checked: an xfs file may be 2^63 bytes long, and a limit near 2^64 (the
+                // operator's) then lets the sum pass 2^64, which is over any limit.
+                let (total, overflow) = heldBytes.addingReportingOverflow(register.length)
+                if let limit = session.byteLimit, overflow || total > limit {
+                    let amount = overflow ? "more than 2^64" : "\(total)"
+                    throw ProtocolError(.quotaExceeded, "uid \(uid) would hold \(amount) bytes in regions; its limit is \(limit) (its RLIMIT_MEMLOCK, or max-bytes-per-uid)")
                 }
             } catch {
                 throw batch && aboutRange ? error.at(index) : error
             }
             heldRegions += 1
-            heldBytes += register.length
+            // Without a byte limit the sum is only reported: it saturates instead of trapping.
+            heldBytes = heldBytes.addingReportingOverflow(register.length).overflow ? .max : heldBytes + register.length
         }
         guard let engine else {
             // No device: the plan has nothing to try, and says so.

@@ -387,16 +387,12 @@ public final class Daemon {
             logger.info("stopping", metadata: ["signal": "\(signals.first?.signal ?? 0)"])
             stopping = true
         case .session(let session):
-            if ready.events.contains(.writable) || !session.outbox.isEmpty {
-                guard session.flush() else { return disconnect(session, why: "send failed") }
-                // Back to readable-only once a write-blocked client has drained (and only then:
-                // each epoll_ctl is a syscall on every request's path).
-                if session.outbox.isEmpty { setInterest(of: session, writable: false) }
+            if ready.events.contains(.writable) || session.isHeld {
+                guard flush(session) else { return }
             }
-            // A client that is not reading its replies gets no more of them: its requests wait
-            // in its socket until it drains (backpressure), so pipelining without reading costs
-            // the daemon nothing past what its socket holds; `client-stall-ms` then ends it.
-            guard !session.closing, session.outbox.isEmpty else { return }
+            // A held client gets no more replies: its requests wait in its socket until it
+            // reads (backpressure, Daemon+FlowControl).
+            guard !session.closing, !session.isHeld else { return }
             if !ready.events.isDisjoint(with: [.readable, .hangup, .error]) {
                 readRequests(from: session)
             }
@@ -552,92 +548,7 @@ public final class Daemon {
             }
             guard send(packet, to: session, what: "replies") else { return }
             if let type = reply.type { requestTimes[type, default: LatencyHistogram()].record(nanoseconds: Engine.now() - start) }
-        }
-    }
-
-    /// Queues `packet` for `session`; false (and the session disconnected) when it is gone or
-    /// not reading its `what` (its queue past a bound).
-    func send(_ packet: [UInt8], to session: ClientSession, what: String) -> Bool {
-        guard session.send(packet) else {
-            disconnect(session, why: "send failed")
-            return false
-        }
-        guard !session.outbox.isEmpty else { return true }
-        if let bound = boundPassed(by: session) {
-            logger.warning("client disconnected: not reading its \(what)", metadata: ["client": "\(session.owner)", "pid": "\(session.credentials.pid)",
-                                                                                 "uid": "\(session.credentials.uid)", "bound": "\(bound)"])
-            disconnect(session, why: "not reading its \(what): \(bound)")
-            return false
-        }
-        if session.stalledSince == nil {
-            let now = Engine.now()
-            session.stalledSince = now
-            session.unreadAtStall = unreadBytes(of: session)
-            timers.schedule(.clientStall, at: now + configuration.clientStallMillis * 1_000_000)
-        }
-        setInterest(of: session, writable: true)
-        return true
-    }
-
-    /// Disconnects every client whose socket has stayed full, without it reading a byte, for
-    /// `client-stall-ms`; schedules the next look for those still within it.
-    func disconnectStalledClients(now: UInt64) {
-        let bound = configuration.clientStallMillis * 1_000_000
-        var next: UInt64?
-        for session in Array(sessions.values) {
-            guard var since = session.stalledSince else { continue }
-            // The client read something since the last look: slow, not stalled.
-            let unread = unreadBytes(of: session)
-            if unread < session.unreadAtStall {
-                since = now
-                session.stalledSince = now
-            }
-            session.unreadAtStall = unread
-            if now >= since + bound {
-                logger.warning("client disconnected: its socket stayed full", metadata: [
-                    "client": "\(session.owner)", "pid": "\(session.credentials.pid)", "uid": "\(session.credentials.uid)",
-                    "queued": "\(session.outboxBytes)", "bound": "client-stall-ms \(configuration.clientStallMillis)"])
-                disconnect(session, why: "not reading: its socket stayed full for client-stall-ms (\(configuration.clientStallMillis))")
-            } else {
-                next = min(next ?? .max, since + bound)
-            }
-        }
-        if let next { timers.schedule(.clientStall, at: next) }
-    }
-
-    /// Which bound on queued packets `session`'s queue passes, if any: its message count, its
-    /// bytes, or the bytes queued for all clients. The total is summed here, from the sessions
-    /// (the one owner of each queue), only when a client is behind.
-    func boundPassed(by session: ClientSession) -> String? {
-        if session.outbox.count > configuration.maxQueuedMessages {
-            return "\(session.outbox.count) packets queued, past max-queued-messages (\(configuration.maxQueuedMessages))"
-        }
-        if session.outboxBytes > configuration.maxQueuedBytesPerClient {
-            return "\(session.outboxBytes) bytes queued, past max-queued-bytes-per-client (\(configuration.maxQueuedBytesPerClient))"
-        }
-        let total = sessions.values.reduce(UInt64(0)) { $0 + $1.outboxBytes }
-        if total > configuration.maxQueuedBytes {
-            return "\(total) bytes queued for all clients, past max-queued-bytes (\(configuration.maxQueuedBytes))"
-        }
-        return nil
-    }
-
-    /// What `session`'s peer has not read of its socket; `Int.max` when the kernel will not
-    /// say (then no read can be seen, and the stall bound counts from the first full socket).
-    func unreadBytes(of session: ClientSession) -> Int {
-        do { return try session.socket.unreadBytes() } catch {
-            logger.debug("SIOCOUTQ failed", metadata: ["client": "\(session.owner)", "op": "ioctl", "errno": "\(error.symbolicName)"])
-            return .max
-        }
-    }
-
-    /// A client with packets waiting is watched for writability only: its requests are not
-    /// read until it has drained (see `handle`); hangups and errors are reported either way.
-    func setInterest(of session: ClientSession, writable: Bool) {
-        do {
-            try epoll.watch(session.descriptor, for: writable ? .writable : .readable)
-        } catch {
-            disconnect(session, why: "epoll_ctl failed: \(error.symbolicName)")
+            if packet.count >= Self.largeReplyBytes { holdIfBehind(session) }
         }
     }
 

@@ -265,13 +265,15 @@ extension Engine {
             logger.error("statx failed in a layout check", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
             return
         }
-        let extents = readExtents(file, op: "layout check")
-        var changed: [RegionID] = []
-        for region in file.regions.values.sorted(by: { $0.id < $1.id }) {
-            if region.offset + region.length > size || file.extents.change(to: extents, offset: region.offset, length: region.length) == .changed
-                || lostPages(region, file) {
-                changed.append(region.id)
-            }
+        // The cheap looks first: the size, and whether a pinned region's pages are still the
+        // file's (mincore). Either one seen changed revokes at once, without the synced FIEMAP,
+        // which writes dirty pages back first and so kept pinned MRs alive for tens of ms
+        // while peers' WRITEs into dropped pages completed with success (docs/reliability.md).
+        let regions = file.regions.values.sorted(by: { $0.id < $1.id })
+        var changed = regions.filter { $0.offset + $0.length > size || lostPages($0, file) }.map(\.id)
+        if changed.isEmpty {
+            let extents = readExtents(file, op: "layout check")
+            changed = regions.filter { file.extents.change(to: extents, offset: $0.offset, length: $0.length) == .changed }.map(\.id)
         }
         guard !changed.isEmpty else { return }
         logger.warning("layout changed under registered regions without a lease break: revoking",
@@ -281,10 +283,13 @@ extension Engine {
         apply(.layoutChanged(now: now), to: file)
     }
 
-    /// Whether a pinned region on shmem holds pages the file no longer has: FIEMAP cannot
-    /// show a hole punched in tmpfs, and a pinned MR keeps the page the punch dropped.
+    /// Whether a pinned region holds pages the file no longer has. A pinned page stays in the
+    /// page cache (or shmem) for as long as it is the file's: truncate, PUNCH_HOLE, ZERO_RANGE,
+    /// COLLAPSE_RANGE and reflink drop the range's pages from the cache and unmap them, while
+    /// the MR keeps them, so mincore on the daemon's own mapping then reports them absent.
+    /// FIEMAP cannot show a hole punched in tmpfs at all. (FS-DAX is never pinned.)
     func lostPages(_ region: Region, _ file: TrackedFile) -> Bool {
-        guard file.backing == .shmem, region.strategy == .pinned, let window = region.window else { return false }
+        guard file.backing != .fsDAX, region.strategy == .pinned, let window = region.window else { return false }
         let page = UInt64(SharedMapping.pageSize)
         let pages = (region.length + page - 1) / page
         do {

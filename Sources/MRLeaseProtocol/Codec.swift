@@ -21,7 +21,7 @@ public enum Codec {
     /// The most regions one `list` page holds, and how many when the request names no
     /// `limit`: a page's cost is bounded, so one `list` never holds the daemon's loop for long.
     public static let maxListLimit: UInt64 = 256
-    public static let defaultListLimit: UInt64 = 64
+    public static let defaultListLimit: UInt64 = 32
 
     // MARK: Requests (the daemon's side)
 

@@ -150,6 +150,31 @@ struct ObjectWriter {
         value.write(to: &bytes)
     }
 
+    /// Appends `key: number` without a JSONValue in between (the hot path of `list`, where a
+    /// page writes a dozen fields for each of up to 256 regions).
+    mutating func set(_ key: StaticString, unsigned value: UInt64?) {
+        guard let value else { return }
+        writeKey(key)
+        JSONValue.writeUnsigned(value, to: &bytes)
+    }
+
+    /// Appends `key: "text"` without a JSONValue in between.
+    mutating func set(_ key: StaticString, string value: String?) {
+        guard let value else { return }
+        writeKey(key)
+        JSONValue.writeString(value, to: &bytes)
+    }
+
+    /// `"key":`, the comma before it when a field precedes. Keys are the protocol's own
+    /// ASCII names: nothing to escape.
+    private mutating func writeKey(_ key: StaticString) {
+        if bytes.count > 1 { bytes.append(UInt8(ascii: ",")) }
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
+    }
+
     /// The finished object's bytes.
     var serialized: [UInt8] { bytes + [UInt8(ascii: "}")] }
 

@@ -180,20 +180,21 @@ extension RegionList.Region {
     }
 
     var json: JSONValue {
+        // Typed setters: a `list` page writes this up to 256 times.
         var o = ObjectWriter()
-        o.set("region", .integer(region))
-        o.set("file", .string(file))
-        o.set("offset", .integer(offset))
-        o.set("length", .integer(length))
+        o.set("region", unsigned: region)
+        o.set("file", string: file)
+        o.set("offset", unsigned: offset)
+        o.set("length", unsigned: length)
         o.set("access", access.wire)
-        o.set("strategy", .string(strategy.rawValue))
-        o.set("state", .string(state.rawValue))
-        o.set("rkey", rkey.map(JSONValue.integer))
-        o.set("lkey", lkey.map(JSONValue.integer))
-        o.set("address", address.map(JSONValue.integer))
-        o.set("tag", tag.map(JSONValue.string))
-        o.set("pid", pid.map(JSONValue.integer))
-        o.set("generation", generation.map(JSONValue.integer))
+        o.set("strategy", string: strategy.rawValue)
+        o.set("state", string: state.rawValue)
+        o.set("rkey", unsigned: rkey.map(UInt64.init))
+        o.set("lkey", unsigned: lkey.map(UInt64.init))
+        o.set("address", unsigned: address)
+        o.set("tag", string: tag)
+        o.set("pid", unsigned: pid.map(UInt64.init))
+        o.set("generation", unsigned: generation)
         o.set("grants", grants.map { .array($0.map(\.json)) })
         return o.value
     }

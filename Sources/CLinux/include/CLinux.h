@@ -59,6 +59,10 @@ int mrl_get_owner(int fd, int *type);
 int mrl_ioctl_fiemap(int fd, struct fiemap *map);
 /* SIOCOUTQ: on a Unix socket, the bytes sent and not yet read by the peer. */
 int mrl_ioctl_outq(int fd, int *bytes);
+/* SIOCINQ: on a SOCK_SEQPACKET Unix socket, the bytes of every packet waiting to be read. */
+int mrl_ioctl_inq(int fd, int *bytes);
+/* getsockopt(SO_SNDBUF): the send buffer as the kernel keeps it (twice what was set). */
+int mrl_send_buffer(int fd, int *bytes);
 /* The fiemap header is followed by fm_extent_count extents (a flexible array). */
 struct fiemap_extent *mrl_fiemap_extents(struct fiemap *map);
 
