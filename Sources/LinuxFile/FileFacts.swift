@@ -88,7 +88,9 @@ public struct FileFacts: Sendable {
         let mount = Self.mount(in: mounts, id: mountID, device: device, path: path)
 
         let isDAX = stx.stx_attributes & MRL_STATX_ATTR_DAX != 0
-        let filesystem = Self.filesystemNames[magic] ?? mount?.filesystem ?? "0x" + String(magic, radix: 16)
+        // The mount's type first when it was read: statfs's f_type can be another
+        // filesystem's (9p passes the server's own, so a 9p file reports the host's ext4).
+        let filesystem = mount?.filesystem ?? Self.filesystemNames[magic] ?? "0x" + String(magic, radix: 16)
         let backing: Backing = isDAX ? .fsDAX : Self.shmemFilesystems.contains(filesystem) ? .shmem : .pageCache
         return FileFacts(
             device: device, inode: stx.stx_ino, size: stx.stx_size, nlink: stx.stx_nlink, owner: stx.stx_uid,

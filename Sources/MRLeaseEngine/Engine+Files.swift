@@ -15,7 +15,11 @@ extension Engine {
             extents = try configuration.extentReader.read(fd, facts.backing)
         } catch {
             closeOwn(fd)
-            if let refusal = PlanRefusal.noExtentMap(filesystem: facts.filesystem, errno: error) { throw .refused(refusal) }
+            // The refusal names the mount's filesystem, read now that it is needed (the
+            // registration path reads no mountinfo): f_type alone calls a 9p file ext4.
+            if let refusal = PlanRefusal.noExtentMap(filesystem: mountedFilesystem(fd) ?? facts.filesystem, errno: error) {
+                throw .refused(refusal)
+            }
             throw .system(op: "FS_IOC_FIEMAP", errno: error)
         }
         let file = TrackedFile(key: key, fd: fd, writable: writable, backing: facts.backing,
@@ -32,6 +36,15 @@ extension Engine {
         filesByFD[fd.rawValue] = key
         watch(file, closes: false)
         return file
+    }
+
+    /// The type of the mount `fd` is on, from /proc/self/mountinfo; nil (logged) when it
+    /// cannot be read, and the caller falls back to statfs's word.
+    func mountedFilesystem(_ fd: FileDescriptor) -> String? {
+        do { return try FileFacts.inspect(fd, mount: true).filesystem } catch {
+            logger.debug("statx/mountinfo failed naming a refused file's filesystem", metadata: ["errno": "\(error.symbolicName)"])
+            return nil
+        }
     }
 
     /// Stops tracking: every MR goes, then the lease, then the mappings and our fd.

@@ -97,7 +97,7 @@ final class DeadlineUnderLoadVMTests: XCTestCase {
         guard case .success(.grant(let grant)) = try owner.request(.grant(.init(region: region, maxPeers: 1))) else { return XCTFail("grant") }
         let descriptor = try GrantDescriptor(text: grant.descriptor)
         // Sends its connect request and never reads its rdma_cm events: no RTU is ever sent.
-        let stuck = try HalfOpenPeer(endpoint: descriptor.endpoint, privateData: ConnectPrivateData(descriptor).encoded())
+        let stuck = try RawPeer(endpoint: descriptor.endpoint, privateData: ConnectPrivateData(descriptor).encoded(), waitForAnswer: false)
         func slots() throws -> (connected: UInt64, connecting: UInt64)? {
             guard case .success(.list(let list)) = try owner.request(.list(after: nil)),
                   let summary = list.regions.first?.grants?.first else { return nil }
@@ -262,31 +262,4 @@ final class Flood: @unchecked Sendable {
         while ends.contains(where: { $0 == nil }), lock.wait(until: deadline) {}
         return ends
     }
-}
-
-/// A peer that sends its connect request and then never reads its rdma_cm events, so it never
-/// sends the RTU that would complete the handshake (what an attacker's peer does).
-final class HalfOpenPeer {
-    let channel: CMEventChannel
-    let id: CMID
-    let domain: ClientDomain
-    let completions: CompletionQueue
-    let queuePair: QueuePair
-
-    init(endpoint: GrantEndpoint, privateData: [UInt8]) throws {
-        channel = try CMEventChannel()
-        id = try channel.createID()
-        try id.resolveAddress(endpoint.host, port: endpoint.port)
-        var log: [CMEvent.Kind] = []
-        _ = try RawPeer.expect(.addressResolved, on: channel, log: &log)
-        try id.resolveRoute()
-        _ = try RawPeer.expect(.routeResolved, on: channel, log: &log)
-        guard let context = try id.context() else { throw TestFailure("a resolved id has no device") }
-        domain = try ClientDomain(context: context)
-        completions = try context.createCompletionQueue(entries: 4)
-        queuePair = try domain.createQueuePair(on: id, sendQueue: completions, receiveQueue: completions)
-        try id.connect(privateData: privateData, responderResources: 1, initiatorDepth: 1)
-    }
-
-    deinit { try? domain.close() }
 }

@@ -12,6 +12,9 @@ final class RawPeer {
         /// The reject's mrleased private data, or nil when it is not mrleased's (the CM's).
         case rejected(RejectPrivateData?, status: Int32)
         case failed(CMEvent.Kind, status: Int32)
+        /// Not waited for (`waitForAnswer: false`): the connect request is out, and the peer
+        /// reads no rdma_cm event, so it never sends the RTU that completes a handshake.
+        case pending
     }
 
     let channel: CMEventChannel
@@ -27,8 +30,9 @@ final class RawPeer {
     /// Every rdma_cm event seen, in order.
     private(set) var events: [CMEvent.Kind] = []
 
-    /// Connects to `endpoint` sending `privateData` and waits for the answer.
-    init(endpoint: GrantEndpoint, privateData: [UInt8]) throws {
+    /// Connects to `endpoint` sending `privateData` and waits for the answer (or, without
+    /// `waitForAnswer`, leaves the handshake half-open, as an attacker's peer would).
+    init(endpoint: GrantEndpoint, privateData: [UInt8], waitForAnswer: Bool = true) throws {
         channel = try CMEventChannel()
         id = try channel.createID()
         try id.resolveAddress(endpoint.host, port: endpoint.port)
@@ -45,7 +49,8 @@ final class RawPeer {
         local = try domain.register(address: buffer, length: bufferSize, access: [.localWrite])
         try id.connect(privateData: privateData, responderResources: 1, initiatorDepth: 1)
         events = placeholder
-        outcome = .failed(.connectError, status: 0)
+        outcome = .pending
+        guard waitForAnswer else { return }
         let answer = try Self.next(on: channel, log: &events)
         switch answer.kind {
         case .established:

@@ -59,6 +59,12 @@ final class UnsupportedFilesystemTests: XCTestCase {
         let doctor = Doctor(access: [.read]).run(paths: [path]).files[0]
         XCTAssertEqual(doctor.refusalCode, RefusalCode.unsupportedFilesystem.rawValue, "doctor: \(doctor.error ?? "no error")")
         XCTAssertTrue(doctor.error?.contains("does not support FIEMAP") == true, doctor.error ?? "")
+        // The mount's type, not statfs's f_type (9p passes on the host's, ext4 here).
+        let probe = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        let mounted = try FileFacts.inspect(probe, mount: true).filesystem
+        try probe.close()
+        XCTAssertTrue(["9p"].contains(mounted) || mounted.hasPrefix("fuse"), mounted)
+        XCTAssertTrue(doctor.error?.hasPrefix("\(mounted) does not support FIEMAP") == true, doctor.error ?? "")
 
         let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
         defer { try? fd.close() }
@@ -74,6 +80,7 @@ final class UnsupportedFilesystemTests: XCTestCase {
         let client = try daemon.connect()
         XCTAssertThrowsError(try client.request(.register(.init(offset: 0, length: 4096, access: [.read])), fd: fd)) { error in
             XCTAssertEqual((error as? ProtocolError)?.code, .unsupportedFilesystem, "daemon: \(error)")
+            XCTAssertEqual((error as? ProtocolError)?.message, doctor.error, "the daemon's message names the same filesystem")
         }
         XCTAssertEqual(daemon.engine.statistics().files, 0)
     }
