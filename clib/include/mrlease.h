@@ -1,4 +1,6 @@
-/* mrlease.h: the C client library of mrleased (libmrlease), protocol version 1.
+/* SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * mrlease.h: the C client library of mrleased (libmrlease), protocol version 1.
  *
  * One mrlease_conn is one connection to the daemon's SOCK_SEQPACKET socket. Requests are
  * synchronous: each call sends one request and reads until its reply; events that arrive
