@@ -9,18 +9,20 @@
 
 #include "internal.h"
 
-/* Each struct's sizes as released, oldest first; this library's own sizeof comes last. A new
- * field goes at the end, 8-aligned, and its struct's new size joins the list. */
+/* Each struct's sizes as released, oldest first: 1.0.0's (unversioned symbols, before the sized
+ * calls), then each later one. A new field goes at the end, 8-aligned; the struct's new size
+ * joins its list, and the assertions below fail the build until it does. */
 #define STATS_SIZE_1_0_0 120
+#define STATS_SIZE_1_1_0 160          /* + registrations, restorations, regions_lost, grants, peers */
 #define HELLO_SIZE_1_0_0 128
 #define EVENT_SIZE_1_0_0 160
-_Static_assert(offsetof(struct mrlease_stats, registrations) == STATS_SIZE_1_0_0, "mrlease_stats 1.0.0 is frozen");
-_Static_assert(sizeof(struct mrlease_hello) == HELLO_SIZE_1_0_0, "mrlease_hello grew: add its size below");
-_Static_assert(sizeof(struct mrlease_event) == EVENT_SIZE_1_0_0, "mrlease_event grew: add its size below");
-
-static const size_t stats_sizes[] = { STATS_SIZE_1_0_0, sizeof(struct mrlease_stats) };
+static const size_t stats_sizes[] = { STATS_SIZE_1_0_0, STATS_SIZE_1_1_0 };
 static const size_t hello_sizes[] = { HELLO_SIZE_1_0_0 };
 static const size_t event_sizes[] = { EVENT_SIZE_1_0_0 };
+_Static_assert(offsetof(struct mrlease_stats, registrations) == STATS_SIZE_1_0_0, "mrlease_stats 1.0.0 is frozen");
+_Static_assert(sizeof(struct mrlease_stats) == STATS_SIZE_1_1_0, "mrlease_stats grew: add its size to stats_sizes");
+_Static_assert(sizeof(struct mrlease_hello) == HELLO_SIZE_1_0_0, "mrlease_hello grew: add its size to hello_sizes");
+_Static_assert(sizeof(struct mrlease_event) == EVENT_SIZE_1_0_0, "mrlease_event grew: add its size to event_sizes");
 
 struct layout {
     const char *op;
