@@ -26,6 +26,21 @@ final class CClientTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(checks.passed, 70, "the checks ran: \(checks.passed)")
     }
 
+    /// A program built against libmrlease 1.0.0's header (clib/abi/mrlease-1.0.0.h: shorter
+    /// structs, no sized calls), linked to this libmrlease.so.1, gets 1.0.0's layouts: every
+    /// result lands in a heap block of the old size, and ASan reports a byte written past it.
+    func testAProgramBuiltAgainstTheFirstHeaderRunsAgainstThisLibrary() throws {
+        try Facility.requireNoRDMADevice()
+        try CLibrary.make()
+        let daemon = try RunningDaemon()
+        defer { XCTAssertEqual(daemon.stop(), 0, daemon.log) }
+        let scratch = try ScratchDirectory(name: "mrlease-clib-compat")
+        let checks = try CLibrary.runChecks(["host", daemon.socketPath, scratch.path], program: "compat-1.0.0")
+        XCTAssertEqual(checks.status, 0, checks.output)
+        XCTAssertEqual(checks.failed, 0, checks.failures.joined(separator: "\n"))
+        XCTAssertEqual(checks.passed, 4, checks.output)
+    }
+
     /// Only the mrlease_* API leaves the shared library, and it carries its soname.
     func testTheLibraryExportsOnlyItsAPIUnderItsSoname() throws {
         try CLibrary.make()
