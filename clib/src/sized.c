@@ -10,19 +10,24 @@
 #include "internal.h"
 
 /* Each struct's sizes as released, oldest first: 1.0.0's (unversioned symbols, before the sized
- * calls), then each later one. A new field goes at the end, 8-aligned; the struct's new size
- * joins its list, and the assertions below fail the build until it does. */
-#define STATS_SIZE_1_0_0 120
-#define STATS_SIZE_1_1_0 160          /* + registrations, restorations, regions_lost, grants, peers */
-#define HELLO_SIZE_1_0_0 128
-#define EVENT_SIZE_1_0_0 160
-static const size_t stats_sizes[] = { STATS_SIZE_1_0_0, STATS_SIZE_1_1_0 };
-static const size_t hello_sizes[] = { HELLO_SIZE_1_0_0 };
-static const size_t event_sizes[] = { EVENT_SIZE_1_0_0 };
-_Static_assert(offsetof(struct mrlease_stats, registrations) == STATS_SIZE_1_0_0, "mrlease_stats 1.0.0 is frozen");
-_Static_assert(sizeof(struct mrlease_stats) == STATS_SIZE_1_1_0, "mrlease_stats grew: add its size to stats_sizes");
-_Static_assert(sizeof(struct mrlease_hello) == HELLO_SIZE_1_0_0, "mrlease_hello grew: add its size to hello_sizes");
-_Static_assert(sizeof(struct mrlease_event) == EVENT_SIZE_1_0_0, "mrlease_event grew: add its size to event_sizes");
+ * calls), then each later one, as offsets and sizes rather than numbers, so that they hold on
+ * every ABI the library is built for. A new field goes at the end; the size its struct had
+ * before becomes offsetof(the new field) and joins its list, and the ENDS_WITH assertions below
+ * fail the build until the newest size names the new last field. */
+#define END_OF(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+#define ENDS_WITH(type, field) (sizeof(type) == (END_OF(type, field) + _Alignof(type) - 1) / _Alignof(type) * _Alignof(type))
+static const size_t stats_sizes[] = {
+    offsetof(struct mrlease_stats, registrations),    /* 1.0.0 */
+    sizeof(struct mrlease_stats),                     /* 1.1.0: + registrations … peers */
+};
+static const size_t hello_sizes[] = { sizeof(struct mrlease_hello) /* 1.0.0 */ };
+static const size_t event_sizes[] = { sizeof(struct mrlease_event) /* 1.0.0 */ };
+#define STATS_SIZE_1_0_0 offsetof(struct mrlease_stats, registrations)
+#define HELLO_SIZE_1_0_0 sizeof(struct mrlease_hello)
+#define EVENT_SIZE_1_0_0 sizeof(struct mrlease_event)
+_Static_assert(ENDS_WITH(struct mrlease_stats, peers), "mrlease_stats grew: list its size in stats_sizes");
+_Static_assert(ENDS_WITH(struct mrlease_hello, layout_protection), "mrlease_hello grew: list its size in hello_sizes");
+_Static_assert(ENDS_WITH(struct mrlease_event, peer_address), "mrlease_event grew: list its size in event_sizes");
 
 struct layout {
     const char *op;
