@@ -28,7 +28,7 @@ enum CLibrary {
         // The guests see the tree read-only: the host built it (Scripts/test and Scripts/vm-test
         // run `make -C clib all tests` before booting).
         if ProcessInfo.processInfo.environment["MRLEASED_VM"] == "1" {
-            for program in ["/libmrlease.so.1.0.0", "/check/client-test", "/examples/truncate-demo", "/check/example-truncate-demo"]
+            for program in ["/libmrlease.so.1.1.0", "/check/client-test", "/examples/truncate-demo", "/check/example-truncate-demo"]
             where !FileManager.default.isExecutableFile(atPath: build + program) {
                 throw TestFailure("clib/build\(program) is missing: run make -C clib all tests on the host before Scripts/vm-test --no-build")
             }
@@ -50,15 +50,16 @@ enum CLibrary {
         var failures: [String] { output.split(separator: "\n").filter { $0.hasPrefix("not ok") }.map(String.init) }
     }
 
-    /// Runs `build/check/client-test` with `arguments`; its last line counts its checks.
-    static func runChecks(_ arguments: [String]) throws -> Checks {
+    /// Runs `build/check/PROGRAM` (client-test, compat-1.0.0) with `arguments`; its last line
+    /// counts its checks.
+    static func runChecks(_ arguments: [String], program: String = "client-test") throws -> Checks {
         try make()
-        let run = try Subprocess.run(build + "/check/client-test", arguments)
+        let run = try Subprocess.run(build + "/check/" + program, arguments)
         print(run.stdout + run.stderr)
         let last = run.stdout.split(separator: "\n").last { $0.hasPrefix("checks: ") }
         let numbers = last.map { $0.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) } } ?? []
         guard numbers.count == 2 else {
-            throw TestFailure("client-test ended without its count (status \(run.status)): \(run.stderr)")
+            throw TestFailure("\(program) ended without its count (status \(run.status)): \(run.stderr)")
         }
         return Checks(status: run.status, output: run.stdout, passed: numbers[0], failed: numbers[1])
     }

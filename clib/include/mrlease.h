@@ -1,4 +1,6 @@
-/* mrlease.h: the C client library of mrleased (libmrlease), protocol version 1.
+/* SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * mrlease.h: the C client library of mrleased (libmrlease), protocol version 1.
  *
  * One mrlease_conn is one connection to the daemon's SOCK_SEQPACKET socket. Requests are
  * synchronous: each call sends one request and reads until its reply; events that arrive
@@ -12,6 +14,14 @@
  * one thread at a time; different connections are independent.
  *
  * Link with `pkg-config --cflags --libs mrlease`. The manual is libmrlease(3).
+ *
+ * Compatibility (docs/c-client.md, "Compatibility promise"): the soname stays libmrlease.so.1
+ * and every symbol is versioned (MRLEASE_1.0, later ones MRLEASE_1.1 …). The result structs
+ * that grow (mrlease_hello, mrlease_stats, mrlease_event) only grow at their end, and the calls
+ * that fill and release them are inline wrappers here that pass sizeof the caller's struct to
+ * the library (mrlease_stats → mrlease_stats_sized): a program built against an older header
+ * gets the fields it knows, one built against a newer header gets zeros in the fields this
+ * library does not know yet. Every other struct is frozen as it is.
  */
 #ifndef MRLEASE_H
 #define MRLEASE_H
@@ -33,6 +43,14 @@ extern "C" {
 #define MRLEASE_DEFAULT_SOCKET "/run/mrleased/mrleased.sock"
 #define MRLEASE_MAX_MESSAGE_BYTES 65536
 #define MRLEASE_MAX_ACK_REGIONS 2048   /* regions one mrlease_ack_regions() message may name */
+
+/* The library itself is built with MRLEASE_BUILDING_LIBRARY: it defines the unsized calls as
+ * functions, for programs built against the header of libmrlease 1.0.0 (before the sized calls). */
+#ifdef MRLEASE_BUILDING_LIBRARY
+#define MRLEASE_SIZED_WRAPPER(declaration, body) MRLEASE_API declaration;
+#else
+#define MRLEASE_SIZED_WRAPPER(declaration, body) static inline declaration body
+#endif
 
 /* What a call did. The daemon's codes first (their wire names: mrlease_status_name), then
  * failures on this side. */
@@ -147,12 +165,19 @@ struct mrlease_hello {
     char **endpoints;                     /* "192.0.2.1:7471"; none when the daemon does not listen */
     size_t endpoint_count;
     char *layout_protection;              /* "inotify-detect" or "none" ("none" when absent) */
+    /* New fields go here, at the end (mrlease_hello_sized). */
 };
 
 /* Negotiates version 1 and learns what the daemon offers. `client_name` may be NULL.
- * Release the result with mrlease_hello_release. */
-MRLEASE_API mrlease_status mrlease_hello(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out);
-MRLEASE_API void mrlease_hello_release(struct mrlease_hello *hello);
+ * Release the result with mrlease_hello_release. The _sized calls take sizeof the caller's
+ * struct (the wrappers pass it); call them directly only from a binding that allocates its own. */
+MRLEASE_API mrlease_status mrlease_hello_sized(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out,
+                                               size_t out_size);
+MRLEASE_API void mrlease_hello_release_sized(struct mrlease_hello *hello, size_t hello_size);
+MRLEASE_SIZED_WRAPPER(mrlease_status mrlease_hello(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out),
+                      { return mrlease_hello_sized(conn, client_name, out, sizeof *out); })
+MRLEASE_SIZED_WRAPPER(void mrlease_hello_release(struct mrlease_hello *hello),
+                      { mrlease_hello_release_sized(hello, sizeof *hello); })
 
 /* ---- register, register-batch, deregister ---------------------------------------------- */
 
@@ -252,9 +277,18 @@ struct mrlease_stats {
     struct mrlease_latency break_to_unlock_micros;
     struct mrlease_request_latency *requests;        /* requestMicros, in the daemon's order */
     size_t request_count;
+    /* Since 1.0's sized calls; 0 when absent (a daemon from before these fields). Since the
+     * daemon started: regions registered, restored after a revocation, lost; now: grants in
+     * force and peers connected through them. */
+    uint64_t registrations, restorations, regions_lost, grants, peers;
+    /* New fields go here, at the end, and never into an array element struct above. */
 };
-MRLEASE_API mrlease_status mrlease_stats(mrlease_conn *conn, struct mrlease_stats *out);
-MRLEASE_API void mrlease_stats_release(struct mrlease_stats *stats);
+MRLEASE_API mrlease_status mrlease_stats_sized(mrlease_conn *conn, struct mrlease_stats *out, size_t out_size);
+MRLEASE_API void mrlease_stats_release_sized(struct mrlease_stats *stats, size_t stats_size);
+MRLEASE_SIZED_WRAPPER(mrlease_status mrlease_stats(mrlease_conn *conn, struct mrlease_stats *out),
+                      { return mrlease_stats_sized(conn, out, sizeof *out); })
+MRLEASE_SIZED_WRAPPER(void mrlease_stats_release(struct mrlease_stats *stats),
+                      { mrlease_stats_release_sized(stats, sizeof *stats); })
 
 /* ---- ack, verify ------------------------------------------------------------------------- */
 
@@ -323,6 +357,7 @@ struct mrlease_event {
     char *message;                        /* lost: why, or NULL */
     uint64_t grant, peer, generation;     /* peer-connected, peer-disconnected */
     char *peer_address;                   /* peer-connected, or NULL */
+    /* New fields go here, at the end (mrlease_next_event_sized). */
 };
 
 /* A descriptor that is readable while an event is queued or a packet waits on the socket:
@@ -333,8 +368,13 @@ MRLEASE_API int mrlease_event_fd(const mrlease_conn *conn);
  * only what has arrived). MRLEASE_ERR_NO_EVENT when none came; MRLEASE_ERR_DISCONNECTED when
  * the connection ended (queued events are returned first). Release with
  * mrlease_event_release. */
-MRLEASE_API mrlease_status mrlease_next_event(mrlease_conn *conn, struct mrlease_event *out, int timeout_millis);
-MRLEASE_API void mrlease_event_release(struct mrlease_event *event);
+MRLEASE_API mrlease_status mrlease_next_event_sized(mrlease_conn *conn, struct mrlease_event *out, size_t out_size,
+                                                    int timeout_millis);
+MRLEASE_API void mrlease_event_release_sized(struct mrlease_event *event, size_t event_size);
+MRLEASE_SIZED_WRAPPER(mrlease_status mrlease_next_event(mrlease_conn *conn, struct mrlease_event *out, int timeout_millis),
+                      { return mrlease_next_event_sized(conn, out, sizeof *out, timeout_millis); })
+MRLEASE_SIZED_WRAPPER(void mrlease_event_release(struct mrlease_event *event),
+                      { mrlease_event_release_sized(event, sizeof *event); })
 
 /* ---- Any request as JSON ------------------------------------------------------------------ */
 

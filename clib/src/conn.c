@@ -409,7 +409,7 @@ MRLEASE_API mrlease_status mrlease_request_json(mrlease_conn *conn, const char *
     return status;
 }
 
-MRLEASE_API mrlease_status mrlease_next_event(mrlease_conn *conn, struct mrlease_event *out, int timeout_millis) {
+mrlease_status mrl_next_event(mrlease_conn *conn, struct mrlease_event *out, int timeout_millis) {
     if (!conn) return MRLEASE_ERR_INVALID_ARGUMENT;
     mrl_clear(conn);
     if (!out) return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "mrlease_next_event: out is NULL");

@@ -92,11 +92,11 @@ mrlease_status mrl_parse_event(mrlease_conn *conn, json_object *message, struct 
     }
     if (reason) snprintf(out->reason, sizeof out->reason, "%s", reason);
     free(reason);
-    if (r.status) mrlease_event_release(out);
+    if (r.status) mrl_event_release(out);
     return r.status;
 }
 
-MRLEASE_API void mrlease_event_release(struct mrlease_event *event) {
+void mrl_event_release(struct mrlease_event *event) {
     if (!event) return;
     free(event->message);
     free(event->peer_address);

@@ -5,6 +5,7 @@
 #include <json-c/json.h>
 #include <stdarg.h>
 
+#define MRLEASE_BUILDING_LIBRARY
 #include "mrlease.h"
 
 /* The fd the library keeps for a region: a close-on-exec duplicate of the fd the region was
@@ -62,6 +63,15 @@ void mrl_release_held(mrlease_conn *conn, uint64_t region);
 void mrl_close_held(mrlease_conn *conn);
 /* What the library did about the lease on `fd` after the connection ended, appended to `text`. */
 void mrl_release_orphaned_lease(int fd, char *text, size_t size);
+
+/* The results that grow (sized.c turns them into the public sized calls): each fills or
+ * releases a whole struct of this library's own size. */
+mrlease_status mrl_hello(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out);
+void mrl_hello_release(struct mrlease_hello *hello);
+mrlease_status mrl_stats(mrlease_conn *conn, struct mrlease_stats *out);
+void mrl_stats_release(struct mrlease_stats *stats);
+mrlease_status mrl_next_event(mrlease_conn *conn, struct mrlease_event *out, int timeout_millis);
+void mrl_event_release(struct mrlease_event *event);
 
 /* Events. */
 mrlease_status mrl_enqueue(mrlease_conn *conn, json_object *event);

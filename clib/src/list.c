@@ -113,7 +113,7 @@ static struct mrlease_latency read_latency(struct mrl_reader *r, json_object *o)
     return l;
 }
 
-MRLEASE_API mrlease_status mrlease_stats(mrlease_conn *conn, struct mrlease_stats *out) {
+mrlease_status mrl_stats(mrlease_conn *conn, struct mrlease_stats *out) {
     if (!conn) return MRLEASE_ERR_INVALID_ARGUMENT;
     mrl_clear(conn);
     if (!out) return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "stats: out is NULL");
@@ -134,6 +134,11 @@ MRLEASE_API mrlease_status mrlease_stats(mrlease_conn *conn, struct mrlease_stat
     out->clients = mrl_u64(&r, result, "clients");
     out->layout_changes_handled = mrl_u64_optional(&r, result, "layoutChangesHandled", &present);
     out->layout_checks = mrl_u64_optional(&r, result, "layoutChecks", &present);
+    out->registrations = mrl_u64_optional(&r, result, "registrations", &present);
+    out->restorations = mrl_u64_optional(&r, result, "restorations", &present);
+    out->regions_lost = mrl_u64_optional(&r, result, "regionsLost", &present);
+    out->grants = mrl_u64_optional(&r, result, "grants", &present);
+    out->peers = mrl_u64_optional(&r, result, "peers", &present);
     json_object *requests = mrl_object(&r, result, "requestMicros", 0);
     size_t n = requests ? (size_t)json_object_object_length(requests) : 0;
     out->requests = mrl_calloc(&r, n, sizeof *out->requests);
@@ -147,11 +152,11 @@ MRLEASE_API mrlease_status mrlease_stats(mrlease_conn *conn, struct mrlease_stat
         }
     }
     json_object_put(result);
-    if (r.status) mrlease_stats_release(out);
+    if (r.status) mrl_stats_release(out);
     return r.status;
 }
 
-MRLEASE_API void mrlease_stats_release(struct mrlease_stats *stats) {
+void mrl_stats_release(struct mrlease_stats *stats) {
     if (!stats) return;
     for (size_t i = 0; stats->requests && i < stats->request_count; i++) free(stats->requests[i].type);
     free(stats->requests);

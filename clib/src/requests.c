@@ -44,7 +44,7 @@ static void read_device(struct mrl_reader *r, json_object *d, struct mrlease_dev
     out->odp_integrity_detail = mrl_string(r, d, "odpIntegrityDetail", 0);
 }
 
-MRLEASE_API mrlease_status mrlease_hello(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out) {
+mrlease_status mrl_hello(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out) {
     BEGIN_OUT(conn, out, "hello");
     json_object *request = mrl_request("hello"), *versions = json_object_new_array();
     if (request && versions) json_object_array_add(versions, json_object_new_uint64(MRLEASE_PROTOCOL_VERSION));
@@ -91,11 +91,11 @@ MRLEASE_API mrlease_status mrlease_hello(mrlease_conn *conn, const char *client_
     if (!out->layout_protection && !r.status && !(out->layout_protection = strdup("none")))
         r.status = mrl_fail(conn, MRLEASE_ERR_NO_MEMORY, "hello reply: out of memory");
     json_object_put(result);
-    if (r.status) mrlease_hello_release(out);
+    if (r.status) mrl_hello_release(out);
     return r.status;
 }
 
-MRLEASE_API void mrlease_hello_release(struct mrlease_hello *hello) {
+void mrl_hello_release(struct mrlease_hello *hello) {
     if (!hello) return;
     for (size_t i = 0; hello->devices && i < hello->device_count; i++) {
         free(hello->devices[i].name);

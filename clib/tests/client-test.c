@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
@@ -432,6 +433,62 @@ static void bad_reply_checks(void) {
     finish_fake(pid);
 }
 
+/* The structs that grow: a program built against libmrlease 1.0.0's header (a shorter
+ * mrlease_stats) gets its fields and nothing written past them (ASan watches the exact-size
+ * allocation); one built against a newer header gets zeros past this library's fields. */
+static void sized_checks(void) {
+    static const char *const reply =
+        "{\"v\":1,\"type\":\"stats\",\"id\":%ID%,\"result\":{\"files\":2,\"regions\":3,\"bytesByStrategy\":{\"odp\":0,\"pinned\":8192},"
+        "\"leasesHeld\":2,\"breaksHandled\":5,\"breakToUnlockMicros\":{\"p50\":64,\"p99\":700,\"max\":700,\"count\":5},\"clients\":1,"
+        "\"registrations\":7,\"restorations\":5,\"regionsLost\":1,\"grants\":2,\"peers\":3,"
+        "\"requestMicros\":{\"stats\":{\"p50\":32,\"p99\":41,\"max\":41,\"count\":3}}}}";
+    const char *script[] = { reply, NULL };
+    pid_t pid;
+    mrlease_conn *c = fake_connection(script, &pid);
+    struct mrlease_stats st;
+    if (expect(c, "stats with the counters since start", mrlease_stats(c, &st), MRLEASE_OK))
+        check(st.files == 2 && st.registrations == 7 && st.restorations == 5 && st.regions_lost == 1 && st.grants == 2 && st.peers == 3,
+              "stats: registrations, restorations, regions_lost, grants, peers", "%llu %llu %llu %llu %llu",
+              (unsigned long long)st.registrations, (unsigned long long)st.restorations, (unsigned long long)st.regions_lost,
+              (unsigned long long)st.grants, (unsigned long long)st.peers);
+    mrlease_stats_release(&st);
+    mrlease_destroy(c);
+    finish_fake(pid);
+
+    const size_t size_1_0_0 = offsetof(struct mrlease_stats, registrations);
+    struct mrlease_stats *old = malloc(size_1_0_0);
+    c = fake_connection(script, &pid);
+    if (expect(c, "stats into a 1.0.0-sized struct", mrlease_stats_sized(c, old, size_1_0_0), MRLEASE_OK))
+        check(old->files == 2 && old->request_count == 1 && !strcmp(old->requests[0].type, "stats"),
+              "a 1.0.0-sized struct gets its fields", "files %llu, %zu request types", (unsigned long long)old->files, old->request_count);
+    mrlease_stats_release_sized(old, size_1_0_0);
+    free(old);
+    mrlease_destroy(c);
+    finish_fake(pid);
+
+    const size_t newer = sizeof(struct mrlease_stats) + 16;
+    unsigned char *future = malloc(newer);
+    memset(future, 0xAA, newer);
+    c = fake_connection(script, &pid);
+    if (expect(c, "stats into a newer header's longer struct", mrlease_stats_sized(c, (struct mrlease_stats *)future, newer), MRLEASE_OK)) {
+        int zero = 1;
+        for (size_t i = sizeof(struct mrlease_stats); i < newer; i++) zero &= future[i] == 0;
+        check(zero && ((struct mrlease_stats *)future)->peers == 3, "a longer struct: the fields this library knows, zeros after them",
+              "tail zero %d", zero);
+    }
+    mrlease_stats_release_sized((struct mrlease_stats *)future, newer);
+    free(future);
+    mrlease_destroy(c);
+    finish_fake(pid);
+
+    c = mrlease_create();
+    struct mrlease_event ev;
+    expect(c, "a struct smaller than any layout: invalid argument, nothing sent", mrlease_next_event_sized(c, &ev, 8, 0),
+           MRLEASE_ERR_INVALID_ARGUMENT);
+    mrlease_event_release_sized(NULL, sizeof ev);
+    mrlease_destroy(c);
+}
+
 /* A daemon that dies holding a lease on the client's file: the library releases it (§3). */
 static void dead_daemon_check(void) {
     const char *script[] = { "LEASE", "CLOSE", NULL };
@@ -614,6 +671,7 @@ int main(int argc, char **argv) {
     thread_checks(c, &h, 1);
     if (!guest) {
         bad_reply_checks();
+        sized_checks();
         dead_daemon_check();
         puts("# not provokable here: file-busy and unsupported-filesystem (the daemon refuses every registration on a host without "
              "an RDMA device first: strategy-unavailable), fd-not-received (the daemon out of fds), shutting-down (the daemon "

@@ -1,0 +1,354 @@
+/* libmrlease 1.0.0's header as released (commit 030eaa8), before symbol versions and the sized
+ * calls: tests/compat-1.0.0.c is built against it to run as a program of that time would. Never
+ * edited. */
+/* mrlease.h: the C client library of mrleased (libmrlease), protocol version 1.
+ *
+ * One mrlease_conn is one connection to the daemon's SOCK_SEQPACKET socket. Requests are
+ * synchronous: each call sends one request and reads until its reply; events that arrive
+ * meanwhile are queued, and mrlease_next_event() returns them in order. mrlease_event_fd()
+ * is readable whenever an event is queued or a packet waits on the socket, so it can sit in
+ * the application's own poll/epoll loop.
+ *
+ * Every call returns an mrlease_status: MRLEASE_OK (0), one of the daemon's error codes
+ * (docs/protocol.md §6), or a local one. The connection keeps a message for the last failure
+ * (mrlease_message). No call aborts, prints or keeps global state. A connection may be used by
+ * one thread at a time; different connections are independent.
+ *
+ * Link with `pkg-config --cflags --libs mrlease`. The manual is libmrlease(3).
+ */
+#ifndef MRLEASE_H
+#define MRLEASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(MRLEASE_NO_VISIBILITY)
+#define MRLEASE_API __attribute__((visibility("default")))
+#else
+#define MRLEASE_API
+#endif
+
+#define MRLEASE_PROTOCOL_VERSION 1
+#define MRLEASE_DEFAULT_SOCKET "/run/mrleased/mrleased.sock"
+#define MRLEASE_MAX_MESSAGE_BYTES 65536
+#define MRLEASE_MAX_ACK_REGIONS 2048   /* regions one mrlease_ack_regions() message may name */
+
+/* What a call did. The daemon's codes first (their wire names: mrlease_status_name), then
+ * failures on this side. */
+typedef enum mrlease_status {
+    MRLEASE_OK = 0,
+    /* The daemon refused the request (docs/protocol.md §6). */
+    MRLEASE_FILE_BUSY = 1,                /* file-busy */
+    MRLEASE_ACCESS_DENIED,                /* access-denied */
+    MRLEASE_NOT_REGULAR_FILE,             /* not-regular-file */
+    MRLEASE_RANGE_OUT_OF_FILE,            /* range-out-of-file */
+    MRLEASE_BAD_ALIGNMENT,                /* bad-alignment */
+    MRLEASE_UNSUPPORTED_FILESYSTEM,       /* unsupported-filesystem */
+    MRLEASE_STRATEGY_UNAVAILABLE,         /* strategy-unavailable */
+    MRLEASE_QUOTA_EXCEEDED,               /* quota-exceeded */
+    MRLEASE_BAD_REQUEST,                  /* bad-request */
+    MRLEASE_UNKNOWN_REGION,               /* unknown-region */
+    MRLEASE_MESSAGE_TOO_LARGE,            /* message-too-large */
+    MRLEASE_TOO_MANY_FDS,                 /* too-many-fds */
+    MRLEASE_FD_NOT_RECEIVED,              /* fd-not-received (after the library's retries) */
+    MRLEASE_MISSING_FD,                   /* missing-fd */
+    MRLEASE_UNSUPPORTED_VERSION,          /* unsupported-version */
+    MRLEASE_TOO_MANY_REQUESTS,            /* too-many-requests */
+    MRLEASE_SHUTTING_DOWN,                /* shutting-down */
+    MRLEASE_UNKNOWN_GRANT,                /* unknown-grant */
+    MRLEASE_REMOTE_ACCESS_UNAVAILABLE,    /* remote-access-unavailable */
+    MRLEASE_INTERNAL,                     /* internal, and any code this library does not know */
+    /* Failures on this side. */
+    MRLEASE_ERR_SYSTEM = 100,             /* a system call failed: mrlease_errno() */
+    MRLEASE_ERR_DISCONNECTED,             /* the daemon's connection ended (or was never made) */
+    MRLEASE_ERR_BAD_REPLY,                /* the daemon sent a packet this library cannot read */
+    MRLEASE_ERR_TIMEOUT,                  /* no reply within the reply timeout */
+    MRLEASE_ERR_INVALID_ARGUMENT,         /* the call's arguments are wrong; nothing was sent */
+    MRLEASE_ERR_NO_MEMORY,                /* malloc failed */
+    MRLEASE_ERR_NO_EVENT                  /* mrlease_next_event: none within the timeout */
+} mrlease_status;
+
+/* Remote access rights of a region or grant: a bit set. */
+enum {
+    MRLEASE_ACCESS_READ = 1,
+    MRLEASE_ACCESS_WRITE = 2,
+    MRLEASE_ACCESS_ATOMIC = 4
+};
+
+typedef enum mrlease_strategy {
+    MRLEASE_STRATEGY_ANY = 0,             /* requests only: the daemon chooses */
+    MRLEASE_STRATEGY_ODP = 1,
+    MRLEASE_STRATEGY_PINNED = 2
+} mrlease_strategy;
+
+typedef enum mrlease_layout {
+    MRLEASE_LAYOUT_UNCHANGED = 0,
+    MRLEASE_LAYOUT_CHANGED = 1,
+    MRLEASE_LAYOUT_UNKNOWN = 2            /* the daemon could not read the extent map */
+} mrlease_layout;
+
+typedef struct mrlease_conn mrlease_conn;
+
+/* ---- Connection ---------------------------------------------------------------------- */
+
+/* A new, unconnected connection object; NULL only when out of memory. */
+MRLEASE_API mrlease_conn *mrlease_create(void);
+/* Connects to `path`; NULL: $MRLEASED_SOCKET when set and not empty, else
+ * MRLEASE_DEFAULT_SOCKET. MRLEASE_ERR_SYSTEM when socket(2) or connect(2) fails. */
+MRLEASE_API mrlease_status mrlease_connect(mrlease_conn *conn, const char *path);
+/* Closes the connection (the daemon deregisters every region it made) and the fds the
+ * library kept, and frees `conn`. NULL is allowed. */
+MRLEASE_API void mrlease_destroy(mrlease_conn *conn);
+
+/* How long a request waits for its reply, in ms; negative: forever. Default 60000. */
+MRLEASE_API void mrlease_set_reply_timeout(mrlease_conn *conn, int millis);
+
+/* The last failure on this connection, for people: which call, what happened, what to do.
+ * Empty after a call that succeeded. Valid until the next call on `conn`. */
+MRLEASE_API const char *mrlease_message(const mrlease_conn *conn);
+/* The errno of the last failure: of the local system call (MRLEASE_ERR_SYSTEM), or the
+ * daemon's `errnoValue` when it sent one; 0 otherwise. */
+MRLEASE_API int mrlease_errno(const mrlease_conn *conn);
+/* The daemon's symbolic errno of the last refusal ("EAGAIN"), or "" when it sent none. */
+MRLEASE_API const char *mrlease_errno_name(const mrlease_conn *conn);
+/* The failing range's position in the last mrlease_register_batch refusal, or -1. */
+MRLEASE_API long mrlease_error_index(const mrlease_conn *conn);
+/* The daemon's error code word of the last refusal as it came ("file-busy"), or "". */
+MRLEASE_API const char *mrlease_error_code(const mrlease_conn *conn);
+
+/* The wire name of a daemon code ("file-busy"), or a short name for a local status. */
+MRLEASE_API const char *mrlease_status_name(mrlease_status status);
+
+/* ---- hello ----------------------------------------------------------------------------- */
+
+struct mrlease_device {
+    char *name;                           /* "rxe0" */
+    int odp_supported;
+    unsigned odp_rc;                      /* MRLEASE_ODP_* bits */
+    char *odp_integrity;                  /* "intact", "corrupts-unaligned", "not-applicable", "failed"; NULL when absent */
+    uint32_t transfer_alignment;          /* 0 when absent */
+    char *odp_integrity_detail;           /* NULL when absent */
+};
+enum {
+    MRLEASE_ODP_SEND = 1, MRLEASE_ODP_RECV = 2, MRLEASE_ODP_WRITE = 4,
+    MRLEASE_ODP_READ = 8, MRLEASE_ODP_ATOMIC = 16, MRLEASE_ODP_SRQ_RECV = 32
+};
+
+struct mrlease_hello {
+    uint64_t version;                     /* the negotiated protocol version */
+    char *daemon;                         /* "mrleased 0.1.0" */
+    struct mrlease_device *devices;
+    size_t device_count;
+    unsigned strategies;                  /* bits (1 << MRLEASE_STRATEGY_ODP), (1 << MRLEASE_STRATEGY_PINNED) */
+    /* limits; 0 when the daemon did not send one */
+    uint64_t max_message_bytes, max_regions_per_uid, max_bytes_per_uid, quiesce_millis,
+             max_batch_ranges, max_connections, max_connections_per_uid, max_queued_bytes;
+    char **endpoints;                     /* "192.0.2.1:7471"; none when the daemon does not listen */
+    size_t endpoint_count;
+    char *layout_protection;              /* "inotify-detect" or "none" ("none" when absent) */
+};
+
+/* Negotiates version 1 and learns what the daemon offers. `client_name` may be NULL.
+ * Release the result with mrlease_hello_release. */
+MRLEASE_API mrlease_status mrlease_hello(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out);
+MRLEASE_API void mrlease_hello_release(struct mrlease_hello *hello);
+
+/* ---- register, register-batch, deregister ---------------------------------------------- */
+
+struct mrlease_range {
+    uint64_t offset;                      /* a multiple of the page size */
+    uint64_t length;                      /* > 0 */
+    unsigned access;                      /* MRLEASE_ACCESS_* bits, at least one */
+    mrlease_strategy strategy;
+    const char *tag;                      /* NULL: none; at most 256 bytes */
+};
+
+typedef enum mrlease_backing {
+    MRLEASE_BACKING_UNKNOWN = 0,          /* a word this library does not know */
+    MRLEASE_BACKING_FS_DAX,
+    MRLEASE_BACKING_PAGE_CACHE,
+    MRLEASE_BACKING_SHMEM
+} mrlease_backing;
+
+struct mrlease_registration {
+    uint64_t region;
+    uint32_t lkey, rkey;
+    uint64_t address, length;
+    mrlease_strategy strategy;            /* ODP or PINNED */
+    char *strategy_reason;
+    char *device;
+    mrlease_backing backing;
+};
+
+/* Registers one range of the file behind `fd` (sent with SCM_RIGHTS; its open mode bounds the
+ * access: O_RDONLY read only, O_RDWR all). The library keeps a close-on-exec duplicate of
+ * `fd` until the region is deregistered or the connection destroyed, to release a lease a
+ * dead daemon left (docs/protocol.md §3). fd-not-received is retried after 10, 50 and
+ * 250 ms. Release the result with mrlease_registration_release. */
+MRLEASE_API mrlease_status mrlease_register(mrlease_conn *conn, int fd, const struct mrlease_range *range,
+                                            struct mrlease_registration *out);
+/* Up to the daemon's max_batch_ranges ranges of one file in one request: all or none (on a
+ * refusal, mrlease_error_index names the failing range). `out` has room for `count`. */
+MRLEASE_API mrlease_status mrlease_register_batch(mrlease_conn *conn, int fd, const struct mrlease_range *ranges,
+                                                  size_t count, struct mrlease_registration *out);
+MRLEASE_API void mrlease_registration_release(struct mrlease_registration *registration);
+/* Deregisters one of this connection's regions, in any state. */
+MRLEASE_API mrlease_status mrlease_deregister(mrlease_conn *conn, uint64_t region);
+
+/* ---- list -------------------------------------------------------------------------------- */
+
+struct mrlease_peer {
+    uint64_t peer;
+    char *address;
+    uint64_t generation;
+};
+struct mrlease_grant_info {
+    uint64_t grant;
+    unsigned access;
+    uint64_t max_peers;
+    int has_expiry;
+    uint64_t expires_in_millis;
+    struct mrlease_peer *peers;
+    size_t peer_count;
+};
+struct mrlease_region {
+    uint64_t region;
+    char *file;                           /* "major:minor:inode" */
+    uint64_t offset, length;
+    unsigned access;
+    mrlease_strategy strategy;
+    char *state;                          /* "registered", "revoking", "revoked", "lost" */
+    int has_keys;                         /* the MR exists: lkey, rkey, address are set */
+    uint32_t lkey, rkey;
+    uint64_t address;
+    char *tag;                            /* NULL when none */
+    int64_t pid;                          /* the owner's pid with `all`, else -1 */
+    uint64_t generation;                  /* 0 when absent */
+    struct mrlease_grant_info *grants;
+    size_t grant_count;
+};
+struct mrlease_region_list {
+    struct mrlease_region *regions;
+    size_t count;
+};
+/* This connection's regions, every page; `all`: those of every connection of this uid (of
+ * every uid for root). Release with mrlease_region_list_release. */
+MRLEASE_API mrlease_status mrlease_list(mrlease_conn *conn, int all, struct mrlease_region_list *out);
+MRLEASE_API void mrlease_region_list_release(struct mrlease_region_list *list);
+
+/* ---- stats ------------------------------------------------------------------------------- */
+
+struct mrlease_latency {
+    uint64_t p50, p99, max, count;
+};
+struct mrlease_request_latency {
+    char *type;                           /* "register" */
+    struct mrlease_latency micros;
+};
+struct mrlease_stats {
+    uint64_t files, regions, bytes_odp, bytes_pinned, leases_held, breaks_handled, clients;
+    uint64_t layout_changes_handled, layout_checks;  /* 0 when absent */
+    struct mrlease_latency break_to_unlock_micros;
+    struct mrlease_request_latency *requests;        /* requestMicros, in the daemon's order */
+    size_t request_count;
+};
+MRLEASE_API mrlease_status mrlease_stats(mrlease_conn *conn, struct mrlease_stats *out);
+MRLEASE_API void mrlease_stats_release(struct mrlease_stats *stats);
+
+/* ---- ack, verify ------------------------------------------------------------------------- */
+
+/* The client has stopped RDMA to a revoking region; succeeds for a region not revoking. */
+MRLEASE_API mrlease_status mrlease_ack(mrlease_conn *conn, uint64_t region);
+/* ack for count regions (1 to MRLEASE_MAX_ACK_REGIONS) in one message, all or none: one region
+ * that is not this connection's fails the call (UNKNOWN_REGION) and acknowledges none. */
+MRLEASE_API mrlease_status mrlease_ack_regions(mrlease_conn *conn, const uint64_t *regions, size_t count);
+
+struct mrlease_verification {
+    mrlease_layout layout;
+    int layout_changed;                   /* true unless UNCHANGED */
+    uint64_t extents_before, extents_after;
+};
+MRLEASE_API mrlease_status mrlease_verify(mrlease_conn *conn, uint64_t region, struct mrlease_verification *out);
+
+/* ---- grant, revoke-grant ----------------------------------------------------------------- */
+
+struct mrlease_grant_request {
+    unsigned access;                      /* 0: the region's access */
+    uint64_t expires_in_millis;           /* 0: no expiry */
+    uint64_t max_peers;                   /* 0: the daemon's default (1) */
+};
+struct mrlease_grant {
+    uint64_t grant, region;
+    char *descriptor;                     /* the credential: give it only to the peer */
+    char *endpoint;
+    unsigned access;
+    uint64_t max_peers;
+    int has_expiry;
+    uint64_t expires_in_millis;
+    uint64_t alignment;
+};
+/* `request` may be NULL (all defaults). Release with mrlease_grant_release. */
+MRLEASE_API mrlease_status mrlease_grant(mrlease_conn *conn, uint64_t region, const struct mrlease_grant_request *request,
+                                         struct mrlease_grant *out);
+MRLEASE_API void mrlease_grant_release(struct mrlease_grant *grant);
+MRLEASE_API mrlease_status mrlease_revoke_grant(mrlease_conn *conn, uint64_t grant);
+
+/* ---- Events ------------------------------------------------------------------------------ */
+
+typedef enum mrlease_event_type {
+    MRLEASE_EVENT_OTHER = 0,              /* a name this library does not know: see `name` */
+    MRLEASE_EVENT_REVOKING,
+    MRLEASE_EVENT_REVOKED,
+    MRLEASE_EVENT_RESTORED,
+    MRLEASE_EVENT_LOST,
+    MRLEASE_EVENT_UNLINKED,
+    MRLEASE_EVENT_PEER_CONNECTED,
+    MRLEASE_EVENT_PEER_DISCONNECTED
+} mrlease_event_type;
+
+struct mrlease_event {
+    mrlease_event_type type;
+    char name[32];                        /* the wire name: "revoking" */
+    uint64_t region;
+    /* revoking: "lease-break", "layout-changed", "explicit", "shutdown"; lost:
+     * "range-truncated", "unlinked", "restore-failed", "revoked"; peer-disconnected: "peer",
+     * "revoking", "grant-ended", "region-gone", "shutdown". Empty for other events. */
+    char reason[32];
+    uint64_t deadline_millis;             /* revoking */
+    uint64_t deadline_unix_millis;        /* revoking; 0 when absent */
+    uint32_t lkey, rkey;                  /* restored: the new keys */
+    uint64_t address;                     /* restored: the new address */
+    mrlease_layout layout;                /* restored */
+    char *message;                        /* lost: why, or NULL */
+    uint64_t grant, peer, generation;     /* peer-connected, peer-disconnected */
+    char *peer_address;                   /* peer-connected, or NULL */
+};
+
+/* A descriptor that is readable while an event is queued or a packet waits on the socket:
+ * put it in poll/epoll (POLLIN) and call mrlease_next_event(conn, ev, 0) until it returns
+ * MRLEASE_ERR_NO_EVENT. Owned by `conn`; -1 before mrlease_connect. */
+MRLEASE_API int mrlease_event_fd(const mrlease_conn *conn);
+/* The next event: a queued one, else one read within `timeout_millis` (negative: wait; 0:
+ * only what has arrived). MRLEASE_ERR_NO_EVENT when none came; MRLEASE_ERR_DISCONNECTED when
+ * the connection ended (queued events are returned first). Release with
+ * mrlease_event_release. */
+MRLEASE_API mrlease_status mrlease_next_event(mrlease_conn *conn, struct mrlease_event *out, int timeout_millis);
+MRLEASE_API void mrlease_event_release(struct mrlease_event *event);
+
+/* ---- Any request as JSON ------------------------------------------------------------------ */
+
+/* Sends `request_json` (one JSON object; "v" defaults to 1, "id" is set by the library) with
+ * `fd_count` fds, and returns the reply's status. `reply_json`, when not NULL, receives the
+ * whole reply (free() it), also for a refusal. For requests this header does not wrap yet,
+ * and for tests. */
+MRLEASE_API mrlease_status mrlease_request_json(mrlease_conn *conn, const char *request_json, const int *fds,
+                                                size_t fd_count, char **reply_json);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
