@@ -77,6 +77,9 @@ typedef enum mrlease_status {
     MRLEASE_UNKNOWN_GRANT,                /* unknown-grant */
     MRLEASE_REMOTE_ACCESS_UNAVAILABLE,    /* remote-access-unavailable */
     MRLEASE_INTERNAL,                     /* internal, and any code this library does not know */
+    /* Codes added after 1.0.0 come here, each with its own value: a program may meet a value
+     * it was built without, and treats it as MRLEASE_INTERNAL (docs/protocol.md §6). */
+    MRLEASE_OUT_OF_FDS = 21,              /* out-of-fds (libmrlease 1.1) */
     /* Failures on this side. */
     MRLEASE_ERR_SYSTEM = 100,             /* a system call failed: mrlease_errno() */
     MRLEASE_ERR_DISCONNECTED,             /* the daemon's connection ended (or was never made) */

@@ -273,6 +273,7 @@ static const struct { const char *word; mrlease_status status; } codes[] = {
     { "unsupported-version", MRLEASE_UNSUPPORTED_VERSION }, { "too-many-requests", MRLEASE_TOO_MANY_REQUESTS },
     { "shutting-down", MRLEASE_SHUTTING_DOWN }, { "unknown-grant", MRLEASE_UNKNOWN_GRANT },
     { "remote-access-unavailable", MRLEASE_REMOTE_ACCESS_UNAVAILABLE }, { "internal", MRLEASE_INTERNAL },
+    { "out-of-fds", MRLEASE_OUT_OF_FDS },
     { "system-error", MRLEASE_ERR_SYSTEM }, { "disconnected", MRLEASE_ERR_DISCONNECTED },
     { "bad-reply", MRLEASE_ERR_BAD_REPLY }, { "timeout", MRLEASE_ERR_TIMEOUT },
     { "invalid-argument", MRLEASE_ERR_INVALID_ARGUMENT }, { "no-memory", MRLEASE_ERR_NO_MEMORY },

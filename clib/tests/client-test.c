@@ -288,7 +288,8 @@ static void local_checks(void) {
     if (expect(c, "connect to a missing socket: system error", mrlease_connect(c, file_path("no-such.sock")), MRLEASE_ERR_SYSTEM))
         check(mrlease_errno(c) == ENOENT && strstr(mrlease_message(c), "is mrleased running?"), "connect: errno and advice",
               "errno %d, %s", mrlease_errno(c), mrlease_message(c));
-    check(!strcmp(mrlease_status_name(MRLEASE_FILE_BUSY), "file-busy") && !strcmp(mrlease_status_name(MRLEASE_ERR_BAD_REPLY), "bad-reply"),
+    check(!strcmp(mrlease_status_name(MRLEASE_FILE_BUSY), "file-busy") && !strcmp(mrlease_status_name(MRLEASE_ERR_BAD_REPLY), "bad-reply")
+              && !strcmp(mrlease_status_name(MRLEASE_OUT_OF_FDS), "out-of-fds"),
           "status names", "%s", mrlease_status_name(MRLEASE_FILE_BUSY));
     mrlease_destroy(c);
     mrlease_destroy(NULL);
