@@ -41,7 +41,14 @@ extension Engine {
     /// The type of the mount `fd` is on, from /proc/self/mountinfo; nil (logged) when it
     /// cannot be read, and the caller falls back to statfs's word.
     func mountedFilesystem(_ fd: FileDescriptor) -> String? {
-        do { return try FileFacts.inspect(fd, mount: true).filesystem } catch {
+        // The fd's path too, for when mountinfo has no entry with the file's mount id or
+        // device (a 9p mount with multidevs=remap reports devices of the server's own).
+        let path: String?
+        do { path = try readProcLink("/proc/self/fd/\(fd.rawValue)") } catch {
+            logger.debug("readlink of an fd failed naming a refused file's filesystem", metadata: ["errno": "\(error.symbolicName)"])
+            path = nil
+        }
+        do { return try FileFacts.inspect(fd, path: path, mount: true).filesystem } catch {
             logger.debug("statx/mountinfo failed naming a refused file's filesystem", metadata: ["errno": "\(error.symbolicName)"])
             return nil
         }

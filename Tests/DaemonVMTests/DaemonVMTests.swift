@@ -101,7 +101,7 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(Set(made.map(\.region)).count, ranges.count, "one region per range")
         XCTAssertEqual(try daemon.holdings().mrs, Set(made.map(\.rkey)).union(baseline.mrs))
         XCTAssertEqual(try daemon.holdings().leases, 1)
-        guard case .success(.list(let list)) = try client.request(.list(after: nil)) else { return XCTFail("list failed") }
+        guard case .success(.list(let list)) = try client.request(.list(after: nil, limit: UInt64(ranges.count))) else { return XCTFail("list failed") }
         XCTAssertEqual(list.regions.map(\.tag), ranges.map(\.tag), "in the request's order")
         XCTAssertEqual(list.regions.map(\.offset), ranges.map(\.offset))
         for registration in made { _ = try client.request(.deregister(region: registration.region)) }
