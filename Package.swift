@@ -143,7 +143,7 @@ let package = Package(
         // libmrlease (clib/, built with make): its C tests under ASan/UBSan against the built
         // `mrleased` (every request and error code on the host; a truncate's events in the
         // guests), its install layout, pkg-config file, exported symbols and man page.
-        .testTarget(name: "CClientTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "CClientTests", dependencies: ["TestSupport", "MRLeaseProtocol"]),
         .testTarget(name: "MRLeaseProtocolTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         .testTarget(name: "LinuxFileTests", dependencies: ["LinuxFile", "TestSupport"]),
         .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"]),

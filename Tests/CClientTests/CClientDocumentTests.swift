@@ -1,4 +1,5 @@
 import Foundation
+import MRLeaseProtocol
 import TestSupport
 import XCTest
 
@@ -43,7 +44,11 @@ final class CClientDocumentTests: XCTestCase {
             let word = line.trimmingCharacters(in: .whitespaces).prefix { $0.isLetter || $0.isNumber || $0 == "_" }
             return word.hasPrefix("MRLEASE_") && word != "MRLEASE_OK" ? String(word) : nil
         }
-        XCTAssertEqual(statuses.count, 27, "the header's statuses: \(statuses)")
+        // One status per protocol error code (each named in its comment), and the 7 local ones.
+        for code in ErrorCode.allCases {
+            XCTAssertTrue(header.contains("/* \(code.rawValue)"), "mrlease.h has no status for the protocol's \(code.rawValue)")
+        }
+        XCTAssertEqual(statuses.count, ErrorCode.allCases.count + 7, "the header's statuses: \(statuses)")
         for status in statuses { XCTAssertTrue(body.contains(status), "libmrlease(3) explains \(status)") }
     }
 
