@@ -274,7 +274,15 @@ public final class Daemon {
     /// (`list` pages), so a break waits at most for one request in progress.
     func turn(maxWaitMillis: Int32 = 1000) throws {
         let ready = try epoll.wait(timeoutMilliseconds: waitMillis(cap: maxWaitMillis), maxEvents: 256)
-        var lastUrgent = serveUrgent()
+        // The urgent set's own fd is readable in the loop's set when one of its fds is ready:
+        // only then does this turn cost the extra epoll_wait.
+        var lastUrgent: UInt64
+        if ready.contains(where: { $0.fd == urgent.readiness?.rawValue }) {
+            lastUrgent = serveUrgent()
+        } else {
+            lastUrgent = Engine.now()
+            fireTimers(now: lastUrgent)
+        }
         for event in ready where sources[event.fd].map({ !$0.isUrgent }) ?? false {
             if stopping { return }
             handle(event)
