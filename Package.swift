@@ -158,7 +158,7 @@ let package = Package(
         // The client library against the real `mrleased` binary on the host (no RDMA device).
         .testTarget(name: "MRLeaseClientTests", dependencies: ["MRLeaseClient", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
-        .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "mrleaseTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name,
         // RunningDaemon (DaemonLauncher's child on a scratch socket), and the recording
         // registrar the engine and daemon host tests check ordering with.
