@@ -10,7 +10,7 @@ struct MRLease: ParsableCommand {
         discussion: "Exit status: 0 ok; 1 the daemon is unreachable or refused (stderr says why); 2 usage; doctor: 3 a file would be refused.",
         version: Release.version,
         subcommands: [StatusCommand.self, ListCommand.self, RegisterCommand.self, DeregisterCommand.self,
-                      StatsCommand.self, DoctorCommand.self, PeerCommand.self]
+                      StatsCommand.self, DoctorCommand.self, PeerCommand.self, GrantCommand.self, RevokeGrantCommand.self]
     )
 
     /// ArgumentParser's own main, except that usage errors exit 2 (as the shells' builtins and
