@@ -52,6 +52,7 @@ enum ControlSocket {
             // A holder that exited without removing its socket refuses the connect: skip it.
             guard let socket = try? UnixSocket.connect(path: path) else { continue }
             defer { try? socket.close() }  // nothing was held on it
+            // A holder that does not answer within 30 s, or answers nonsense, is passed over.
             guard (try? socket.send(packet)) != nil, case .message(let message)? = try? receive(socket, seconds: 30),
                   case .reply(let reply)? = try? Codec.decodeServerMessage(message.bytes) else { continue }
             if case .failure(let error) = reply.outcome, error.code == .unknownRegion || error.code == .unknownGrant { continue }
@@ -98,6 +99,7 @@ final class ControlListener {
     func serveOne(client: MRLeaseClient, regions: Set<UInt64>, grants: inout Set<UInt64>) -> String? {
         guard let connection = try? socket.accept() else { return nil }  // the asker gave up
         defer { try? connection.close() }  // answered or not, this connection is done
+        // Another uid, or no well-formed request within 5 s: no answer (the asker moves on).
         guard let peer = try? connection.peerCredentials(), peer.uid == getuid(),
               case .message(let message)? = try? ControlSocket.receive(connection, seconds: 5),
               let newline = message.bytes.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
