@@ -3,14 +3,21 @@ import PackageDescription
 
 // Modules are split by what they depend on (the swift-nio way):
 // - CRDMA / CLinux: C headers only (libibverbs + librdmacm; Linux uapi shims).
-// - LinuxFile: leases, FIEMAP, statx/DAX, mmap, inotify, signalfd. No verbs.
+// - LinuxFile: leases, FIEMAP, statx/DAX, mmap, inotify, signalfd, SEQPACKET sockets. No verbs.
 // - Verbs: Swift owners of verbs resources (LinuxFile only for errno names).
 // - MRLeasePolicy: the pure rules (registration plan, strategy, file lifecycle, timers). No
 //   verbs and no syscalls of its own: it builds and is tested without libibverbs.
-// - MRLeaseGrant: the byte formats of remote access (descriptor, rdma_cm private data). Pure;
-//   only CLinux (for getrandom). Not yet served by the daemon.
+// - MRLeaseProtocol: the wire protocol's messages and codec (docs/protocol.md), the release and
+//   the default socket path. Pure Swift.
+// - MRLeaseGrant: the byte formats of remote access (descriptor, rdma_cm private data), shared
+//   by the daemon, MRLeasePeer and C peers. Pure; only CLinux (for getrandom).
 // - MRLeaseEngine: registration, revocation and restoration on real fds and verbs. No sockets.
-// - mrlease: the CLI.
+// - MRLeaseDaemon: the service (epoll loop, sessions, requests, grants and their peers' RC QPs,
+//   systemd integration); `mrleased` is its main.
+// - MRLeaseClient: what applications link to talk to mrleased. No verbs.
+// - MRLeasePeer: a remote peer of a grant (rdma_cm, one-sided verbs, reconnects).
+// - DaemonLauncher: starts mrleased and waits until it is ready (tests and the benchmark).
+// - mrlease: the CLI; mrleased: the daemon; mrleased-bench: the benchmarks.
 let package = Package(
     name: "mrleased",
     products: [
@@ -158,7 +165,7 @@ let package = Package(
         // The client library against the real `mrleased` binary on the host (no RDMA device).
         .testTarget(name: "MRLeaseClientTests", dependencies: ["MRLeaseClient", "MRLeaseProtocol", "LinuxFile", "TestSupport"]),
         // Drives the built `mrlease` executable as a user would.
-        .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "mrleaseTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name,
         // RunningDaemon (DaemonLauncher's child on a scratch socket), and the recording
         // registrar the engine and daemon host tests check ordering with.

@@ -36,10 +36,16 @@ extension MRLeaseClient {
     /// Events are noted and queued before they are returned; automatic acks' replies are
     /// consumed and come back as nothing-yet only when nothing else is waiting.
     func receive(until deadline: ContinuousClock.Instant?, op: String) throws(ClientError) -> ServerMessage? {
+        var resets = 0
         while true {
             guard try waitReadable(until: deadline, op: op) else { return nil }
             let received: UnixSocket.Received
             do { received = try socket.receive(maxSize: Codec.maxMessageBytes + 1, maxFDs: 1) } catch {
+                // A daemon that closed with our packets unread (it refused the connection, or
+                // died) leaves ECONNRESET, which the kernel reports before the packets it sent
+                // first; the report clears it, so read on: those packets, then end of stream
+                // (libmrlease does the same).
+                if error == .connectionReset && resets == 0 { resets += 1; continue }
                 if error == .connectionReset { throw connectionEnded(op: op) }
                 throw .system(op: "receive (\(op))", error)
             }

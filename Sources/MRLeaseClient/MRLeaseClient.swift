@@ -29,7 +29,7 @@ import Musl
 /// ```
 public final class MRLeaseClient {
     /// Where mrleased listens unless configured otherwise.
-    public static let defaultSocketPath = "/run/mrleased/mrleased.sock"
+    public static let defaultSocketPath = Codec.defaultSocketPath
 
     /// `$MRLEASED_SOCKET` when set and not empty, else `defaultSocketPath`.
     public static var configuredSocketPath: String {

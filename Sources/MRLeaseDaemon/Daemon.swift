@@ -18,7 +18,7 @@ import Verbs
 /// Create and run it on one thread: the engine aims lease-break signals at the creating thread.
 public final class Daemon {
     /// The release: what `mrleased --version` prints and Scripts/package versions the .deb by.
-    public static let release = "0.1"
+    public static let release = Release.version
     public static let version = "mrleased \(release)"
 
     /// What a watched fd is: each one the loop waits on has exactly one.

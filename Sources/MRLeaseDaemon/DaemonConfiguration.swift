@@ -6,7 +6,7 @@ import MRLeaseProtocol
 /// The daemon's settings: documented defaults, then the config file, then the environment,
 /// then command-line flags (each overriding the one before).
 public struct DaemonConfiguration: Sendable, Equatable {
-    public var socketPath = "/run/mrleased/mrleased.sock"
+    public var socketPath = Codec.defaultSocketPath
     /// Permissions of the socket file: who may connect at all. 0660 with `socketGroup`, as
     /// mrleased.socket has it: through the daemon a client gets leases and pinned pages, a
     /// power for RDMA users, not for every local account.

@@ -9,6 +9,11 @@ public enum Codec {
     /// The largest packet either side sends. The daemon receives at most this much; the kernel
     /// flags a longer packet as cut (`MSG_TRUNC`), and the daemon answers `message-too-large`.
     public static let maxMessageBytes = 65_536
+    /// Where mrleased listens unless configured otherwise (docs/protocol.md §1): the one Swift
+    /// spelling, which the daemon's default and the client's share. The C library's
+    /// `MRLEASE_DEFAULT_SOCKET`, `Config/mrleased.socket` and `Config/mrleased.conf` say the same
+    /// (SocketPathTests); the shell scripts read the unit.
+    public static let defaultSocketPath = "/run/mrleased/mrleased.sock"
     /// The longest `tag` and `clientName`, in bytes of UTF-8.
     public static let maxTagBytes = 256
     /// The most ranges one `register-batch` takes. Its reply must fit in one message: a

@@ -34,7 +34,8 @@ public enum RegionStatus: String, Sendable, Hashable, CaseIterable {
     case revoking
     /// The MR is deregistered; the daemon restores it once the file allows.
     case revoked
-    /// The region is gone for good (see the `lost` event's reason); deregister it.
+    /// The region is gone for good (see the `lost` event's reason). The daemon forgets a region
+    /// when it sends `lost` (its quota is free; `deregister` of it is `unknown-region`).
     case lost
 }
 

@@ -19,7 +19,9 @@ struct RegisterCommand: ParsableCommand {
         With --grant, each region is also granted to remote peers (mrleased must listen: its \
         `listen` setting) and one line `descriptor REGION GRANT mrlg…` per region is printed, holding \
         the credential a peer connects with (`mrlease peer DESCRIPTOR …`); give it only to the \
-        peer. The grants end with this process.
+        peer. The grants end with this process. While it runs, `mrlease grant REGION` and \
+        `mrlease revoke-grant GRANT` from another process of this user make and end grants on \
+        its regions through it (its control socket, register-PID.sock in $XDG_RUNTIME_DIR/mrlease).
         If mrleased dies, this process releases the lease it left on the file (else a truncate \
         or open of it would wait lease-break-time), prints what it did, and exits 1.
         Exit status: 0 interrupted after registering; 1 refused, unreachable, or the daemon \
@@ -95,31 +97,43 @@ struct RegisterCommand: ParsableCommand {
         for (registration, range) in zip(registrations, ranges) { printRegistration(registration, at: range.offset) }
         if !json { emit("  holding \(count == 1 ? "it" : "them"); events follow (Ctrl-C releases \(count == 1 ? "it" : "them"))") }
         if let text = write { try writeThroughMapping(text, client: client, region: registrations[0].region) }
+        var grants = Set<UInt64>()
         if grant {
             for registration in registrations {
                 let made = try daemonCall("grant") { () throws(ClientError) in
                     try client.grant(region: registration.region, access: grantAccess.flatMap(Self.accessSet),
                                      expiresInMillis: grantExpiresMs, maxPeers: maxPeers)
                 }
+                grants.insert(made.grant)
                 if json {
                     var object = WireJSON.object(.grant(made))
                     object["time"] = Self.now()
                     object["event"] = "granted"
                     emit(WireJSON.line(object))
                 } else {
-                    emit("descriptor \(made.region) \(made.grant) \(made.descriptor)")
-                    emit("  grant \(made.grant) on region \(made.region): \(made.access.map(\.rawValue).sorted().joined(separator: ",")) for up to \(made.maxPeers) peer\(made.maxPeers == 1 ? "" : "s") at \(made.endpoint), transfer alignment \(made.alignment)")
+                    Self.printGrant(made)
                 }
             }
         }
         let regions = registrations.map { String($0.region) }.joined(separator: ", ")
+        // Without it the regions still work; only `mrlease grant`/`revoke-grant` cannot reach them.
+        let control: ControlListener?
+        do { control = try ControlListener() } catch {
+            control = nil
+            printError("mrlease register: no control socket (mrlease grant/revoke-grant cannot reach this process): \(error)")
+        }
         while true {
             while let event = try nextEvent(client) { printEvent(event) }
             var fds = [pollfd(fd: signals.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: client.descriptor.rawValue, events: Int16(POLLIN), revents: 0)]
-            guard poll(&fds, 2, -1) >= 0 || errno == EINTR else {
+                       pollfd(fd: client.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: control?.descriptor.rawValue ?? -1, events: Int16(POLLIN), revents: 0)]
+            guard poll(&fds, 3, -1) >= 0 || errno == EINTR else {
                 printError("mrlease register: poll: errno \(errno)")
                 throw ExitCode(1)
+            }
+            if fds[2].revents != 0, let control,
+               let done = control.serveOne(client: client, regions: Set(registrations.map(\.region)), grants: &grants) {
+                if json { emit(WireJSON.line(["time": Self.now(), "event": "control", "detail": done])) } else { emit(done) }
             }
             if fds[0].revents != 0, let signal = try signals.read().first {
                 let name = signal.signal == SIGINT ? "SIGINT" : "SIGTERM"
@@ -187,6 +201,12 @@ struct RegisterCommand: ParsableCommand {
         } else {
             emit("\(Self.now()) wrote \(bytes.count) bytes at offset \(start) through a shared mapping of the leased fd")
         }
+    }
+
+    /// `descriptor REGION GRANT mrlg…` (what a script reads), then the grant's terms.
+    static func printGrant(_ made: GrantResult) {
+        emit("descriptor \(made.region) \(made.grant) \(made.descriptor)")
+        emit("  grant \(made.grant) on region \(made.region): \(made.access.map(\.rawValue).sorted().joined(separator: ",")) for up to \(made.maxPeers) peer\(made.maxPeers == 1 ? "" : "s") at \(made.endpoint), transfer alignment \(made.alignment)")
     }
 
     func printRegistration(_ r: Registration, at start: UInt64) {

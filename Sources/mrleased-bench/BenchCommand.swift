@@ -23,7 +23,8 @@ struct BenchCommand: ParsableCommand {
         --daemon: starts the real mrleased and times stats round trips over its socket against \
         an echo peer on a socketpair, then (with an RDMA device) 2 MiB registrations through it \
         against a direct Engine.register; the break and registration benchmarks do not run.
-        """
+        """,
+        version: Release.version
     )
 
     @Option(help: "Directory for the benchmark files (default: $TMPDIR, else /tmp).")

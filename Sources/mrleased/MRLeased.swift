@@ -15,7 +15,7 @@ struct MRLeased: ParsableCommand {
         and accepts a socket-activated listener (LISTEN_FDS). When stderr is the journal \
         ($JOURNAL_STREAM names stderr's device and inode) log lines carry no timestamp.
         """,
-        version: Daemon.release
+        version: Daemon.release   // Release.version (MRLeaseProtocol), as mrlease and mrleased-bench
     )
 
     @Option(help: "Config file (key = value lines; see Config/mrleased.conf).")

@@ -39,6 +39,19 @@ final class EventQueueTests: XCTestCase {
         XCTAssertEqual(client.pendingRevocations, [], "revoked ends the pending revocation")
     }
 
+    /// The daemon sent an event and closed with the client's request unread: the kernel reports
+    /// ECONNRESET before the event, and the client still reads the event, then the end.
+    func testAnEventQueuedBeforeAResetIsReadBeforeTheEnd() throws {
+        try connect(autoAck: false)
+        try client.send(.stats)
+        try push(.revoked(region: 9))
+        try daemonEnd.close()
+        XCTAssertEqual(try client.nextEvent(timeout: .seconds(1)), .revoked(region: 9))
+        XCTAssertThrowsError(try client.nextEvent(timeout: .seconds(1))) { error in
+            guard case ClientError.disconnected = error else { return XCTFail("expected disconnected, got \(error)") }
+        }
+    }
+
     func testAutomaticAckIsSentOnReadAndItsReplyIsDropped() throws {
         try connect(autoAck: true)
         try push(.revoking(.init(region: 3, reason: .leaseBreak, deadlineMillis: 100)))

@@ -9,7 +9,7 @@ final class HelpTextTests: XCTestCase {
     func testNoHelpTextBreaksALineMidSentence() throws {
         let commands: [(String, [String])] = [
             ("mrleased", []), ("mrleased-bench", []), ("mrlease", []),
-        ] + ["doctor", "status", "list", "stats", "register", "deregister", "peer"].map { ("mrlease", [$0]) }
+        ] + ["doctor", "status", "list", "stats", "register", "deregister", "peer", "grant", "revoke-grant"].map { ("mrlease", [$0]) }
         for (product, subcommand) in commands {
             let result = try Subprocess.run(Subprocess.builtProduct(product), subcommand + ["--help"])
             XCTAssertEqual(result.status, 0, "\(product) \(subcommand) --help: \(result.stderr)")
