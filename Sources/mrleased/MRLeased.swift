@@ -21,13 +21,14 @@ struct MRLeased: ParsableCommand {
     @Option(help: "Config file (key = value lines; see Config/mrleased.conf).")
     var config: String = "/etc/mrleased/mrleased.conf"
 
-    @Option(help: "Listening socket path.") var socket: String?
-    @Option(help: "RDMA device name (default: the first).") var device: String?
-    @Option(help: "Milliseconds owners get to quiesce after a lease break.") var quiesceMs: UInt64?
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
-    @Option(help: "rdma_cm listener(s) for remote peers: ADDR:PORT[,ADDR:PORT] (port 0: the kernel picks).") var listen: String?
-    @Option(help: "Write metrics for node_exporter's textfile collector (Prometheus text format) to this .prom file.") var metricsFile: String?
-    @Option(help: "Milliseconds between writes of the metrics file.") var metricsIntervalMs: UInt64?
+    // Each flag's help is its row's in DaemonConfiguration.settings (the one table of keys).
+    @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("socket"))) var socket: String?
+    @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("device"))) var device: String?
+    @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("quiesce-ms"))) var quiesceMs: String?
+    @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("log-level"))) var logLevel: String?
+    @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("listen"))) var listen: String?
+    @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("metrics-file"))) var metricsFile: String?
+    @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("metrics-interval-ms"))) var metricsIntervalMs: String?
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
@@ -41,13 +42,10 @@ struct MRLeased: ParsableCommand {
                 throw DaemonConfiguration.Problem(description: "\(config): cannot read the config file")
             }
             try settings.apply(environment: environment)
-            if let socket { try settings.set("socket", socket, source: "--socket") }
-            if let device { try settings.set("device", device, source: "--device") }
-            if let quiesceMs { try settings.set("quiesce-ms", "\(quiesceMs)", source: "--quiesce-ms") }
-            if let logLevel { try settings.set("log-level", logLevel, source: "--log-level") }
-            if let listen { try settings.set("listen", listen, source: "--listen") }
-            if let metricsFile { try settings.set("metrics-file", metricsFile, source: "--metrics-file") }
-            if let metricsIntervalMs { try settings.set("metrics-interval-ms", "\(metricsIntervalMs)", source: "--metrics-interval-ms") }
+            // Flags last, each read by its key's row like the file's and the environment's values.
+            let flags: [(String, String?)] = [("socket", socket), ("device", device), ("quiesce-ms", quiesceMs), ("log-level", logLevel),
+                                              ("listen", listen), ("metrics-file", metricsFile), ("metrics-interval-ms", metricsIntervalMs)]
+            for case let (key, value?) in flags { try settings.set(key, value, source: "--" + key) }
         } catch {
             throw ValidationError("\(error)")
         }
