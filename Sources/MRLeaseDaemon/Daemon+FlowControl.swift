@@ -97,7 +97,15 @@ extension Daemon {
         let now = Engine.now()
         session.stalledSince = now
         session.lastUnread = unreadBytes(of: session)
-        timers.schedule(.clientStall, at: now + configuration.clientStallMillis * 1_000_000)
+        scheduleStallCheck(at: now + configuration.clientStallMillis * 1_000_000)
+    }
+
+    /// One timer entry looks at every clock: a later look is not scheduled while an earlier
+    /// one is pending (every clock runs for the same bound, so the pending one comes first).
+    func scheduleStallCheck(at deadline: UInt64) {
+        if let pending = nextStallCheck, pending <= deadline { return }
+        nextStallCheck = deadline
+        timers.schedule(.clientStall, at: deadline)
     }
 
     /// Restarts `session`'s stall clock if it read anything since the last sample.
@@ -137,7 +145,7 @@ extension Daemon {
                 next = min(next ?? .max, since + bound)
             }
         }
-        if let next { timers.schedule(.clientStall, at: next) }
+        if let next { scheduleStallCheck(at: next) }
     }
 
     /// Which bound on queued packets `session`'s queue passes, if any: its message count, its

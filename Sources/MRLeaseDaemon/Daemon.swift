@@ -98,6 +98,8 @@ public final class Daemon {
     let ownsSocketPath: Bool
     var timers = DeadlineHeap<Timer>()
     var nextWatchdog: UInt64?
+    /// When the stall clocks are next looked at (one timer entry for all of them).
+    var nextStallCheck: UInt64?
     /// Set while accepting is paused: when it resumes.
     var acceptResumesAt: UInt64?
     /// Connections accepted when no fd was left to set them up with (their /proc files):
@@ -332,7 +334,8 @@ public final class Daemon {
             case .peerHandshake:
                 peers?.expireHandshakes(now: now)
                 schedulePeerHandshake()
-            case .clientStall:
+            case .clientStall where deadline == nextStallCheck:
+                nextStallCheck = nil
                 disconnectStalledClients(now: now)
             case .metricsFile:
                 writeMetricsFile(now: now)
