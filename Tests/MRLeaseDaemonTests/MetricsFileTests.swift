@@ -62,7 +62,15 @@ final class MetricsFileTests: XCTestCase {
         var info = stat()
         XCTAssertEqual(stat(path, &info), 0)
         XCTAssertEqual(info.st_mode & 0o777, 0o644, "node_exporter runs as another user")
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path), ["mrleased.prom"], "no temporary left")
+        // A rewrite may be under way at any look (temporary, then rename): a temporary that is
+        // left stays at every look.
+        var listing: [String] = []
+        for _ in 0..<40 {
+            listing = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            if listing == ["mrleased.prom"] { break }
+            usleep(50_000)
+        }
+        XCTAssertEqual(listing, ["mrleased.prom"], "no temporary left")
 
         XCTAssertEqual(daemon.stop(), 0)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path), "a stopped daemon's gauges must not look current")

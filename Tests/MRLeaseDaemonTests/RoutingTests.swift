@@ -29,7 +29,7 @@ final class RoutingTests: XCTestCase {
     }
 
     func testEventsForClientsThatDoNotReadAreBoundedInTotalBytesAcrossClients() throws {
-        let (scratch, path, fd) = try scratchFile()
+        let (scratch, path, fd) = try scratchFile(size: 8 << 20)
         defer { try? fd.close(); _ = scratch }
         // Only the total can stop them: the per-client bounds and the stall bound are far off.
         let daemon = try InProcessDaemon {
@@ -42,13 +42,13 @@ final class RoutingTests: XCTestCase {
         daemon.registrar.inode = try FileFacts.inspect(fd).inode
         let slow = try (0..<3).map { _ in try daemon.connect() }
         for (index, client) in slow.enumerated() {
-            _ = try (0..<300).map { try client.register(fd, offset: UInt64(index * 300 + $0) * 4096).region }
+            _ = try (0..<500).map { try client.register(fd, offset: UInt64(index * 500 + $0) * 4096).region }
             client.reading = false
             var small: Int32 = 1
             let session = try XCTUnwrap(client.session)
             XCTAssertEqual(setsockopt(session.descriptor.rawValue, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size)), 0)
         }
-        // 900 revoking events of about 100 bytes: past 64 KiB queued in all.
+        // 1 500 revoking events of about 95 bytes: twice the 64 KiB bound, queued in all.
         let reader = try spawn("/bin/cat", [path])
         XCTAssertTrue(daemon.drive(seconds: 25) { slow.contains { $0.session == nil } && !reader.isRunning },
                       "no client was disconnected by the total bound")
