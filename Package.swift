@@ -184,5 +184,13 @@ if Context.environment["MRLEASED_FUZZ"] == "1" {
                                          .product(name: "SystemPackage", package: "swift-system")],
                           path: "Fuzz/RequestFuzzer",
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        // Sequences of requests, lease breaks, closes, timer expiries and disconnects against
+        // one in-process Daemon with a recording registrar.
+        .executableTarget(name: "SequenceFuzzer",
+                          dependencies: ["FuzzSupport", "MRLeaseDaemon", "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "TestSupport",
+                                         .product(name: "Logging", package: "swift-log"),
+                                         .product(name: "SystemPackage", package: "swift-system")],
+                          path: "Fuzz/SequenceFuzzer",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     ]
 }
