@@ -160,9 +160,11 @@ let package = Package(
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name,
-        // RunningDaemon (DaemonLauncher's child on a scratch socket), and the recording
-        // registrar the engine and daemon host tests check ordering with.
-        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs", "MRLeaseEngine", "DaemonLauncher"], path: "Tests/TestSupport"),
+        // RunningDaemon (DaemonLauncher's child on a scratch socket), the recording registrar
+        // the engine and daemon host tests check ordering with, and the recording rdma_cm
+        // the peer service runs on without a device.
+        .target(name: "TestSupport", dependencies: ["CLinux", "LinuxFile", "Verbs", "MRLeaseEngine", "MRLeaseDaemon", "MRLeaseGrant", "DaemonLauncher"],
+                path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )
