@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -69,6 +70,7 @@ int mrl_get_owner(int fd, int *type) {
 }
 
 int mrl_ioctl_fiemap(int fd, struct fiemap *map) { return ioctl(fd, FS_IOC_FIEMAP, map); }
+int mrl_ioctl_outq(int fd, int *bytes) { return ioctl(fd, SIOCOUTQ, bytes); }
 struct fiemap_extent *mrl_fiemap_extents(struct fiemap *map) { return map->fm_extents; }
 
 int mrl_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out) {

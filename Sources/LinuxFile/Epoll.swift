@@ -72,6 +72,10 @@ public final class Epoll {
         return events.prefix(Int(count)).map { Ready(fd: $0.data.fd, events: Events(rawValue: $0.events)) }
     }
 
+    /// The epoll fd itself, to watch this set from another epoll set (readable when any fd
+    /// here is ready); nil once closed.
+    public var readiness: FileDescriptor? { descriptor }
+
     /// Closes the epoll fd; calling it again does nothing.
     ///
     /// The corresponding C function is `close`.

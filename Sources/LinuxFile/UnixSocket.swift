@@ -264,6 +264,17 @@ public final class UnixSocket {
         return credentials
     }
 
+    /// The bytes sent on this socket that the peer has not read yet (on a Unix socket, what
+    /// its packets take in the kernel, overhead included): falls as the peer reads.
+    ///
+    /// The corresponding C function is `ioctl` (`SIOCOUTQ`).
+    public func unreadBytes() throws(Errno) -> Int {
+        var bytes: Int32 = 0
+        let socket = descriptor.rawValue
+        try nothingOrErrno(retryOnInterrupt: false) { mrl_ioctl_outq(socket, &bytes) }.get()
+        return Int(bytes)
+    }
+
     /// Turns `O_NONBLOCK` on or off.
     ///
     /// The corresponding C function is `fcntl` (`F_GETFL`, `F_SETFL`).

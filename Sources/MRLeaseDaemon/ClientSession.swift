@@ -22,6 +22,12 @@ final class ClientSession {
     private(set) var outbox: [[UInt8]] = []
     /// The bytes in `outbox`: the daemon bounds them per client and in total.
     private(set) var outboxBytes: UInt64 = 0
+    /// Since when packets have waited without the client reading (monotonic ns), and its
+    /// socket's unread bytes then; nil while the outbox is empty. A client's reads show as
+    /// its socket's unread bytes falling (SIOCOUTQ): the socket turns writable again only once
+    /// most of it is read, so a sent packet is no measure of a client that reads slowly.
+    var stalledSince: UInt64?
+    var unreadAtStall = 0
     var closing = false
 
     init(owner: OwnerID, socket: UnixSocket, credentials: UnixSocket.Credentials, byteLimit: UInt64?, mayLeaseOthers: Bool) {
@@ -48,6 +54,7 @@ final class ClientSession {
 
     /// Writes queued packets in order until the socket would block. False when the peer is gone.
     func flush() -> Bool {
+        defer { if outbox.isEmpty { stalledSince = nil } }
         while let packet = outbox.first {
             do {
                 try socket.send(packet)

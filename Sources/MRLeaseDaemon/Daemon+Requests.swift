@@ -38,11 +38,7 @@ extension Daemon {
                                                  odpIntegrity: odpIntegrity?.wire, transferAlignment: odpIntegrity.map { UInt64($0.transferAlignment) },
                                                  odpIntegrityDetail: odpIntegrity?.detail)] } ?? [],
                 strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
-                limits: .init(maxMessageBytes: UInt64(Codec.maxMessageBytes), maxRegionsPerUid: UInt64(configuration.maxRegionsPerUID),
-                              maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis,
-                              maxBatchRanges: UInt64(Codec.maxBatchRanges), maxConnections: UInt64(configuration.maxConnections),
-                              maxConnectionsPerUid: UInt64(configuration.maxConnectionsPerUID),
-                              maxQueuedBytes: configuration.maxQueuedBytesPerClient),
+                limits: helloLimits(for: session),
                 layoutProtection: (engine?.layoutProtection ?? .none).wire,
                 endpoints: (peers?.endpoints ?? []).map { "\($0)" }))
 
@@ -60,15 +56,8 @@ extension Daemon {
             if let peers { deliver(peers.regionGone(RegionID(region))) }
             return .deregister
 
-        case .list(let after, let all):
-            // `all` is for operators (`mrlease list`): other connections of the same uid, or
-            // every connection for root; never another user's regions.
-            let uid = session.credentials.uid
-            let owners = all ? sessions.values.filter { uid == 0 || $0.credentials.uid == uid } : [session]
-            let regions = owners.flatMap { owner in
-                (engine?.list(owner: owner.owner) ?? []).map { wireRegion($0, tag: owner.tags[$0.id], pid: all ? UInt32(owner.credentials.pid) : nil) }
-            }
-            return .list(RegionList(regions: regions.filter { after == nil || $0.region > after! }.sorted { $0.region < $1.region }))
+        case .list(let after, let all, let limit):
+            return .list(listPage(after: after, all: all, limit: Int(limit ?? Codec.defaultListLimit), session: session))
 
         case .stats:
             return .stats(statistics())
@@ -99,16 +88,31 @@ extension Daemon {
                 throw ProtocolError(.unknownRegion, "no region \(grant.region) on this connection")
             }
             let now = Engine.now()
-            let made = try peers.grant(grant, region: info, owner: session.owner, now: now)
+            let made = try peers.grant(grant, region: info, owner: session.owner, uid: session.credentials.uid, now: now)
             // The loop's one timer heap wakes it at the expiry (no scan of every grant per turn).
-            if let expiry = grant.expiresInMillis { timers.schedule(.grantExpiry, at: now + expiry * 1_000_000) }
-            return .grant(made)
+            if let expiresAt = made.expiresAt { timers.schedule(.grantExpiry, at: expiresAt) }
+            return .grant(made.result)
 
         case .revokeGrant(let grant):
             guard let peers else { throw ProtocolError(.unknownGrant, "no grant \(grant) on this connection (mrleased does not serve remote peers)") }
             deliver(try peers.revokeGrant(grant, owner: session.owner))
             return .revokeGrant
         }
+    }
+
+    /// The limits `hello` reports: this connection's byte quota and the daemon's bounds.
+    func helloLimits(for session: ClientSession) -> HelloResult.Limits {
+        var limits = HelloResult.Limits(
+            maxMessageBytes: UInt64(Codec.maxMessageBytes), maxRegionsPerUid: UInt64(configuration.maxRegionsPerUID),
+            maxBytesPerUid: session.byteLimit ?? UInt64.max, quiesceMillis: configuration.quiesceMillis,
+            maxBatchRanges: UInt64(Codec.maxBatchRanges), maxConnections: UInt64(configuration.maxConnections),
+            maxConnectionsPerUid: UInt64(configuration.maxConnectionsPerUID), maxQueuedBytes: configuration.maxQueuedBytesPerClient)
+        limits.maxListLimit = Codec.maxListLimit
+        limits.maxGrantsPerRegion = UInt64(configuration.maxGrantsPerRegion)
+        limits.maxGrantsPerUid = UInt64(configuration.maxGrantsPerUID)
+        limits.peerHandshakeMillis = configuration.peerHandshakeMillis
+        limits.clientStallMillis = configuration.clientStallMillis
+        return limits
     }
 
     /// Registers each range of the file behind `fd`, all or none: when one fails, the ones
@@ -200,6 +204,39 @@ extension Daemon {
         do { route(try engine.deregister(region, owner: session.owner)) } catch {
             logger.error("undo of a batch's region failed", metadata: ["region": "\(region)", "error": "\(error)"])
         }
+    }
+
+    /// One `list` page: at most `limit` regions with ids above `after`, in ascending order,
+    /// and `next` set when more follow. Only the page's regions are looked up and described:
+    /// the rest cost an id comparison each, so a page's cost is bounded by `limit`.
+    func listPage(after: UInt64?, all: Bool, limit: Int, session: ClientSession) -> RegionList {
+        guard let engine else { return RegionList(regions: []) }
+        // `all` is for operators (`mrlease list`): other connections of the same uid, or
+        // every connection for root; never another user's regions.
+        let uid = session.credentials.uid
+        let owners = all ? sessions.values.filter { uid == 0 || $0.credentials.uid == uid } : [session]
+        // The `limit + 1` lowest ids above `after` (one more than the page, to know whether
+        // more follow), kept sorted while scanning: O(n log limit), no sort of every id.
+        let keep = limit + 1
+        var ids: [(id: RegionID, owner: ClientSession)] = []
+        ids.reserveCapacity(keep + 1)
+        for owner in owners {
+            for id in engine.regionIDs(owner: owner.owner) where after.map({ id.rawValue > $0 }) ?? true {
+                if ids.count == keep, id > ids[keep - 1].id { continue }
+                var low = 0, high = ids.count
+                while low < high {
+                    let middle = (low + high) / 2
+                    if ids[middle].id < id { low = middle + 1 } else { high = middle }
+                }
+                ids.insert((id, owner), at: low)
+                if ids.count > keep { ids.removeLast() }
+            }
+        }
+        let more = ids.count > limit
+        let page = ids.prefix(limit).compactMap { entry in
+            engine.info(entry.id).map { wireRegion($0, tag: entry.owner.tags[entry.id], pid: all ? UInt32(entry.owner.credentials.pid) : nil) }
+        }
+        return RegionList(regions: page, next: more ? page.last?.region : nil)
     }
 
     func wireRegion(_ info: RegionInfo, tag: String?, pid: UInt32? = nil) -> RegionList.Region {

@@ -32,6 +32,15 @@ public final class Daemon {
         case fileCloses
         /// The rdma_cm event channel of the peer listener (connect requests, disconnects).
         case peers
+
+        /// Served before any client request, in every turn and between clients' requests:
+        /// a lease break waits for no client (docs/reliability.md, "Breaks first").
+        var isUrgent: Bool {
+            switch self {
+            case .terminate, .leaseSignals, .fileCloses, .peers: true
+            case .listener, .session: false
+            }
+        }
     }
 
     /// The daemon's own timers; the engine keeps its files' timers itself (`nextDeadline`).
@@ -41,6 +50,10 @@ public final class Daemon {
         case acceptResume
         /// A grant's expiry: the ones due then end (a grant revoked before finds nothing).
         case grantExpiry
+        /// A peer's handshake runs out of time (`peer-handshake-ms`).
+        case peerHandshake
+        /// A client's socket may have stayed full for `client-stall-ms`.
+        case clientStall
         /// The next write of the metrics file (`metrics-file`).
         case metricsFile
     }
@@ -53,7 +66,11 @@ public final class Daemon {
     let configuration: DaemonConfiguration
     let logger: Logger
     let notifier: SystemdNotifier
+    /// Clients and the listener, plus `urgent`'s own fd (readable when an urgent fd is).
     let epoll: Epoll
+    /// The urgent sources (`Source.isUrgent`): polled at the start of every turn and, while
+    /// clients are being served, again every `urgentPollNanos`.
+    let urgent: Epoll
     let listener: UnixSocket
     let terminate: SignalFD
     /// nil on a host without an RDMA device: every registration is then refused, saying so.
@@ -109,6 +126,8 @@ public final class Daemon {
         // covers anything that does not.
         signal(SIGPIPE, SIG_IGN)
         epoll = try Epoll()
+        urgent = try Epoll()
+        if let fd = urgent.readiness { try epoll.watch(fd, for: .readable) }
 
         var registrar: (any Registrar)? = injected
         var reason: String?
@@ -136,6 +155,9 @@ public final class Daemon {
             peers = try PeerService(context: verbsContext, endpoints: configuration.listen,
                                     odpAlignment: UInt32(integrity?.transferAlignment ?? 1),
                                     revokingRetryMillis: UInt32(min(configuration.quiesceMillis + configuration.restoreBackoffMillis / 10, 10_000)),
+                                    limits: PeerLimits(grantsPerRegion: configuration.maxGrantsPerRegion,
+                                                       grantsPerUID: configuration.maxGrantsPerUID,
+                                                       handshakeNanos: configuration.peerHandshakeMillis * 1_000_000),
                                     logger: logger)
             noPeersReason = nil
         } else {
@@ -222,12 +244,12 @@ public final class Daemon {
     }
 
     func watch(_ fd: FileDescriptor, as source: Source) throws(Errno) {
-        try epoll.watch(fd, for: .readable)
+        try (source.isUrgent ? urgent : epoll).watch(fd, for: .readable)
         sources[fd.rawValue] = source
     }
 
     func unwatch(_ fd: FileDescriptor) {
-        epoll.unwatch(fd)
+        if sources[fd.rawValue]?.isUrgent == true { urgent.unwatch(fd) } else { epoll.unwatch(fd) }
         sources[fd.rawValue] = nil
     }
 
@@ -244,12 +266,41 @@ public final class Daemon {
 
     /// One turn of the loop: waits for a ready fd or the next timer (at most `maxWaitMillis`),
     /// then handles both. `run` turns it until stopped; in-process tests turn it themselves.
+    ///
+    /// Breaks first, always: lease breaks, closes, peers' rdma_cm events, SIGTERM and due
+    /// timers (a quiesce deadline) are served before any client request, and again between
+    /// clients' requests once `urgentPollNanos` have passed. A client gets at most one request
+    /// (one message, at most `Codec.maxMessageBytes`) per turn, and no request is unbounded
+    /// (`list` pages), so a break waits at most for one request in progress.
     func turn(maxWaitMillis: Int32 = 1000) throws {
-        for ready in try epoll.wait(timeoutMilliseconds: waitMillis(cap: maxWaitMillis)) {
-            handle(ready)
+        let ready = try epoll.wait(timeoutMilliseconds: waitMillis(cap: maxWaitMillis), maxEvents: 256)
+        var lastUrgent = serveUrgent()
+        for event in ready where sources[event.fd].map({ !$0.isUrgent }) ?? false {
             if stopping { return }
+            handle(event)
+            if Engine.now() &- lastUrgent >= Self.urgentPollNanos { lastUrgent = serveUrgent() }
         }
-        fireTimers(now: Engine.now())
+    }
+
+    /// How often, while serving clients, the loop looks again for urgent work: 1 ms keeps a
+    /// break's wait within one request and costs one epoll_wait per millisecond of client work.
+    static let urgentPollNanos: UInt64 = 1_000_000
+
+    /// Serves every ready urgent source, then due timers; returns when it looked.
+    @discardableResult
+    func serveUrgent() -> UInt64 {
+        let ready: [Epoll.Ready]
+        do { ready = try urgent.wait(timeoutMilliseconds: 0) } catch {
+            logger.error("epoll_wait on the urgent set failed", metadata: ["op": "epoll_wait", "errno": "\(error.symbolicName)"])
+            ready = []
+        }
+        for event in ready {
+            handle(event)
+            if stopping { break }
+        }
+        let now = Engine.now()
+        fireTimers(now: now)
+        return now
     }
 
     /// Asks the loop to stop after the current event.
@@ -270,6 +321,11 @@ public final class Daemon {
                 if let interval = notifier.watchdogInterval { scheduleWatchdog(now + interval) }
             case .grantExpiry:
                 if let peers { deliver(peers.expire(now: now)) }
+            case .peerHandshake:
+                peers?.expireHandshakes(now: now)
+                schedulePeerHandshake()
+            case .clientStall:
+                disconnectStalledClients(now: now)
             case .metricsFile:
                 writeMetricsFile(now: now)
             case .acceptResume where deadline == acceptResumesAt:
@@ -302,6 +358,12 @@ public final class Daemon {
         }
     }
 
+    /// Wakes the loop when the earliest handshake under way runs out of time. The heap cancels
+    /// lazily: a wake-up for a handshake that completed meanwhile finds nothing to do.
+    func schedulePeerHandshake() {
+        if let deadline = peers?.nextHandshakeDeadline { timers.schedule(.peerHandshake, at: deadline) }
+    }
+
     func scheduleWatchdog(_ at: UInt64) {
         nextWatchdog = at
         timers.schedule(.watchdog, at: at)
@@ -325,13 +387,17 @@ public final class Daemon {
             logger.info("stopping", metadata: ["signal": "\(signals.first?.signal ?? 0)"])
             stopping = true
         case .session(let session):
-            if ready.events.contains(.writable) {
+            if ready.events.contains(.writable) || !session.outbox.isEmpty {
                 guard session.flush() else { return disconnect(session, why: "send failed") }
                 // Back to readable-only once a write-blocked client has drained (and only then:
                 // each epoll_ctl is a syscall on every request's path).
                 if session.outbox.isEmpty { setInterest(of: session, writable: false) }
             }
-            if !session.closing, !ready.events.isDisjoint(with: [.readable, .hangup, .error]) {
+            // A client that is not reading its replies gets no more of them: its requests wait
+            // in its socket until it drains (backpressure), so pipelining without reading costs
+            // the daemon nothing past what its socket holds; `client-stall-ms` then ends it.
+            guard !session.closing, session.outbox.isEmpty else { return }
+            if !ready.events.isDisjoint(with: [.readable, .hangup, .error]) {
                 readRequests(from: session)
             }
         case .leaseSignals:
@@ -339,7 +405,10 @@ public final class Daemon {
         case .fileCloses:
             if let engine { route(engine.processCloses()) }
         case .peers:
-            if let peers, let engine { deliver(peers.handleEvents(engine: engine, now: Engine.now())) }
+            if let peers, let engine {
+                deliver(peers.handleEvents(engine: engine, now: Engine.now()))
+                schedulePeerHandshake()
+            }
         }
     }
 
@@ -477,7 +546,7 @@ public final class Daemon {
             for fd in message.fds { _ = try? fd.close() }
             // A long list goes in pages that each fit one message (the client asks for the rest).
             let packet = if case .success(.list(let page)) = reply.outcome, let id = reply.id {
-                Codec.encodeList(id: id, regions: page.regions)
+                Codec.encodeList(id: id, regions: page.regions, more: page.next != nil)
             } else {
                 Codec.encode(reply)
             }
@@ -500,8 +569,40 @@ public final class Daemon {
             disconnect(session, why: "not reading its \(what): \(bound)")
             return false
         }
+        if session.stalledSince == nil {
+            let now = Engine.now()
+            session.stalledSince = now
+            session.unreadAtStall = unreadBytes(of: session)
+            timers.schedule(.clientStall, at: now + configuration.clientStallMillis * 1_000_000)
+        }
         setInterest(of: session, writable: true)
         return true
+    }
+
+    /// Disconnects every client whose socket has stayed full, without it reading a byte, for
+    /// `client-stall-ms`; schedules the next look for those still within it.
+    func disconnectStalledClients(now: UInt64) {
+        let bound = configuration.clientStallMillis * 1_000_000
+        var next: UInt64?
+        for session in Array(sessions.values) {
+            guard var since = session.stalledSince else { continue }
+            // The client read something since the last look: slow, not stalled.
+            let unread = unreadBytes(of: session)
+            if unread < session.unreadAtStall {
+                since = now
+                session.stalledSince = now
+            }
+            session.unreadAtStall = unread
+            if now >= since + bound {
+                logger.warning("client disconnected: its socket stayed full", metadata: [
+                    "client": "\(session.owner)", "pid": "\(session.credentials.pid)", "uid": "\(session.credentials.uid)",
+                    "queued": "\(session.outboxBytes)", "bound": "client-stall-ms \(configuration.clientStallMillis)"])
+                disconnect(session, why: "not reading: its socket stayed full for client-stall-ms (\(configuration.clientStallMillis))")
+            } else {
+                next = min(next ?? .max, since + bound)
+            }
+        }
+        if let next { timers.schedule(.clientStall, at: next) }
     }
 
     /// Which bound on queued packets `session`'s queue passes, if any: its message count, its
@@ -521,9 +622,20 @@ public final class Daemon {
         return nil
     }
 
+    /// What `session`'s peer has not read of its socket; `Int.max` when the kernel will not
+    /// say (then no read can be seen, and the stall bound counts from the first full socket).
+    func unreadBytes(of session: ClientSession) -> Int {
+        do { return try session.socket.unreadBytes() } catch {
+            logger.debug("SIOCOUTQ failed", metadata: ["client": "\(session.owner)", "op": "ioctl", "errno": "\(error.symbolicName)"])
+            return .max
+        }
+    }
+
+    /// A client with packets waiting is watched for writability only: its requests are not
+    /// read until it has drained (see `handle`); hangups and errors are reported either way.
     func setInterest(of session: ClientSession, writable: Bool) {
         do {
-            try epoll.watch(session.descriptor, for: writable ? [.readable, .writable] : .readable)
+            try epoll.watch(session.descriptor, for: writable ? .writable : .readable)
         } catch {
             disconnect(session, why: "epoll_ctl failed: \(error.symbolicName)")
         }

@@ -39,6 +39,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Bytes queued for all clients together; the client whose packet would pass it is
     /// disconnected. Bounds the daemon's memory whatever the number of clients.
     public var maxQueuedBytes: UInt64 = 128 << 20
+    /// Milliseconds a client's socket may stay full (replies and events waiting, none taken)
+    /// before it is disconnected. While its socket is full its requests are not read.
+    public var clientStallMillis: UInt64 = 1_000
     public var logLevel = "info"
     /// Where the rdma_cm listener for remote peers binds (IPv4/IPv6 literals; port 0: one the
     /// kernel picks). Empty: no listener, and `grant` is refused.
@@ -49,6 +52,18 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var metricsIntervalMillis: UInt64 = 15_000
     /// Prefetch each new or restored ODP MR's pages (`ibv_advise_mr`), off by default.
     public var odpPrefetch = false
+    /// Grants one region may have at once (each can admit `maxPeers` peers). At most
+    /// `maxGrantsPerRegionLimit`, so a region's `list` entry always fits in one page.
+    public var maxGrantsPerRegion = 16
+    /// Grants one uid may hold at once, across its connections.
+    public var maxGrantsPerUID = 1024
+    /// Milliseconds a peer has from its connect request being accepted to ESTABLISHED; then
+    /// its cm_id is destroyed and its grant slot is free again.
+    public var peerHandshakeMillis: UInt64 = 5_000
+
+    /// The most `max-grants-per-region` may be: 32 grants with `list`'s 8 peers each fit in
+    /// one message beside the region.
+    public static let maxGrantsPerRegionLimit: UInt64 = 32
 
     public init() {}
 
@@ -56,8 +71,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public static let keys = ["socket", "socket-mode", "socket-group", "device", "quiesce-ms", "restore-backoff-ms",
                               "max-connections", "max-connections-per-uid", "max-regions-per-uid", "max-bytes-per-uid",
                               "lease-others-uids", "lease-others-groups",
-                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "log-level", "listen",
-                              "metrics-file", "metrics-interval-ms", "odp-prefetch"]
+                              "max-queued-messages", "max-queued-bytes-per-client", "max-queued-bytes", "client-stall-ms", "log-level", "listen",
+                              "metrics-file", "metrics-interval-ms", "odp-prefetch",
+                              "max-grants-per-region", "max-grants-per-uid", "peer-handshake-ms"]
 
     /// Who may have the daemon lease files they do not own.
     public var leaseOthers: LeaseOthersRule { LeaseOthersRule(uids: leaseOthersUIDs, groups: leaseOthersGroups) }
@@ -93,6 +109,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
             guard let value = UInt64(text, radix: radix) else { throw Problem(description: "\(source): \(key) must be a number, got '\(text)'") }
             return value
         }
+        // Every number is range-checked here, before any arithmetic on it (a count beyond
+        // Int, a millisecond figure whose nanoseconds overflow, would trap the daemon later).
+        func number(_ text: String, in range: ClosedRange<UInt64>) throws(Problem) -> UInt64 {
+            let value = try number(text)
+            guard range.contains(value) else { throw Problem(description: "\(source): \(key) must be \(range.lowerBound) to \(range.upperBound), got \(value)") }
+            return value
+        }
+        func count(_ text: String, min: UInt64 = 1, max: UInt64 = 1 << 32) throws(Problem) -> Int { Int(try number(text, in: min...max)) }
         // Names are looked up once, here: a name that does not exist is a typo to report, not
         // an empty allow-list.
         func ids(_ text: String, lookUp: (String) -> UInt32?) throws(Problem) -> Set<UInt32> {
@@ -109,7 +133,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         case "socket": socketPath = value
         case "socket-mode": socketMode = UInt32(try number(value, radix: 8))
         case "socket-group": socketGroup = value.isEmpty ? nil : value
-        case "max-connections-per-uid": maxConnectionsPerUID = Int(try number(value))
+        case "max-connections-per-uid": maxConnectionsPerUID = try count(value)
         case "lease-others-uids": leaseOthersUIDs = try ids(value) { getpwnam($0)?.pointee.pw_uid }
         case "lease-others-groups": leaseOthersGroups = try ids(value) { getgrnam($0)?.pointee.gr_gid }
         case "max-queued-bytes-per-client", "max-queued-bytes":
@@ -121,12 +145,19 @@ public struct DaemonConfiguration: Sendable, Equatable {
             }
             if key == "max-queued-bytes" { maxQueuedBytes = bytes } else { maxQueuedBytesPerClient = bytes }
         case "device": device = value.isEmpty ? nil : value
-        case "quiesce-ms": quiesceMillis = try number(value)
-        case "restore-backoff-ms": restoreBackoffMillis = try number(value)
-        case "max-connections": maxConnections = Int(try number(value))
-        case "max-regions-per-uid": maxRegionsPerUID = Int(try number(value))
+        // The kernel breaks a lease by force after lease-break-time (45 s by default): a
+        // quiesce longer than that would never be waited for.
+        case "quiesce-ms": quiesceMillis = try number(value, in: 0...600_000)
+        case "restore-backoff-ms": restoreBackoffMillis = try number(value, in: 0...3_600_000)
+        case "max-connections": maxConnections = try count(value)
+        // 0 regions or grants: that facility is off.
+        case "max-regions-per-uid": maxRegionsPerUID = try count(value, min: 0)
         case "max-bytes-per-uid": maxBytesPerUID = value == "memlock" ? nil : try number(value)
-        case "max-queued-messages": maxQueuedMessages = Int(try number(value))
+        case "max-queued-messages": maxQueuedMessages = try count(value)
+        case "client-stall-ms": clientStallMillis = try number(value, in: 10...3_600_000)
+        case "max-grants-per-region": maxGrantsPerRegion = try count(value, min: 0, max: Self.maxGrantsPerRegionLimit)
+        case "max-grants-per-uid": maxGrantsPerUID = try count(value, min: 0)
+        case "peer-handshake-ms": peerHandshakeMillis = try number(value, in: 10...600_000)
         case "listen":
             var endpoints: [GrantEndpoint] = []
             for item in value.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
@@ -144,9 +175,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             }
             metricsFile = value.isEmpty ? nil : value
         case "metrics-interval-ms":
-            let millis = try number(value)
-            guard millis >= 100 else { throw Problem(description: "\(source): metrics-interval-ms must be at least 100, got \(millis)") }
-            metricsIntervalMillis = millis
+            metricsIntervalMillis = try number(value, in: 100...86_400_000)
         case "odp-prefetch":
             switch value {
             case "yes", "true", "on", "1": odpPrefetch = true

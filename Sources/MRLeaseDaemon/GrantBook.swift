@@ -7,6 +7,8 @@ import MRLeasePolicy
 final class GrantRecord {
     let id: UInt64
     let owner: OwnerID
+    /// The owner's uid: `max-grants-per-uid` counts grants per uid, across connections.
+    let uid: UInt32
     let region: RegionID
     let secret: GrantSecret
     let access: GrantAccess
@@ -20,10 +22,11 @@ final class GrantRecord {
     /// Connected and connecting peers, by peer id.
     var peers: [UInt64: PeerConnection] = [:]
 
-    init(id: UInt64, owner: OwnerID, region: RegionID, secret: GrantSecret, access: GrantAccess, maxPeers: Int,
+    init(id: UInt64, owner: OwnerID, uid: UInt32 = 0, region: RegionID, secret: GrantSecret, access: GrantAccess, maxPeers: Int,
          expiresAt: UInt64?, endpoint: GrantEndpoint) {
         self.id = id
         self.owner = owner
+        self.uid = uid
         self.region = region
         self.secret = secret
         self.access = access
@@ -50,6 +53,13 @@ enum GrantEnd: Sendable {
     }
 }
 
+/// What is kept of a grant after it ended: why, and its secret, so that a connect naming it
+/// is still checked against the secret before it hears why (a wrong secret learns nothing).
+struct EndedGrant {
+    let why: GrantEnd
+    let secret: GrantSecret
+}
+
 /// A grant, or why a connect request may not have one.
 enum Admission {
     case admitted(GrantRecord)
@@ -64,23 +74,48 @@ struct GrantBook {
     /// revocation per file, without walking every grant.
     private var onRegion: [RegionID: Set<UInt64>] = [:]
     private var ofOwner: [OwnerID: Set<UInt64>] = [:]
-    /// Ended grants, so a late connect hears why (revoked, expired) rather than "unknown".
-    /// Grant ids are never reused; the oldest ends are forgotten past `endedLimit`.
-    private var ended: [UInt64: GrantEnd] = [:]
+    /// Live grants per uid (`max-grants-per-uid`).
+    private var countOfUID: [UInt32: Int] = [:]
+    /// Ended grants with their secrets, so a late connect with the right secret hears why
+    /// (revoked, expired) rather than "unknown". The oldest ends are forgotten past `endedLimit`
+    /// (a connect naming one then hears `unknown-grant`, as for an id that never existed).
+    private var ended: [UInt64: EndedGrant] = [:]
     private var endedOrder: [UInt64] = []
     static let endedLimit = 4096
-    private(set) var nextID: UInt64 = 1
+    /// Where grant ids come from: random by default, so an id tells nothing about how many
+    /// grants exist or which ended how; tests pass a counter.
+    private var nextRandom: () throws(KernelRandomError) -> UInt64
 
-    mutating func makeID() -> UInt64 {
-        defer { nextID += 1 }
-        return nextID
+    init(ids: @escaping () throws(KernelRandomError) -> UInt64 = GrantBook.randomID) {
+        nextRandom = ids
+    }
+
+    /// A random 64-bit id from getrandom(2), never 0.
+    static func randomID() throws(KernelRandomError) -> UInt64 {
+        try KernelRandom.uint64()
+    }
+
+    /// A new grant id: random, non-zero, and neither live nor remembered as ended (ids are
+    /// never reused while the daemon remembers them).
+    mutating func makeID() throws(KernelRandomError) -> UInt64 {
+        while true {
+            let id = try nextRandom()
+            if id != 0, grants[id] == nil, ended[id] == nil { return id }
+        }
     }
 
     mutating func add(_ grant: GrantRecord) {
         grants[grant.id] = grant
         onRegion[grant.region, default: []].insert(grant.id)
         ofOwner[grant.owner, default: []].insert(grant.id)
+        countOfUID[grant.uid, default: 0] += 1
     }
+
+    /// Live grants on `region`.
+    func count(on region: RegionID) -> Int { onRegion[region]?.count ?? 0 }
+
+    /// Live grants of `uid`, across its connections.
+    func count(ofUID uid: UInt32) -> Int { countOfUID[uid] ?? 0 }
 
     /// Removes a live grant and remembers why it ended.
     @discardableResult
@@ -90,7 +125,9 @@ struct GrantBook {
         if onRegion[grant.region]?.isEmpty == true { onRegion[grant.region] = nil }
         ofOwner[grant.owner]?.remove(id)
         if ofOwner[grant.owner]?.isEmpty == true { ofOwner[grant.owner] = nil }
-        ended[id] = why
+        countOfUID[grant.uid]? -= 1
+        if countOfUID[grant.uid] == 0 { countOfUID[grant.uid] = nil }
+        ended[id] = EndedGrant(why: why, secret: grant.secret)
         endedOrder.append(id)
         if endedOrder.count > Self.endedLimit {
             let forgotten = endedOrder.count - Self.endedLimit
@@ -116,13 +153,16 @@ struct GrantBook {
             if case .unsupportedVersion = error.problem { return .rejected(.unsupportedVersion) }
             return .rejected(.malformed)
         }
+        // The secret before anything else about the grant, live or ended: a peer without it
+        // learns nothing about the grant's state (docs/remote-access.md).
         guard let grant = grants[connect.grantID] else {
-            return .rejected(ended[connect.grantID]?.rejectReason ?? RejectReason.unknownGrant)
+            guard let end = ended[connect.grantID] else { return .rejected(.unknownGrant) }
+            return .rejected(end.secret == connect.secret ? end.why.rejectReason : .badSecret)
         }
-        // The secret before anything else about the grant: a peer without it learns nothing
-        // about the grant's state.
         guard grant.secret == connect.secret else { return .rejected(.badSecret) }
         if let expiry = grant.expiresAt, now >= expiry { return .rejected(.expired) }
+        // Established peers and handshakes under way both hold a slot; a handshake that does
+        // not complete in time gives its slot back (PeerService.expireHandshakes).
         if grant.peers.count >= grant.maxPeers { return .rejected(.tooManyPeers) }
         return .admitted(grant)
     }

@@ -43,10 +43,15 @@ final class PeerConnection {
     let completions: CompletionQueue
     let address: String
     let generation: UInt64
+    /// When the connect request was accepted (monotonic ns): a handshake not ESTABLISHED by
+    /// `acceptedAt + handshake bound` gives its slot back.
+    let acceptedAt: UInt64
     var established = false
 
-    init(id: UInt64, grant: UInt64, connection: CMID, queuePair: QueuePair, completions: CompletionQueue, address: String, generation: UInt64) {
+    init(id: UInt64, grant: UInt64, connection: CMID, queuePair: QueuePair, completions: CompletionQueue, address: String,
+         generation: UInt64, acceptedAt: UInt64) {
         self.id = id
+        self.acceptedAt = acceptedAt
         self.grant = grant
         self.connection = connection
         self.queuePair = queuePair
@@ -54,6 +59,15 @@ final class PeerConnection {
         self.address = address
         self.generation = generation
     }
+}
+
+/// The bounds on grants and handshakes (from the configuration: `max-grants-per-region`,
+/// `max-grants-per-uid`, `peer-handshake-ms`).
+struct PeerLimits {
+    var grantsPerRegion = 16
+    var grantsPerUID = 1024
+    /// Nanoseconds a peer has from its accepted connect request to ESTABLISHED.
+    var handshakeNanos: UInt64 = 5_000_000_000
 }
 
 /// An event for a grant's owner, as PeerService returns it (the daemon delivers it).
@@ -83,12 +97,15 @@ final class PeerService {
     /// every packet is a whole page (MTU 4096).
     let activeMTU: Int
 
+    let limits: PeerLimits
+
     /// The responder resources (incoming READs and atomics in flight) a peer may ask for.
     static let maxResponderResources: UInt8 = 16
 
     init(context: Context, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
-         logger: Logger) throws(VerbsError) {
+         limits: PeerLimits = PeerLimits(), logger: Logger) throws(VerbsError) {
         self.context = context
+        self.limits = limits
         self.odpAlignment = odpAlignment
         self.revokingRetryMillis = revokingRetryMillis
         self.logger = logger
@@ -130,8 +147,10 @@ final class PeerService {
 
     // MARK: Grants (requests from owners)
 
-    /// Makes a grant on `region` (the caller checked it is the owner's).
-    func grant(_ request: Request.Grant, region: RegionInfo, owner: OwnerID, now: UInt64) throws(ProtocolError) -> GrantResult {
+    /// Makes a grant on `region` (the caller checked it is the owner's); returns it and when
+    /// it expires (monotonic ns), for the caller's timer.
+    func grant(_ request: Request.Grant, region: RegionInfo, owner: OwnerID, uid: UInt32,
+               now: UInt64) throws(ProtocolError) -> (result: GrantResult, expiresAt: UInt64?) {
         guard let endpoint = listeners.first?.endpoint else {
             throw ProtocolError(.remoteAccessUnavailable, "mrleased is not listening for peers; set `listen = ADDR:PORT` in its config (or --listen) and restart it")
         }
@@ -144,21 +163,34 @@ final class PeerService {
             let extra = access.subtracting(regionAccess).map(\.rawValue).sorted().joined(separator: ", ")
             throw ProtocolError(.accessDenied, "region \(region.id.rawValue) was registered without \(extra); a grant gives at most the region's access")
         }
+        let onRegion = book.count(on: region.id)
+        guard onRegion < limits.grantsPerRegion else {
+            throw ProtocolError(.quotaExceeded, "region \(region.id.rawValue) has \(onRegion) grants, the most one region may have (max-grants-per-region \(limits.grantsPerRegion)); revoke one (revoke-grant) or give several peers one grant (maxPeers)")
+        }
+        let ofUID = book.count(ofUID: uid)
+        guard ofUID < limits.grantsPerUID else {
+            throw ProtocolError(.quotaExceeded, "uid \(uid) holds \(ofUID) grants, the most one uid may hold (max-grants-per-uid \(limits.grantsPerUID)); revoke some first")
+        }
         let secret: GrantSecret
-        do { secret = try GrantSecret.random() } catch {
+        let id: UInt64
+        do {
+            secret = try GrantSecret.random()
+            id = try book.makeID()
+        } catch {
             throw ProtocolError(.internal, "getrandom failed: \(error); no grant was made, retry")
         }
-        let id = book.makeID()
-        let record = GrantRecord(id: id, owner: owner, region: region.id, secret: secret, access: GrantAccess(access),
-                                 maxPeers: Int(request.maxPeers ?? 1),
-                                 expiresAt: request.expiresInMillis.map { now + $0 * 1_000_000 }, endpoint: endpoint)
+        // Request.Grant bounds the expiry to ten years: nothing here can overflow.
+        let expiresAt = request.expiresInMillis.map { now + $0 * 1_000_000 }
+        let record = GrantRecord(id: id, owner: owner, uid: uid, region: region.id, secret: secret, access: GrantAccess(access),
+                                 maxPeers: Int(request.maxPeers ?? 1), expiresAt: expiresAt, endpoint: endpoint)
         book.add(record)
         // Never the secret or the descriptor: the log is not the peer.
         logger.info("grant made", metadata: ["grant": "\(id)", "region": "\(region.id)", "client": "\(owner)",
                                              "access": "\(access.map(\.rawValue).sorted())", "maxPeers": "\(record.maxPeers)"])
-        return GrantResult(grant: id, region: region.id.rawValue, descriptor: record.descriptor.text, endpoint: "\(endpoint)",
-                           access: access, maxPeers: UInt64(record.maxPeers), expiresInMillis: request.expiresInMillis,
-                           alignment: UInt64(alignment(for: region.strategy)))
+        let result = GrantResult(grant: id, region: region.id.rawValue, descriptor: record.descriptor.text, endpoint: "\(endpoint)",
+                                 access: access, maxPeers: UInt64(record.maxPeers), expiresInMillis: request.expiresInMillis,
+                                 alignment: UInt64(alignment(for: region.strategy)))
+        return (result, expiresAt)
     }
 
     /// Ends an owner's grant: its peers are disconnected and later connects hear `revoked`.
@@ -202,6 +234,25 @@ final class PeerService {
             .flatMap { end($0, .expired, reason: .grantEnded) }
     }
 
+    /// When the earliest handshake under way runs out of time (monotonic ns); nil: none.
+    var nextHandshakeDeadline: UInt64? {
+        peersByConnection.values.lazy.filter { !$0.established }.map { $0.acceptedAt + self.limits.handshakeNanos }.min()
+    }
+
+    /// Takes down every peer whose handshake did not reach ESTABLISHED within the bound:
+    /// its cm_id is destroyed (the CM rejects the connection) and its slot is free again. A
+    /// peer that sent its connect request and never completes (no RTU) would otherwise hold
+    /// the slot for as long as its process lives: the CM does not time it out (rxe, 209 s).
+    func expireHandshakes(now: UInt64) {
+        let late = peersByConnection.values.filter { !$0.established && $0.acceptedAt + limits.handshakeNanos <= now }
+        for peer in late.sorted(by: { $0.id < $1.id }) {
+            guard let grant = book.grants[peer.grant] else { continue }
+            drop(peer, from: grant, disconnecting: false)
+            logger.warning("peer handshake timed out: its slot is free again", metadata: [
+                "peer": "\(peer.id)", "grant": "\(grant.id)", "address": "\(peer.address)", "handshakeMillis": "\(limits.handshakeNanos / 1_000_000)"])
+        }
+    }
+
     /// The daemon is stopping: every peer is disconnected, every exposure withdrawn, the
     /// listeners closed.
     func shutDown() -> [PeerNotice] {
@@ -219,11 +270,13 @@ final class PeerService {
     /// What `list` shows of a region's grants: never a secret.
     func summaries(of region: RegionID, now: UInt64) -> [RegionList.Grant] {
         book.grants(on: region).map { grant in
-            RegionList.Grant(grant: grant.id, access: grant.access.wire, maxPeers: UInt64(grant.maxPeers),
-                             expiresInMillis: grant.expiresAt.map { $0 > now ? ($0 - now) / 1_000_000 : 0 },
-                             peers: grant.peers.values.sorted { $0.id < $1.id }.map {
-                                 RegionList.Grant.Peer(peer: $0.id, address: $0.address, generation: $0.generation)
-                             })
+            let connected = grant.peers.values.filter(\.established).sorted { $0.id < $1.id }
+            return RegionList.Grant(grant: grant.id, access: grant.access.wire, maxPeers: UInt64(grant.maxPeers),
+                                    expiresInMillis: grant.expiresAt.map { $0 > now ? ($0 - now) / 1_000_000 : 0 },
+                                    peers: connected.prefix(RegionList.Grant.maxListedPeers).map {
+                                        RegionList.Grant.Peer(peer: $0.id, address: $0.address, generation: $0.generation)
+                                    },
+                                    connected: UInt64(connected.count), connecting: UInt64(grant.peers.count - connected.count))
         }
     }
 
@@ -363,7 +416,7 @@ final class PeerService {
             try connection.accept(privateData: accept.encoded(),
                                   responderResources: min(max(wanted, 1), Self.maxResponderResources), initiatorDepth: 0)
             let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, queuePair: queuePair, completions: completions,
-                                      address: address, generation: target.generation)
+                                      address: address, generation: target.generation, acceptedAt: now)
             nextPeer += 1
             grant.peers[peer.id] = peer
             peersByConnection[ObjectIdentifier(connection)] = peer

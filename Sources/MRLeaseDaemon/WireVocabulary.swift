@@ -129,6 +129,14 @@ extension ProtocolError {
     }
 
     init(_ error: EngineError) {
+        if case .system(let op, let errno) = error, errno == .tooManyOpenFiles || errno == .tooManyOpenFilesInSystem {
+            let limit = errno == .tooManyOpenFiles
+                ? "its RLIMIT_NOFILE (LimitNOFILE= in mrleased.service; it raises its soft limit to the hard one at start)"
+                : "the system's open-file limit (sysctl fs.file-max)"
+            self.init(.outOfFDs, "mrleased is out of file descriptors (\(op): \(errno.symbolicName)), so nothing was done; retry later, or have the operator raise \(limit) or release regions",
+                      errnoName: errno.symbolicName, errnoValue: errno.rawValue)
+            return
+        }
         let code: ErrorCode = switch error {
         case .refused(let refusal): refusal.code.wire
         case .fileBusy: .fileBusy

@@ -354,6 +354,10 @@ public final class Engine {
         return info(region, file)
     }
 
+    /// The ids of an owner's regions, in no order (a `list` page sorts and describes only
+    /// the ones it shows).
+    public func regionIDs(owner: OwnerID) -> Set<RegionID> { regionsByOwner[owner] ?? [] }
+
     /// How many regions an owner holds.
     public func regionCount(owner: OwnerID) -> Int { regionsByOwner[owner]?.count ?? 0 }
 

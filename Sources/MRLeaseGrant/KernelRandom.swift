@@ -14,7 +14,14 @@ public struct KernelRandomError: Error, Equatable, Sendable, CustomStringConvert
 /// The kernel's CSPRNG through getrandom(2) with no flags: blocks only until the pool is first
 /// initialised at boot, then never; never reads a file (works in a chroot and with every fd in use,
 /// unlike /dev/urandom). The corresponding C function is `getrandom`.
-enum KernelRandom {
+public enum KernelRandom {
+    /// A random 64-bit number (grant ids: docs/remote-access.md says why they are random).
+    public static func uint64() throws(KernelRandomError) -> UInt64 {
+        var value: UInt64 = 0
+        try withUnsafeMutableBytes(of: &value) { fill($0) }.get()
+        return value
+    }
+
     static func fill(_ buffer: UnsafeMutableRawBufferPointer) -> Result<Void, KernelRandomError> {
         var filled = 0
         while filled < buffer.count {

@@ -18,6 +18,10 @@ public enum Codec {
     /// The most regions one `ack` may name (`regions`): 2048 ids of up to 20 digits fit in a
     /// message with room to spare.
     public static let maxAckRegions = 2048
+    /// The most regions one `list` page holds, and how many when the request names no
+    /// `limit`: a page's cost is bounded, so one `list` never holds the daemon's loop for long.
+    public static let maxListLimit: UInt64 = 256
+    public static let defaultListLimit: UInt64 = 64
 
     // MARK: Requests (the daemon's side)
 
@@ -36,7 +40,8 @@ public enum Codec {
     /// The error reply to a request that failed: with the request's id and type when `bytes`
     /// got that far, so the client can match it.
     public static func errorReply(to bytes: [UInt8], _ error: ProtocolError) -> Reply {
-        guard case .object(let object)? = try? JSONParser.parse(bytes) else {
+        // A packet past the limit was not parsed as a request, so it has no id to answer with.
+        guard bytes.count <= maxMessageBytes, case .object(let object)? = try? JSONParser.parse(bytes) else {
             return Reply(id: nil, type: nil, error: error)
         }
         let f = Fields(object)
@@ -132,24 +137,30 @@ public enum Codec {
     }
 
     /// A `list` reply holding as many of `regions` (ascending region ids) as fit in
-    /// `maxBytes`, with `next` set when some were left for the client to ask for.
-    public static func encodeList(id: UInt64, regions: [RegionList.Region], maxBytes: Int = maxMessageBytes) -> [UInt8] {
-        let sizes = regions.map { $0.json.bytes.count + 1 }   // + the comma before it
-        let whole = encode(Reply(id: id, .list(RegionList(regions: [])))).count
-        if whole + sizes.reduce(0, +) <= maxBytes {
-            return encode(Reply(id: id, .list(RegionList(regions: regions))))
+    /// `maxBytes`, with `next` set when some were left for the client to ask for: cut here, or
+    /// (`more`) beyond `regions` already. Each region is encoded once.
+    public static func encodeList(id: UInt64, regions: [RegionList.Region], more: Bool = false,
+                                  maxBytes: Int = maxMessageBytes) -> [UInt8] {
+        func packet(_ page: ArraySlice<JSONValue>, next: UInt64?) -> [UInt8] {
+            var o = header(type: RequestType.list.rawValue)
+            o.set("id", .integer(id))
+            o.set("result", RegionList.json(regions: Array(page), next: next))
+            return o.serialized
         }
+        let encoded = regions.map(\.json)
+        let sizes = encoded.map { $0.bytes.count + 1 }   // + the comma before it
         // Budget for the longest `next` there is, so the page never overflows.
-        var budget = maxBytes - encode(Reply(id: id, .list(RegionList(regions: [], next: .max)))).count
+        var budget = maxBytes - packet([], next: .max).count
         var count = 0
         while count < regions.count, sizes[count] <= budget {
             budget -= sizes[count]
             count += 1
         }
-        // One region always fits in practice (tags are short); at least one keeps paging moving.
-        count = max(count, 1)
-        let page = Array(regions.prefix(count))
-        return encode(Reply(id: id, .list(RegionList(regions: page, next: page.last?.region))))
+        // One region always fits: a region's entry is bounded (a tag of at most maxTagBytes,
+        // at most 32 grants of at most RegionList.Grant.maxListedPeers peers each).
+        count = max(count, min(1, regions.count))
+        let cut = count < regions.count
+        return packet(encoded[..<count], next: (cut || more) && count > 0 ? regions[count - 1].region : nil)
     }
 
     /// A packet from the daemon: a reply or an event.

@@ -23,6 +23,9 @@ extension Request {
 
         /// The most peers one grant admits (each is a QP and a CQ in the daemon).
         public static let maxPeersLimit: UInt64 = 1024
+        /// The longest expiry: ten years (of 365 days). Bounded so that the deadline in
+        /// nanoseconds can never overflow (2^64 ns is 584 years).
+        public static let maxExpiresInMillis: UInt64 = 315_360_000_000
 
         init(_ fields: Fields) throws(ProtocolError) {
             region = try fields.uint64("region")
@@ -34,7 +37,9 @@ extension Request {
                 access = nil
             }
             expiresInMillis = try fields.uint64IfPresent("expiresInMillis")
-            if expiresInMillis == 0 { throw .invalid("expiresInMillis", "must be greater than 0, or left out for no expiry") }
+            if let expiresInMillis, !(1...Self.maxExpiresInMillis).contains(expiresInMillis) {
+                throw .invalid("expiresInMillis", "must be 1 to \(Self.maxExpiresInMillis) (ten years), not \(expiresInMillis); leave it out for no expiry")
+            }
             maxPeers = try fields.uint64IfPresent("maxPeers")
             if let maxPeers, !(1...Self.maxPeersLimit).contains(maxPeers) {
                 throw .invalid("maxPeers", "must be 1 to \(Self.maxPeersLimit), not \(maxPeers)")
@@ -174,14 +179,27 @@ extension RegionList {
         public var maxPeers: UInt64
         /// Milliseconds left before it expires; nil: no expiry.
         public var expiresInMillis: UInt64?
+        /// Connected peers, lowest ids first, at most `maxListedPeers` of them (`connected`
+        /// counts them all), so a region's entry always fits in one `list` page.
         public var peers: [Peer]
+        /// Peers connected (ESTABLISHED), all of them.
+        public var connected: UInt64
+        /// Handshakes under way: each holds a slot until it completes or times out
+        /// (`peer-handshake-ms`). Slots taken = `connected` + `connecting`.
+        public var connecting: UInt64
 
-        public init(grant: UInt64, access: Set<Access>, maxPeers: UInt64, expiresInMillis: UInt64? = nil, peers: [Peer] = []) {
+        /// The most peers `list` names per grant.
+        public static let maxListedPeers = 8
+
+        public init(grant: UInt64, access: Set<Access>, maxPeers: UInt64, expiresInMillis: UInt64? = nil, peers: [Peer] = [],
+                    connected: UInt64? = nil, connecting: UInt64 = 0) {
             self.grant = grant
             self.access = access
             self.maxPeers = maxPeers
             self.expiresInMillis = expiresInMillis
             self.peers = peers
+            self.connected = connected ?? UInt64(peers.count)
+            self.connecting = connecting
         }
 
         init(_ f: Fields) throws(ProtocolError) {
@@ -193,6 +211,10 @@ extension RegionList {
             for p in try f.objects("peers") {
                 peers.append(Peer(peer: try p.uint64("peer"), address: try p.string("address"), generation: try p.uint64("generation")))
             }
+            // Older daemons sent neither count: then every peer was listed, and connecting
+            // ones among them.
+            connected = try f.uint64IfPresent("connected") ?? UInt64(peers.count)
+            connecting = try f.uint64IfPresent("connecting") ?? 0
         }
 
         var json: JSONValue {
@@ -208,6 +230,8 @@ extension RegionList {
                 p.set("generation", .integer(peer.generation))
                 return p.value
             }))
+            o.set("connected", .integer(connected))
+            o.set("connecting", .integer(connecting))
             return o.value
         }
     }

@@ -38,6 +38,10 @@ public enum ErrorCode: String, Sendable, Equatable, Hashable, CaseIterable {
     /// to install it in the daemon (EMFILE/ENFILE, reported by recvmsg as MSG_CTRUNC).
     /// Resource exhaustion on the daemon's side; nothing was registered, retry later.
     case fdNotReceived = "fd-not-received"
+    /// The daemon ran out of file descriptors while doing the request (EMFILE: its own
+    /// RLIMIT_NOFILE, LimitNOFILE= in mrleased.service; ENFILE: the system's fs.file-max);
+    /// nothing was done. Retry later; the operator raises the limit.
+    case outOfFDs = "out-of-fds"
     /// The message's protocol version (or every version offered in `hello`) is not spoken here.
     case unsupportedVersion = "unsupported-version"
     /// The connection has too many requests in flight.

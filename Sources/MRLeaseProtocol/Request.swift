@@ -24,7 +24,9 @@ public enum Request: Sendable, Equatable {
     case deregister(region: UInt64)
     /// Regions in ascending id order, starting after region `after`: this connection's, or
     /// with `all` every connection's of the caller's uid (of every uid when the caller is root).
-    case list(after: UInt64?, all: Bool = false)
+    /// At most `limit` of them (1 to `Codec.maxListLimit`; nil: `Codec.defaultListLimit`), and
+    /// fewer when they would not fit in one message; the reply's `next` says where to go on.
+    case list(after: UInt64?, all: Bool = false, limit: UInt64? = nil)
     case stats
     /// The client has stopped issuing RDMA to a `revoking` region.
     case ack(region: UInt64)
@@ -131,7 +133,12 @@ extension Request {
             for range in ranges { registers.append(try Register(range)) }
             self = .registerBatch(registers)
         case .deregister: self = .deregister(region: try fields.uint64("region"))
-        case .list: self = .list(after: try fields.uint64IfPresent("after"), all: try fields.boolIfPresent("all") ?? false)
+        case .list:
+            let limit = try fields.uint64IfPresent("limit")
+            if let limit, !(1...Codec.maxListLimit).contains(limit) {
+                throw .invalid("limit", "must be 1 to \(Codec.maxListLimit), not \(limit); follow \"next\" for more")
+            }
+            self = .list(after: try fields.uint64IfPresent("after"), all: try fields.boolIfPresent("all") ?? false, limit: limit)
         case .stats: self = .stats
         case .ack:
             // One region, or several: exactly one of the two fields.
@@ -170,9 +177,10 @@ extension Request {
             object.set("region", .integer(region))
         case .ackRegions(let regions):
             object.set("regions", .array(regions.map(JSONValue.integer)))
-        case .list(let after, let all):
+        case .list(let after, let all, let limit):
             object.set("after", after.map(JSONValue.integer))
             object.set("all", all ? .bool(true) : nil)
+            object.set("limit", limit.map(JSONValue.integer))
         case .stats:
             break
         case .grant(let grant):
@@ -187,11 +195,11 @@ extension Request.Register {
     init(_ fields: Fields) throws(ProtocolError) {
         offset = try fields.uint64("offset")
         length = try fields.uint64("length")
-        guard length > 0 else { throw .invalid("length", "must be greater than 0") }
+        guard length > 0 else { throw .invalid(fields.path("length"), "must be greater than 0") }
         // An end past 2^64 - 1 is well-formed: no file is that long, so the registration plan
         // answers it `range-out-of-file` (docs/protocol.md), with a batch's index.
         access = try fields.accessList("access")
-        guard !access.isEmpty else { throw .invalid("access", "must list at least one of read, write, atomic") }
+        guard !access.isEmpty else { throw .invalid(fields.path("access"), "must list at least one of read, write, atomic") }
         strategy = try fields.enumIfPresent("strategy") ?? .any
         tag = try fields.stringIfPresent("tag", maxBytes: Codec.maxTagBytes)
     }

@@ -61,6 +61,12 @@ extension HelloResult {
                         maxConnections: try l.uint64IfPresent("maxConnections"),
                         maxConnectionsPerUid: try l.uint64IfPresent("maxConnectionsPerUid"),
                         maxQueuedBytes: try l.uint64IfPresent("maxQueuedBytes"))
+        // Absent from daemons older than list pages, grant limits and the stall bound.
+        limits.maxListLimit = try l.uint64IfPresent("maxListLimit")
+        limits.maxGrantsPerRegion = try l.uint64IfPresent("maxGrantsPerRegion")
+        limits.maxGrantsPerUid = try l.uint64IfPresent("maxGrantsPerUid")
+        limits.peerHandshakeMillis = try l.uint64IfPresent("peerHandshakeMillis")
+        limits.clientStallMillis = try l.uint64IfPresent("clientStallMillis")
         layoutProtection = try f.enumIfPresent("layoutProtection")
         endpoints = f.object["endpoints"] == nil ? nil : try f.strings("endpoints")
     }
@@ -91,6 +97,11 @@ extension HelloResult {
         if let value = limits.maxConnections { l.set("maxConnections", .integer(value)) }
         if let value = limits.maxConnectionsPerUid { l.set("maxConnectionsPerUid", .integer(value)) }
         if let value = limits.maxQueuedBytes { l.set("maxQueuedBytes", .integer(value)) }
+        l.set("maxListLimit", limits.maxListLimit.map(JSONValue.integer))
+        l.set("maxGrantsPerRegion", limits.maxGrantsPerRegion.map(JSONValue.integer))
+        l.set("maxGrantsPerUid", limits.maxGrantsPerUid.map(JSONValue.integer))
+        l.set("peerHandshakeMillis", limits.peerHandshakeMillis.map(JSONValue.integer))
+        l.set("clientStallMillis", limits.clientStallMillis.map(JSONValue.integer))
         o.set("limits", l.value)
         o.set("layoutProtection", layoutProtection.map { .string($0.rawValue) })
         o.set("endpoints", endpoints.map { .array($0.map(JSONValue.string)) })
@@ -133,9 +144,12 @@ extension RegionList {
         next = try f.uint64IfPresent("next")
     }
 
-    var json: JSONValue {
+    var json: JSONValue { Self.json(regions: regions.map(\.json), next: next) }
+
+    /// A page from regions already encoded (`Codec.encodeList` encodes each region once).
+    static func json(regions: [JSONValue], next: UInt64?) -> JSONValue {
         var o = ObjectWriter()
-        o.set("regions", .array(regions.map(\.json)))
+        o.set("regions", .array(regions))
         o.set("next", next.map(JSONValue.integer))
         return o.value
     }

@@ -72,6 +72,15 @@ public struct HelloResult: Sendable, Equatable {
         /// Bytes of replies and events the daemon queues for a connection that does not read
         /// before it disconnects it (nil from older daemons).
         public var maxQueuedBytes: UInt64?
+        /// The most regions one `list` page holds (`limit`'s bound).
+        public var maxListLimit: UInt64?
+        /// Grants a region may have, and a uid may hold (`quota-exceeded` past them).
+        public var maxGrantsPerRegion: UInt64?
+        public var maxGrantsPerUid: UInt64?
+        /// Milliseconds a peer has from its accepted connect request to ESTABLISHED.
+        public var peerHandshakeMillis: UInt64?
+        /// Milliseconds a client's socket may stay full, unread, before it is disconnected.
+        public var clientStallMillis: UInt64?
 
         public init(maxMessageBytes: UInt64, maxRegionsPerUid: UInt64, maxBytesPerUid: UInt64, quiesceMillis: UInt64,
                     maxBatchRanges: UInt64 = UInt64(Codec.maxBatchRanges), maxConnections: UInt64? = nil,

@@ -17,7 +17,7 @@ final class GrantTests: XCTestCase {
     let endpoint = GrantEndpoint(address: .ipv4(0xC000_0201), port: 7471)
 
     func record(_ book: inout GrantBook, maxPeers: Int = 1, expiresAt: UInt64? = nil) throws -> GrantRecord {
-        let grant = GrantRecord(id: book.makeID(), owner: OwnerID(1), region: RegionID(1), secret: try GrantSecret.random(),
+        let grant = GrantRecord(id: try book.makeID(), owner: OwnerID(1), region: RegionID(1), secret: try GrantSecret.random(),
                                 access: [.read, .write], maxPeers: maxPeers, expiresAt: expiresAt, endpoint: endpoint)
         book.add(grant)
         return grant
@@ -69,7 +69,54 @@ final class GrantTests: XCTestCase {
             book.end(filler.id, .revoked)
         }
         XCTAssertEqual(reason(book.admit(ConnectPrivateData(revoked.descriptor).encoded(), now: 0)), .unknownGrant, "forgotten past the limit")
-        XCTAssertGreaterThan(book.nextID, UInt64(GrantBook.endedLimit), "ids are never reused")
+    }
+
+    func testAnEndedGrantChecksTheSecretBeforeItSaysHowItEnded() throws {
+        var book = GrantBook()
+        let ends: [GrantEnd] = [.revoked, .expired, .regionGone, .ownerGone]
+        for end in ends {
+            let grant = try record(&book)
+            book.end(grant.id, end)
+            let wrong = ConnectPrivateData(grantID: grant.id, secret: try GrantSecret.random()).encoded()
+            XCTAssertEqual(reason(book.admit(wrong, now: 0)), .badSecret, "\(end): a wrong secret learns nothing of how the grant ended")
+            XCTAssertEqual(reason(book.admit(ConnectPrivateData(grant.descriptor).encoded(), now: 0)), end.rejectReason,
+                           "\(end): the right secret hears why")
+        }
+    }
+
+    func testGrantIDsAreRandomNonZeroAndNeverThoseOfALiveOrRememberedGrant() throws {
+        // A source that repeats itself: 0 and ids in use are drawn again.
+        var draws: [UInt64] = [0, 5, 5, 0, 5, 9, 5, 9, 11]
+        var book = GrantBook(ids: { draws.removeFirst() })
+        let first = try record(&book)
+        XCTAssertEqual(first.id, 5, "0 is never an id")
+        book.end(first.id, .revoked)
+        XCTAssertEqual(try record(&book).id, 9, "an ended grant's id is not reused while it is remembered")
+        XCTAssertEqual(try record(&book).id, 11, "nor a live one's")
+        // The real source: 64 random ids, no two alike, none sequential.
+        var random = GrantBook()
+        let ids = try (0..<64).map { _ in try record(&random).id }
+        XCTAssertEqual(Set(ids).count, 64)
+        XCTAssertFalse(zip(ids, ids.dropFirst()).allSatisfy { $1 == $0 &+ 1 }, "ids are not a counter: \(ids)")
+    }
+
+    func testGrantsAreCountedPerRegionAndPerUIDUntilTheyEnd() throws {
+        var book = GrantBook()
+        func make(uid: UInt32, region: UInt64) throws -> GrantRecord {
+            let grant = GrantRecord(id: try book.makeID(), owner: OwnerID(UInt64(uid)), uid: uid, region: RegionID(region),
+                                    secret: try GrantSecret.random(), access: [.read], maxPeers: 1, expiresAt: nil, endpoint: endpoint)
+            book.add(grant)
+            return grant
+        }
+        let a = try make(uid: 1000, region: 1)
+        _ = try make(uid: 1000, region: 2)
+        _ = try make(uid: 1001, region: 1)
+        XCTAssertEqual(book.count(on: RegionID(1)), 2)
+        XCTAssertEqual(book.count(ofUID: 1000), 2)
+        book.end(a.id, .revoked)
+        XCTAssertEqual(book.count(on: RegionID(1)), 1)
+        XCTAssertEqual(book.count(ofUID: 1000), 1)
+        XCTAssertEqual(book.count(ofUID: 1002), 0)
     }
 
     func testGrantFlagsKeepTheRegionsPinningAndCutRemoteRights() {
@@ -132,7 +179,8 @@ final class GrantTests: XCTestCase {
             (#"{"v":1,"type":"grant","id":1,"region":3,"access":["read","read"]}"#, "twice"),
             (#"{"v":1,"type":"grant","id":1,"region":3,"maxPeers":0}"#, "must be 1 to 1024"),
             (#"{"v":1,"type":"grant","id":1,"region":3,"maxPeers":1025}"#, "must be 1 to 1024"),
-            (#"{"v":1,"type":"grant","id":1,"region":3,"expiresInMillis":0}"#, "greater than 0"),
+            (#"{"v":1,"type":"grant","id":1,"region":3,"expiresInMillis":0}"#, "must be 1 to 315360000000"),
+            (#"{"v":1,"type":"grant","id":1,"region":3,"expiresInMillis":18446744073709551615}"#, "must be 1 to 315360000000"),
             (#"{"v":1,"type":"revoke-grant","id":1}"#, "missing field \"grant\""),
         ] {
             XCTAssertThrowsError(try decode(text), text) { error in

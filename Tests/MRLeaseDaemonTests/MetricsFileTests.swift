@@ -93,7 +93,7 @@ final class MetricsFileTests: XCTestCase {
         XCTAssertEqual(configuration.metricsIntervalMillis, 5000)
         for (line, message) in [("metrics-file = /tmp/mrleased.txt", "metrics-file must be an absolute path ending in .prom"),
                                 ("metrics-file = mrleased.prom", "metrics-file must be an absolute path ending in .prom"),
-                                ("metrics-interval-ms = 10", "metrics-interval-ms must be at least 100, got 10")] {
+                                ("metrics-interval-ms = 10", "metrics-interval-ms must be 100 to 86400000, got 10")] {
             XCTAssertThrowsError(try configuration.apply(file: line + "\n", name: "t.conf"), line) { error in
                 XCTAssertTrue("\(error)".contains("t.conf:1: " + message), "\(error)")
             }

@@ -28,6 +28,36 @@ final class RoutingTests: XCTestCase {
         events.map { "\($0.name.rawValue) \($0.region)" }
     }
 
+    func testEventsForClientsThatDoNotReadAreBoundedInTotalBytesAcrossClients() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        // Only the total can stop them: the per-client bounds and the stall bound are far off.
+        let daemon = try InProcessDaemon {
+            $0.maxQueuedBytes = 65_536
+            $0.maxQueuedBytesPerClient = 64 << 20
+            $0.maxQueuedMessages = 1_000_000
+            $0.clientStallMillis = 600_000
+            $0.quiesceMillis = 200
+        }
+        daemon.registrar.inode = try FileFacts.inspect(fd).inode
+        let slow = try (0..<3).map { _ in try daemon.connect() }
+        for (index, client) in slow.enumerated() {
+            _ = try (0..<300).map { try client.register(fd, offset: UInt64(index * 300 + $0) * 4096).region }
+            client.reading = false
+            var small: Int32 = 1
+            let session = try XCTUnwrap(client.session)
+            XCTAssertEqual(setsockopt(session.descriptor.rawValue, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size)), 0)
+        }
+        // 900 revoking events of about 100 bytes: past 64 KiB queued in all.
+        let reader = try spawn("/bin/cat", [path])
+        XCTAssertTrue(daemon.drive(seconds: 25) { slow.contains { $0.session == nil } && !reader.isRunning },
+                      "no client was disconnected by the total bound")
+        reader.waitUntilExit()
+        let queued = daemon.daemon.sessions.values.reduce(UInt64(0)) { $0 + $1.outboxBytes }
+        XCTAssertLessThanOrEqual(queued, 65_536 + UInt64(Codec.maxMessageBytes), "queued for all clients")
+        XCTAssertEqual(daemon.engine.indexProblems(), [])
+    }
+
     func testSlowClientDisconnectedWhileItsFileIsRevokedLeavesEveryRegionRightAndTheIndexesAgreeing() throws {
         let (scratch, path, fd) = try scratchFile()
         defer { try? fd.close(); _ = scratch }

@@ -57,6 +57,8 @@ int mrl_get_owner(int fd, int *type);
 
 /* FS_IOC_FIEMAP is _IOWR('f', 11, struct fiemap): a macro over a struct. */
 int mrl_ioctl_fiemap(int fd, struct fiemap *map);
+/* SIOCOUTQ: on a Unix socket, the bytes sent and not yet read by the peer. */
+int mrl_ioctl_outq(int fd, int *bytes);
 /* The fiemap header is followed by fm_extent_count extents (a flexible array). */
 struct fiemap_extent *mrl_fiemap_extents(struct fiemap *map);
 
