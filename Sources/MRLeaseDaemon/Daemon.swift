@@ -115,9 +115,12 @@ public final class Daemon {
     /// signalfd), opens the device, creates the engine, and binds or adopts the listener.
     /// `registrar`: the verbs side to use instead of opening the configured device (tests drive
     /// the daemon in-process with a stand-in, which checks ordering, never that RDMA works);
+    /// `peerVerbs`: rdma_cm and verbs for the peer service (with `listen` set) instead of the
+    /// device's (fuzzers and tests play peers through a recording stand-in);
     /// `extentReader`: how the engine reads extents (tests make it fail).
     public init(configuration: DaemonConfiguration, environment: [String: String], logger: Logger,
-                registrar injected: (any Registrar)? = nil, extentReader: ExtentReader = .fiemap) throws {
+                registrar injected: (any Registrar)? = nil, peerVerbs injectedPeerVerbs: (any PeerVerbs)? = nil,
+                extentReader: ExtentReader = .fiemap) throws {
         self.configuration = configuration
         self.logger = logger
         notifier = SystemdNotifier(environment: environment)
@@ -149,10 +152,10 @@ public final class Daemon {
         if configuration.listen.isEmpty {
             peers = nil
             noPeersReason = nil
-        } else if let verbsContext {
+        } else if let peerVerbs = try injectedPeerVerbs ?? verbsContext.map(DevicePeerVerbs.init(context:)) {
             // A listener that cannot be set up as configured stops the daemon: peers would
             // otherwise be told of endpoints nobody serves.
-            peers = try PeerService(context: verbsContext, endpoints: configuration.listen,
+            peers = try PeerService(verbs: peerVerbs, endpoints: configuration.listen,
                                     odpAlignment: UInt32(integrity?.transferAlignment ?? 1),
                                     revokingRetryMillis: UInt32(min(configuration.quiesceMillis + configuration.restoreBackoffMillis / 10, 10_000)),
                                     limits: PeerLimits(grantsPerRegion: configuration.maxGrantsPerRegion,
@@ -195,7 +198,7 @@ public final class Daemon {
             try watch(engine.descriptors[0], as: .leaseSignals)
             try watch(engine.descriptors[1], as: .fileCloses)
         }
-        if let peers { try watch(peers.channel.descriptor, as: .peers) }
+        if let peers { try watch(peers.verbs.descriptor, as: .peers) }
         if let reason { logger.warning("\(reason)") }
         // The first write at once, so the file exists as soon as the daemon serves.
         if metricsFile != nil { timers.schedule(.metricsFile, at: Engine.now()) }
@@ -710,7 +713,7 @@ public final class Daemon {
         unwatch(listener.descriptor)
         close(listener)
         if let peers {
-            unwatch(peers.channel.descriptor)
+            unwatch(peers.verbs.descriptor)
             deliver(peers.shutDown())
         }
         for socket in awaitingAdmission { close(socket) }
