@@ -2,6 +2,7 @@ import FuzzSupport
 import Glibc
 import LinuxFile
 import Logging
+import MRLeaseGrant
 import MRLeaseEngine
 import MRLeaseProtocol
 import SystemPackage
@@ -10,7 +11,8 @@ import TestSupport
 @testable import MRLeaseDaemon
 
 // libFuzzer's entry for the daemon's request path: an in-process `Daemon` with a recording
-// registrar (no RDMA device is needed) answers each input as a packet from one client,
+// registrar and the peer service on a recording rdma_cm (no RDMA device is needed; `grant`
+// and `revoke-grant` reach a listening peer service) answers each input as a packet from one client,
 // `Daemon.answer(_:from:)` on a session over a socketpair, with the fds the input asks for.
 //
 // Input: byte 0 chooses the fds and receive flags, the rest is the packet.
@@ -18,12 +20,13 @@ import TestSupport
 //             files, a FIFO, a socket, an empty file; bit 3: the kernel cut the packet
 //             (MSG_TRUNC); bit 4: fds were dropped; bit 5: which of two files of a kind.
 // Checked beyond "never traps": every reply and event fits in maxMessageBytes and decodes;
-// the engine's indexes agree (`indexProblems`); a client's disconnect leaves no region, file
-// or lease behind.
+// the engine's indexes agree (`indexProblems`); a client's disconnect leaves no region, file,
+// lease or grant behind.
 
 final class Harness {
     let scratch: String
     let registrar = RecordingRegistrar()
+    let peerVerbs = RecordingPeerVerbs()
     let daemon: Daemon
     var session: ClientSession
     var peer: UnixSocket
@@ -42,9 +45,10 @@ final class Harness {
         var configuration = DaemonConfiguration()
         configuration.socketPath = scratch + "/s.sock"
         configuration.maxBytesPerUID = 1 << 40
+        configuration.listen = [GrantEndpoint(host: "192.0.2.1", port: 7471)!]
         var logger = Logger(label: "mrleased.fuzz")
         logger.logLevel = .critical
-        daemon = try Daemon(configuration: configuration, environment: [:], logger: logger, registrar: registrar)
+        daemon = try Daemon(configuration: configuration, environment: [:], logger: logger, registrar: registrar, peerVerbs: peerVerbs)
         let directory = scratch
         func file(_ name: String, size: Int, _ mode: FileDescriptor.AccessMode) throws -> FileDescriptor {
             let fd = try FileDescriptor.open(FilePath(directory + "/" + name), mode, options: [.create, .closeOnExec],
@@ -140,8 +144,9 @@ final class Harness {
         daemon.disconnect(session, why: "fuzz rotation")
         _ = try? peer.close()
         let stats = engine.statistics()
-        precondition(stats.regions == 0 && stats.files == 0 && stats.leasesHeld == 0,
-                     "left behind after disconnect: \(stats.regions) regions, \(stats.files) files, \(stats.leasesHeld) leases")
+        let grants = daemon.peers!.book.grants.count
+        precondition(stats.regions == 0 && stats.files == 0 && stats.leasesHeld == 0 && grants == 0,
+                     "left behind after disconnect: \(stats.regions) regions, \(stats.files) files, \(stats.leasesHeld) leases, \(grants) grants")
         precondition(engine.indexProblems().isEmpty, "engine indexes after disconnect: \(engine.indexProblems())")
         registrar.steps.removeAll(keepingCapacity: true)
         do { (session, peer) = try Self.connect(daemon) } catch { fatalError("reconnect: \(error)") }

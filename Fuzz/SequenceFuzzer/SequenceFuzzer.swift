@@ -2,6 +2,7 @@ import FuzzSupport
 import Glibc
 import Logging
 import MRLeaseEngine
+import MRLeaseGrant
 import MRLeaseProtocol
 import SystemPackage
 import TestSupport
@@ -10,39 +11,46 @@ import TestSupport
 @testable import MRLeaseDaemon
 
 // libFuzzer's entry for sequences: each input is a run of steps against one in-process
-// `Daemon` with a recording registrar: requests from up to three clients, lease breaks and
-// closes by other openers, size changes and writes, unlinks, loop turns, timer expiries and
-// disconnects. The daemon reads every request, lease signal and inotify event through its own
-// `handle`, as its loop would.
+// `Daemon` with a recording registrar and its peer service on a recording rdma_cm: requests
+// from up to three clients, lease breaks and closes by other openers, size changes and writes,
+// unlinks, loop turns, timer expiries, disconnects, and peers' connects (with a grant's own
+// private data or not), ESTABLISHED or never, and their ends. The daemon reads every request,
+// lease signal, inotify event and CM event through its own `handle`, as its loop would.
 //
 // Input: steps until the input ends (at most `maxSteps`); a step is an opcode byte and its
 // operands (see `step`). Past the end every byte reads 0.
 // Time: the engine arms deadlines from CLOCK_MONOTONIC, so a tick fires the timers due a
 // chosen span after the real clock: nothing, the layout debounce, the quiesce deadline, the
-// restore backoffs, a grant's expiry. A run takes microseconds, far below every span.
+// restore backoffs, a peer's handshake bound, a grant's expiry. A run takes microseconds, far
+// below every span.
 // MRLEASED_FUZZ_TRACE=1 prints each step and every packet both ways (to replay an artifact:
 // `MRLEASED_FUZZ_TRACE=1 .build-fuzz/release/SequenceFuzzer ARTIFACT`).
 // Checked after every step: the engine's indexes agree (`indexProblems`), every packet fits
-// and decodes. After every input: every client goes, and nothing may be left behind (regions,
-// files, leases); the files are reset, so each input starts from the same state.
+// and decodes; a rejected connection's rdma_cm id is destroyed. After every input: every client
+// goes, and nothing may be left behind (regions, files, leases, grants, peers, rdma_cm ids,
+// PDs); the files are reset, so each input starts from the same state.
 
 final class SequenceHarness {
     static let clientSlots = 3
     static let maxSteps = 128
     /// Tick spans (ns after the real clock): 0, 1 ms, past the 20 ms layout debounce, past the
-    /// 100 ms quiesce, past the first 500 ms backoff, past the 2 s backoff cap, an hour, a year.
+    /// 100 ms quiesce, past the first 500 ms backoff, past the 2 s backoff cap, an hour, a year,
+    /// past the 5 s handshake bound.
     static let spans: [UInt64] = [0, 1_000_000, 25_000_000, 150_000_000, 700_000_000, 3_000_000_000,
-                                  3_600_000_000_000, 365 * 86_400_000_000_000]
+                                  3_600_000_000_000, 365 * 86_400_000_000_000, 6_000_000_000]
     static let sizes = [0, 4096, 8192, 3 * 4096 + 100, 1 << 20, 2 << 20]
     static let breakerFlags = [O_RDONLY, O_WRONLY, O_RDWR, O_RDWR | O_TRUNC]
 
     let registrar = RecordingRegistrar()
+    let peerVerbs = RecordingPeerVerbs()
     let daemon: Daemon
     let files: FuzzFiles
     var clients: [FuzzClient?] = Array(repeating: nil, count: clientSlots)
     /// Region and grant ids the replies of this input named.
     var regions: [UInt64] = []
     var grants: [UInt64] = []
+    /// The descriptors of the grants made this input, as their replies gave them.
+    var descriptors: [String] = []
 
     init() throws {
         var template = Array("/tmp/mrleased-sequence-XXXXXX".utf8CString)
@@ -51,11 +59,12 @@ final class SequenceHarness {
         var configuration = DaemonConfiguration()
         configuration.socketPath = scratch + "/s.sock"
         configuration.maxBytesPerUID = 1 << 40
+        configuration.listen = [GrantEndpoint(host: "192.0.2.1", port: 7471)!]
         var logger = Logger(label: "mrleased.fuzz")
         logger.logLevel = .critical
         // Two file reads per deregistration otherwise; the fuzzer checks the indexes instead.
         registrar.checksAtDeregistration = false
-        daemon = try Daemon(configuration: configuration, environment: [:], logger: logger, registrar: registrar)
+        daemon = try Daemon(configuration: configuration, environment: [:], logger: logger, registrar: registrar, peerVerbs: peerVerbs)
         files = FuzzFiles(directory: scratch)
     }
 
@@ -65,19 +74,20 @@ final class SequenceHarness {
         var input = FuzzInput(bytes)
         var steps = 0
         while !input.isAtEnd, steps < Self.maxSteps {
-            if tracing { trace("step \(steps): opcode \(input.bytes[input.position] % 20) at byte \(input.position)") }
+            if tracing { trace("step \(steps): opcode \(input.bytes[input.position] % 23) at byte \(input.position)") }
             step(&input)
             steps += 1
             deliver()
             let problems = engine.indexProblems()
             precondition(problems.isEmpty, "engine indexes after step \(steps): \(problems)")
+            checkPeers()
         }
         finish()
     }
 
     /// One step: an opcode and its operands.
     func step(_ input: inout FuzzInput) {
-        switch input.byte() % 20 {
+        switch input.byte() % 23 {
         case 0: register(&input, batch: false)
         case 1: register(&input, batch: true)
         case 2: request(&input, "deregister") { "\"region\":\(FuzzRequests.id(&$0, known: self.regions))" }
@@ -111,7 +121,10 @@ final class SequenceHarness {
         case 16: files.unlink(input.below(FuzzFiles.files.count))
         case 17: turn()
         case 18: daemon.fireTimers(now: Engine.now() + input.pick(Self.spans))
-        default: disconnect(&input)
+        case 19: disconnect(&input)
+        case 20: peerConnect(&input)
+        case 21: peerEstablished(&input)
+        default: peerEnded(&input)
         }
     }
 
@@ -219,7 +232,9 @@ final class SequenceHarness {
         switch result {
         case .register(let made): regions.append(made.region)
         case .registerBatch(let made): regions += made.map(\.region)
-        case .grant(let made): grants.append(made.grant)
+        case .grant(let made):
+            grants.append(made.grant)
+            descriptors.append(made.descriptor)
         default: break
         }
     }
@@ -240,9 +255,11 @@ final class SequenceHarness {
                      "left behind after every client went: \(stats.regions) regions, \(stats.files) files, \(stats.leasesHeld) leases")
         let problems = engine.indexProblems()
         precondition(problems.isEmpty, "engine indexes after every client went: \(problems)")
+        checkPeersGone()
         files.reset()
         regions = []
         grants = []
+        descriptors = []
         registrar.steps.removeAll(keepingCapacity: true)
         registrar.ranges.removeAll(keepingCapacity: true)
         registrar.nextKey = 1
@@ -250,7 +267,7 @@ final class SequenceHarness {
 }
 
 nonisolated(unsafe) var harness: SequenceHarness?
-nonisolated(unsafe) let tracing = getenv("MRLEASED_FUZZ_TRACE").map { String(cString: $0) == "1" } ?? false
+let tracing = getenv("MRLEASED_FUZZ_TRACE").map { String(cString: $0) == "1" } ?? false
 
 /// One trace line, unbuffered (a crash follows the line that explains it).
 func trace(_ line: String) {
