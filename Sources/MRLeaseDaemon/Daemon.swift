@@ -324,6 +324,7 @@ public final class Daemon {
                 if let interval = notifier.watchdogInterval { scheduleWatchdog(now + interval) }
             case .grantExpiry:
                 if let peers { deliver(peers.expire(now: now)) }
+                scheduleGrantExpiry()
             case .peerHandshake:
                 peers?.expireHandshakes(now: now)
                 schedulePeerHandshake()
@@ -359,6 +360,15 @@ public final class Daemon {
                 break  // a timer that was replaced
             }
         }
+    }
+
+    /// Wakes the loop at the earliest live grant's expiry: the heap holds one entry for it,
+    /// replaced at each change (the grant scan is once per grant made or expiry, not per turn).
+    /// An entry per grant stayed until its expiry even when the grant was revoked at once: a
+    /// client making and revoking ten-year grants grew the heap without bound.
+    func scheduleGrantExpiry() {
+        timers.cancel(.grantExpiry)
+        if let next = peers?.nextExpiry { timers.schedule(.grantExpiry, at: next) }
     }
 
     /// Wakes the loop when the earliest handshake under way runs out of time. The heap cancels

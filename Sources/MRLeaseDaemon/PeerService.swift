@@ -225,6 +225,9 @@ final class PeerService {
             .flatMap { end($0, .expired, reason: .grantEnded) }
     }
 
+    /// When the earliest live grant expires (monotonic ns); nil: none has an expiry.
+    var nextExpiry: UInt64? { book.grants.values.compactMap(\.expiresAt).min() }
+
     /// When the earliest handshake under way runs out of time (monotonic ns); nil: none.
     var nextHandshakeDeadline: UInt64? {
         peersByConnection.values.lazy.filter { !$0.established }.map { $0.acceptedAt + self.limits.handshakeNanos }.min()

@@ -91,4 +91,27 @@ final class PeerServiceTests: XCTestCase {
         XCTAssertTrue(silent.isDestroyed, "the silent handshake's id is destroyed")
         XCTAssertNotNil(try connect(made, to: daemon).accepted, "its slot is free again")
     }
+
+    func testGrantsMadeAndRevokedLeaveOneExpiryTimerWhateverTheirNumber() throws {
+        let (daemon, client, region) = try listening()
+        let before = daemon.daemon.timers.count
+        for _ in 0..<300 {
+            guard case .grant(let made) = try client.request(.grant(.init(region: region.region, expiresInMillis: 315_360_000_000))) else {
+                return XCTFail("grant")
+            }
+            _ = try client.request(.revokeGrant(grant: made.grant))
+        }
+        // One wake-up at the earliest live grant's expiry: a revoked grant's ten-year timer must
+        // not stay in the heap (a client making and revoking grants grew it without bound).
+        XCTAssertLessThanOrEqual(daemon.daemon.timers.count, before + 1)
+
+        // The one timer still ends each grant at its time, the earliest first.
+        for millis: UInt64 in [1_000, 315_360_000_000] {
+            _ = try client.request(.grant(.init(region: region.region, expiresInMillis: millis)))
+        }
+        daemon.daemon.fireTimers(now: Engine.now() + 2_000_000_000)
+        guard case .stats(let stats) = try client.request(.stats) else { return XCTFail("stats") }
+        XCTAssertEqual(stats.grants, 1, "the one-second grant expired, the ten-year one lives")
+        XCTAssertLessThanOrEqual(daemon.daemon.timers.count, before + 1)
+    }
 }
