@@ -167,9 +167,11 @@ let package = Package(
         // Drives the built `mrlease` executable as a user would.
         .testTarget(name: "mrleaseTests", dependencies: ["MRLeaseProtocol", "TestSupport"]),
         // Shared by the test targets: facility checks that skip with the missing facility's name,
-        // RunningDaemon (DaemonLauncher's child on a scratch socket), and the recording
-        // registrar the engine and daemon host tests check ordering with.
-        .target(name: "TestSupport", dependencies: ["LinuxFile", "Verbs", "MRLeaseEngine", "DaemonLauncher"], path: "Tests/TestSupport"),
+        // RunningDaemon (DaemonLauncher's child on a scratch socket), the recording registrar
+        // the engine and daemon host tests check ordering with, and the recording rdma_cm
+        // the peer service runs on without a device.
+        .target(name: "TestSupport", dependencies: ["CLinux", "LinuxFile", "Verbs", "MRLeaseEngine", "MRLeaseDaemon", "MRLeaseGrant", "DaemonLauncher"],
+                path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )
@@ -190,6 +192,14 @@ if Context.environment["MRLEASED_FUZZ"] == "1" {
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "SystemPackage", package: "swift-system")],
                           path: "Fuzz/RequestFuzzer",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        // Sequences of requests, lease breaks, closes, timer expiries and disconnects against
+        // one in-process Daemon with a recording registrar.
+        .executableTarget(name: "SequenceFuzzer",
+                          dependencies: ["FuzzSupport", "MRLeaseDaemon", "MRLeaseEngine", "MRLeaseProtocol", "LinuxFile", "TestSupport",
+                                         .product(name: "Logging", package: "swift-log"),
+                                         .product(name: "SystemPackage", package: "swift-system")],
+                          path: "Fuzz/SequenceFuzzer",
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     ]
 }

@@ -3,10 +3,17 @@ import MRLeaseProtocol
 /// A packet the daemon's codec made: within `maxMessageBytes`, and readable by a client.
 /// Traps (the fuzzer's "crash") otherwise, saying which packet.
 public func checkServerPacket(_ packet: [UInt8], _ what: @autoclosure () -> String) {
+    _ = checkedServerMessage(packet, what())
+}
+
+/// `checkServerPacket`, returning what the packet says (for a harness that acts on replies).
+@discardableResult
+public func checkedServerMessage(_ packet: [UInt8], _ what: @autoclosure () -> String) -> ServerMessage {
     precondition(packet.count <= Codec.maxMessageBytes, "\(what()) of \(packet.count) bytes exceeds maxMessageBytes")
-    guard (try? Codec.decodeServerMessage(packet)) != nil else {
+    guard let message = try? Codec.decodeServerMessage(packet) else {
         fatalError("\(what()) does not decode: \(String(decoding: packet.prefix(200), as: UTF8.self))")
     }
+    return message
 }
 
 public typealias FuzzTarget = @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt

@@ -2,6 +2,7 @@ import FuzzSupport
 import Glibc
 import LinuxFile
 import Logging
+import MRLeaseGrant
 import MRLeaseEngine
 import MRLeaseProtocol
 import SystemPackage
@@ -10,20 +11,25 @@ import TestSupport
 @testable import MRLeaseDaemon
 
 // libFuzzer's entry for the daemon's request path: an in-process `Daemon` with a recording
-// registrar (no RDMA device is needed) answers each input as a packet from one client,
+// registrar and the peer service on a recording rdma_cm (no RDMA device is needed; `grant`
+// and `revoke-grant` reach a listening peer service) answers each input as a packet from one client,
 // `Daemon.answer(_:from:)` on a session over a socketpair, with the fds the input asks for.
 //
-// Input: byte 0 chooses the fds and receive flags, the rest is the packet.
+// Input: byte 0 chooses the fds and receive flags, the rest is the packet, in which `$R`
+// stands for a region the client holds (one is registered if it holds none) and `$G` for the
+// last grant a reply made: ids are counters and random numbers a mutation would not guess, and
+// `grant`, `verify`, `ack` and `revoke-grant` would otherwise stop at `unknown-region`.
 //   bits 0-2: fds attached: none, a read-write file, a read-only file, a directory, two
 //             files, a FIFO, a socket, an empty file; bit 3: the kernel cut the packet
 //             (MSG_TRUNC); bit 4: fds were dropped; bit 5: which of two files of a kind.
 // Checked beyond "never traps": every reply and event fits in maxMessageBytes and decodes;
-// the engine's indexes agree (`indexProblems`); a client's disconnect leaves no region, file
-// or lease behind.
+// the engine's indexes agree (`indexProblems`); a client's disconnect leaves no region, file,
+// lease or grant behind.
 
 final class Harness {
     let scratch: String
     let registrar = RecordingRegistrar()
+    let peerVerbs = RecordingPeerVerbs()
     let daemon: Daemon
     var session: ClientSession
     var peer: UnixSocket
@@ -34,6 +40,7 @@ final class Harness {
     let fifo: FileDescriptor
     let socket: UnixSocket
     var inputs = 0
+    var lastGrant: UInt64 = 0
 
     init() throws {
         var template = Array("/tmp/mrleased-fuzz-XXXXXX".utf8CString)
@@ -42,9 +49,10 @@ final class Harness {
         var configuration = DaemonConfiguration()
         configuration.socketPath = scratch + "/s.sock"
         configuration.maxBytesPerUID = 1 << 40
+        configuration.listen = [GrantEndpoint(host: "192.0.2.1", port: 7471)!]
         var logger = Logger(label: "mrleased.fuzz")
         logger.logLevel = .critical
-        daemon = try Daemon(configuration: configuration, environment: [:], logger: logger, registrar: registrar)
+        daemon = try Daemon(configuration: configuration, environment: [:], logger: logger, registrar: registrar, peerVerbs: peerVerbs)
         let directory = scratch
         func file(_ name: String, size: Int, _ mode: FileDescriptor.AccessMode) throws -> FileDescriptor {
             let fd = try FileDescriptor.open(FilePath(directory + "/" + name), mode, options: [.create, .closeOnExec],
@@ -98,7 +106,7 @@ final class Harness {
 
     func run(_ input: [UInt8]) {
         let selector = input.first ?? 0
-        let packet = Array(input.dropFirst())
+        let packet = substitutingIDs(Array(input.dropFirst()))
         let fds = selector & 0x10 != 0 ? [] : fds(selector)
         let message = UnixSocket.Message(bytes: packet, fds: fds, truncated: selector & 0x08 != 0, fdsDropped: selector & 0x10 != 0)
         let reply = daemon.answer(message, from: session)
@@ -110,6 +118,7 @@ final class Harness {
             Codec.encode(reply)
         }
         checkServerPacket(encoded, "reply")
+        if case .success(.grant(let made)) = reply.outcome { lastGrant = made.grant }
         guard daemon.send(encoded, to: session, what: "replies") else { fatalError("the session was dropped") }
         drain()
         inputs += 1
@@ -118,6 +127,37 @@ final class Harness {
             drain()
         }
         if inputs % 2048 == 0 || (daemon.engine?.statistics().regions ?? 0) > 1024 { reconnect() }
+    }
+
+    /// `packet` with `$R` and `$G` replaced by a region the client holds and the last grant.
+    func substitutingIDs(_ packet: [UInt8]) -> [UInt8] {
+        guard packet.count >= 2 else { return packet }
+        var out: [UInt8] = []
+        var index = 0
+        while index < packet.count {
+            if packet[index] == UInt8(ascii: "$"), index + 1 < packet.count,
+               let id = packet[index + 1] == UInt8(ascii: "R") ? heldRegion() : packet[index + 1] == UInt8(ascii: "G") ? lastGrant : nil {
+                out += Array(String(id).utf8)
+                index += 2
+            } else {
+                out.append(packet[index])
+                index += 1
+            }
+        }
+        return out
+    }
+
+    /// A region the client holds: its newest, or one registered now on rw0 (0 if refused).
+    func heldRegion() -> UInt64 {
+        let engine = daemon.engine!
+        if let newest = engine.list(owner: session.owner).map(\.id.rawValue).max() { return newest }
+        let fd = fds(1)
+        let reply = daemon.answer(UnixSocket.Message(bytes: Array(#"{"v":1,"type":"register","id":1,"offset":0,"length":4096,"access":["read","write"]}"#.utf8), fds: fd),
+                                  from: session)
+        for copy in fd { _ = try? copy.close() }  // ours; the engine keeps its own duplicate
+        // A refusal (a quota the input reached) leaves $R naming no region: an answer too.
+        guard case .success(.register(let made)) = reply.outcome else { return 0 }
+        return made.region
     }
 
     /// Reads what the daemon sent: each packet fits and decodes.
@@ -140,8 +180,9 @@ final class Harness {
         daemon.disconnect(session, why: "fuzz rotation")
         _ = try? peer.close()
         let stats = engine.statistics()
-        precondition(stats.regions == 0 && stats.files == 0 && stats.leasesHeld == 0,
-                     "left behind after disconnect: \(stats.regions) regions, \(stats.files) files, \(stats.leasesHeld) leases")
+        let grants = daemon.peers!.book.grants.count
+        precondition(stats.regions == 0 && stats.files == 0 && stats.leasesHeld == 0 && grants == 0,
+                     "left behind after disconnect: \(stats.regions) regions, \(stats.files) files, \(stats.leasesHeld) leases, \(grants) grants")
         precondition(engine.indexProblems().isEmpty, "engine indexes after disconnect: \(engine.indexProblems())")
         registrar.steps.removeAll(keepingCapacity: true)
         do { (session, peer) = try Self.connect(daemon) } catch { fatalError("reconnect: \(error)") }

@@ -89,8 +89,7 @@ extension Daemon {
             }
             let now = Engine.now()
             let made = try peers.grant(grant, region: info, owner: session.owner, uid: session.credentials.uid, now: now)
-            // The loop's one timer heap wakes it at the expiry (no scan of every grant per turn).
-            if let expiresAt = made.expiresAt { timers.schedule(.grantExpiry, at: expiresAt) }
+            if made.expiresAt != nil { scheduleGrantExpiry() }
             return .grant(made.result)
 
         case .revokeGrant(let grant):

@@ -117,9 +117,12 @@ public final class Daemon {
     /// signalfd), opens the device, creates the engine, and binds or adopts the listener.
     /// `registrar`: the verbs side to use instead of opening the configured device (tests drive
     /// the daemon in-process with a stand-in, which checks ordering, never that RDMA works);
+    /// `peerVerbs`: rdma_cm and verbs for the peer service (with `listen` set) instead of the
+    /// device's (fuzzers and tests play peers through a recording stand-in);
     /// `extentReader`: how the engine reads extents (tests make it fail).
     public init(configuration: DaemonConfiguration, environment: [String: String], logger: Logger,
-                registrar injected: (any Registrar)? = nil, extentReader: ExtentReader = .fiemap) throws {
+                registrar injected: (any Registrar)? = nil, peerVerbs injectedPeerVerbs: (any PeerVerbs)? = nil,
+                extentReader: ExtentReader = .fiemap) throws {
         self.configuration = configuration
         self.logger = logger
         notifier = SystemdNotifier(environment: environment)
@@ -151,10 +154,10 @@ public final class Daemon {
         if configuration.listen.isEmpty {
             peers = nil
             noPeersReason = nil
-        } else if let verbsContext {
+        } else if let peerVerbs = try injectedPeerVerbs ?? verbsContext.map(DevicePeerVerbs.init(context:)) {
             // A listener that cannot be set up as configured stops the daemon: peers would
             // otherwise be told of endpoints nobody serves.
-            peers = try PeerService(context: verbsContext, endpoints: configuration.listen,
+            peers = try PeerService(verbs: peerVerbs, endpoints: configuration.listen,
                                     odpAlignment: UInt32(integrity?.transferAlignment ?? 1),
                                     revokingRetryMillis: UInt32(min(configuration.quiesceMillis + configuration.restoreBackoffMillis / 10, 10_000)),
                                     limits: PeerLimits(grantsPerRegion: configuration.maxGrantsPerRegion,
@@ -197,7 +200,7 @@ public final class Daemon {
             try watch(engine.descriptors[0], as: .leaseSignals)
             try watch(engine.descriptors[1], as: .fileCloses)
         }
-        if let peers { try watch(peers.channel.descriptor, as: .peers) }
+        if let peers { try watch(peers.verbs.descriptor, as: .peers) }
         if let reason { logger.warning("\(reason)") }
         // The first write at once, so the file exists as soon as the daemon serves.
         if metricsFile != nil { timers.schedule(.metricsFile, at: Engine.now()) }
@@ -331,6 +334,7 @@ public final class Daemon {
                 if let interval = notifier.watchdogInterval { scheduleWatchdog(now + interval) }
             case .grantExpiry:
                 if let peers { deliver(peers.expire(now: now)) }
+                scheduleGrantExpiry()
             case .peerHandshake:
                 peers?.expireHandshakes(now: now)
                 schedulePeerHandshake()
@@ -367,6 +371,15 @@ public final class Daemon {
                 break  // a timer that was replaced
             }
         }
+    }
+
+    /// Wakes the loop at the earliest live grant's expiry: the heap holds one entry for it,
+    /// replaced at each change (the grant scan is once per grant made or expiry, not per turn).
+    /// An entry per grant stayed until its expiry even when the grant was revoked at once: a
+    /// client making and revoking ten-year grants grew the heap without bound.
+    func scheduleGrantExpiry() {
+        timers.cancel(.grantExpiry)
+        if let next = peers?.nextExpiry { timers.schedule(.grantExpiry, at: next) }
     }
 
     /// Wakes the loop when the earliest handshake under way runs out of time. The heap cancels
@@ -632,7 +645,7 @@ public final class Daemon {
         unwatch(listener.descriptor)
         close(listener)
         if let peers {
-            unwatch(peers.channel.descriptor)
+            unwatch(peers.verbs.descriptor)
             deliver(peers.shutDown())
         }
         for socket in awaitingAdmission { close(socket) }

@@ -13,11 +13,11 @@ import Verbs
 /// MR is deregistered (`RegionExposure`), whatever the reason.
 final class GrantExposure: RegionExposure {
     let generation: UInt64
-    let domain: ClientDomain
-    let memory: MemoryRegion
+    let domain: any PeerPD
+    let memory: any PeerMR
     private(set) var isWithdrawn = false
 
-    init(generation: UInt64, domain: ClientDomain, memory: MemoryRegion) {
+    init(generation: UInt64, domain: any PeerPD, memory: any PeerMR) {
         self.generation = generation
         self.domain = domain
         self.memory = memory
@@ -38,9 +38,9 @@ final class GrantExposure: RegionExposure {
 final class PeerConnection {
     let id: UInt64
     let grant: UInt64
-    let connection: CMID
-    let queuePair: QueuePair
-    let completions: CompletionQueue
+    let connection: any PeerCMID
+    /// Its QP and CQ (`PeerPD.createQueuePair`).
+    let queuePair: AnyObject
     let address: String
     let generation: UInt64
     /// When the connect request was accepted (monotonic ns): a handshake not ESTABLISHED by
@@ -48,14 +48,13 @@ final class PeerConnection {
     let acceptedAt: UInt64
     var established = false
 
-    init(id: UInt64, grant: UInt64, connection: CMID, queuePair: QueuePair, completions: CompletionQueue, address: String,
+    init(id: UInt64, grant: UInt64, connection: any PeerCMID, queuePair: AnyObject, address: String,
          generation: UInt64, acceptedAt: UInt64) {
         self.id = id
         self.acceptedAt = acceptedAt
         self.grant = grant
         self.connection = connection
         self.queuePair = queuePair
-        self.completions = completions
         self.address = address
         self.generation = generation
     }
@@ -80,10 +79,10 @@ struct PeerNotice {
 /// peer's connection. Driven by the daemon's loop (its channel is one more source); every
 /// call returns the events owners must hear instead of sending them.
 final class PeerService {
-    let context: Context
-    let channel: CMEventChannel
+    /// rdma_cm and verbs: the device's (`DevicePeerVerbs`), or a recording stand-in.
+    let verbs: any PeerVerbs
     /// The bound listeners and the endpoints they really have (port 0 resolved).
-    private(set) var listeners: [(endpoint: GrantEndpoint, id: CMID)] = []
+    private(set) var listeners: [(endpoint: GrantEndpoint, id: any PeerCMID)] = []
     var book = GrantBook()
     private var peersByConnection: [ObjectIdentifier: PeerConnection] = [:]
     private var nextPeer: UInt64 = 1
@@ -102,27 +101,19 @@ final class PeerService {
     /// The responder resources (incoming READs and atomics in flight) a peer may ask for.
     static let maxResponderResources: UInt8 = 16
 
-    init(context: Context, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
+    init(verbs: any PeerVerbs, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
          limits: PeerLimits = PeerLimits(), logger: Logger) throws(VerbsError) {
-        self.context = context
+        self.verbs = verbs
         self.limits = limits
         self.odpAlignment = odpAlignment
         self.revokingRetryMillis = revokingRetryMillis
         self.logger = logger
-        activeMTU = try context.queryPort(1).activeMTU
-        channel = try CMEventChannel()
+        activeMTU = verbs.activeMTU
         for endpoint in endpoints {
-            let id = try channel.createID()
-            try id.bind(address: endpoint.host, port: endpoint.port)
-            guard let bound = try id.context(), bound === context || bound.device.name == context.device.name else {
-                let device = (try? id.context())??.device.name ?? "none"
-                throw VerbsError(op: "rdma_bind_addr", errno: .invalidArgument,
-                                 detail: "listen \(endpoint): that address is on RDMA device \(device), but mrleased registers on \(context.device.name); set `device` to the listener's device or listen on an address of \(context.device.name)")
-            }
-            try id.listen()
-            let actual = GrantEndpoint(address: endpoint.address, port: try id.localPort())
+            let (id, port) = try verbs.listen(on: endpoint)
+            let actual = GrantEndpoint(address: endpoint.address, port: port)
             listeners.append((actual, id))
-            logger.info("listening for peers", metadata: ["endpoint": "\(actual)", "device": "\(context.device.name)"])
+            logger.info("listening for peers", metadata: ["endpoint": "\(actual)", "device": "\(verbs.deviceName)"])
         }
     }
 
@@ -155,7 +146,7 @@ final class PeerService {
             throw ProtocolError(.remoteAccessUnavailable, "mrleased is not listening for peers; set `listen = ADDR:PORT` in its config (or --listen) and restart it")
         }
         if region.strategy == .odp, odpAlignment > 1, activeMTU < Int(odpAlignment) {
-            throw ProtocolError(.remoteAccessUnavailable, "region \(region.id.rawValue) is ODP on \(context.device.name), whose ODP copies corrupt packets that do not start a page (the start-up self-test), and its port's active MTU is \(activeMTU): peers' transfers would be split into packets that do not start pages. Raise the interface's MTU so the RDMA MTU is 4096 (e.g. ip link set DEV mtu 9000), or register the region pinned")
+            throw ProtocolError(.remoteAccessUnavailable, "region \(region.id.rawValue) is ODP on \(verbs.deviceName), whose ODP copies corrupt packets that do not start a page (the start-up self-test), and its port's active MTU is \(activeMTU): peers' transfers would be split into packets that do not start pages. Raise the interface's MTU so the RDMA MTU is 4096 (e.g. ip link set DEV mtu 9000), or register the region pinned")
         }
         let regionAccess = region.access.wire
         let access = request.access ?? regionAccess
@@ -233,6 +224,9 @@ final class PeerService {
         book.grants.values.filter { ($0.expiresAt ?? .max) <= now }.sorted { $0.id < $1.id }
             .flatMap { end($0, .expired, reason: .grantEnded) }
     }
+
+    /// When the earliest live grant expires (monotonic ns); nil: none has an expiry.
+    var nextExpiry: UInt64? { book.grants.values.compactMap(\.expiresAt).min() }
 
     /// When the earliest handshake under way runs out of time (monotonic ns); nil: none.
     var nextHandshakeDeadline: UInt64? {
@@ -323,7 +317,7 @@ final class PeerService {
         destroy(peer.connection, what: "peer \(peer.id)")
     }
 
-    private func destroy(_ id: CMID, what: String) {
+    private func destroy(_ id: any PeerCMID, what: String) {
         do { try id.destroy() } catch {
             logger.error("destroying an rdma_cm id failed", metadata: ["what": "\(what)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
         }
@@ -335,8 +329,8 @@ final class PeerService {
     func handleEvents(engine: Engine, now: UInt64) -> [PeerNotice] {
         var notices: [PeerNotice] = []
         while true {
-            let event: CMEvent?
-            do { event = try channel.nextEvent() } catch {
+            let event: PeerCMEvent?
+            do { event = try verbs.nextEvent() } catch {
                 // An event for an id destroyed meanwhile (ENOENT) is acknowledged and dropped;
                 // anything else is logged, and the next readiness tries again.
                 if error.errno == .noSuchFileOrDirectory { continue }
@@ -348,7 +342,7 @@ final class PeerService {
         }
     }
 
-    private func handle(_ event: CMEvent, engine: Engine, now: UInt64) -> [PeerNotice] {
+    private func handle(_ event: PeerCMEvent, engine: Engine, now: UInt64) -> [PeerNotice] {
         switch event.kind {
         case .connectRequest:
             connectRequested(event, engine: engine, now: now)
@@ -379,7 +373,7 @@ final class PeerService {
     }
 
     /// Admits a connect request or rejects it with a reason code (docs/protocol.md §8).
-    private func connectRequested(_ event: CMEvent, engine: Engine, now: UInt64) {
+    private func connectRequested(_ event: PeerCMEvent, engine: Engine, now: UInt64) {
         let connection = event.id
         let address = connection.peerAddress()
         let grant: GrantRecord
@@ -400,9 +394,7 @@ final class PeerService {
         }
         do throws(VerbsError) {
             let exposure = try currentExposure(of: grant, target: target, engine: engine)
-            let completions = try context.createCompletionQueue(entries: 4)
-            let queuePair = try exposure.domain.createQueuePair(on: connection, sendQueue: completions, receiveQueue: completions,
-                                                    maxSend: 1, maxReceive: 1)
+            let queuePair = try exposure.domain.createQueuePair(on: connection)
             let accept: AcceptPrivateData
             do {
                 accept = try AcceptPrivateData(access: grant.access, remoteAddress: exposure.memory.address,
@@ -412,10 +404,10 @@ final class PeerService {
             } catch {
                 throw VerbsError(op: "accept private data", errno: .invalidArgument, detail: "\(error)")
             }
-            let wanted = event.connection?.initiatorDepth ?? 1
+            let wanted = event.initiatorDepth ?? 1
             try connection.accept(privateData: accept.encoded(),
                                   responderResources: min(max(wanted, 1), Self.maxResponderResources), initiatorDepth: 0)
-            let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, queuePair: queuePair, completions: completions,
+            let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, queuePair: queuePair,
                                       address: address, generation: target.generation, acceptedAt: now)
             nextPeer += 1
             grant.peers[peer.id] = peer
@@ -431,7 +423,7 @@ final class PeerService {
     private func currentExposure(of grant: GrantRecord, target: ExposureTarget, engine: Engine) throws(VerbsError) -> GrantExposure {
         if let exposure = grant.exposure, !exposure.isWithdrawn, exposure.generation == target.generation { return exposure }
         withdrawExposure(of: grant)
-        let domain = try ClientDomain(context: context)
+        let domain = try verbs.makePD()
         let memory = try domain.register(address: target.address, length: target.length,
                                          access: Self.flags(for: grant.access, registeredWith: target.flags))
         let exposure = GrantExposure(generation: target.generation, domain: domain, memory: memory)
@@ -455,7 +447,7 @@ final class PeerService {
         return flags
     }
 
-    private func reject(_ connection: CMID, _ reason: RejectReason, retryAfter: UInt32 = 0, address: String, grant: UInt64? = nil) {
+    private func reject(_ connection: any PeerCMID, _ reason: RejectReason, retryAfter: UInt32 = 0, address: String, grant: UInt64? = nil) {
         do { try connection.reject(privateData: RejectPrivateData(reason: reason, retryAfterMilliseconds: retryAfter).encoded()) } catch {
             logger.warning("rdma_reject failed", metadata: ["address": "\(address)", "errno": "\(error.errno.symbolicName)"])
         }

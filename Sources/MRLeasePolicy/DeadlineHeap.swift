@@ -22,6 +22,13 @@ public struct DeadlineHeap<Key: Hashable & Sendable>: Sendable {
         }
     }
 
+    /// Removes every entry of `key`, at once (O(n)): for a timer whose deadline may be
+    /// replaced by a later one, whose stale entry would otherwise stay until it is due.
+    public mutating func cancel(_ key: Key) {
+        entries.removeAll { $0.key == key }
+        for parent in stride(from: entries.count / 2 - 1, through: 0, by: -1) { siftDown(from: parent) }
+    }
+
     /// Removes and returns every entry due at `now`, earliest first.
     public mutating func popDue(now: UInt64) -> [(deadline: UInt64, key: Key)] {
         var due: [(deadline: UInt64, key: Key)] = []

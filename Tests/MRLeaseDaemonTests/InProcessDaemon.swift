@@ -19,7 +19,9 @@ final class InProcessDaemon {
     let daemon: Daemon
     var engine: Engine { daemon.engine! }
 
-    init(extentReader: ExtentReader = .fiemap, configure: (inout DaemonConfiguration) -> Void = { _ in }) throws {
+    /// `peerVerbs`: the peer service on a recording rdma_cm (set `listen` in `configure`).
+    init(extentReader: ExtentReader = .fiemap, peerVerbs: RecordingPeerVerbs? = nil,
+         configure: (inout DaemonConfiguration) -> Void = { _ in }) throws {
         scratch = try ScratchDirectory(name: "mrleased-inprocess")
         var configuration = DaemonConfiguration()
         configuration.socketPath = scratch.path + "/s.sock"
@@ -27,7 +29,7 @@ final class InProcessDaemon {
         var logger = Logger(label: "mrleased.test")
         logger.logLevel = .warning
         daemon = try Daemon(configuration: configuration, environment: [:], logger: logger, registrar: registrar,
-                            extentReader: extentReader)
+                            peerVerbs: peerVerbs, extentReader: extentReader)
     }
 
     /// The clients connected so far; each turn reads what arrived for those that read.

@@ -221,4 +221,12 @@ final class DeadlineHeapTests: XCTestCase {
         XCTAssertEqual(heap.popDue(now: .max).map(\.key), ["d", "e"])
         XCTAssertTrue(heap.isEmpty)
     }
+
+    func testCancelRemovesEveryEntryOfAKeyAndTheRestStillPopInOrder() {
+        var heap = DeadlineHeap<String>()
+        for (deadline, key) in [(50, "x"), (10, "a"), (40, "x"), (20, "b"), (5, "x"), (30, "c")] { heap.schedule(key, at: UInt64(deadline)) }
+        heap.cancel("x")
+        XCTAssertEqual(heap.count, 3)
+        XCTAssertEqual(heap.popDue(now: .max).map(\.key), ["a", "b", "c"])
+    }
 }

@@ -1,0 +1,117 @@
+import Glibc
+import LinuxFile
+import MRLeaseEngine
+import MRLeaseGrant
+import MRLeaseProtocol
+import SystemPackage
+import TestSupport
+import XCTest
+
+@testable import MRLeaseDaemon
+
+/// The peer service of an in-process daemon on a recording rdma_cm: grants with a listener,
+/// peers' connects, handshakes and ends, on any host. It checks what the daemon does with a
+/// connection; it never stands for RDMA working (the guest tests do).
+final class PeerServiceTests: XCTestCase {
+    let peers = RecordingPeerVerbs()
+
+    func listening(_ configure: (inout DaemonConfiguration) -> Void = { _ in }) throws -> (InProcessDaemon, InProcessClient, Registration) {
+        let daemon = try InProcessDaemon(peerVerbs: peers) { configuration in
+            configuration.listen = [GrantEndpoint(host: "192.0.2.1", port: 7471)!]
+            configure(&configuration)
+        }
+        let client = try daemon.connect()
+        let fd = try FileDescriptor.open(FilePath(try daemon.scratch.file("data", size: 65536)), .readWrite)
+        addTeardownBlock { try? fd.close() }
+        return (daemon, client, try client.register(fd, offset: 0))
+    }
+
+    func grant(_ client: InProcessClient, _ region: Registration, maxPeers: UInt64 = 1) throws -> GrantResult {
+        guard case .grant(let made) = try client.request(.grant(.init(region: region.region, maxPeers: maxPeers))) else {
+            throw TestFailure("grant answered with another type")
+        }
+        return made
+    }
+
+    /// A connect request with the grant's own private data, read by the daemon.
+    @discardableResult
+    func connect(_ made: GrantResult, to daemon: InProcessDaemon) throws -> RecordingPeerVerbs.ID {
+        let id = peers.connect(privateData: ConnectPrivateData(try GrantDescriptor(text: made.descriptor)).encoded())
+        daemon.drive(seconds: 5) { id.accepted != nil || id.rejected != nil }
+        return id
+    }
+
+    func testTheLargestExpiryOnAListeningDaemonIsRefusedAndTheDaemonKeepsServing() throws {
+        let (daemon, client, region) = try listening()
+        // 18446744073709551615 ms trapped a listening daemon (issue 17): now a refusal at decoding.
+        XCTAssertThrowsError(try client.request(.grant(.init(region: region.region, expiresInMillis: .max)))) { error in
+            XCTAssertEqual((error as? ProtocolError)?.code, .badRequest)
+        }
+        let made = try grant(client, region)
+        XCTAssertEqual(made.endpoint, "192.0.2.1:7471")
+        guard case .stats(let stats) = try client.request(.stats) else { return XCTFail("stats") }
+        XCTAssertEqual(stats.grants, 1)
+        _ = daemon
+    }
+
+    func testAConnectWithTheGrantsDescriptorIsAcceptedAndTheOwnerHearsOfItsLife() throws {
+        let (daemon, client, region) = try listening()
+        let made = try grant(client, region)
+        let id = try connect(made, to: daemon)
+        let accept = try AcceptPrivateData(decoding: try XCTUnwrap(id.accepted))
+        XCTAssertEqual(accept.grantID, made.grant)
+        XCTAssertFalse(client.events.contains { if case .peerConnected = $0 { true } else { false } }, "not before ESTABLISHED")
+
+        peers.queue(PeerCMEvent(kind: .established, id: id))
+        daemon.drive { client.events.contains { if case .peerConnected = $0 { true } else { false } } }
+        peers.queue(PeerCMEvent(kind: .disconnected, id: id))
+        daemon.drive { client.events.contains { if case .peerDisconnected(let gone) = $0 { gone.reason == .peer } else { false } } }
+        XCTAssertTrue(id.isDestroyed, "a peer's DISCONNECTED destroys its rdma_cm id")
+    }
+
+    func testAWrongSecretIsRejectedAndItsIDDestroyed() throws {
+        let (daemon, client, region) = try listening()
+        var data = ConnectPrivateData(try GrantDescriptor(text: try grant(client, region).descriptor)).encoded()
+        data[data.count - 1] ^= 1
+        let id = peers.connect(privateData: data)
+        daemon.drive(seconds: 5) { id.rejected != nil }
+        XCTAssertEqual(try RejectPrivateData(decoding: try XCTUnwrap(id.rejected)).reason, .badSecret)
+        XCTAssertTrue(id.isDestroyed)
+    }
+
+    func testAHandshakeThatNeverCompletesGivesItsSlotBackAfterTheBound() throws {
+        let (daemon, client, region) = try listening { $0.peerHandshakeMillis = 50 }
+        let made = try grant(client, region, maxPeers: 1)
+        let silent = try connect(made, to: daemon)
+        XCTAssertNotNil(silent.accepted)
+        let turnedAway = try connect(made, to: daemon)
+        XCTAssertEqual(try RejectPrivateData(decoding: try XCTUnwrap(turnedAway.rejected)).reason, .tooManyPeers)
+        // Time is an input: the loop's timers fire as if the bound had passed.
+        daemon.daemon.fireTimers(now: Engine.now() + 100_000_000)
+        XCTAssertTrue(silent.isDestroyed, "the silent handshake's id is destroyed")
+        XCTAssertNotNil(try connect(made, to: daemon).accepted, "its slot is free again")
+    }
+
+    func testGrantsMadeAndRevokedLeaveOneExpiryTimerWhateverTheirNumber() throws {
+        let (daemon, client, region) = try listening()
+        let before = daemon.daemon.timers.count
+        for _ in 0..<300 {
+            guard case .grant(let made) = try client.request(.grant(.init(region: region.region, expiresInMillis: 315_360_000_000))) else {
+                return XCTFail("grant")
+            }
+            _ = try client.request(.revokeGrant(grant: made.grant))
+        }
+        // One wake-up at the earliest live grant's expiry: a revoked grant's ten-year timer must
+        // not stay in the heap (a client making and revoking grants grew it without bound).
+        XCTAssertLessThanOrEqual(daemon.daemon.timers.count, before + 1)
+
+        // The one timer still ends each grant at its time, the earliest first.
+        for millis: UInt64 in [1_000, 315_360_000_000] {
+            _ = try client.request(.grant(.init(region: region.region, expiresInMillis: millis)))
+        }
+        daemon.daemon.fireTimers(now: Engine.now() + 2_000_000_000)
+        guard case .stats(let stats) = try client.request(.stats) else { return XCTFail("stats") }
+        XCTAssertEqual(stats.grants, 1, "the one-second grant expired, the ten-year one lives")
+        XCTAssertLessThanOrEqual(daemon.daemon.timers.count, before + 1)
+    }
+}
