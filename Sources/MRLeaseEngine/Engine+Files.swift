@@ -14,12 +14,12 @@ extension Engine {
         do {
             extents = try configuration.extentReader.read(fd, facts.backing)
         } catch {
-            closeOwn(fd)
             // The refusal names the mount's filesystem, read now that it is needed (the
-            // registration path reads no mountinfo): f_type alone calls a 9p file ext4.
-            if let refusal = PlanRefusal.noExtentMap(filesystem: mountedFilesystem(fd) ?? facts.filesystem, errno: error) {
-                throw .refused(refusal)
-            }
+            // registration path reads no mountinfo; f_type alone calls a 9p file ext4), and
+            // read through our fd before it is closed.
+            let refusal = PlanRefusal.noExtentMap(filesystem: mountedFilesystem(fd) ?? facts.filesystem, errno: error)
+            closeOwn(fd)
+            if let refusal { throw .refused(refusal) }
             throw .system(op: "FS_IOC_FIEMAP", errno: error)
         }
         let file = TrackedFile(key: key, fd: fd, writable: writable, backing: facts.backing,
@@ -41,14 +41,7 @@ extension Engine {
     /// The type of the mount `fd` is on, from /proc/self/mountinfo; nil (logged) when it
     /// cannot be read, and the caller falls back to statfs's word.
     func mountedFilesystem(_ fd: FileDescriptor) -> String? {
-        // The fd's path too, for when mountinfo has no entry with the file's mount id or
-        // device (a 9p mount with multidevs=remap reports devices of the server's own).
-        let path: String?
-        do { path = try readProcLink("/proc/self/fd/\(fd.rawValue)") } catch {
-            logger.debug("readlink of an fd failed naming a refused file's filesystem", metadata: ["errno": "\(error.symbolicName)"])
-            path = nil
-        }
-        do { return try FileFacts.inspect(fd, path: path, mount: true).filesystem } catch {
+        do { return try FileFacts.inspect(fd, mount: true).filesystem } catch {
             logger.debug("statx/mountinfo failed naming a refused file's filesystem", metadata: ["errno": "\(error.symbolicName)"])
             return nil
         }
