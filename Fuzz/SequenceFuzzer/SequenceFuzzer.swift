@@ -212,17 +212,20 @@ final class SequenceHarness {
         if now { daemon.handle(Epoll.Ready(fd: client.session.descriptor.rawValue, events: [.readable, .hangup])) }
     }
 
-    /// Reads what the daemon sent every client (and lets it flush what it queued), noting the
-    /// regions and grants the replies name.
+    /// Reads everything the daemon sent every client, letting it flush what it queued until
+    /// nothing waits (each flush follows an emptied socket, so it sends at least one packet),
+    /// and notes the regions and grants the replies name.
     func deliver() {
         for case let client? in clients {
-            for _ in 0..<4 {
+            while true {
                 guard let messages = client.receiveAll() else {
                     fatalError("the daemon closed a connection whose client reads everything")
                 }
                 for case .reply(let reply) in messages { note(reply) }
-                guard !client.session.outbox.isEmpty, !client.session.closing else { break }
+                let queued = client.session.outbox.count
+                guard queued > 0, !client.session.closing else { break }
                 daemon.handle(Epoll.Ready(fd: client.session.descriptor.rawValue, events: .writable))
+                precondition(client.session.outbox.count < queued, "a flush into an empty socket sent nothing")
             }
         }
     }

@@ -21,7 +21,7 @@ extension Daemon {
     /// not reading its `what` (its queue past a bound).
     func send(_ packet: [UInt8], to session: ClientSession, what: String) -> Bool {
         let timed = session.stalledSince != nil
-        if timed { noteReads(of: session, now: Engine.now()) }
+        if timed { noteReads(of: session, now: currentTime()) }
         guard session.send(packet) else {
             disconnect(session, why: "send failed")
             return false
@@ -78,7 +78,7 @@ extension Daemon {
         if session.outbox.isEmpty {
             release(session)
         } else if session.outbox.count < queued, session.stalledSince != nil {
-            session.stalledSince = Engine.now()
+            session.stalledSince = currentTime()
             session.lastUnread = unreadBytes(of: session)
         }
         return true
@@ -94,7 +94,7 @@ extension Daemon {
 
     func startStallClock(_ session: ClientSession) {
         guard session.stalledSince == nil else { return }
-        let now = Engine.now()
+        let now = currentTime()
         session.stalledSince = now
         session.lastUnread = unreadBytes(of: session)
         scheduleStallCheck(at: now + configuration.clientStallMillis * 1_000_000)

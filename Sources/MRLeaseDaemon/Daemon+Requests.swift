@@ -87,7 +87,7 @@ extension Daemon {
             guard let engine, let info = engine.info(RegionID(grant.region), owner: session.owner) else {
                 throw ProtocolError(.unknownRegion, "no region \(grant.region) on this connection")
             }
-            let now = Engine.now()
+            let now = currentTime()
             let made = try peers.grant(grant, region: info, owner: session.owner, uid: session.credentials.uid, now: now)
             if made.expiresAt != nil { scheduleGrantExpiry() }
             return .grant(made.result)
@@ -248,7 +248,7 @@ extension Daemon {
                           access: info.access.wire, strategy: info.strategy.wire, state: info.state.wire,
                           rkey: info.keys?.rkey, lkey: info.keys?.lkey, address: info.keys?.address,
                           tag: tag.flatMap { $0.isEmpty ? nil : $0 }, pid: pid, generation: info.generation,
-                          grants: peers?.summaries(of: info.id, now: Engine.now()))
+                          grants: peers?.summaries(of: info.id, now: currentTime()))
     }
 }
 

@@ -100,6 +100,8 @@ public final class Daemon {
     var nextWatchdog: UInt64?
     /// When the stall clocks are next looked at (one timer entry for all of them).
     var nextStallCheck: UInt64?
+    /// The latest time timers were fired for (see `currentTime`).
+    var latestTimerPass: UInt64 = 0
     /// Set while accepting is paused: when it resumes.
     var acceptResumesAt: UInt64?
     /// Connections accepted when no fd was left to set them up with (their /proc files):
@@ -325,7 +327,15 @@ public final class Daemon {
         return next <= now ? 0 : Int32(min((next - now + 999_999) / 1_000_000, UInt64(cap)))
     }
 
+    /// The daemon's time for what it starts and stamps (stall clocks, grant expiries, accept
+    /// pauses): the monotonic clock, never behind the latest timer pass. The loop fires timers
+    /// at the clock's own reading; a test's `fireTimers(now:)` may run ahead of it, and a clock
+    /// started during (or after) such a pass is then measured on the pass's time, not expired
+    /// by it before its client could read.
+    func currentTime() -> UInt64 { max(Engine.now(), latestTimerPass) }
+
     func fireTimers(now: UInt64) {
+        latestTimerPass = max(latestTimerPass, now)
         if let engine, let due = engine.nextDeadline, due <= now { route(engine.processTimers(now: now)) }
         for (deadline, timer) in timers.popDue(now: now) {
             switch timer {
@@ -426,7 +436,7 @@ public final class Daemon {
             if let engine { route(engine.processCloses()) }
         case .peers:
             if let peers, let engine {
-                deliver(peers.handleEvents(engine: engine, now: Engine.now()))
+                deliver(peers.handleEvents(engine: engine, now: currentTime()))
                 schedulePeerHandshake()
             }
         }
@@ -447,7 +457,7 @@ public final class Daemon {
                 case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
                     logger.warning("accept failed: out of resources; pausing accepts for 1 s",
                                    metadata: ["op": "accept4", "errno": "\(error.symbolicName)"])
-                    return pauseAccepting(now: Engine.now())
+                    return pauseAccepting(now: currentTime())
                 default:
                     logger.error("accept failed", metadata: ["op": "accept4", "errno": "\(error.symbolicName)"])
                     return
@@ -460,7 +470,7 @@ public final class Daemon {
                 awaitingAdmission.append(socket)
                 logger.warning("connection waits: out of fds to read its /proc files; pausing accepts for 1 s",
                                metadata: ["op": "open", "errno": "\(error.symbolicName)"])
-                return pauseAccepting(now: Engine.now())
+                return pauseAccepting(now: currentTime())
             }
         }
     }
