@@ -70,7 +70,7 @@ final class FuzzClient {
         switch event {
         case .revoking(let revoking): self.revoking.insert(revoking.region)
         case .revoked, .restored, .lost: self.revoking.remove(event.region)
-        case .unlinked, .peerConnected, .peerDisconnected: break
+        case .unlinked, .peerConnected, .peerDisconnected, .layout: break
         }
     }
 

@@ -7,6 +7,7 @@ enum FuzzRequests {
     static let offsets: [UInt64] = [0, 4096, 8192, 100, 1 << 19, (1 << 20) - 4096, 3 * 4096, 1 << 20, 1 << 63, .max]
     static let lengths: [UInt64] = [4096, 1, 100, 8192, 3 * 4096 + 100, 1 << 20, 0, 1 << 21, 1 << 63, .max]
     static let strategies: [String?] = [nil, "any", "odp", "pinned", "ram"]
+    static let layoutPolicies: [String?] = [nil, "follow", "revoke", "pause"]
     /// nil: no expiry; 18 446 744 073 709 551 615 trapped a daemon with a listener (issue 17).
     static let expiries: [UInt64?] = [nil, 0, 1, 100, 3_600_000, 18_000_000_000_000, 1 << 53, .max]
     static let peerLimits: [UInt64?] = [nil, 1, 2, 4, 0, 1025]
@@ -30,7 +31,13 @@ enum FuzzRequests {
         let offset = input.pick(offsets), length = input.pick(lengths), rights = input.byte()
         var members = "\"offset\":\(offset),\"length\":\(length),\(access(rights & 0x0f))"
         if let strategy = input.pick(strategies) { members += ",\"strategy\":\"\(strategy)\"" }
-        if rights & 0x80 != 0 { members += ",\"tag\":\"t\(rights & 0x70)\"" }
+        if rights & 0x80 != 0 {
+            members += ",\"tag\":\"t\(rights & 0x70)\""
+        } else if let policy = layoutPolicies[Int(rights >> 4) & 3] {
+            // Untagged ranges use the tag's bits for the layout policy (the daemon's default,
+            // follow, when absent), so inputs made before the field read as they did.
+            members += ",\"layoutPolicy\":\"\(policy)\""
+        }
         return members
     }
 

@@ -84,7 +84,7 @@ extension MRLeaseClient {
             }
         case .revoked, .restored, .lost:
             pendingRevocations.removeAll { $0 == event.region }
-        case .unlinked, .peerConnected, .peerDisconnected:
+        case .unlinked, .peerConnected, .peerDisconnected, .layout:
             // News, not steps of a revocation: a pending one still waits for its ack.
             break
         }

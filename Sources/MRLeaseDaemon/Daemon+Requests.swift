@@ -40,7 +40,7 @@ extension Daemon {
                 strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
                 limits: helloLimits(for: session),
                 layoutProtection: (engine?.layoutProtection ?? .none).wire,
-                endpoints: (peers?.endpoints ?? []).map { "\($0)" }))
+                endpoints: (peers?.endpoints ?? []).map { "\($0)" }, layoutPolicy: configuration.layoutPolicy))
 
         case .register(let register):
             return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])
@@ -142,7 +142,7 @@ extension Daemon {
                 let planned = RegistrationPlan.make(
                     file: PlannedFile(facts), mode: mode, offset: register.offset, length: register.length,
                     access: RegionAccess(wire: register.access), preference: Strategy(wire: register.strategy),
-                    device: engine?.device, noDeviceReason: noDeviceReason, lessee: session.lessee,
+                    layoutPolicy: LayoutPolicy(wire: register.layoutPolicy ?? configuration.layoutPolicy), device: engine?.device, noDeviceReason: noDeviceReason, lessee: session.lessee,
                     pageSize: UInt64(SharedMapping.pageSize))
                 switch planned {
                 case .success(let plan): plans.append(plan)
@@ -248,7 +248,7 @@ extension Daemon {
                           access: info.access.wire, strategy: info.strategy.wire, state: info.state.wire,
                           rkey: info.keys?.rkey, lkey: info.keys?.lkey, address: info.keys?.address,
                           tag: tag.flatMap { $0.isEmpty ? nil : $0 }, pid: pid, generation: info.generation,
-                          grants: peers?.summaries(of: info.id, now: currentTime()))
+                          grants: peers?.summaries(of: info.id, now: currentTime()), layoutPolicy: info.layoutPolicy.wire)
     }
 }
 
@@ -257,7 +257,8 @@ extension Registration {
     init(_ info: RegionInfo) {
         let keys = info.keys ?? MRKeys(lkey: 0, rkey: 0, address: 0)
         self.init(region: info.id.rawValue, lkey: keys.lkey, rkey: keys.rkey, address: keys.address, length: info.length,
-                  strategy: info.strategy.wire, strategyReason: info.strategyReason, device: info.device, backing: info.backing.wire)
+                  strategy: info.strategy.wire, strategyReason: info.strategyReason, device: info.device, backing: info.backing.wire,
+                  layoutPolicy: info.layoutPolicy.wire)
     }
 }
 

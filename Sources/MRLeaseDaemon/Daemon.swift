@@ -610,7 +610,9 @@ public final class Daemon {
             switch notice.event {
             case .revoking(let id, _, _): peerNotices = peers.regionRevoking(id)
             case .lost(let id, _, _): peerNotices = peers.regionGone(id)
-            case .revoked, .restored, .unlinked: break
+            // A following region's layout change is the owner's news only: its peers keep
+            // their connections and keys, and reach the file's current pages.
+            case .revoked, .restored, .unlinked, .layout: break
             }
         }
         if let session = sessions[notice.owner], !session.closing {

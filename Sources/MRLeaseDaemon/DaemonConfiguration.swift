@@ -52,6 +52,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var metricsIntervalMillis: UInt64 = 15_000
     /// Prefetch each new or restored ODP MR's pages (`ibv_advise_mr`), off by default.
     public var odpPrefetch = false
+    /// What an ODP region does when its file's layout changes, unless its `register` asks:
+    /// `follow` (its MR stays) or `revoke` (the lease protocol). Pinned regions always revoke.
+    public var layoutPolicy: RegionLayoutPolicy = .follow
     /// Grants one region may have at once (each can admit `maxPeers` peers). At most
     /// `maxGrantsPerRegionLimit`, so a region's `list` entry always fits in one page.
     public var maxGrantsPerRegion = 16

@@ -169,6 +169,12 @@ extension DaemonConfiguration {
             default: throw r.problem("must be yes or no, got '\(v)'")
             }
         },
+        // Reported by `hello` as its own field, `layoutPolicy` (not a limit).
+        Setting("layout-policy", "follow or revoke", default: "follow",
+                flag: "What an ODP region does when its file's layout changes: follow (its MR and keys stay) or revoke.") { c, v, r throws(Problem) in
+            guard let policy = RegionLayoutPolicy(rawValue: v) else { throw r.problem("must be follow or revoke, got '\(v)'") }
+            c.layoutPolicy = policy
+        },
         Setting("max-grants-per-region", "count, 0 to 32", default: "16", hello: "maxGrantsPerRegion") { c, v, r throws(Problem) in
             c.maxGrantsPerRegion = try r.count(v, min: 0, max: maxGrantsPerRegionLimit)
         },

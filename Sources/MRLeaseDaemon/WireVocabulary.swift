@@ -60,6 +60,22 @@ extension Backing {
     }
 }
 
+extension LayoutPolicy {
+    var wire: RegionLayoutPolicy {
+        switch self {
+        case .follow: .follow
+        case .revoke: .revoke
+        }
+    }
+
+    init(wire: RegionLayoutPolicy) {
+        switch wire {
+        case .follow: self = .follow
+        case .revoke: self = .revoke
+        }
+    }
+}
+
 extension RegionState {
     var wire: RegionStatus {
         switch self {
@@ -162,6 +178,8 @@ extension Event {
             self = .lost(.init(region: id.rawValue, reason: reason.wire, message: message ?? reason.rawValue))
         case .unlinked(let id):
             self = .unlinked(region: id.rawValue)
+        case .layout(let id, let layout, let size):
+            self = .layout(.init(region: id.rawValue, layout: layout.wire, size: size))
         }
     }
 }

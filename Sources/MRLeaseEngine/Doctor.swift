@@ -163,8 +163,9 @@ public struct Doctor {
         // strategy wins, else the first refusal is reported.
         var decided: (device: String?, plan: RegistrationPlan?, decision: Result<(Strategy, reason: String), PlanRefusal>)?
         for (probe, device) in devices {
+            // The daemon's default layout policy (`layout-policy`); a client may ask `revoke`.
             let planned = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: 0, length: length,
-                                                access: access, device: device, noDeviceReason: "no RDMA device on this host",
+                                                access: access, layoutPolicy: .follow, device: device, noDeviceReason: "no RDMA device on this host",
                                                 lessee: lessee, pageSize: pageSize)
             let decision: Result<(Strategy, reason: String), PlanRefusal>
             var made: RegistrationPlan?
@@ -198,6 +199,13 @@ public struct Doctor {
             case .success(let (strategy, reason)):
                 report.strategy = strategy.rawValue
                 report.strategyReason = reason
+                if let plan = decided.plan {
+                    let policy = plan.layoutPolicy(for: strategy)
+                    report.layoutPolicy = policy.rawValue
+                    report.layoutPolicyReason = policy == .follow
+                        ? "an ODP MR follows the file through truncate, hole punch and reflink: its keys stay (layout-policy follow, the default)"
+                        : "a pinned MR keeps the pages the file drops: it is revoked before every layout change and registered again with new keys"
+                }
             case .failure(let refusal):
                 report.refusal = refusal.message
                 report.refusalCode = refusal.code.rawValue

@@ -17,10 +17,14 @@ extension Engine {
             if filesByFD[file.fd.rawValue] != key { problems.append("filesByFD misses \(key)") }
             if let wd = file.watch, filesByWatch[wd] != key { problems.append("filesByWatch misses \(key)") }
             if file.regions.isEmpty { problems.append("file \(key) tracked with no regions") }
-            if file.lifecycle.regions != Set(file.regions.keys) {
-                problems.append("file \(key): lifecycle has \(file.lifecycle.regions.sorted()), file has \(file.regions.keys.sorted())")
+            let guarded = Set(file.regions.values.filter(\.isGuarded).map(\.id))
+            if file.lifecycle.regions != guarded {
+                problems.append("file \(key): lifecycle has \(file.lifecycle.regions.sorted()), the file's guarded regions are \(guarded.sorted())")
             }
             if file.leaseHeld { leases += 1 }
+            // A lease with no guarded region makes other openers wait for nothing.
+            if file.leaseHeld, guarded.isEmpty, file.lifecycle.phase == .leased { problems.append("file \(key) holds a lease for following regions only") }
+            if file.lifecycle.phase == .lost { problems.append("file \(key) is tracked with its lifecycle ended") }
             var users: [WindowSpan: Int] = [:]
             for (id, region) in file.regions {
                 count += 1

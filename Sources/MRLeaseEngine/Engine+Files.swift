@@ -5,7 +5,9 @@ import SystemPackage
 import Verbs
 
 extension Engine {
-    /// Starts tracking a file: our own fd for it, its lease, its extent map.
+    /// Starts tracking a file: our own fd for it and its extent map. The lease is taken before
+    /// the first guarded registration (`takeLease`): a file whose regions all follow it holds
+    /// none.
     func track(key: FileKey, fd clientFD: FileDescriptor, facts: FileFacts, writable: Bool) throws(EngineError) -> TrackedFile {
         let raw = fcntl(clientFD.rawValue, F_DUPFD_CLOEXEC, 0)
         guard raw >= 0 else { throw .system(op: "fcntl(F_DUPFD_CLOEXEC)", errno: Errno(rawValue: errno)) }
@@ -24,14 +26,6 @@ extension Engine {
         }
         let file = TrackedFile(key: key, fd: fd, writable: writable, backing: facts.backing,
                                size: facts.size, extents: .known(extents), timing: configuration.timing)
-        do {
-            try file.lease.acquire(file.leaseType)
-        } catch {
-            closeOwn(fd)
-            if error == .resourceTemporarilyUnavailable { throw .fileBusy(leaseType: "\(file.leaseType)") }
-            throw .system(op: "fcntl(F_SETLEASE, \(file.leaseType))", errno: error)
-        }
-        setLease(file, held: true)
         files[key] = file
         filesByFD[fd.rawValue] = key
         watch(file, closes: false)
@@ -45,6 +39,32 @@ extension Engine {
             logger.debug("statx/mountinfo failed naming a refused file's filesystem", metadata: ["errno": "\(error.symbolicName)"])
             return nil
         }
+    }
+
+    /// Takes the file's lease for a guarded registration about to be made, if it is not held.
+    /// The kernel refuses it (EAGAIN) while another process has the file open in a way the
+    /// lease forbids: the registration is then `fileBusy`.
+    func takeLease(_ file: TrackedFile) throws(EngineError) {
+        guard !file.leaseHeld else { return }
+        do {
+            try file.lease.acquire(file.leaseType)
+        } catch {
+            if error == .resourceTemporarilyUnavailable { throw .fileBusy(leaseType: "\(file.leaseType)") }
+            throw .system(op: "fcntl(F_SETLEASE, \(file.leaseType))", errno: error)
+        }
+        setLease(file, held: true)
+    }
+
+    /// Gives the lease back when no region needs it any more (the last guarded region went,
+    /// and following ones remain): holding it would make every other opener of the file wait
+    /// for nothing.
+    func settleLease(_ file: TrackedFile) {
+        guard file.leaseHeld, !file.hasGuardedRegions, file.lifecycle.phase == .leased else { return }
+        do { try file.lease.release() } catch {
+            logger.warning("lease release failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
+            return
+        }
+        setLease(file, held: false)
     }
 
     /// Stops tracking: every MR goes, then the lease, then the mappings and our fd.
@@ -134,6 +154,9 @@ extension Engine {
         var trials: [Trial] = []
         for attempt in ordered.attempts {
             let flags = attempt.strategy == .odp ? plan.access.verbsFlags.union(.onDemand) : plan.access.verbsFlags
+            // A guarded MR is made under the lease: taken first, so no layout change can slip
+            // in between the pin and the lease.
+            if plan.layoutPolicy(for: attempt.strategy) == .revoke { try takeLease(file) }
             do {
                 let mr = try registrar.register(owner: owner, address: address, length: Int(plan.length), flags: flags)
                 file.strategyCache[plan.access.isWritable] = attempt.strategy
@@ -249,10 +272,11 @@ extension Engine {
     }
 
     /// An IN_MODIFY on a tracked file: compare now, or once the debounce interval has passed
-    /// since the last comparison. Only while MRs are registered (leased, or quiescing for a
-    /// break): a released file's restore re-reads the layout anyway.
+    /// since the last comparison. Only while there is something to compare: guarded MRs
+    /// registered (leased, or quiescing for a break; a released file's restore re-reads the
+    /// layout anyway), or following regions, whatever the lifecycle's phase.
     func layoutTouched(_ file: TrackedFile, now: UInt64) {
-        guard file.mrsRegistered else { return }
+        guard file.hasFollowingRegions || file.mrsRegistered else { return }
         if let last = file.layoutCheckedAt, now < last + configuration.layoutCheckInterval {
             if file.layoutTimer == nil {
                 let at = last + configuration.layoutCheckInterval
@@ -266,27 +290,41 @@ extension Engine {
 
     /// Compares the file's size and extents (synced FIEMAP; for shmem, which has no block
     /// map, the residency of each pinned region's pages) with what the regions were
-    /// registered against; a registered range that changed revokes and restores the file's
-    /// regions with cause `layout-changed`. A FIEMAP failure is logged by readExtents and
-    /// revokes nothing: the daemon could not look, and the next IN_MODIFY looks again.
+    /// registered against. A guarded range that changed revokes and restores the file's
+    /// guarded regions with cause `layout-changed`; a following one is reported to its owner
+    /// (`layout`), or lost when the file no longer covers it. A FIEMAP failure revokes
+    /// nothing (readExtents logs it: the daemon could not look, and the next IN_MODIFY looks
+    /// again) and tells following regions' owners `unknown`.
     func checkLayout(_ file: TrackedFile, now: UInt64) {
         file.layoutCheckedAt = now
-        guard file.mrsRegistered else { return }
+        let guarded = file.mrsRegistered && file.hasGuardedRegions
+        guard guarded || file.hasFollowingRegions else { return }
         stats.layoutChecks += 1
         let size: UInt64
         do { size = try FileFacts.inspect(file.fd, mount: false).size } catch {
             logger.error("statx failed in a layout check", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
             return
         }
+        var extents: Extents?
+        if guarded { checkGuardedLayout(file, size: size, extents: &extents, now: now) }
+        // The revocation may have ended the file (every region lost).
+        guard files[file.key] === file, file.hasFollowingRegions else { return }
+        followLayout(file, size: size, extents: extents ?? readExtents(file, op: "layout check"))
+    }
+
+    /// The guarded regions' part of a layout check: revokes them when one changed. Reads the
+    /// extents into `extents` when it needs them (the following regions' part reuses them).
+    func checkGuardedLayout(_ file: TrackedFile, size: UInt64, extents: inout Extents?, now: UInt64) {
         // The cheap looks first: the size, and whether a pinned region's pages are still the
         // file's (mincore). Either one seen changed revokes at once, without the synced FIEMAP,
         // which writes dirty pages back first and so kept pinned MRs alive for tens of ms
         // while peers' WRITEs into dropped pages completed with success (docs/reliability.md).
-        let regions = file.regions.values.sorted(by: { $0.id < $1.id })
+        let regions = file.lifecycle.regions.sorted().compactMap { file.regions[$0] }
         var changed = regions.filter { $0.offset + $0.length > size || lostPages($0, file) }.map(\.id)
         if changed.isEmpty {
-            let extents = readExtents(file, op: "layout check")
-            changed = regions.filter { file.extents.change(to: extents, offset: $0.offset, length: $0.length) == .changed }.map(\.id)
+            let read = readExtents(file, op: "layout check")
+            extents = read
+            changed = regions.filter { file.extents.change(to: read, offset: $0.offset, length: $0.length) == .changed }.map(\.id)
         }
         guard !changed.isEmpty else { return }
         logger.warning("layout changed under registered regions without a lease break: revoking",
@@ -294,6 +332,40 @@ extension Engine {
         stats.layoutChangesHandled += 1
         file.layoutChanged = Set(changed)
         apply(.layoutChanged(now: now), to: file)
+    }
+
+    /// The following regions' part of a layout check: each range that moved is reported to its
+    /// owner (`layout`: its MR, keys and peers stay); each the file no longer covers is lost
+    /// (`range-truncated`): its MR goes, so a peer's access past the end fails instead of
+    /// faulting pages the file may grow back later under other data. The baseline becomes what
+    /// was read, so each change is told once.
+    func followLayout(_ file: TrackedFile, size: UInt64, extents: Extents) {
+        let following = file.regions.values.filter { !$0.isGuarded }.sorted { $0.id < $1.id }
+        var lost: [Region] = []
+        for region in following {
+            if region.offset + region.length > size {
+                lost.append(region)
+                continue
+            }
+            let change = file.followExtents.change(to: extents, offset: region.offset, length: region.length)
+            if change != .unchanged {
+                stats.layoutChangesFollowed += 1
+                emit(region.owner, .layout(region.id, layout: change, size: size))
+            }
+        }
+        file.followExtents = extents
+        for region in lost {
+            file.regions[region.id] = nil
+            discard(region, of: file)
+            forget(region)
+            stats.regionsLost += 1
+            emit(region.owner, .lost(region.id, reason: .rangeTruncated,
+                                     message: "file is now \(size) bytes; the region ends at \(region.offset + region.length)"))
+        }
+        if !lost.isEmpty {
+            logger.info("file shrank below following regions: lost", metadata: ["file": "\(file.key)", "regions": "\(lost.map(\.id))", "size": "\(size)"])
+            if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
+        }
     }
 
     /// Whether a pinned region holds pages the file no longer has. A pinned page stays in the

@@ -150,6 +150,17 @@ extension Engine {
     /// Feeds one event to a file's lifecycle and carries out what it returns.
     func apply(_ event: FileLifecycle.Event, to file: TrackedFile) {
         perform(file.lifecycle.handle(event), on: file)
+        reopenIfOnlyFollowersLeft(file)
+    }
+
+    /// A lifecycle that ended (every guarded region lost) on a file whose following regions
+    /// remain starts again, empty: the file goes on for them without a lease, and takes new
+    /// registrations.
+    func reopenIfOnlyFollowersLeft(_ file: TrackedFile) {
+        guard file.lifecycle.phase == .lost, files[file.key] === file, !file.regions.isEmpty else { return }
+        file.lifecycle = FileLifecycle(regions: [], timing: configuration.timing)
+        file.timer = nil
+        if file.watchingCloses { watch(file, closes: false) }
     }
 
     /// Carries out a file's lifecycle actions; what owners must hear goes to the outbox.
@@ -192,7 +203,7 @@ extension Engine {
         }
     }
 
-    /// Deregisters every MR of the file (its exposures first), then unlocks the lease: nothing
+    /// Deregisters every guarded MR of the file (its exposures first), then unlocks the lease: nothing
     /// else between the break and the unlock, since the breaker is blocked until it. Everything
     /// that need not come first comes after: the failures' log lines, the counters, the
     /// regions' states. The mappings stay: a mapping without an MR pins no page, so it holds
@@ -202,8 +213,10 @@ extension Engine {
         var failures: [(RegionID, VerbsError)] = []
         // The MR objects are freed after the unlock, and the bytes counted then too.
         var retired: [any RegisteredMemory] = []
-        retired.reserveCapacity(file.regions.count)
-        for region in file.regions.values {
+        retired.reserveCapacity(file.lifecycle.regions.count)
+        // Only the guarded ones: a following region's MR stays, and follows the file.
+        let guarded = file.lifecycle.regions.compactMap { file.regions[$0] }
+        for region in guarded {
             if let failure = region.deregister(retiring: &retired) { failures.append((region.id, failure)) }
         }
         let unlock: Errno?
@@ -216,7 +229,7 @@ extension Engine {
         }
         retired = []
         setLease(file, held: false)
-        for region in file.regions.values {
+        for region in guarded {
             if region.state != .revoked { liveBytes[region.strategy] -= region.length }
             region.state = .revoked
         }
@@ -228,14 +241,16 @@ extension Engine {
         }
     }
 
-    /// Re-takes the lease, re-reads the extents, re-maps and re-registers every region that
-    /// still fits in the file. A FIEMAP failure leaves the regions' layout `unknown`, never
-    /// `unchanged`: the daemon could not look.
+    /// Re-takes the lease, re-reads the extents, re-maps and re-registers every guarded region
+    /// that still fits in the file. A FIEMAP failure leaves the regions' layout `unknown`, never
+    /// `unchanged`: the daemon could not look. With no guarded region left (they were
+    /// deregistered while revoked) there is nothing to lease or restore.
     func restore(_ file: TrackedFile) -> FileLifecycle.Event {
+        guard file.hasGuardedRegions else { return .restored(lost: [:]) }
         let facts: FileFacts
         do { facts = try FileFacts.inspect(file.fd, mount: false) } catch {
             logger.error("statx failed at restore", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
-            for id in file.regions.keys { file.lossMessages[id] = "statx on the file failed at restore: \(error.symbolicName)" }
+            for id in file.lifecycle.regions { file.lossMessages[id] = "statx on the file failed at restore: \(error.symbolicName)" }
             return .gone(reason: .restoreFailed)
         }
         if facts.nlink == 0 { return .gone(reason: .unlinked) }
@@ -244,14 +259,14 @@ extension Engine {
         } catch {
             if error == .resourceTemporarilyUnavailable { return .restoreBusy(now: Self.now()) }
             logger.error("lease re-take failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
-            for id in file.regions.keys { file.lossMessages[id] = "F_SETLEASE \(file.leaseType) failed at restore: \(error.symbolicName)" }
+            for id in file.lifecycle.regions { file.lossMessages[id] = "F_SETLEASE \(file.leaseType) failed at restore: \(error.symbolicName)" }
             return .gone(reason: .restoreFailed)
         }
         setLease(file, held: true)
         watch(file, closes: false)
         let extents = readExtents(file, op: "restore")
         var lost: [RegionID: RegionLoss] = [:]
-        for region in file.regions.values.sorted(by: { $0.id < $1.id }) {
+        for region in file.lifecycle.regions.sorted().compactMap({ file.regions[$0] }) {
             guard region.offset + region.length <= facts.size else {
                 lost[region.id] = .rangeTruncated
                 file.lossMessages[region.id] = "file is now \(facts.size) bytes; the region ends at \(region.offset + region.length)"

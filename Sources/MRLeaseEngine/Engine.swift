@@ -117,13 +117,16 @@ public final class Engine {
     /// then `register(owner:uid:fd:facts:plan:)`. For callers without a plan of their own
     /// (tests, the benchmark), who act for themselves: `lessee` defaults to one that may lease
     /// any file, as this process can when it has CAP_LEASE (the daemon passes its client's).
+    /// `layoutPolicy` is `revoke` unless asked: the lease protocol for every region (the
+    /// daemon passes its client's choice, or its configured `layout-policy`).
     public func register(owner: OwnerID, uid: UInt32 = 0, fd: FileDescriptor, offset: UInt64, length: UInt64,
-                         access: RegionAccess, preference: Strategy? = nil, lessee: Lessee = .privileged) throws(EngineError) -> RegionInfo {
+                         access: RegionAccess, preference: Strategy? = nil, layoutPolicy: LayoutPolicy = .revoke,
+                         lessee: Lessee = .privileged) throws(EngineError) -> RegionInfo {
         let facts: FileFacts
         do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
         let mode = try Self.openMode(fd)
         let plan = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: offset, length: length,
-                                         access: access, preference: preference, device: device,
+                                         access: access, preference: preference, layoutPolicy: layoutPolicy, device: device,
                                          lessee: lessee, pageSize: UInt64(SharedMapping.pageSize))
         switch plan {
         case .success(let plan): return try register(owner: owner, uid: uid, fd: fd, facts: facts, plan: plan)
@@ -165,7 +168,9 @@ public final class Engine {
                 region.flags = made.flags
                 nextRegion += 1
                 file.regions[id] = region
-                file.lifecycle.add(id)
+                if region.isGuarded { file.lifecycle.add(id) }
+                // A lease taken for a guarded attempt that failed, before a following one worked.
+                settleLease(file)
                 regions[id] = key
                 regionsByOwner[owner, default: []].insert(id)
                 usageByUID[uid, default: Usage()].add(region.length)
@@ -173,7 +178,7 @@ public final class Engine {
                 logger.debug("registered", metadata: ["region": "\(id)", "file": "\(key)", "strategy": "\(region.strategy)"])
                 return info(region, file)
             } catch {
-                if file.regions.isEmpty { untrack(file) }
+                if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
                 throw error
             }
         }.0
@@ -194,7 +199,7 @@ public final class Engine {
         forget(region)
         let actions = file.lifecycle.remove(id, now: Self.now())
         perform(actions, on: file)
-        if file.regions.isEmpty { untrack(file) }
+        if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
     }
 
     /// Deregisters every region of an owner (a client that disconnected or died), then lets
@@ -289,14 +294,16 @@ public final class Engine {
     }
 
     /// Re-reads the file's extents (synced) and says whether the region's part changed since
-    /// it was registered or last restored; `unknown` when either read failed.
+    /// it was registered or last restored (a following region: since its owner was last told,
+    /// by `layout`); `unknown` when either read failed.
     public func verify(_ id: RegionID, owner: OwnerID? = nil) throws(EngineError) -> ExtentDrift {
         try exclusive { () throws(EngineError) in
             guard let key = regions[id], let file = files[key], let region = file.regions[id],
                   owner == nil || region.owner == owner else { throw .unknownRegion(id) }
             let now = readExtents(file, op: "verify")
-            return ExtentDrift(region: id, layout: file.extents.change(to: now, offset: region.offset, length: region.length),
-                               extentsBefore: file.extents.count(offset: region.offset, length: region.length),
+            let baseline = region.isGuarded ? file.extents : file.followExtents
+            return ExtentDrift(region: id, layout: baseline.change(to: now, offset: region.offset, length: region.length),
+                               extentsBefore: baseline.count(offset: region.offset, length: region.length),
                                extentsAfter: now.count(offset: region.offset, length: region.length))
         }.0
     }
@@ -385,7 +392,7 @@ public final class Engine {
     func info(_ region: Region, _ file: TrackedFile) -> RegionInfo {
         RegionInfo(id: region.id, owner: region.owner, file: file.key, offset: region.offset, length: region.length,
                    access: region.access, strategy: region.strategy, strategyReason: region.strategyReason,
-                   backing: file.backing, device: registrar.deviceName, state: region.state, keys: region.keys,
+                   layoutPolicy: region.policy, backing: file.backing, device: registrar.deviceName, state: region.state, keys: region.keys,
                    generation: region.generation)
     }
 

@@ -53,10 +53,15 @@ public enum EngineEvent: Sendable, Equatable {
     /// data live while any fd (the engine's own included) is open, and the MR stays coherent;
     /// but the space comes back only when the region is deregistered.
     case unlinked(RegionID)
+    /// A `follow` region's range changed in the file (`changed`), or the daemon could not
+    /// read the extents to tell (`unknown`); `size` is the file's size now. Nothing was
+    /// revoked: the MR, its keys and its peers stay, and follow the file.
+    case layout(RegionID, layout: LayoutChange, size: UInt64)
 
     public var region: RegionID {
         switch self {
-        case .revoking(let id, _, _), .revoked(let id), .restored(let id, _, _), .lost(let id, _, _), .unlinked(let id): id
+        case .revoking(let id, _, _), .revoked(let id), .restored(let id, _, _), .lost(let id, _, _), .unlinked(let id),
+             .layout(let id, _, _): id
         }
     }
 }

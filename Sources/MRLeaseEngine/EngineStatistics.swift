@@ -11,6 +11,8 @@ public struct EngineStatistics: Sendable, Equatable {
     /// file description), and the synced comparisons made to find them.
     public var layoutChangesHandled = 0
     public var layoutChecks = 0
+    /// Layout changes reported to the owners of following regions (`layout` events).
+    public var layoutChangesFollowed = 0
     public var restorations = 0
     public var regionsLost = 0
     public var breakToUnlock = LatencyHistogram()

@@ -12,6 +12,8 @@ public struct RegionInfo: Sendable, Equatable {
     public var access: RegionAccess
     public var strategy: Strategy
     public var strategyReason: String
+    /// `follow` (an ODP MR that stays through layout changes) or `revoke`.
+    public var layoutPolicy: LayoutPolicy
     public var backing: Backing
     public var device: String
     public var state: RegionState
@@ -49,6 +51,9 @@ final class Region {
     var access: RegionAccess { plan.access }
     var strategy: Strategy
     var strategyReason: String
+    /// Decided at registration from the plan and the strategy that worked; never changes (a
+    /// restoration keeps the strategy).
+    let policy: LayoutPolicy
     var state: RegionState = .registered
     /// What the last restoration found of the region's extents.
     var layout: LayoutChange = .unchanged
@@ -72,9 +77,13 @@ final class Region {
         self.plan = plan
         self.strategy = strategy
         self.strategyReason = strategyReason
+        self.policy = plan.layoutPolicy(for: strategy)
         self.window = window
         self.mr = mr
     }
+
+    /// Whether the file's lease guards this region: its lifecycle revokes and restores it.
+    var isGuarded: Bool { policy == .revoke }
 
     var keys: MRKeys? { mr.map { MRKeys(lkey: $0.lkey, rkey: $0.rkey, address: $0.address) } }
 

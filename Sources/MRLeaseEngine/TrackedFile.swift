@@ -28,6 +28,13 @@ enum Extents {
 
 /// One file with live regions: the engine's own fd for it, its lease, the extent map the
 /// regions were registered against, and the lifecycle that revokes and restores them together.
+///
+/// Two kinds of regions share it. *Guarded* ones (layout policy `revoke`: every pinned region)
+/// are the lifecycle's: the lease is held while there is one, and a break or a layout change
+/// revokes and restores them. *Following* ones (`follow`: ODP) are not the lifecycle's: no lease
+/// is taken for them, nothing revokes them, and a layout check compares their ranges against
+/// `followExtents` and tells their owners (`layout`), or loses the ones the file no longer
+/// covers. Each kind has its own baseline, since each is compared at its own time.
 final class TrackedFile {
     let key: FileKey
     /// Our own duplicate of the client's fd: the same open file description, so the client's
@@ -35,8 +42,12 @@ final class TrackedFile {
     let fd: FileDescriptor
     let writable: Bool
     let backing: Backing
+    /// What the guarded regions were registered (or last restored) against.
     var extents: Extents
     var size: UInt64
+    /// What the following regions' owners were last told of (at registration, or the last
+    /// layout check that compared them).
+    var followExtents: Extents
     var lifecycle = FileLifecycle(regions: [])
     var regions: [RegionID: Region] = [:]
     /// The file's shared mappings, by span: each region is registered in the one covering it.
@@ -78,6 +89,7 @@ final class TrackedFile {
         self.backing = backing
         self.size = size
         self.extents = extents
+        self.followExtents = extents
         self.lifecycle = FileLifecycle(regions: [], timing: timing)
     }
 
@@ -94,6 +106,12 @@ final class TrackedFile {
     }
 
     var lease: FileLease { FileLease(fd: fd) }
+
+    /// Whether some region follows the file (is not the lifecycle's).
+    var hasFollowingRegions: Bool { regions.count > lifecycle.regions.count }
+
+    /// Whether the lease is needed: some region is guarded.
+    var hasGuardedRegions: Bool { !lifecycle.regions.isEmpty }
 }
 
 /// Reads a file's extents: FIEMAP, synced. The engine's one way to look at a layout, behind a

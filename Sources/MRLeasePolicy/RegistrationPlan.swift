@@ -136,6 +136,9 @@ public struct RegistrationPlan: Sendable, Equatable {
     /// Whether the fd allows a writable mapping (O_RDWR). The lease follows it.
     public var writableFD: Bool
     public var preference: Strategy?
+    /// The layout policy asked for (the request's, else the daemon's `layout-policy`): what an
+    /// ODP registration gets. A pinned one always gets `revoke` (`layoutPolicy(for:)`).
+    public var layoutPolicy: LayoutPolicy
     /// nil on a host without an RDMA device: nothing can be tried.
     public var device: DeviceCapabilities?
     /// Why the plan has no device, for the refusal ("no RDMA device: …").
@@ -150,8 +153,8 @@ public struct RegistrationPlan: Sendable, Equatable {
     /// the access, the offset, the range; then which strategies the device makes possible.
     public static func make(
         file: PlannedFile, mode: OpenMode, offset: UInt64, length: UInt64, access: RegionAccess,
-        preference: Strategy? = nil, device: DeviceCapabilities?, noDeviceReason: String? = nil,
-        lessee: Lessee, pageSize: UInt64
+        preference: Strategy? = nil, layoutPolicy: LayoutPolicy = .follow, device: DeviceCapabilities?,
+        noDeviceReason: String? = nil, lessee: Lessee, pageSize: UInt64
     ) -> Result<RegistrationPlan, PlanRefusal> {
         guard file.kind == .regular else {
             return .failure(PlanRefusal(.notRegularFile, "the fd is a \(file.kind.rawValue), not a regular file: only regular files with memory behind them can be registered",
@@ -182,7 +185,7 @@ public struct RegistrationPlan: Sendable, Equatable {
             return .failure(PlanRefusal(.rangeOutOfFile, "range \(range) is not inside the file (size \(file.size)); extend the file first"))
         }
         var plan = RegistrationPlan(offset: offset, length: length, access: access, backing: file.backing,
-                                    writableFD: mode == .readWrite, preference: preference, device: device,
+                                    writableFD: mode == .readWrite, preference: preference, layoutPolicy: layoutPolicy, device: device,
                                     noDeviceReason: noDeviceReason, attempts: [], skipped: [])
         guard let device else { return .success(plan) }
         let order: [Strategy] = preference.map { [$0] } ?? [.odp, .pinned]
@@ -198,6 +201,13 @@ public struct RegistrationPlan: Sendable, Equatable {
             plan.attempts.append(Attempt(strategy: strategy, kind: kind, reason: reason))
         }
         return .success(plan)
+    }
+
+    /// The layout policy a registration with `strategy` gets: the one asked for when the MR is
+    /// ODP; `revoke` when it is pinned, since a pinned MR keeps the pages the file drops and
+    /// only a revocation before the change keeps peers' WRITEs out of them.
+    public func layoutPolicy(for strategy: Strategy) -> LayoutPolicy {
+        strategy == .odp ? layoutPolicy : .revoke
     }
 
     /// The decision, once the attempts were made (`trials`, in order; a failure that ends the

@@ -50,3 +50,16 @@ public enum LayoutChange: String, Sendable, Hashable, CaseIterable {
 public enum RegionState: String, Sendable, Codable {
     case registered, revoking, revoked, lost
 }
+
+/// What a region does when its file's layout changes under it (a truncate, a hole punched, a
+/// reflink or copy onto its range), or when another process opens the file.
+public enum LayoutPolicy: String, Sendable, Hashable, CaseIterable {
+    /// The MR stays and follows the file: an ODP MR has no pinned pages, the kernel invalidates
+    /// its translations before a layout change unmaps or frees anything, and the NIC faults the
+    /// file's current pages at its next access (docs/kernel-matrix.md). Keys and generation
+    /// stay; the owner hears `layout` after a change. ODP regions only.
+    case follow
+    /// The MR is revoked before the change can proceed and registered again after it, with new
+    /// keys (the lease protocol). Every pinned region; ODP regions that ask for it.
+    case revoke
+}

@@ -2,7 +2,8 @@
 ///
 /// A region's events come in this order: `revoking` → `revoked` → `restored` or `lost`
 /// (a `lost` can also follow `revoking` directly, or come alone). `unlinked` may come once,
-/// at any point: it is news about the file, not a step of a revocation.
+/// at any point: it is news about the file, not a step of a revocation. A `follow` region
+/// hears none of the revocation steps: `layout` after a change that moved its range, or `lost`.
 public enum Event: Sendable, Equatable {
     /// Stop issuing RDMA to the region and send `ack`; the MR is deregistered at `ack` or at
     /// the deadline, whichever comes first.
@@ -21,6 +22,26 @@ public enum Event: Sendable, Equatable {
     case peerConnected(PeerConnected)
     /// A peer's connection ended, and why.
     case peerDisconnected(PeerDisconnected)
+    /// A `follow` region's range moved in the file (or the daemon could not tell): nothing was
+    /// revoked, the MR, its keys and its peers stay and reach the file's current pages.
+    case layout(Layout)
+
+    public struct Layout: Sendable, Equatable {
+        public var region: UInt64
+        /// `changed`, or `unknown` when the daemon could not read the extents (never
+        /// `unchanged`: that is not news).
+        public var layout: LayoutStatus
+        /// The file's size when the daemon looked.
+        public var size: UInt64
+        /// `layout` as a boolean, as `restored` and `verify` carry it.
+        public var layoutChanged: Bool { layout.mayHaveChanged }
+
+        public init(region: UInt64, layout: LayoutStatus, size: UInt64) {
+            self.region = region
+            self.layout = layout
+            self.size = size
+        }
+    }
 
     public struct Revoking: Sendable, Equatable {
         public var region: UInt64
@@ -80,6 +101,7 @@ public enum Event: Sendable, Equatable {
         case revoking, revoked, restored, lost, unlinked
         case peerConnected = "peer-connected"
         case peerDisconnected = "peer-disconnected"
+        case layout
     }
 
     public var name: Name {
@@ -91,6 +113,7 @@ public enum Event: Sendable, Equatable {
         case .unlinked: .unlinked
         case .peerConnected: .peerConnected
         case .peerDisconnected: .peerDisconnected
+        case .layout: .layout
         }
     }
 
@@ -103,6 +126,7 @@ public enum Event: Sendable, Equatable {
         case .unlinked(let region): region
         case .peerConnected(let event): event.region
         case .peerDisconnected(let event): event.region
+        case .layout(let event): event.region
         }
     }
 }
@@ -132,6 +156,8 @@ extension Event {
         case .peerDisconnected:
             self = .peerDisconnected(PeerDisconnected(region: region, grant: try f.uint64("grant"), peer: try f.uint64("peer"),
                                                       reason: try f.enumValue("reason")))
+        case .layout:
+            self = .layout(Layout(region: region, layout: try f.layout(), size: try f.uint64("size")))
         }
     }
 
@@ -164,6 +190,10 @@ extension Event {
             o.set("grant", .integer(event.grant))
             o.set("peer", .integer(event.peer))
             o.set("reason", .string(event.reason.rawValue))
+        case .layout(let event):
+            o.set("layoutChanged", .bool(event.layoutChanged))
+            o.set("layout", .string(event.layout.rawValue))
+            o.set("size", .integer(event.size))
         }
     }
 }

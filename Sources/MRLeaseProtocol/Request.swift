@@ -76,11 +76,15 @@ public enum Request: Sendable, Equatable {
         /// Not empty.
         public var access: Set<Access>
         public var strategy: StrategyPreference
+        /// The layout policy asked for; nil: the daemon's `layout-policy`. Applies to an ODP
+        /// registration; a pinned one is always `revoke`.
+        public var layoutPolicy: RegionLayoutPolicy?
         /// The client's label, echoed by `list` (at most `Codec.maxTagBytes` bytes of UTF-8).
         public var tag: String?
 
         public init(offset: UInt64, length: UInt64, access: Set<Access>,
-                    strategy: StrategyPreference = .any, tag: String? = nil) {
+                    strategy: StrategyPreference = .any, layoutPolicy: RegionLayoutPolicy? = nil, tag: String? = nil) {
+            self.layoutPolicy = layoutPolicy
             self.offset = offset
             self.length = length
             self.access = access
@@ -201,6 +205,7 @@ extension Request.Register {
         access = try fields.accessList("access")
         guard !access.isEmpty else { throw .invalid(fields.path("access"), "must list at least one of read, write, atomic") }
         strategy = try fields.enumIfPresent("strategy") ?? .any
+        layoutPolicy = try fields.enumIfPresent("layoutPolicy")
         tag = try fields.stringIfPresent("tag", maxBytes: Codec.maxTagBytes)
     }
 
@@ -209,6 +214,7 @@ extension Request.Register {
         object.set("length", .integer(length))
         object.set("access", access.wire)
         object.set("strategy", .string(strategy.rawValue))
+        object.set("layoutPolicy", layoutPolicy.map { .string($0.rawValue) })
         object.set("tag", tag.map(JSONValue.string))
     }
 }

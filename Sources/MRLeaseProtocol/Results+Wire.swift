@@ -68,6 +68,7 @@ extension HelloResult {
         limits.peerHandshakeMillis = try l.uint64IfPresent("peerHandshakeMillis")
         limits.clientStallMillis = try l.uint64IfPresent("clientStallMillis")
         layoutProtection = try f.enumIfPresent("layoutProtection")
+        layoutPolicy = try f.enumIfPresent("layoutPolicy")
         endpoints = f.object["endpoints"] == nil ? nil : try f.strings("endpoints")
     }
 
@@ -104,6 +105,7 @@ extension HelloResult {
         l.set("clientStallMillis", limits.clientStallMillis.map(JSONValue.integer))
         o.set("limits", l.value)
         o.set("layoutProtection", layoutProtection.map { .string($0.rawValue) })
+        o.set("layoutPolicy", layoutPolicy.map { .string($0.rawValue) })
         o.set("endpoints", endpoints.map { .array($0.map(JSONValue.string)) })
         return o.value
     }
@@ -120,6 +122,7 @@ extension Registration {
         strategyReason = try f.string("strategyReason")
         device = try f.string("device")
         backing = try f.enumValue("backing")
+        layoutPolicy = try f.enumIfPresent("layoutPolicy")
     }
 
     var json: JSONValue {
@@ -133,6 +136,7 @@ extension Registration {
         o.set("strategyReason", .string(strategyReason))
         o.set("device", .string(device))
         o.set("backing", .string(backing.rawValue))
+        o.set("layoutPolicy", layoutPolicy.map { .string($0.rawValue) })
         return o.value
     }
 }
@@ -170,6 +174,7 @@ extension RegionList.Region {
         tag = try f.stringIfPresent("tag")
         pid = try f.uint32IfPresent("pid")
         generation = try f.uint64IfPresent("generation")
+        layoutPolicy = try f.enumIfPresent("layoutPolicy")
         if f.object["grants"] != nil {
             var grants: [RegionList.Grant] = []
             for g in try f.objects("grants") { grants.append(try RegionList.Grant(g)) }
@@ -195,6 +200,7 @@ extension RegionList.Region {
         o.set("tag", string: tag)
         o.set("pid", unsigned: pid.map(UInt64.init))
         o.set("generation", unsigned: generation)
+        o.set("layoutPolicy", string: layoutPolicy?.rawValue)
         o.set("grants", grants.map { .array($0.map(\.json)) })
         return o.value
     }

@@ -110,10 +110,14 @@ public struct HelloResult: Sendable, Equatable {
     /// Where remote peers connect ("192.0.2.1:7471"); empty when the daemon does not listen,
     /// nil from a daemon older than remote access.
     public var endpoints: [String]?
+    /// The layout policy an ODP region gets unless its `register` asks (`layout-policy`); nil
+    /// from daemons before layout policies.
+    public var layoutPolicy: RegionLayoutPolicy?
 
     public init(version: UInt64, daemon: String, devices: [Device], strategies: [RegionStrategy], limits: Limits,
-                layoutProtection: LayoutProtection? = nil, endpoints: [String]? = nil) {
+                layoutProtection: LayoutProtection? = nil, endpoints: [String]? = nil, layoutPolicy: RegionLayoutPolicy? = nil) {
         self.endpoints = endpoints
+        self.layoutPolicy = layoutPolicy
         self.version = version
         self.daemon = daemon
         self.devices = devices
@@ -136,9 +140,14 @@ public struct Registration: Sendable, Equatable {
     public var strategyReason: String
     public var device: String
     public var backing: FileBacking
+    /// What the region does when the file's layout changes (nil from daemons before layout
+    /// policies: they revoked every region).
+    public var layoutPolicy: RegionLayoutPolicy?
 
     public init(region: UInt64, lkey: UInt32, rkey: UInt32, address: UInt64, length: UInt64,
-                strategy: RegionStrategy, strategyReason: String, device: String, backing: FileBacking) {
+                strategy: RegionStrategy, strategyReason: String, device: String, backing: FileBacking,
+                layoutPolicy: RegionLayoutPolicy? = nil) {
+        self.layoutPolicy = layoutPolicy
         self.region = region
         self.lkey = lkey
         self.rkey = rkey
@@ -174,11 +183,14 @@ public struct RegionList: Sendable, Equatable {
         public var generation: UInt64?
         /// The region's grants and their peers (nil from daemons older than remote access).
         public var grants: [RegionList.Grant]?
+        /// `follow` or `revoke` (nil from daemons before layout policies).
+        public var layoutPolicy: RegionLayoutPolicy?
 
         public init(region: UInt64, file: String, offset: UInt64, length: UInt64, access: Set<Access>,
                     strategy: RegionStrategy, state: RegionStatus, rkey: UInt32? = nil, lkey: UInt32? = nil,
                     address: UInt64? = nil, tag: String? = nil, pid: UInt32? = nil,
-                    generation: UInt64? = nil, grants: [RegionList.Grant]? = nil) {
+                    generation: UInt64? = nil, grants: [RegionList.Grant]? = nil, layoutPolicy: RegionLayoutPolicy? = nil) {
+            self.layoutPolicy = layoutPolicy
             self.generation = generation
             self.grants = grants
             self.region = region

@@ -19,6 +19,17 @@ public enum StrategyPreference: String, Sendable, Hashable, CaseIterable {
     case odp, pinned, any
 }
 
+/// What a region does when its file's layout changes (a truncate, a hole punched, a reflink or
+/// copy onto its range) or another process opens the file (docs/protocol.md §5).
+public enum RegionLayoutPolicy: String, Sendable, Hashable, CaseIterable {
+    /// The MR stays and follows the file (ODP only): no revocation, keys and generation kept;
+    /// the owner hears `layout` after a change that moved its range.
+    case follow
+    /// Revoked before the change, registered again after it with new keys: every pinned
+    /// region, and ODP regions that ask for it.
+    case revoke
+}
+
 /// What backs the file's pages.
 public enum FileBacking: String, Sendable, Hashable, CaseIterable {
     case fsDAX = "fs-dax"

@@ -58,6 +58,9 @@ enum DoctorText {
             }
             if let strategy = file.strategy {
                 out += row("strategy", "\(strategy.uppercased()) on \(file.strategyDevice ?? "?"): \(file.strategyReason ?? "")")
+                if let policy = file.layoutPolicy {
+                    out += row("layout policy", "\(policy): \(file.layoutPolicyReason ?? "")")
+                }
             } else {
                 out += row("strategy", "REFUSE: \(file.refusal ?? "unknown")")
             }

@@ -219,6 +219,7 @@ struct RegisterCommand: ParsableCommand {
         }
         emit("\(Self.now()) registered region \(r.region): \(path) [\(start), +\(r.length)) \(access)")
         emit("  strategy \(r.strategy.rawValue) on \(r.device), \(r.backing.rawValue): \(r.strategyReason)")
+        if let policy = r.layoutPolicy { emit("  layout policy \(policy.rawValue)") }
         emit("  lkey \(Format.hex(r.lkey))  rkey \(Format.hex(r.rkey))  address 0x\(String(r.address, radix: 16))")
     }
 
@@ -250,6 +251,8 @@ struct RegisterCommand: ParsableCommand {
             return "peer \(p.peer) connected to grant \(p.grant) of region \(p.region) from \(p.address) (generation \(p.generation))"
         case .peerDisconnected(let p):
             return "peer \(p.peer) of grant \(p.grant) on region \(p.region) disconnected (\(p.reason.rawValue))"
+        case .layout(let l):
+            return "region \(l.region)'s range moved in the file (layout \(l.layout.rawValue), file now \(l.size) bytes): its MR follows the file, keys unchanged"
         }
     }
 

@@ -29,6 +29,7 @@ struct MRLeased: ParsableCommand {
     @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("listen"))) var listen: String?
     @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("metrics-file"))) var metricsFile: String?
     @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("metrics-interval-ms"))) var metricsIntervalMs: String?
+    @Option(help: ArgumentHelp(DaemonConfiguration.flagHelp("layout-policy"))) var layoutPolicy: String?
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
@@ -44,7 +45,8 @@ struct MRLeased: ParsableCommand {
             try settings.apply(environment: environment)
             // Flags last, each read by its key's row like the file's and the environment's values.
             let flags: [(String, String?)] = [("socket", socket), ("device", device), ("quiesce-ms", quiesceMs), ("log-level", logLevel),
-                                              ("listen", listen), ("metrics-file", metricsFile), ("metrics-interval-ms", metricsIntervalMs)]
+                                              ("listen", listen), ("metrics-file", metricsFile), ("metrics-interval-ms", metricsIntervalMs),
+                                              ("layout-policy", layoutPolicy)]
             for case let (key, value?) in flags { try settings.set(key, value, source: "--" + key) }
         } catch {
             throw ValidationError("\(error)")

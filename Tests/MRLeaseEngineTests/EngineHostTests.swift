@@ -91,6 +91,7 @@ final class EngineHostTests: XCTestCase {
             case .restored(let id, _, _): "restored \(id)"
             case .lost(let id, let reason, _): "lost \(id) \(reason.rawValue)"
             case .unlinked(let id): "unlinked \(id)"
+            case .layout(let id, let layout, _): "layout \(id) \(layout.rawValue)"
             }
         }
         XCTAssertEqual(kinds, ["revoking \(kept.id)", "revoking \(cut.id)", "revoked \(kept.id)", "revoked \(cut.id)",

@@ -168,6 +168,8 @@ struct mrlease_hello {
     char **endpoints;                     /* "192.0.2.1:7471"; none when the daemon does not listen */
     size_t endpoint_count;
     char *layout_protection;              /* "inotify-detect" or "none" ("none" when absent) */
+    /* 1.2.0 */
+    char *layout_policy;                  /* what an ODP region gets: "follow" or "revoke"; NULL when absent */
     /* New fields go here, at the end (mrlease_hello_sized). */
 };
 
@@ -341,7 +343,8 @@ typedef enum mrlease_event_type {
     MRLEASE_EVENT_LOST,
     MRLEASE_EVENT_UNLINKED,
     MRLEASE_EVENT_PEER_CONNECTED,
-    MRLEASE_EVENT_PEER_DISCONNECTED
+    MRLEASE_EVENT_PEER_DISCONNECTED,
+    MRLEASE_EVENT_LAYOUT                  /* 1.2.0; a caller built against an older header gets OTHER */
 } mrlease_event_type;
 
 struct mrlease_event {
@@ -360,6 +363,8 @@ struct mrlease_event {
     char *message;                        /* lost: why, or NULL */
     uint64_t grant, peer, generation;     /* peer-connected, peer-disconnected */
     char *peer_address;                   /* peer-connected, or NULL */
+    /* 1.2.0 */
+    uint64_t size;                        /* layout: the file's size (`layout` holds CHANGED or UNKNOWN) */
     /* New fields go here, at the end (mrlease_next_event_sized). */
 };
 

@@ -46,14 +46,15 @@ json_object *mrl_dequeue(mrlease_conn *conn) {
     return event;
 }
 
-static const char *const names[] = { "", "revoking", "revoked", "restored", "lost", "unlinked", "peer-connected", "peer-disconnected" };
+static const char *const names[] = { "", "revoking", "revoked", "restored", "lost", "unlinked", "peer-connected", "peer-disconnected",
+                                      "layout" };
 
 mrlease_status mrl_parse_event(mrlease_conn *conn, json_object *message, struct mrlease_event *out) {
     struct mrl_reader r = { conn, "event", MRLEASE_OK };
     char *name = mrl_string(&r, message, "event", 1);
     if (name) {
         snprintf(out->name, sizeof out->name, "%s", name);
-        for (int k = 1; k < 8; k++)
+        for (int k = 1; k < (int)(sizeof names / sizeof *names); k++)
             if (!strcmp(name, names[k])) out->type = (mrlease_event_type)k;
     }
     free(name);
@@ -86,6 +87,10 @@ mrlease_status mrl_parse_event(mrlease_conn *conn, json_object *message, struct 
         out->grant = mrl_u64(&r, message, "grant");
         out->peer = mrl_u64(&r, message, "peer");
         reason = mrl_string(&r, message, "reason", 1);
+        break;
+    case MRLEASE_EVENT_LAYOUT:
+        out->layout = mrl_layout(&r, message);
+        out->size = mrl_u64(&r, message, "size");
         break;
     case MRLEASE_EVENT_REVOKED: case MRLEASE_EVENT_UNLINKED: case MRLEASE_EVENT_OTHER:
         break;

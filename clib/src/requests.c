@@ -88,6 +88,7 @@ mrlease_status mrl_hello(mrlease_conn *conn, const char *client_name, struct mrl
         else out->endpoint_count = i + 1;
     }
     out->layout_protection = mrl_string(&r, result, "layoutProtection", 0);
+    out->layout_policy = mrl_string(&r, result, "layoutPolicy", 0);
     if (!out->layout_protection && !r.status && !(out->layout_protection = strdup("none")))
         r.status = mrl_fail(conn, MRLEASE_ERR_NO_MEMORY, "hello reply: out of memory");
     json_object_put(result);
@@ -107,6 +108,7 @@ void mrl_hello_release(struct mrlease_hello *hello) {
     free(hello->endpoints);
     free(hello->daemon);
     free(hello->layout_protection);
+    free(hello->layout_policy);
     memset(hello, 0, sizeof *hello);
 }
 

@@ -20,14 +20,20 @@ static const size_t stats_sizes[] = {
     offsetof(struct mrlease_stats, registrations),    /* 1.0.0 */
     sizeof(struct mrlease_stats),                     /* 1.1.0: + registrations … peers */
 };
-static const size_t hello_sizes[] = { sizeof(struct mrlease_hello) /* 1.0.0 */ };
-static const size_t event_sizes[] = { sizeof(struct mrlease_event) /* 1.0.0 */ };
+static const size_t hello_sizes[] = {
+    offsetof(struct mrlease_hello, layout_policy),    /* 1.0.0 */
+    sizeof(struct mrlease_hello),                     /* 1.2.0: + layout_policy */
+};
+static const size_t event_sizes[] = {
+    offsetof(struct mrlease_event, size),             /* 1.0.0 */
+    sizeof(struct mrlease_event),                     /* 1.2.0: + size (and MRLEASE_EVENT_LAYOUT) */
+};
 #define STATS_SIZE_1_0_0 offsetof(struct mrlease_stats, registrations)
-#define HELLO_SIZE_1_0_0 sizeof(struct mrlease_hello)
-#define EVENT_SIZE_1_0_0 sizeof(struct mrlease_event)
+#define HELLO_SIZE_1_0_0 offsetof(struct mrlease_hello, layout_policy)
+#define EVENT_SIZE_1_0_0 offsetof(struct mrlease_event, size)
 _Static_assert(ENDS_WITH(struct mrlease_stats, peers), "mrlease_stats grew: list its size in stats_sizes");
-_Static_assert(ENDS_WITH(struct mrlease_hello, layout_protection), "mrlease_hello grew: list its size in hello_sizes");
-_Static_assert(ENDS_WITH(struct mrlease_event, peer_address), "mrlease_event grew: list its size in event_sizes");
+_Static_assert(ENDS_WITH(struct mrlease_hello, layout_policy), "mrlease_hello grew: list its size in hello_sizes");
+_Static_assert(ENDS_WITH(struct mrlease_event, size), "mrlease_event grew: list its size in event_sizes");
 
 struct layout {
     const char *op;
@@ -119,7 +125,12 @@ MRLEASE_API mrlease_status mrlease_next_event_sized(mrlease_conn *conn, struct m
     mrlease_status status = begin(conn, &event_layout, out, out_size, &kept);
     if (status) return status;
     struct mrlease_event whole;
-    return deliver(&event_layout, mrl_next_event(conn, &whole, timeout_millis), out, out_size, &whole, kept);
+    status = mrl_next_event(conn, &whole, timeout_millis);
+    /* A type the caller's header does not name (its struct ends before the 1.2.0 fields) is
+     * OTHER for it, as for any name the library does not know: `name` still says which. */
+    if (status == MRLEASE_OK && kept < END_OF(struct mrlease_event, size) && whole.type > MRLEASE_EVENT_PEER_DISCONNECTED)
+        whole.type = MRLEASE_EVENT_OTHER;
+    return deliver(&event_layout, status, out, out_size, &whole, kept);
 }
 
 MRLEASE_API void mrlease_event_release_sized(struct mrlease_event *event, size_t event_size) {

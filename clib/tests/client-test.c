@@ -398,6 +398,8 @@ static void bad_reply_checks(void) {
         "{\"v\":1,\"type\":\"event\",\"event\":\"lost\",\"region\":5,\"reason\":\"range-truncated\",\"message\":\"gone\"}",
         "{\"v\":1,\"type\":\"event\",\"event\":\"restored\",\"region\":5,\"lkey\":-1}",
         "{\"v\":1,\"type\":\"event\",\"event\":\"newfangled\",\"region\":6}",
+        "{\"v\":1,\"type\":\"event\",\"event\":\"layout\",\"region\":7,\"layoutChanged\":true,\"layout\":\"changed\",\"size\":8192}",
+        "{\"v\":1,\"type\":\"event\",\"event\":\"layout\",\"region\":8,\"layoutChanged\":true,\"layout\":\"unknown\",\"size\":4096}",
         "{\"v\":1,\"type\":\"stats\",\"id\":%ID%,\"error\":{\"code\":\"brand-new-code\",\"message\":\"from the future\"}}",
         NULL };
     pid_t pid;
@@ -421,6 +423,18 @@ static void bad_reply_checks(void) {
         check(ev.type == MRLEASE_EVENT_OTHER && !strcmp(ev.name, "newfangled") && ev.region == 6, "an unknown event comes as OTHER with its name",
               "type %d name %s", ev.type, ev.name);
     mrlease_event_release(&ev);
+    if (expect(c, "a layout event", mrlease_next_event(c, &ev, 0), MRLEASE_OK))
+        check(ev.type == MRLEASE_EVENT_LAYOUT && ev.region == 7 && ev.layout == MRLEASE_LAYOUT_CHANGED && ev.size == 8192,
+              "a layout event carries its region, layout and the file's size", "type %d region %llu layout %d size %llu", ev.type,
+              (unsigned long long)ev.region, ev.layout, (unsigned long long)ev.size);
+    mrlease_event_release(&ev);
+    /* A caller whose header is 1.0.0's (its struct ends before `size`) does not know the type. */
+    struct mrlease_event old;
+    size_t old_size = offsetof(struct mrlease_event, size);
+    if (expect(c, "a layout event into a 1.0.0-sized struct", mrlease_next_event_sized(c, &old, old_size, 0), MRLEASE_OK))
+        check(old.type == MRLEASE_EVENT_OTHER && !strcmp(old.name, "layout") && old.region == 8 && old.layout == MRLEASE_LAYOUT_UNKNOWN,
+              "a 1.0.0 caller gets a layout event as OTHER, named, with its region", "type %d name %s", old.type, old.name);
+    mrlease_event_release_sized(&old, old_size);
     check(!readable(mrlease_event_fd(c), 0), "the event fd is quiet once the queue is empty", "still readable");
     expect(c, "no more events", mrlease_next_event(c, &ev, 50), MRLEASE_ERR_NO_EVENT);
     mrlease_destroy(c);
