@@ -161,6 +161,8 @@ extension Engine {
         file.lifecycle = FileLifecycle(regions: [], timing: configuration.timing)
         file.timer = nil
         if file.watchingCloses { watch(file, closes: false) }
+        // A restore that re-took the lease and then lost every guarded region.
+        settleLease(file)
     }
 
     /// Carries out a file's lifecycle actions; what owners must hear goes to the outbox.
