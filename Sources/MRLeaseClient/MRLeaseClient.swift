@@ -163,8 +163,10 @@ public final class MRLeaseClient {
     /// it. The client keeps that fd open until the region is deregistered or the client
     /// closes: `file(region:)` returns it for I/O that must not break the daemon's lease.
     public func register(path: String, offset: UInt64, length: UInt64, access: Set<Access>,
-                         strategy: StrategyPreference = .any, tag: String? = nil) throws(ClientError) -> Registration {
-        let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy, tag: tag)
+                         strategy: StrategyPreference = .any, layoutPolicy: RegionLayoutPolicy? = nil,
+                         tag: String? = nil) throws(ClientError) -> Registration {
+        let request = Request.Register(offset: offset, length: length, access: access, strategy: strategy,
+                                       layoutPolicy: layoutPolicy, tag: tag)
         return try keeping(try open(path, for: [request]), for: [request]) { fd throws(ClientError) in
             guard case .register(let result) = try callSendingFD(.register(request), fd: fd) else { throw unexpected(.register) }
             return [result]

@@ -163,7 +163,7 @@ public struct Doctor {
         // strategy wins, else the first refusal is reported.
         var decided: (device: String?, plan: RegistrationPlan?, decision: Result<(Strategy, reason: String), PlanRefusal>)?
         for (probe, device) in devices {
-            // The daemon's default layout policy (`layout-policy`); a client may ask `revoke`.
+            // Asking `follow`: the report says whether the strategy can follow at all.
             let planned = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: 0, length: length,
                                                 access: access, layoutPolicy: .follow, device: device, noDeviceReason: "no RDMA device on this host",
                                                 lessee: lessee, pageSize: pageSize)
@@ -201,9 +201,9 @@ public struct Doctor {
                 report.strategyReason = reason
                 if let plan = decided.plan {
                     let policy = plan.layoutPolicy(for: strategy)
-                    report.layoutPolicy = policy.rawValue
+                    report.layoutPolicies = policy == .follow ? ["follow", "revoke"] : ["revoke"]
                     report.layoutPolicyReason = policy == .follow
-                        ? "an ODP MR follows the file through truncate, hole punch and reflink: its keys stay (layout-policy follow, the default)"
+                        ? "an ODP MR can follow the file through truncate, hole punch and reflink, keys unchanged (register with layoutPolicy follow, or the daemon's layout-policy), or revoke"
                         : "a pinned MR keeps the pages the file drops: it is revoked before every layout change and registered again with new keys"
                 }
             case .failure(let refusal):

@@ -83,9 +83,9 @@ public struct FileReport: Sendable, Codable {
     public var plan: [String]?
     public var strategyDevice: String?
     public var strategyReason: String?
-    /// What a region with that strategy does when the file's layout changes: `follow` or
-    /// `revoke` (the daemon's default policy), and why.
-    public var layoutPolicy: String?
+    /// The layout policies a region with that strategy may have (`follow` for ODP, `revoke`
+    /// always), and why.
+    public var layoutPolicies: [String]?
     public var layoutPolicyReason: String?
     public var refusal: String?
     /// The refusal's stable code, the one the daemon would answer `register` with.

@@ -58,8 +58,8 @@ enum DoctorText {
             }
             if let strategy = file.strategy {
                 out += row("strategy", "\(strategy.uppercased()) on \(file.strategyDevice ?? "?"): \(file.strategyReason ?? "")")
-                if let policy = file.layoutPolicy {
-                    out += row("layout policy", "\(policy): \(file.layoutPolicyReason ?? "")")
+                if let policies = file.layoutPolicies {
+                    out += row("layout policy", "\(policies.joined(separator: " or ")): \(file.layoutPolicyReason ?? "")")
                 }
             } else {
                 out += row("strategy", "REFUSE: \(file.refusal ?? "unknown")")

@@ -37,6 +37,8 @@ struct RegisterCommand: ParsableCommand {
     var length: String
     @Option(help: "Comma list of read, write, atomic.") var access: String = "read"
     @Option(help: "odp, pinned, or any (the daemon chooses).") var strategy: String = "any"
+    @Option(help: ArgumentHelp("follow or revoke: what an ODP region does when the file's layout changes (default: the daemon's layout-policy).", valueName: "policy"))
+    var layoutPolicy: String?
     @Option(help: "A label shown by `mrlease list`.") var tag: String?
     @Option(help: ArgumentHelp("Register COUNT ranges of --length back to back from --offset, in one register-batch request (1-64).", valueName: "count"))
     var count: Int = 1
@@ -60,6 +62,9 @@ struct RegisterCommand: ParsableCommand {
         guard let length = Self.bytes(length), length > 0 else { throw ValidationError("--length takes a positive byte count such as 4096 or 2M (got '\(length)')") }
         guard Self.accessSet(access) != nil else { throw ValidationError("--access takes a comma list of read, write, atomic (got '\(access)')") }
         guard StrategyPreference(rawValue: strategy) != nil else { throw ValidationError("--strategy takes odp, pinned or any (got '\(strategy)')") }
+        if let layoutPolicy, RegionLayoutPolicy(rawValue: layoutPolicy) == nil {
+            throw ValidationError("--layout-policy takes follow or revoke (got '\(layoutPolicy)')")
+        }
         if let grantAccess, Self.accessSet(grantAccess) == nil { throw ValidationError("--grant-access takes a comma list of read, write, atomic (got '\(grantAccess)')") }
         if !grant, grantAccess != nil || maxPeers != nil || grantExpiresMs != nil {
             throw ValidationError("--grant-access, --max-peers and --grant-expires-ms go with --grant")
@@ -76,7 +81,8 @@ struct RegisterCommand: ParsableCommand {
         let start = Self.bytes(offset)!, size = Self.bytes(length)!
         return (0..<UInt64(count)).map {
             Request.Register(offset: start + $0 * size, length: size, access: Self.accessSet(access)!,
-                             strategy: StrategyPreference(rawValue: strategy)!, tag: tag)
+                             strategy: StrategyPreference(rawValue: strategy)!,
+                             layoutPolicy: layoutPolicy.flatMap(RegionLayoutPolicy.init(rawValue:)), tag: tag)
         }
     }
 
@@ -90,7 +96,7 @@ struct RegisterCommand: ParsableCommand {
             if count == 1 {
                 let one = ranges[0]
                 return [try client.register(path: path, offset: one.offset, length: one.length, access: one.access,
-                                            strategy: one.strategy, tag: one.tag)]
+                                            strategy: one.strategy, layoutPolicy: one.layoutPolicy, tag: one.tag)]
             }
             return try client.registerBatch(path: path, ranges: ranges)
         }
