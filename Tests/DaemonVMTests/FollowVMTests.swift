@@ -52,8 +52,6 @@ final class FollowVMTests: XCTestCase {
         return (owner, String(try XCTUnwrap(line.split(separator: " ").last)))
     }
 
-    func persisted(_ peer: Background) -> Int { peer.lines.filter { $0.hasPrefix("persisted ") }.count }
-
     /// Runs a breaker to its end; its wall time in ms.
     func breaker(_ executable: String, _ arguments: [String]) throws -> Int {
         let start = Date()
@@ -62,61 +60,131 @@ final class FollowVMTests: XCTestCase {
         return Int(Date().timeIntervalSince(start) * 1000)
     }
 
+    /// One layout change by another process: its name and the breaker's command line (FILE and
+    /// SOURCE stand for the region's file and a 1 MiB source file on the same mount).
+    struct Change {
+        var name: String
+        var tool: String
+        var arguments: [String]
+    }
+
+    /// Every change of issue 18's table that keeps the region inside the file (a shrink below
+    /// it has its own test). The region is [0, 64 KiB) of a 1 MiB file; the file is extended to
+    /// 2 MiB first, so the collapse (64 KiB out of [1 MiB, 2 MiB)) keeps it covered.
+    static let changes: [Change] = [
+        Change(name: "extend", tool: "/bin/dd", arguments: ["if=/dev/null", "of=FILE", "bs=1", "seek=\(2 << 20)", "status=none"]),
+        Change(name: "PUNCH_HOLE", tool: "/usr/bin/fallocate", arguments: ["-p", "-o", "16384", "-l", "8192", "FILE"]),
+        Change(name: "ZERO_RANGE", tool: "/usr/bin/fallocate", arguments: ["-z", "-o", "32768", "-l", "8192", "FILE"]),
+        Change(name: "COLLAPSE_RANGE", tool: "/usr/bin/fallocate", arguments: ["-c", "-o", "\(1 << 20)", "-l", "65536", "FILE"]),
+        Change(name: "INSERT_RANGE", tool: "/usr/bin/fallocate", arguments: ["-i", "-o", "\(1 << 20)", "-l", "65536", "FILE"]),
+        Change(name: "COLLAPSE_RANGE under the region", tool: "/usr/bin/fallocate", arguments: ["-c", "-o", "0", "-l", "65536", "FILE"]),
+        Change(name: "reflink onto the range", tool: "/usr/sbin/xfs_io", arguments: ["-c", "reflink SOURCE 0 16384 16384", "FILE"]),
+        Change(name: "copy_file_range onto the range", tool: "/usr/sbin/xfs_io", arguments: ["-c", "copy_range -s 0 -d 40960 -l 8192 SOURCE", "FILE"]),
+    ]
+
+    /// What one change did to the peer and the owner, for the matrix line. The owner's `layout`
+    /// events are those told while the change's persists ran: a compare after a punch also sees
+    /// the blocks the peer's writes allocated again, so a later step may be told those.
+    struct Cell {
+        var change: String
+        var outcome: String
+    }
+
+    /// The owner registers [0, 64 KiB) with `policy`, a peer writes and persists through a grant
+    /// in a loop, and each change runs from another process, the peer persisting at least three
+    /// more times after each. Checks what each policy promises, and that the file holds the
+    /// peer's last persisted bytes, read by the file and by RDMA. Returns one cell per change.
+    func ride(_ policy: String, _ name: String, _ directory: String) throws -> [Cell] {
+        let files = try ScratchDirectory(in: directory)
+        let path = try files.file("log", size: 1 << 20)
+        let source = try files.file("source", size: 1 << 20)
+        XCTAssertEqual(try Subprocess.run("/usr/sbin/xfs_io", ["-c", "pwrite -S 0x5a 0 1m", "-c", "fsync", source]).status, 0)
+        let length = 65536
+        let ownerOut = scratch.path + "/owner-\(policy)-\(name.prefix(3)).out"
+        let owner = try Background(mrlease, ["register", path, "--socket", daemon.socketPath, "--length", "\(length)",
+                                             "--access", "read,write", "--strategy", "odp", "--layout-policy", policy, "--grant"],
+                                   output: ownerOut)
+        try owner.waitFor("\(name): the descriptor line") { $0.contains("descriptor ") }
+        XCTAssertTrue(owner.output.contains("layout policy \(policy)"), owner.output)
+        let descriptor = String(try XCTUnwrap(owner.lines.first { $0.hasPrefix("descriptor ") }?.split(separator: " ").last))
+        XCTAssertEqual(try leaseHeld(on: path), policy == "revoke", "\(name): the lease is the revoke policy's only")
+        let peer = try Background(mrlease, ["peer", descriptor, "write", "--length", "\(length)", "--pattern", "seed:11",
+                                            "--loop", "--seconds", "300"], output: scratch.path + "/peer-\(policy).out")
+        try peer.waitFor("\(name): the first persist") { $0.contains("persisted ") }
+
+        var cells: [Cell] = []
+        for change in Self.changes {
+            let before = persisted(peer), reconnectsBefore = reconnects(peer), layoutsBefore = layouts(owner)
+            let arguments = change.arguments.map { $0.replacingOccurrences(of: "FILE", with: path).replacingOccurrences(of: "SOURCE", with: source) }
+            let start = Date()
+            let result = try Subprocess.run(change.tool, arguments)
+            let waited = Int(Date().timeIntervalSince(start) * 1000)
+            // xfs_io reports a failed command on stderr and still exits 0.
+            if result.status != 0 || !result.stderr.isEmpty {
+                // The file system does not have it (ext4: reflink; DAX: reflink, collapse on some):
+                // a cell of the matrix, not a failure of the daemon.
+                let why = (result.stderr + result.stdout).trimmingCharacters(in: .whitespacesAndNewlines)
+                XCTAssertTrue(why.lowercased().contains("not supported"), "\(name) \(change.name): exit \(result.status), \(why)")
+                cells.append(Cell(change: change.name, outcome: "n/a (\(why.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? why))"))
+                continue
+            }
+            try peer.waitFor("\(name) \(policy): persists after \(change.name)", seconds: 60) { _ in self.persisted(peer) >= before + 3 }
+            let reconnected = reconnects(peer) - reconnectsBefore, told = layouts(owner) - layoutsBefore
+            if policy == "follow" {
+                XCTAssertEqual(reconnected, 0, "\(name) \(change.name): a following region's peer reconnected:\n\(peer.output)")
+            }
+            cells.append(Cell(change: change.name, outcome: "breaker \(waited) ms, reconnects \(reconnected), layout events \(told)"))
+        }
+        XCTAssertEqual(peer.interrupt(), 0, "\(name) \(policy): the peer saw an error:\n\(peer.output)")
+        let pattern = try XCTUnwrap(peer.lines.last { $0.hasPrefix("persisted ") }?.split(separator: " ")
+            .first { $0.hasPrefix("pattern=") }.map { String($0.dropFirst("pattern=".count)) })
+        let generations = Set(peer.lines.filter { $0.hasPrefix("persisted ") }.compactMap { $0.split(separator: " ").last })
+        if policy == "follow" {
+            XCTAssertEqual(generations, ["generation=1"], "\(name): a following region's keys changed")
+        } else {
+            XCTAssertGreaterThan(generations.count, 1, "\(name): a revoked region kept its keys")
+        }
+
+        // Through RDMA and through the file, the region holds the last persisted bytes.
+        let verify = try Subprocess.run(mrlease, ["peer", descriptor, "verify", "--length", "\(length)", "--pattern", pattern])
+        XCTAssertEqual(verify.status, 0, "\(name) \(policy): \(verify.stdout) \(verify.stderr)")
+        let readBack = scratch.path + "/read.bin"
+        let read = try Subprocess.run(mrlease, ["peer", descriptor, "read", "--length", "\(length)", "--output", readBack])
+        XCTAssertEqual(read.status, 0, "\(name): \(read.stderr)")
+        XCTAssertEqual(owner.interrupt(), 0)
+        let file = try XCTUnwrap(FileHandle(forReadingAtPath: path)).readData(ofLength: length)
+        XCTAssertEqual(file, try Data(contentsOf: URL(fileURLWithPath: readBack)), "\(name) \(policy): the file and the MR disagree")
+
+        let events = owner.output
+        if policy == "follow" {
+            XCTAssertFalse(events.contains("revoking region"), "\(name): a following region was revoked:\n\(events)")
+            XCTAssertFalse(events.contains("disconnected (revoking)"), events)
+            XCTAssertTrue(events.contains("range moved in the file"), "\(name): the owner was not told of the punch:\n\(events)")
+        } else {
+            XCTAssertTrue(events.contains("revoking region") && events.contains("restored region"), "\(name): \(events)")
+        }
+        return cells
+    }
+
+    func persisted(_ peer: Background) -> Int { peer.lines.filter { $0.hasPrefix("persisted ") }.count }
+    func reconnects(_ peer: Background) -> Int { peer.lines.filter { $0.hasPrefix("reconnected ") }.count }
+    func layouts(_ owner: Background) -> Int { owner.lines.filter { $0.contains("range moved in the file") }.count }
+
     func leaseHeld(on path: String) throws -> Bool {
         let inode = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? UInt64)
         return try String(contentsOfFile: "/proc/locks", encoding: .utf8).split(separator: "\n")
             .contains { $0.contains("LEASE") && $0.contains(":\(inode) ") }
     }
 
-    func testAPeerWritesThroughLayoutChangesOfAFollowingRegionWithItsKeysAndTheFileHoldsItsLastPersist() throws {
+    /// Issue 18's table: each change under `follow`, then under `revoke` for comparison, on every
+    /// backing where ODP registers; one matrix line per cell (docs/kernel-matrix.md).
+    func testAPeerRidesThroughEveryLayoutChangeWithItsKeysUnderFollowAndWithNewKeysUnderRevoke() throws {
         for (name, directory) in try backings() {
-            let files = try ScratchDirectory(in: directory)
-            let path = try files.file("log", size: 1 << 20)
-            let length = 65536
-            let (owner, descriptor) = try owner(path, length: length, output: scratch.path + "/owner-\(name.prefix(3)).out")
-            XCTAssertFalse(try leaseHeld(on: path), "\(name): a file whose regions all follow holds no lease")
-            let peer = try Background(mrlease, ["peer", descriptor, "write", "--length", "\(length)", "--pattern", "seed:11",
-                                                "--loop", "--seconds", "120"], output: scratch.path + "/peer.out")
-            try peer.waitFor("\(name): the first persist") { $0.contains("persisted ") }
-
-            // Each change by another process, then more persists through the same connection.
-            let changes: [(String, String, [String])] = [
-                ("extend", "/bin/dd", ["if=/dev/null", "of=\(path)", "bs=1", "seek=\(2 << 20)", "status=none"]),
-                ("punch in the region", "/usr/bin/fallocate", ["-p", "-o", "16384", "-l", "8192", path]),
-                ("zero range in the region", "/usr/bin/fallocate", ["-z", "-o", "32768", "-l", "8192", path]),
-                ("punch past the region", "/usr/bin/fallocate", ["-p", "-o", "\(1 << 20)", "-l", "65536", path]),
-            ]
-            var waits: [String] = []
-            for (what, tool, arguments) in changes {
-                let before = persisted(peer)
-                waits.append("\(what) \(try breaker(tool, arguments)) ms")
-                try peer.waitFor("\(name): persists after the \(what)") { _ in self.persisted(peer) >= before + 3 }
+            for policy in ["follow", "revoke"] {
+                for cell in try ride(policy, name, directory) {
+                    print("follow-matrix kernel=\(TestKernel.series ?? "?") backing=\"\(name)\" policy=\(policy) change=\"\(cell.change)\" \(cell.outcome)")
+                }
             }
-            XCTAssertEqual(peer.interrupt(), 0, "\(name): the peer saw an error:\n\(peer.output)")
-            XCTAssertFalse(peer.output.contains("reconnected"), "\(name): a following region's peer was disconnected:\n\(peer.output)")
-            XCTAssertEqual(Set(peer.lines.filter { $0.hasPrefix("persisted ") }.compactMap { $0.split(separator: " ").last }), ["generation=1"],
-                           "\(name): the keys' generation changed")
-            let pattern = try XCTUnwrap(peer.lines.last { $0.hasPrefix("persisted ") }?.split(separator: " ")
-                .first { $0.hasPrefix("pattern=") }.map { String($0.dropFirst("pattern=".count)) })
-
-            // Through RDMA and through the file, the region holds the last persisted bytes.
-            let verify = try Subprocess.run(mrlease, ["peer", descriptor, "verify", "--length", "\(length)", "--pattern", pattern])
-            XCTAssertEqual(verify.status, 0, "\(name): \(verify.stdout) \(verify.stderr)")
-            let readBack = scratch.path + "/read.bin"
-            let read = try Subprocess.run(mrlease, ["peer", descriptor, "read", "--length", "\(length)", "--output", readBack])
-            XCTAssertEqual(read.status, 0, "\(name): \(read.stderr)")
-            XCTAssertEqual(owner.interrupt(), 0)
-            let file = try XCTUnwrap(FileHandle(forReadingAtPath: path)).readData(ofLength: length)
-            XCTAssertEqual(file, try Data(contentsOf: URL(fileURLWithPath: readBack)), "\(name): the file and the MR disagree")
-            XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int, 2 << 20)
-
-            let events = owner.output
-            XCTAssertFalse(events.contains("revoking region"), "\(name): a following region was revoked:\n\(events)")
-            XCTAssertTrue(events.contains("range moved in the file"), "\(name): the owner was not told of the punch:\n\(events)")
-            XCTAssertTrue(events.contains("connected to grant"), events)
-            XCTAssertFalse(events.contains("disconnected (revoking)"), events)
-            print("follow (\(name)): breakers \(waits.joined(separator: ", ")); owner: "
-                  + "\(owner.lines.filter { $0.contains("range moved") }.count) layout events")
         }
     }
 
@@ -138,5 +206,38 @@ final class FollowVMTests: XCTestCase {
         try owner.waitFor("the owner hearing the region lost") { $0.contains("lost region") }
         XCTAssertEqual(owner.interrupt(), 0)
         XCTAssertFalse(owner.output.contains("revoking region"), owner.output)
+    }
+
+    /// A truncate below the region and an extend back, by another process in quick succession:
+    /// the daemon sees the end state (the range moved: `layout`, the peer carries on, perhaps
+    /// after reconnecting once an access into the missing pages failed) or the shrink (the
+    /// region is lost). Either way no persisted byte is lost and the file ends as the peer left it.
+    func testATruncateBelowAndExtendBackEndsInLayoutOrLostAndNeverInStaleData() throws {
+        let directory = try Facility.ext4.require()
+        let files = try ScratchDirectory(in: directory)
+        let path = try files.file("log", size: 1 << 20)
+        let (owner, descriptor) = try owner(path, length: 65536, output: scratch.path + "/owner.out")
+        let peer = try Background(mrlease, ["peer", descriptor, "write", "--length", "65536", "--pattern", "seed:9",
+                                            "--loop", "--seconds", "60"], output: scratch.path + "/peer.out")
+        try peer.waitFor("the first persist") { $0.contains("persisted ") }
+        let before = persisted(peer)
+        _ = try breaker("/usr/bin/perl", ["-e", "open(my $f, '+<', $ARGV[0]) or die $!; truncate($f, 16384) or die $!; truncate($f, 1 << 20) or die $!", path])
+        try owner.waitFor("the owner hearing of it") { $0.contains("range moved in the file") || $0.contains("lost region") }
+        if owner.output.contains("lost region") {
+            peer.process.waitUntilExit()
+            XCTAssertTrue(peer.output.contains("region-lost"), peer.output)
+            print("follow-matrix kernel=\(TestKernel.series ?? "?") backing=\"ext4 page cache\" policy=follow change=\"truncate below, extend back\" lost (the daemon saw the shrink)")
+        } else {
+            try peer.waitFor("persists after the change") { _ in self.persisted(peer) >= before + 3 }
+            XCTAssertEqual(peer.interrupt(), 0, peer.output)
+            let pattern = try XCTUnwrap(peer.lines.last { $0.hasPrefix("persisted ") }?.split(separator: " ")
+                .first { $0.hasPrefix("pattern=") }.map { String($0.dropFirst("pattern=".count)) })
+            let verify = try Subprocess.run(mrlease, ["peer", descriptor, "verify", "--length", "65536", "--pattern", pattern])
+            XCTAssertEqual(verify.status, 0, "\(verify.stdout) \(verify.stderr)")
+            print("follow-matrix kernel=\(TestKernel.series ?? "?") backing=\"ext4 page cache\" policy=follow change=\"truncate below, extend back\" layout (reconnects \(reconnects(peer)))")
+        }
+        XCTAssertEqual(owner.interrupt(), 0)
+        XCTAssertFalse(owner.output.contains("revoking region"), owner.output)
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int, 1 << 20)
     }
 }
