@@ -86,7 +86,7 @@ let package = Package(
             name: "mrleased-bench",
             dependencies: [
                 "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "MRLeaseClient", "MRLeasePeer", "MRLeaseGrant",
-                "LinuxFile", "Verbs", "DaemonLauncher",
+                "LinuxFile", "Verbs", "DaemonLauncher", "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // Only to quiet the engine's per-break info log, which would otherwise be timed.
                 .product(name: "Logging", package: "swift-log"),

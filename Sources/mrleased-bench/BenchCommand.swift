@@ -108,6 +108,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Time lease break → each remote peer's first write with the new keys (needs an rdma_cm address: --listen or $MRLEASED_RDMA_CM_ADDRESS).")
     var peerBreak = false
 
+    @Flag(help: "Punch a page of an ODP region while peers write through it, under layout policy follow and then revoke, against the same punch of an unregistered file (needs an rdma_cm address and ODP; uses --peer-counts, --peer-breaks).")
+    var followBreak = false
+
     @Option(help: "Peers per --peer-break case, comma separated (0, the baseline without a grant, always runs first).")
     var peerCounts: String = "1,16"
 
@@ -177,6 +180,7 @@ struct BenchCommand: ParsableCommand {
         if daemon { return try runDaemon() }
         if codec { return try runCodec() }
         if peerBreak { return try runPeerBreak() }
+        if followBreak { return try runFollowBreak() }
         if scale { return try runScale() }
         let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         let (chosen, registrarNote) = try makeRegistrar()

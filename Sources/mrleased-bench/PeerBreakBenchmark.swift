@@ -15,6 +15,9 @@ final class PeerWorker: @unchecked Sendable {
     private var done = false
     /// Generation → when its first write + persist completed (MonotonicClock seconds).
     private var firstSuccess: [UInt64: Double] = [:]
+    /// When each write + persist completed, while `recording` (MonotonicClock seconds).
+    private var successes: [Double] = []
+    private var recording = false
     private(set) var failure: String?
     private var thread: Thread?
 
@@ -37,7 +40,10 @@ final class PeerWorker: @unchecked Sendable {
                 try peer.persist()
                 let generation = peer.terms.generation
                 let now = MonotonicClock.now()
-                locked { if firstSuccess[generation] == nil { firstSuccess[generation] = now } }
+                locked {
+                    if firstSuccess[generation] == nil { firstSuccess[generation] = now }
+                    if recording { successes.append(now) }
+                }
             } catch {
                 locked { failure = "\(error)" }
                 break
@@ -47,6 +53,18 @@ final class PeerWorker: @unchecked Sendable {
     }
 
     func firstSuccess(generation: UInt64) -> Double? { locked { firstSuccess[generation] } }
+
+    /// Starts (or ends, returning them) the record of every success's time.
+    func record(_ on: Bool) -> [Double] {
+        locked {
+            recording = on
+            defer { if !on { successes = [] } }
+            return successes
+        }
+    }
+
+    /// How many times the peer reconnected (a revocation, or an access that failed).
+    var reconnects: Int { peer.statistics.reconnects }
     var failed: String? { locked { failure } }
 
     /// Stops the loop, waits for it, and closes the peer.
