@@ -120,15 +120,21 @@ func us(_ value: Double) -> String {
 }
 
 extension BenchCommand {
-    /// `--peer-break`: lease break → each peer's first write with the restored region's keys,
-    /// for each count of peers, against the no-grant baseline (break → `restored`) of the same run.
-    func runPeerBreak() throws {
+    /// The peer counts (`--peer-counts`) and the rdma_cm listener of a peer benchmark.
+    func peerCases(_ flag: String) throws -> (counts: [Int], listen: String) {
         guard let counts = counts(peerCounts.replacingOccurrences(of: " ", with: "")), peerBreaks > 0 else {
             throw BenchError("--peer-counts: comma separated positive integers; --peer-breaks positive")
         }
         guard let listen = listen ?? ProcessInfo.processInfo.environment["MRLEASED_RDMA_CM_ADDRESS"].map({ "\($0):0" }) else {
-            throw BenchError("--peer-break needs an rdma_cm address: --listen ADDR:PORT or $MRLEASED_RDMA_CM_ADDRESS (the vm-test guests set it)")
+            throw BenchError("\(flag) needs an rdma_cm address: --listen ADDR:PORT or $MRLEASED_RDMA_CM_ADDRESS (the vm-test guests set it)")
         }
+        return (counts, listen)
+    }
+
+    /// `--peer-break`: lease break → each peer's first write with the restored region's keys,
+    /// for each count of peers, against the no-grant baseline (break → `restored`) of the same run.
+    func runPeerBreak() throws {
+        let (counts, listen) = try peerCases("--peer-break")
         let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         let prefix = label.map { "[\($0)] " } ?? ""
         let scratch = "\(directory)/mrleased-bench-\(getpid())"

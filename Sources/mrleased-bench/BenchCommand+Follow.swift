@@ -7,12 +7,8 @@ extension BenchCommand {
     /// peers write through it, under `follow` and then `revoke`, against the same punch of an
     /// unregistered file (FollowBreakBenchmark). Prints issue 18's verdicts.
     func runFollowBreak() throws {
-        guard let counts = counts(peerCounts.replacingOccurrences(of: " ", with: "")), counts.allSatisfy({ $0 > 0 }), peerBreaks > 0 else {
-            throw BenchError("--peer-counts: comma separated positive integers; --peer-breaks positive")
-        }
-        guard let listen = listen ?? ProcessInfo.processInfo.environment["MRLEASED_RDMA_CM_ADDRESS"].map({ "\($0):0" }) else {
-            throw BenchError("--follow-break needs an rdma_cm address: --listen ADDR:PORT or $MRLEASED_RDMA_CM_ADDRESS (the vm-test guests set it)")
-        }
+        let (counts, listen) = try peerCases("--follow-break")
+        guard counts.allSatisfy({ $0 > 0 }) else { throw BenchError("--follow-break: every --peer-counts entry must be positive (peers write the punched region)") }
         let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         let prefix = label.map { "[\($0)] " } ?? ""
         let scratch = "\(directory)/mrleased-bench-\(getpid())"

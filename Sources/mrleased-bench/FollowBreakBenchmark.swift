@@ -124,13 +124,4 @@ struct FollowBreakBenchmark {
         row.normalGapMS = normal.isEmpty ? .nan : normal.sorted()[normal.count / 2] * 1000
         return row
     }
-
-    private func waitUntil(_ condition: @autoclosure () -> Bool, workers: [PeerWorker]) throws {
-        let deadline = MonotonicClock.now() + 60
-        while !condition() {
-            if let failed = workers.lazy.compactMap(\.failed).first { throw BenchError("a peer failed: \(failed)") }
-            guard MonotonicClock.now() < deadline else { throw BenchError("peers did not write within 60 s") }
-            usleep(1000)
-        }
-    }
 }

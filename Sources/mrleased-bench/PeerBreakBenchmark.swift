@@ -168,12 +168,14 @@ struct PeerBreakBenchmark {
         return row
     }
 
-    private func waitUntil(_ condition: @autoclosure () -> Bool, workers: [PeerWorker]) throws {
-        let deadline = MonotonicClock.now() + 60
-        while !condition() {
-            if let failed = workers.lazy.compactMap(\.failed).first { throw BenchError("a peer failed: \(failed)") }
-            guard MonotonicClock.now() < deadline else { throw BenchError("peers did not write within 60 s") }
-            usleep(1000)
-        }
+}
+
+/// Waits up to 60 s for `condition`, failing at once when a peer failed.
+func waitUntil(_ condition: @autoclosure () -> Bool, workers: [PeerWorker]) throws {
+    let deadline = MonotonicClock.now() + 60
+    while !condition() {
+        if let failed = workers.lazy.compactMap(\.failed).first { throw BenchError("a peer failed: \(failed)") }
+        guard MonotonicClock.now() < deadline else { throw BenchError("peers did not write within 60 s") }
+        usleep(1000)
     }
 }

@@ -16,22 +16,14 @@ final class FollowVMTests: XCTestCase {
     let mrlease = Subprocess.builtProduct("mrlease")
 
     override func setUpWithError() throws {
-        let address = try Facility.rdmaCMAddress.require()
+        _ = try Facility.rdmaCMAddress.require()
         guard TestKernel.rxeHasODP else { throw XCTSkip("needs rxe with ODP (Linux 6.14 or later; the 7.x guest): follow is ODP only") }
-        // The daemon's default stays revoke: each region here asks for follow.
-        daemon = try RunningDaemon(arguments: ["--listen", "\(address):0", "--log-level", "info"],
-                                   environment: ["MRLEASED_MAX_BYTES_PER_UID": "1073741824", "MRLEASED_QUIESCE_MS": "300"])
+        // The daemon's default stays revoke: each region here asks for its policy.
+        daemon = try PeerDaemon.start()
         scratch = try ScratchDirectory(name: "follow")
     }
 
-    override func tearDown() {
-        guard let daemon else { return }
-        let status = daemon.stop()
-        if status != 0 || (testRun?.totalFailureCount ?? 0) > 0 {
-            XCTAssertEqual(status, 0, "mrleased did not stop cleanly")
-            print("mrleased log:\n\(daemon.log)")
-        }
-    }
+    override func tearDown() { PeerDaemon.stop(daemon, after: self) }
 
     /// Every file system with FS-DAX or page cache where ODP registers on this kernel.
     func backings() throws -> [(String, String)] {

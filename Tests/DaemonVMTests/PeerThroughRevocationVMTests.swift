@@ -54,20 +54,11 @@ final class PeerThroughRevocationVMTests: XCTestCase {
     let mrlease = Subprocess.builtProduct("mrlease")
 
     override func setUpWithError() throws {
-        let address = try Facility.rdmaCMAddress.require()
-        daemon = try RunningDaemon(arguments: ["--listen", "\(address):0", "--log-level", "info"],
-                                   environment: ["MRLEASED_MAX_BYTES_PER_UID": "1073741824", "MRLEASED_QUIESCE_MS": "300"])
+        daemon = try PeerDaemon.start()
         scratch = try ScratchDirectory(name: "peer-revocation")
     }
 
-    override func tearDown() {
-        guard let daemon else { return }
-        let status = daemon.stop()
-        if status != 0 || (testRun?.totalFailureCount ?? 0) > 0 {
-            XCTAssertEqual(status, 0, "mrleased did not stop cleanly")
-            print("mrleased log:\n\(daemon.log)")
-        }
-    }
+    override func tearDown() { PeerDaemon.stop(daemon, after: self) }
 
     /// The owner: `mrlease register FILE --grant`, held; returns it and the descriptor it printed.
     func owner(_ path: String, length: Int) throws -> (Background, String) {

@@ -16,22 +16,14 @@ final class RemoteAccessVMTests: XCTestCase {
     var scratch: ScratchDirectory!
 
     override func setUpWithError() throws {
-        let address = try Facility.rdmaCMAddress.require()
-        // No --device: the daemon serves the listener's device (rxe1).
-        daemon = try RunningDaemon(arguments: ["--listen", "\(address):0", "--log-level", "info"],
-                                   environment: ["MRLEASED_MAX_BYTES_PER_UID": "1073741824", "MRLEASED_QUIESCE_MS": "300"])
+        daemon = try PeerDaemon.start()
         owner = try RawClient(path: daemon.socketPath)
         scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
     }
 
     override func tearDown() {
         owner?.close()
-        guard let daemon else { return }
-        let status = daemon.stop()
-        if status != 0 || (testRun?.totalFailureCount ?? 0) > 0 {
-            XCTAssertEqual(status, 0, "mrleased did not stop cleanly (nil: still running after SIGTERM)")
-            print("mrleased log:\n\(daemon.log)")
-        }
+        PeerDaemon.stop(daemon, after: self)
     }
 
     /// The endpoint hello reports, with the port the kernel picked.

@@ -84,16 +84,7 @@ final class EngineHostTests: XCTestCase {
 
         XCTAssertEqual(registrar.steps.filter { $0.hasPrefix("deregister") }, ["deregister lease=true mapped=true", "deregister lease=true mapped=true"],
                        "MRs must go while the lease and mappings are still in place")
-        let kinds = events.map { event -> String in
-            switch event.1 {
-            case .revoking(let id, _, _): "revoking \(id)"
-            case .revoked(let id): "revoked \(id)"
-            case .restored(let id, _, _): "restored \(id)"
-            case .lost(let id, let reason, _): "lost \(id) \(reason.rawValue)"
-            case .unlinked(let id): "unlinked \(id)"
-            case .layout(let id, let layout, _): "layout \(id) \(layout.rawValue)"
-            }
-        }
+        let kinds = events.map(\.1.summary)
         XCTAssertEqual(kinds, ["revoking \(kept.id)", "revoking \(cut.id)", "revoked \(kept.id)", "revoked \(cut.id)",
                                "restored \(kept.id)", "lost \(cut.id) range-truncated"])
         guard case .restored(_, let keys, _) = events.first(where: { if case .restored = $0.1 { return true }; return false })?.1 else {

@@ -27,18 +27,7 @@ final class FollowHostTests: XCTestCase {
         }
     }
 
-    func names() -> [String] {
-        events.map { event -> String in
-            switch event.1 {
-            case .revoking(let id, _, _): "revoking \(id)"
-            case .revoked(let id): "revoked \(id)"
-            case .restored(let id, _, _): "restored \(id)"
-            case .lost(let id, let reason, _): "lost \(id) \(reason.rawValue)"
-            case .unlinked(let id): "unlinked \(id)"
-            case .layout(let id, let layout, let size): "layout \(id) \(layout.rawValue) \(size)"
-            }
-        }
-    }
+    func names() -> [String] { events.map(\.1.summary) }
 
     /// Runs a tool to its end while the engine is driven (a breaker must never wait for it).
     func run(_ tool: String, _ arguments: [String], engine: Engine) throws -> TimeInterval {
