@@ -1,0 +1,141 @@
+import Glibc
+import LinuxFile
+import Logging
+import MRLeaseEngine
+import MRLeasePolicy
+import MRLeaseProtocol
+import SystemPackage
+import Verbs
+
+/// Reading requests in, and what goes out: engine events routed to their owners (and to the
+/// peer service), disconnects, shutdown.
+extension Daemon {
+    /// Reads and answers one request. One per wake-up: the socket is level-triggered, so a
+    /// client with more queued is ready again at once, and the clients take turns; and the
+    /// usual client, one request in flight, costs no second recvmsg that would only say EAGAIN
+    /// (a syscall on every request's path: docs/benchmarks.md, issue 11).
+    func readRequests(from session: ClientSession) {
+        let received: UnixSocket.Received
+        do {
+            received = try session.socket.receive(maxSize: Codec.maxMessageBytes + 1, maxFDs: 4)
+        } catch {
+            return disconnect(session, why: "receive failed: \(error.symbolicName)")
+        }
+        switch received {
+        case .wouldBlock:
+            return
+        case .endOfStream:
+            return disconnect(session, why: "closed")
+        case .message(let message):
+            let start = Engine.now()
+            let reply = answer(message, from: session)
+            // The engine keeps its own duplicate of a registered fd: the received ones are
+            // ours to close, and close(2) releases them whatever it reports.
+            for fd in message.fds { _ = try? fd.close() }
+            // A long list goes in pages that each fit one message (the client asks for the rest).
+            let packet = if case .success(.list(let page)) = reply.outcome, let id = reply.id {
+                Codec.encodeList(id: id, regions: page.regions, more: page.next != nil)
+            } else {
+                Codec.encode(reply)
+            }
+            guard send(packet, to: session, what: "replies") else { return }
+            if let type = reply.type { requestTimes[type, default: LatencyHistogram()].record(nanoseconds: Engine.now() - start) }
+            if packet.count >= Self.largeReplyBytes { holdIfBehind(session) }
+        }
+    }
+
+    /// Delivers engine events to their owners, in order. Events that delivering causes (a
+    /// session disconnected for not reading releases its regions) join the queue behind them.
+    func route(_ notices: [EngineNotice]) {
+        pendingNotices += notices
+        guard !routing else { return }
+        routing = true
+        defer { routing = false }
+        var next = 0
+        while next < pendingNotices.count {
+            deliver(pendingNotices[next])
+            next += 1
+        }
+        pendingNotices.removeAll(keepingCapacity: true)
+    }
+
+    /// Sends one engine event to the region's owner, if it is still connected.
+    func deliver(_ notice: EngineNotice) {
+        // Peers first: a revocation stops the region's peers at once (their QPs and the grant's
+        // MR go before the owner even hears of it); a lost region ends its grants.
+        var peerNotices: [PeerNotice] = []
+        if let peers {
+            switch notice.event {
+            case .revoking(let id, _, _): peerNotices = peers.regionRevoking(id)
+            case .lost(let id, _, _): peerNotices = peers.regionGone(id)
+            // A following region's layout change is the owner's news only: its peers keep
+            // their connections and keys, and reach the file's current pages.
+            case .revoked, .restored, .unlinked, .layout: break
+            }
+        }
+        if let session = sessions[notice.owner], !session.closing {
+            if case .lost(let id, _, _) = notice.event { session.tags[id] = nil }
+            _ = send(Codec.encode(Event(notice.event, now: Engine.now())), to: session, what: "events")
+        }
+        deliver(peerNotices)
+    }
+
+    /// Sends remote-access events to their owners, if still connected.
+    func deliver(_ notices: [PeerNotice]) {
+        for notice in notices {
+            guard let session = sessions[notice.owner], !session.closing else { continue }
+            _ = send(Codec.encode(notice.event), to: session, what: "events")
+        }
+    }
+
+    /// Drops a client: every region it owned is deregistered, leases go with their last region.
+    func disconnect(_ session: ClientSession, why: String) {
+        guard !session.closing else { return }
+        session.closing = true
+        let regions = engine?.regionCount(owner: session.owner) ?? 0
+        unwatch(session.descriptor)
+        sessions[session.owner] = nil
+        close(session.socket)
+        peers?.ownerGone(session.owner)
+        if let engine { route(engine.release(owner: session.owner)) }
+        // Thousands of regions freed at once leave their bookkeeping's memory on malloc's free
+        // lists, still counted in the daemon's RSS; give it back to the kernel (glibc madvises
+        // the free pages of every arena). About a millisecond per 10 MB of heap, so only after
+        // a large release, and when the last client has gone (frees after a trim can write to
+        // free chunks all over the heap as malloc merges them, and so count them again).
+        if regions >= Self.trimAfterRegions || sessions.isEmpty { Heap.trim() }
+        logger.debug("client gone", metadata: ["client": "\(session.owner)", "why": "\(why)", "regions": "\(regions)"])
+    }
+
+    /// Releasing at least this many regions at once returns the freed heap to the kernel.
+    static let trimAfterRegions = 1024
+
+    func shutDown() {
+        notifier.stopping(status: "stopping: releasing \(engine?.statistics().regions ?? 0) regions")
+        unwatch(listener.descriptor)
+        close(listener)
+        if let peers {
+            unwatch(peers.verbs.descriptor)
+            deliver(peers.shutDown())
+        }
+        for socket in awaitingAdmission { close(socket) }
+        awaitingAdmission = []
+        for session in Array(sessions.values) {
+            // Tell each owner its regions go now: a shutdown does not wait for acks.
+            for region in engine?.list(owner: session.owner) ?? [] {
+                // Best effort, unbounded: the session is dropped right after.
+                _ = session.send(Codec.encode(.revoking(.init(region: region.id.rawValue, reason: .shutdown, deadlineMillis: 0))))
+                _ = session.send(Codec.encode(.revoked(region: region.id.rawValue)))
+            }
+            disconnect(session, why: "shutdown")
+        }
+        if ownsSocketPath { unlink(configuration.socketPath) }
+        removeMetricsFile()
+        logger.info("stopped")
+    }
+
+    func statusLine() -> String {
+        let stats = engine?.statistics()
+        return "\(sessions.count) clients, \(stats?.regions ?? 0) regions, \(stats?.leasesHeld ?? 0) leases, device \(deviceName ?? "none")"
+    }
+}
