@@ -36,7 +36,7 @@ extension Daemon {
     static func makePeerService(_ configuration: DaemonConfiguration, device: DeviceSetup, injected: (any PeerVerbs)?,
                                 registrarInjected: Bool, logger: Logger) throws -> (PeerService?, String?) {
         guard !configuration.listen.isEmpty else { return (nil, nil) }
-        guard let verbs = injected ?? device.context.map(DevicePeerVerbs.init(context:)) else {
+        guard let verbs = try injected ?? device.context.map(DevicePeerVerbs.init(context:)) else {
             let reason = registrarInjected ? "the daemon runs with an injected registrar (no verbs context)" : "no RDMA device to listen on"
             logger.warning("listen is set but remote access is off: \(reason)")
             return (nil, reason)
