@@ -25,10 +25,10 @@ struct ListCommand: ParsableCommand {
         }
         guard !regions.isEmpty else { return emit("no regions") }
         emit(Format.table(
-            ["REGION", "PID", "FILE", "OFFSET", "LENGTH", "ACCESS", "STRATEGY", "STATE", "RKEY", "GRANTS", "TAG"],
+            ["REGION", "PID", "FILE", "OFFSET", "LENGTH", "ACCESS", "STRATEGY", "LAYOUT", "STATE", "RKEY", "GRANTS", "TAG"],
             regions.map { r in
                 ["\(r.region)", r.pid.map { "\($0)" } ?? "-", r.file, "\(r.offset)", "\(r.length)", Format.access(r.access),
-                 r.strategy.rawValue, r.state.rawValue, Format.hex(r.rkey), Self.grants(r.grants), r.tag ?? ""]
+                 r.strategy.rawValue, r.layoutPolicy?.rawValue ?? "-", r.state.rawValue, Format.hex(r.rkey), Self.grants(r.grants), r.tag ?? ""]
             }))
     }
 

@@ -1,0 +1,71 @@
+import MRLeaseEngine
+import MRLeaseProtocol
+import Verbs
+
+/// A grant's reach into one registration of its region: its own PD (one per grant, so a
+/// peer of grant A holds no key that works on region B, even B of the same client), an MR over
+/// the same pages, and the peers' QPs in that PD. The engine withdraws it before the region's
+/// MR is deregistered (`RegionExposure`), whatever the reason.
+final class GrantExposure: RegionExposure {
+    let generation: UInt64
+    let domain: any PeerPD
+    let memory: any PeerMR
+    private(set) var isWithdrawn = false
+
+    init(generation: UInt64, domain: any PeerPD, memory: any PeerMR) {
+        self.generation = generation
+        self.domain = domain
+        self.memory = memory
+    }
+
+    /// Stops every peer (each id's QP, then the id: the peer gets a DREQ, its QP an error),
+    /// then deregisters the MR and frees the PD: ClientDomain's ordered close.
+    func withdraw() throws(VerbsError) {
+        guard !isWithdrawn else { return }
+        isWithdrawn = true
+        try domain.close()
+    }
+}
+
+/// One peer's connection: its rdma_cm id, its QP and its CQ. The QP must be held: the id
+/// holds it only weakly, and a QP dropped is destroyed at once (the connection would then
+/// carry QP number 0, which the CM rejects as a stale connection).
+final class PeerConnection {
+    let id: UInt64
+    let grant: UInt64
+    let connection: any PeerCMID
+    /// Its QP and CQ (`PeerPD.createQueuePair`).
+    let queuePair: AnyObject
+    let address: String
+    let generation: UInt64
+    /// When the connect request was accepted (monotonic ns): a handshake not ESTABLISHED by
+    /// `acceptedAt + handshake bound` gives its slot back.
+    let acceptedAt: UInt64
+    var established = false
+
+    init(id: UInt64, grant: UInt64, connection: any PeerCMID, queuePair: AnyObject, address: String,
+         generation: UInt64, acceptedAt: UInt64) {
+        self.id = id
+        self.acceptedAt = acceptedAt
+        self.grant = grant
+        self.connection = connection
+        self.queuePair = queuePair
+        self.address = address
+        self.generation = generation
+    }
+}
+
+/// The bounds on grants and handshakes (from the configuration: `max-grants-per-region`,
+/// `max-grants-per-uid`, `peer-handshake-ms`).
+struct PeerLimits {
+    var grantsPerRegion = 16
+    var grantsPerUID = 1024
+    /// Nanoseconds a peer has from its accepted connect request to ESTABLISHED.
+    var handshakeNanos: UInt64 = 5_000_000_000
+}
+
+/// An event for a grant's owner, as PeerService returns it (the daemon delivers it).
+struct PeerNotice {
+    var owner: OwnerID
+    var event: Event
+}
