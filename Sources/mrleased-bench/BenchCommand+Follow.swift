@@ -32,6 +32,7 @@ extension BenchCommand {
                 var line = "\(prefix)follow-break policy=\(policy.rawValue) peers=\(count) strategy=\(row.strategy):"
                     + " breaker median \(ms(row.breaker.medianMS)) ms (max \(ms(row.breaker.maxMS))) vs unregistered \(ms(row.unregistered.medianMS)) ms"
                     + " (max \(ms(row.unregistered.maxMS))): ratio \(ratio(row.breaker.medianMS, row.unregistered.medianMS));"
+                    + " a region page no peer writes \(ms(row.idlePage.medianMS)) ms, the unregistered file's page mapped here \(ms(row.mappedUnregistered.medianMS)) ms;"
                     + " reconnects \(row.reconnects); longest gap across a punch \(ms(row.gapAboveNormal.maxMS)) ms above the peer's normal"
                     + " (median \(ms(row.gapAboveNormal.medianMS)); normal gap \(ms(row.normalGapMS)) ms)"
                 if policy == .follow {

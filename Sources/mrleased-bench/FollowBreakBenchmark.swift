@@ -26,6 +26,11 @@ struct FollowBreakBenchmark {
         /// unregistered one just before it.
         var breaker = Samples()
         var unregistered = Samples()
+        /// Per punch: the same on the region's extra page, which no peer writes (the ODP
+        /// invalidation alone, without a WRITE in flight on the page), and on the unregistered
+        /// file's page mapped (MAP_SHARED) and touched by this process (the unmap alone).
+        var idlePage = Samples()
+        var mappedUnregistered = Samples()
         var reconnects = 0
         /// Per punch: the longest gap of any peer across it, minus that peer's median gap (ns).
         var gapAboveNormal = Samples()
@@ -72,7 +77,8 @@ struct FollowBreakBenchmark {
         defer { owner.close() }
         let registration: Registration
         do {
-            registration = try owner.register(path: path, offset: 0, length: UInt64(peers * 4096), access: [.read, .write],
+            // One page per peer, and one more that no peer writes.
+            registration = try owner.register(path: path, offset: 0, length: UInt64((peers + 1) * 4096), access: [.read, .write],
                                               strategy: .odp, layoutPolicy: policy)
         } catch { throw BenchError("register (ODP, \(policy.rawValue)): \(error)") }
         let grant: GrantResult
@@ -95,6 +101,13 @@ struct FollowBreakBenchmark {
         try waitUntil(workers.allSatisfy { $0.firstSuccess(generation: 1) != nil }, workers: workers)
         workers.forEach { _ = $0.record(true) }
         var windows: [(start: Double, end: Double)] = []
+        let fd = open(unregisteredPath, O_RDWR | O_CLOEXEC)
+        guard fd >= 0, let mapped = mmap(nil, fileSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
+            throw BenchError("mmap \(unregisteredPath): \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        defer { munmap(mapped, fileSize) }
+        let spare = fileSize / 2
         for index in 0..<punches {
             // Each peer writes a while between punches: its normal gaps.
             usleep(100_000)
@@ -102,6 +115,13 @@ struct FollowBreakBenchmark {
             let start = MonotonicClock.now()
             row.breaker.append(try Self.punch(path, offset: (index % peers) * 4096, owner: owner))
             windows.append((start, MonotonicClock.now()))
+            // Under revoke these would be two more revocations per round: follow only.
+            guard policy == .follow else { continue }
+            usleep(20_000)
+            row.idlePage.append(try Self.punch(path, offset: peers * 4096, owner: owner))
+            // A page of the second half, written through the mapping (allocated and mapped again).
+            mapped.storeBytes(of: UInt8(index), toByteOffset: spare, as: UInt8.self)
+            row.mappedUnregistered.append(try Self.punch(unregisteredPath, offset: spare, owner: nil))
         }
         usleep(100_000)
         let records = workers.map { $0.record(false) }
