@@ -355,12 +355,7 @@ extension Engine {
         }
         file.followExtents = extents
         for region in lost {
-            file.regions[region.id] = nil
-            discard(region, of: file)
-            forget(region)
-            stats.regionsLost += 1
-            emit(region.owner, .lost(region.id, reason: .rangeTruncated,
-                                     message: "file is now \(size) bytes; the region ends at \(region.offset + region.length)"))
+            lose(region, of: file, reason: .rangeTruncated, message: "file is now \(size) bytes; the region ends at \(region.offset + region.length)")
         }
         if !lost.isEmpty {
             logger.info("file shrank below following regions: lost", metadata: ["file": "\(file.key)", "regions": "\(lost.map(\.id))", "size": "\(size)"])

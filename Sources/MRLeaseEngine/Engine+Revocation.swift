@@ -153,6 +153,17 @@ extension Engine {
         reopenIfOnlyFollowersLeft(file)
     }
 
+    /// A region that cannot come back: it leaves its file and the indexes, its exposures and MR
+    /// go, its mapping is given back, and its owner hears `lost`. The caller untracks the file
+    /// when it was the last.
+    func lose(_ region: Region, of file: TrackedFile, reason: RegionLoss, message: String?) {
+        file.regions[region.id] = nil
+        discard(region, of: file)
+        forget(region)
+        stats.regionsLost += 1
+        emit(region.owner, .lost(region.id, reason: reason, message: message))
+    }
+
     /// A lifecycle that ended (every guarded region lost) on a file whose following regions
     /// remain starts again, empty: the file goes on for them without a lease, and takes new
     /// registrations.
@@ -194,11 +205,8 @@ extension Engine {
                 }
             case .notifyLost(let lost):
                 for (id, reason) in lost.sorted(by: { $0.key < $1.key }) {
-                    guard let region = file.regions.removeValue(forKey: id) else { continue }
-                    discard(region, of: file)
-                    forget(region)
-                    stats.regionsLost += 1
-                    emit(region.owner, .lost(id, reason: reason, message: file.lossMessages.removeValue(forKey: id)))
+                    guard let region = file.regions[id] else { continue }
+                    lose(region, of: file, reason: reason, message: file.lossMessages.removeValue(forKey: id))
                 }
                 if file.regions.isEmpty { untrack(file) }
             }
