@@ -34,12 +34,14 @@ final class FollowVMTests: XCTestCase {
         return found
     }
 
-    func owner(_ path: String, length: Int, output: String) throws -> (Background, String) {
+    /// `mrlease register PATH --strategy odp --layout-policy POLICY --grant`, held; it and the
+    /// descriptor it printed.
+    func owner(_ path: String, length: Int, output: String, policy: String = "follow") throws -> (Background, String) {
         let owner = try Background(mrlease, ["register", path, "--socket", daemon.socketPath, "--length", "\(length)",
-                                             "--access", "read,write", "--strategy", "odp", "--layout-policy", "follow", "--grant"],
+                                             "--access", "read,write", "--strategy", "odp", "--layout-policy", policy, "--grant"],
                                    output: output)
         try owner.waitFor("the descriptor line") { $0.contains("descriptor ") }
-        XCTAssertTrue(owner.output.contains("layout policy follow"), owner.output)
+        XCTAssertTrue(owner.output.contains("layout policy \(policy)"), owner.output)
         let line = try XCTUnwrap(owner.lines.first { $0.hasPrefix("descriptor ") })
         return (owner, String(try XCTUnwrap(line.split(separator: " ").last)))
     }
@@ -92,13 +94,7 @@ final class FollowVMTests: XCTestCase {
         let source = try files.file("source", size: 1 << 20)
         XCTAssertEqual(try Subprocess.run("/usr/sbin/xfs_io", ["-c", "pwrite -S 0x5a 0 1m", "-c", "fsync", source]).status, 0)
         let length = 65536
-        let ownerOut = scratch.path + "/owner-\(policy)-\(name.prefix(3)).out"
-        let owner = try Background(mrlease, ["register", path, "--socket", daemon.socketPath, "--length", "\(length)",
-                                             "--access", "read,write", "--strategy", "odp", "--layout-policy", policy, "--grant"],
-                                   output: ownerOut)
-        try owner.waitFor("\(name): the descriptor line") { $0.contains("descriptor ") }
-        XCTAssertTrue(owner.output.contains("layout policy \(policy)"), owner.output)
-        let descriptor = String(try XCTUnwrap(owner.lines.first { $0.hasPrefix("descriptor ") }?.split(separator: " ").last))
+        let (owner, descriptor) = try owner(path, length: length, output: scratch.path + "/owner-\(policy)-\(name.prefix(3)).out", policy: policy)
         XCTAssertEqual(try leaseHeld(on: path), policy == "revoke", "\(name): the lease is the revoke policy's only")
         let peer = try Background(mrlease, ["peer", descriptor, "write", "--length", "\(length)", "--pattern", "seed:11",
                                             "--loop", "--seconds", "300"], output: scratch.path + "/peer-\(policy).out")
@@ -128,8 +124,7 @@ final class FollowVMTests: XCTestCase {
             cells.append(Cell(change: change.name, outcome: "breaker \(waited) ms, reconnects \(reconnected), layout events \(told)"))
         }
         XCTAssertEqual(peer.interrupt(), 0, "\(name) \(policy): the peer saw an error:\n\(peer.output)")
-        let pattern = try XCTUnwrap(peer.lines.last { $0.hasPrefix("persisted ") }?.split(separator: " ")
-            .first { $0.hasPrefix("pattern=") }.map { String($0.dropFirst("pattern=".count)) })
+        let pattern = try XCTUnwrap(peer.lastPersistedPattern, "\(name) \(policy): no persisted line:\n\(peer.output)")
         let generations = Set(peer.lines.filter { $0.hasPrefix("persisted ") }.compactMap { $0.split(separator: " ").last })
         if policy == "follow" {
             XCTAssertEqual(generations, ["generation=1"], "\(name): a following region's keys changed")
@@ -222,8 +217,7 @@ final class FollowVMTests: XCTestCase {
         } else {
             try peer.waitFor("persists after the change") { _ in self.persisted(peer) >= before + 3 }
             XCTAssertEqual(peer.interrupt(), 0, peer.output)
-            let pattern = try XCTUnwrap(peer.lines.last { $0.hasPrefix("persisted ") }?.split(separator: " ")
-                .first { $0.hasPrefix("pattern=") }.map { String($0.dropFirst("pattern=".count)) })
+            let pattern = try XCTUnwrap(peer.lastPersistedPattern, peer.output)
             let verify = try Subprocess.run(mrlease, ["peer", descriptor, "verify", "--length", "65536", "--pattern", pattern])
             XCTAssertEqual(verify.status, 0, "\(verify.stdout) \(verify.stderr)")
             print("follow-matrix kernel=\(TestKernel.series ?? "?") backing=\"ext4 page cache\" policy=follow change=\"truncate below, extend back\" layout (reconnects \(reconnects(peer)))")

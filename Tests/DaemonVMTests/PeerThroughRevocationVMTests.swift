@@ -29,6 +29,12 @@ final class PeerThroughRevocationVMTests: XCTestCase {
         var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
         var lines: [Substring] { output.split(separator: "\n") }
 
+        /// A `mrlease peer … --loop`'s last `persisted iteration=K … pattern=P` line's pattern.
+        var lastPersistedPattern: String? {
+            lines.last { $0.hasPrefix("persisted ") }?.split(separator: " ").first { $0.hasPrefix("pattern=") }
+                .map { String($0.dropFirst("pattern=".count)) }
+        }
+
         func waitFor(_ what: String, seconds: Double = 30, until done: (String) -> Bool) throws {
             let deadline = Date().addingTimeInterval(seconds)
             while Date() < deadline {
@@ -76,11 +82,6 @@ final class PeerThroughRevocationVMTests: XCTestCase {
         output.split(separator: "\n").contains { $0.hasPrefix("reconnected ") && $0.split(separator: " ").contains("generation=\(generation)") }
     }
 
-    /// The last `persisted iteration=K … pattern=P` line's pattern.
-    func lastPersistedPattern(_ peer: Background) -> String? {
-        peer.lines.last { $0.hasPrefix("persisted ") }?.split(separator: " ").first { $0.hasPrefix("pattern=") }
-            .map { String($0.dropFirst("pattern=".count)) }
-    }
 
     func breaker(_ executable: String, _ arguments: [String]) throws -> Double {
         let start = Date()
@@ -129,7 +130,7 @@ final class PeerThroughRevocationVMTests: XCTestCase {
                 text.split(separator: "\n").filter { $0.hasPrefix("persisted ") }.count > afterPunch
             }
             XCTAssertEqual(peer.interrupt(), 0, "\(name): the peer saw an error, not a delay:\n\(peer.output)")
-            let pattern = try XCTUnwrap(lastPersistedPattern(peer), "\(name): no persisted line:\n\(peer.output)")
+            let pattern = try XCTUnwrap(peer.lastPersistedPattern, "\(name): no persisted line:\n\(peer.output)")
             // The region, read by a peer, holds the last persisted iteration's bytes.
             let verify = try Subprocess.run(mrlease, ["peer", descriptor, "verify", "--length", "\(length)", "--pattern", pattern])
             XCTAssertEqual(verify.status, 0, "\(name): \(verify.stdout) \(verify.stderr)")
