@@ -54,9 +54,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var odpPrefetch = false
     /// What an ODP region does when its file's layout changes, unless its `register` asks:
     /// `follow` (its MR stays) or `revoke` (the lease protocol). Pinned regions always revoke.
-    /// `revoke` until `follow` is proven for every layout change on every filesystem with real
-    /// RDMA (docs/kernel-matrix.md, "Layout policy follow"); then `follow` becomes the default.
-    public var layoutPolicy: RegionLayoutPolicy = .revoke
+    /// `follow` by default: proven for every layout change on ext4, xfs and both FS-DAX with
+    /// real RDMA (docs/kernel-matrix.md, "Layout policy follow").
+    public var layoutPolicy: RegionLayoutPolicy = .follow
     /// Grants one region may have at once (each can admit `maxPeers` peers). At most
     /// `maxGrantsPerRegionLimit`, so a region's `list` entry always fits in one page.
     public var maxGrantsPerRegion = 16

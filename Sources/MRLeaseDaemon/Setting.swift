@@ -170,7 +170,7 @@ extension DaemonConfiguration {
             }
         },
         // Reported by `hello` as its own field, `layoutPolicy` (not a limit).
-        Setting("layout-policy", "follow or revoke", default: "revoke",
+        Setting("layout-policy", "follow or revoke", default: "follow",
                 flag: "What an ODP region does when its file's layout changes: follow (its MR and keys stay) or revoke.") { c, v, r throws(Problem) in
             guard let policy = RegionLayoutPolicy(rawValue: v) else { throw r.problem("must be follow or revoke, got '\(v)'") }
             c.layoutPolicy = policy

@@ -8,6 +8,10 @@ import XCTest
 /// `mrlease register` against the real daemon on the guest's rxe0, as an operator would run it:
 /// several CLI clients at once, a truncate from another process, the events on stdout.
 final class CLIVMTests: XCTestCase {
+    /// These tests follow leases and revocations: each region asks for them
+    /// (`mrlease register --layout-policy revoke`), whatever the daemon's default.
+    static let revoke = ["--layout-policy", "revoke"]
+
     /// A running `mrlease register … --json`, its stdout read line by line.
     final class Registration {
         let process = Process()
@@ -66,9 +70,9 @@ final class CLIVMTests: XCTestCase {
         let other = try scratch.file("other", size: 1 << 20)
         // One client per file: a second process opening a leased file is itself a breaker
         // (clients that share a file share its fd; docs/protocol.md).
-        let first = try Registration(socket: daemon.socketPath, path: kept, offset: 0, length: 8192)
-        let second = try Registration(socket: daemon.socketPath, path: cut, offset: 65536, length: 4096)
-        let bystander = try Registration(socket: daemon.socketPath, path: other, offset: 0, length: 4096)
+        let first = try Registration(socket: daemon.socketPath, path: kept, offset: 0, length: 8192, options: Self.revoke)
+        let second = try Registration(socket: daemon.socketPath, path: cut, offset: 65536, length: 4096, options: Self.revoke)
+        let bystander = try Registration(socket: daemon.socketPath, path: other, offset: 0, length: 4096, options: Self.revoke)
         for client in [first, second, bystander] {
             XCTAssertNotNil(client.waitFor(["registered"]), "\(client.lines)")
         }
@@ -110,7 +114,7 @@ final class CLIVMTests: XCTestCase {
         // ext4, or tmpfs where this kernel registers no writable page-cache region (6.12 with rxe).
         let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
         let path = try scratch.file("metrics", size: 1 << 20)
-        let client = try Registration(socket: daemon.socketPath, path: path, offset: 0, length: 8192)
+        let client = try Registration(socket: daemon.socketPath, path: path, offset: 0, length: 8192, options: Self.revoke)
         XCTAssertNotNil(client.waitFor(["registered"]), "\(client.lines)")
         let tool = try Subprocess.run("/bin/sh", ["-c", "for i in $(seq 200); do truncate -s 32768 '\(path)' 2>/dev/null && exit 0; sleep 0.02; done; exit 1"])
         XCTAssertEqual(tool.status, 0)
@@ -165,7 +169,7 @@ final class CLIVMTests: XCTestCase {
         let daemon = try RunningDaemon(device: device)
         let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
         let path = try scratch.file("segments", size: 1 << 20)
-        let client = try Registration(socket: daemon.socketPath, path: path, offset: 65536, length: 8192, count: 4)
+        let client = try Registration(socket: daemon.socketPath, path: path, offset: 65536, length: 8192, count: 4, options: Self.revoke)
         let registered = client.events("registered", count: 4)
         XCTAssertEqual(registered.count, 4, "\(client.lines)")
         XCTAssertEqual(Set(registered.compactMap { $0["region"] as? Int }).count, 4, "\(client.lines)")

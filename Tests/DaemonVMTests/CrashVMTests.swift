@@ -8,7 +8,8 @@ import XCTest
 /// `kill -9` of mrleased while `mrlease register` clients hold regions, and while a revocation
 /// is in flight: the daemon's leases stay on the clients' open files until the clients release
 /// them; once they have noticed, no lease is left, a truncate is immediate, and a daemon
-/// restarted on the same socket registers again.
+/// restarted on the same socket registers again. Every daemon here has `layout-policy = revoke`:
+/// under `follow` an ODP region's file holds no lease for a dead daemon to leave behind.
 final class CrashVMTests: XCTestCase {
     typealias Registration = CLIVMTests.Registration
 
@@ -49,7 +50,7 @@ final class CrashVMTests: XCTestCase {
     /// `MRLeaseClient`, which then registers again with a daemon restarted on the same socket.
     func testKill9LeavesTheLeaseOnALiveClientsFileUntilMRLeaseClientReleasesIt() throws {
         let device = try Facility.rdmaDevice.require()
-        let daemon = try RunningDaemon(device: device)
+        let daemon = try RunningDaemon(device: device, layoutPolicy: "revoke")
         let (scratchA, pathA) = try file()
         let (scratchB, pathB) = try file()
         defer { _ = (scratchA, scratchB) }
@@ -83,7 +84,7 @@ final class CrashVMTests: XCTestCase {
         try FileLease(fd: bareFD).release()
         XCTAssertEqual(try leases(on: pathB), [])
 
-        let successor = try RunningDaemon(device: device, socketPath: daemon.socketPath)
+        let successor = try RunningDaemon(device: device, layoutPolicy: "revoke", socketPath: daemon.socketPath)
         let again = try MRLeaseClient.connect(path: successor.socketPath)
         // The open file the old connection kept: a new open of the path would be another open
         // file description, against which a write lease is refused (file-busy).
@@ -97,7 +98,7 @@ final class CrashVMTests: XCTestCase {
 
     func testKill9WhileClientsHoldRegionsLeavesNoLeaseOnceTheyNoticeAndARestartedDaemonRegistersAgain() throws {
         let device = try Facility.rdmaDevice.require()
-        let daemon = try RunningDaemon(device: device)
+        let daemon = try RunningDaemon(device: device, layoutPolicy: "revoke")
         let (scratchA, pathA) = try file()
         let (scratchB, pathB) = try file()
         defer { _ = (scratchA, scratchB) }
@@ -119,7 +120,7 @@ final class CrashVMTests: XCTestCase {
         print("truncate after kill -9 of mrleased, its clients having released its leases: \(took)")
         XCTAssertLessThan(took, .seconds(1))
 
-        let successor = try RunningDaemon(device: device, socketPath: daemon.socketPath)
+        let successor = try RunningDaemon(device: device, layoutPolicy: "revoke", socketPath: daemon.socketPath)
         let again = try Registration(socket: successor.socketPath, path: pathB, offset: 0, length: 65536)
         XCTAssertNotNil(again.waitFor(["registered"]), again.printed.text)
         XCTAssertEqual(try successor.holdings().leases, 1)
@@ -130,7 +131,7 @@ final class CrashVMTests: XCTestCase {
     func testKill9WhileARevocationIsInFlightLetsTheWaitingTruncateThroughOnceTheClientNotices() throws {
         let device = try Facility.rdmaDevice.require()
         // A deadline far beyond the test: only the kill can end this revocation.
-        let daemon = try RunningDaemon(device: device, environment: ["MRLEASED_QUIESCE_MS": "60000"])
+        let daemon = try RunningDaemon(device: device, layoutPolicy: "revoke", environment: ["MRLEASED_QUIESCE_MS": "60000"])
         let (scratch, path) = try file()
         defer { _ = scratch }
         let client = try Registration(socket: daemon.socketPath, path: path, offset: 0, length: 65536, options: ["--no-ack"])
@@ -155,7 +156,7 @@ final class CrashVMTests: XCTestCase {
     }
 
     func testTheProtocolDocumentsPythonClientReleasesTheLeaseAKilledDaemonLeft() throws {
-        let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require())
+        let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require(), layoutPolicy: "revoke")
         let (scratch, path) = try file(size: 8 << 20)
         defer { _ = scratch }
         let (child, lines) = try DaemonVMTests.startDocumentedPythonClient(socket: daemon.socketPath, file: path)
@@ -208,7 +209,7 @@ final class CrashVMTests: XCTestCase {
         // The socket unit's listener: it outlives every daemon started on it.
         let listener = try UnixSocket.listen(path: socketPath)
         defer { try? listener.close() }
-        let first = try RunningDaemon(activatedBy: listener, socketPath: socketPath, arguments: ["--device", device])
+        let first = try RunningDaemon(activatedBy: listener, socketPath: socketPath, arguments: ["--device", device, "--layout-policy", "revoke"])
         let (scratchA, pathA) = try file()
         let (scratchB, pathB) = try file()
         defer { _ = (scratchA, scratchB) }
@@ -230,7 +231,7 @@ final class CrashVMTests: XCTestCase {
         }
         // The client reconnects at once; the unit's listener queues it until the next daemon runs.
         let successor = DelayedStart(after: 1) {
-            try RunningDaemon(activatedBy: listener, socketPath: socketPath, arguments: ["--device", device])
+            try RunningDaemon(activatedBy: listener, socketPath: socketPath, arguments: ["--device", device, "--layout-policy", "revoke"])
         }
         let results = try client.reconnect()
         let daemon = try successor.wait()

@@ -10,7 +10,9 @@ import XCTest
 final class DaemonVMTests: XCTestCase {
     func startDaemon() throws -> RunningDaemon {
         _ = try Facility.rdmaDevice.require()
-        return try RunningDaemon(device: try Facility.rdmaDevice.require())
+        // `revoke`: most of this suite counts the leases and revocations of the lease protocol;
+        // the default (`follow`) has its own tests below and in FollowVMTests.
+        return try RunningDaemon(device: try Facility.rdmaDevice.require(), layoutPolicy: "revoke")
     }
 
     func file(on facility: Facility, size: Int = 1 << 20) throws -> (ScratchDirectory, String, FileDescriptor) {
@@ -62,6 +64,50 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(list.regions.first?.state, .registered)
         let mrs = try daemon.holdings().mrs
         XCTAssertTrue(mrs.contains(restored.rkey) && mrs.contains(b1.rkey) && !mrs.contains(a1.rkey), "\(mrs)")
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// The same break under the default policy: an ODP region follows the file (no lease, no
+    /// revocation, its keys stay) and only the region past the new end is lost; a pinned one
+    /// (kernels without ODP) still revokes, and says so.
+    func testUnderTheDefaultPolicyATruncateCostsOnlyTheRegionPastTheNewEnd() throws {
+        let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require())
+        let (scratchA, pathA, fdA) = try file(on: .writable(.ext4))
+        let (scratchB, _, fdB) = try file(on: .writable(.xfs))
+        defer { try? fdA.close(); try? fdB.close(); _ = (scratchA, scratchB) }
+        let owner = try RawClient(path: daemon.socketPath)
+        let bystander = try RawClient(path: daemon.socketPath)
+        guard case .success(.hello(let hello)) = try owner.request(.hello(.init())) else { return XCTFail("hello failed") }
+        XCTAssertEqual(hello.layoutPolicy, .follow)
+        let a1 = try owner.register(fdA, offset: 0, length: 8192)
+        let a2 = try owner.register(fdA, offset: 512 << 10, length: 4096)
+        let b1 = try bystander.register(fdB, offset: 0, length: 8192)
+        XCTAssertEqual(a1.layoutPolicy, a1.strategy == .odp ? .follow : .revoke, "\(a1)")
+        guard a1.layoutPolicy == .follow else {
+            // No ODP here: the revocation is testSeveralClientsAndABreakThatOnlyItsOwnerSees's.
+            XCTAssertEqual(try daemon.holdings().leases, 2)
+            return XCTAssertEqual(daemon.stop(), 0)
+        }
+        XCTAssertEqual(try daemon.holdings().leases, 0, "a file whose regions all follow holds no lease")
+
+        let start = ContinuousClock.now
+        XCTAssertEqual(truncate(pathA, 65536), 0, "truncate: errno \(errno); nothing to wait for under follow")
+        XCTAssertLessThan(ContinuousClock.now - start, .milliseconds(500))
+        try owner.waitForEvents { $0.contains { if case .lost(let l) = $0 { return l.region == a2.region }; return false } }
+        usleep(500_000)  // a revocation that should not come has time to show
+        _ = try owner.request(.stats)
+        XCTAssertEqual(owner.events.map(\.name.rawValue).filter { $0 != "layout" }, ["lost"], "\(owner.events)")
+        XCTAssertTrue(owner.events.contains { event in
+            guard case .lost(let lost) = event else { return false }
+            return lost.region == a2.region && lost.reason == .rangeTruncated
+        }, "\(owner.events)")
+        _ = try bystander.request(.stats)
+        XCTAssertEqual(bystander.events, [])
+        guard case .success(.list(let list)) = try owner.request(.list(after: nil)) else { return XCTFail("list failed") }
+        XCTAssertEqual(list.regions.map(\.region), [a1.region])
+        XCTAssertEqual(list.regions.first?.rkey, a1.rkey, "the region that follows keeps its keys")
+        let mrs = try daemon.holdings().mrs
+        XCTAssertTrue(mrs.contains(a1.rkey) && mrs.contains(b1.rkey) && !mrs.contains(a2.rkey), "\(mrs)")
         XCTAssertEqual(daemon.stop(), 0)
     }
 
@@ -176,29 +222,38 @@ final class DaemonVMTests: XCTestCase {
 
     /// docs/protocol.md §7's Python client, as printed there: a client written from the document
     /// alone registers, batch-registers, acknowledges and sees the outcome of a truncate.
+    /// Under `layout-policy = revoke` and under the default (`follow`, which pinned regions,
+    /// on kernels without ODP, still answer with a revocation).
     func testTheProtocolDocumentsPythonClientFollowsARevocation() throws {
-        let daemon = try startDaemon()
-        let (scratch, path, fd) = try file(on: .writable(.ext4), size: 8 << 20)
-        try fd.close()
-        defer { _ = scratch }
-        let (child, lines) = try Self.startDocumentedPythonClient(socket: daemon.socketPath, file: path)
-        defer { if child.isRunning { kill(child.processIdentifier, SIGKILL); child.waitUntilExit() } }
+        for policy in ["revoke", nil] {
+            let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require(), layoutPolicy: policy)
+            let (scratch, path, fd) = try file(on: .writable(.ext4), size: 8 << 20)
+            try fd.close()
+            defer { _ = scratch }
+            let (child, lines) = try Self.startDocumentedPythonClient(socket: daemon.socketPath, file: path)
+            defer { if child.isRunning { kill(child.processIdentifier, SIGKILL); child.waitUntilExit() } }
 
-        try lines.wait(seconds: 20) { $0.contains { $0.hasPrefix("regions [") } }
-        XCTAssertTrue(lines.text.contains("'strategies'"), lines.text)
-        XCTAssertTrue(lines.text.contains("region 1 rkey "), lines.text)
-        XCTAssertEqual(try daemon.holdings().mrs.count, 3)
-        // coreutils truncate opens O_NONBLOCK: EAGAIN once while the break starts, then through.
-        let tool = try Subprocess.run("/bin/sh", ["-c", "for i in $(seq 200); do truncate -s 4M '\(path)' 2>/dev/null && exit 0; sleep 0.02; done; exit 1"])
-        XCTAssertEqual(tool.status, 0)
-        try lines.wait(seconds: 20) { lines in
-            lines.filter { $0.contains("'event': 'restored'") }.count == 2 && lines.contains { $0.contains("'event': 'lost'") }
+            try lines.wait(seconds: 20) { $0.contains { $0.hasPrefix("regions [") } }
+            XCTAssertTrue(lines.text.contains("'strategies'"), lines.text)
+            XCTAssertTrue(lines.text.contains("region 1 rkey "), lines.text)
+            XCTAssertEqual(try daemon.holdings().mrs.count, 3)
+            let follows = lines.text.contains("layout policy follow")
+            XCTAssertTrue(follows || lines.text.contains("layout policy revoke"), lines.text)
+            if policy == "revoke" { XCTAssertFalse(follows, lines.text) }
+            // coreutils truncate opens O_NONBLOCK: EAGAIN once while the break starts, then through.
+            let tool = try Subprocess.run("/bin/sh", ["-c", "for i in $(seq 200); do truncate -s 4M '\(path)' 2>/dev/null && exit 0; sleep 0.02; done; exit 1"])
+            XCTAssertEqual(tool.status, 0)
+            try lines.wait(seconds: 20) { lines in
+                lines.filter { $0.contains("'event': 'restored'") }.count == (follows ? 0 : 2) && lines.contains { $0.contains("'event': 'lost'") }
+            }
+            if follows { usleep(500_000) }  // a revocation that should not come has time to show
+            let text = lines.text
+            XCTAssertEqual(text.components(separatedBy: "'event': 'revoking'").count - 1, follows ? 0 : 3, text)
+            XCTAssertEqual(text.components(separatedBy: "'event': 'restored'").count - 1, follows ? 0 : 2, text)
+            XCTAssertTrue(text.contains("'event': 'lost', 'region': 3, 'reason': 'range-truncated'"), text)
+            XCTAssertFalse(text.contains("'error'"), text)
+            XCTAssertEqual(daemon.stop(), 0)
         }
-        let text = lines.text
-        XCTAssertEqual(text.components(separatedBy: "'event': 'revoking'").count - 1, 3, text)
-        XCTAssertTrue(text.contains("'event': 'lost', 'region': 3, 'reason': 'range-truncated'"), text)
-        XCTAssertFalse(text.contains("'error'"), text)
-        XCTAssertEqual(daemon.stop(), 0)
     }
 
     /// The Python client of docs/protocol.md §7, as written there, on `socket` and `file`; its
@@ -222,7 +277,8 @@ final class DaemonVMTests: XCTestCase {
 
     func testHundredClientsTimesTenRegionsLeaveNothingBehind() throws {
         // All 100 are root's: past the default max-connections-per-uid (64).
-        let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require(), environment: ["MRLEASED_MAX_CONNECTIONS_PER_UID": "100"])
+        let daemon = try RunningDaemon(device: try Facility.rdmaDevice.require(), layoutPolicy: "revoke",
+                                       environment: ["MRLEASED_MAX_CONNECTIONS_PER_UID": "100"])
         let scratch = try ScratchDirectory(in: try Facility.tmpfs.require())
         let baseline = try daemon.settledHoldings()
         let start = Date()

@@ -26,8 +26,10 @@ final class DeadlineUnderLoadVMTests: XCTestCase {
 
     func start(listen: Bool = false, _ environment: [String: String] = [:]) throws -> RunningDaemon {
         // With --listen and no --device the daemon serves the listener's device (rxe1).
-        let arguments = listen ? ["--listen", "\(try Facility.rdmaCMAddress.require()):0", "--log-level", "info"]
-                               : ["--device", try Facility.rdmaDevice.require(), "--log-level", "info"]
+        // `revoke`: these tests hold lease breaks against load, and under the default (`follow`)
+        // an ODP region's file holds no lease to break.
+        let arguments = (listen ? ["--listen", "\(try Facility.rdmaCMAddress.require()):0", "--log-level", "info"]
+                                : ["--device", try Facility.rdmaDevice.require(), "--log-level", "info"]) + ["--layout-policy", "revoke"]
         let daemon = try RunningDaemon(arguments: arguments,
                                        environment: ["MRLEASED_MAX_BYTES_PER_UID": "1073741824"].merging(environment) { $1 })
         daemons.append(daemon)

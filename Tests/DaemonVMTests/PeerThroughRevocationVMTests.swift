@@ -8,7 +8,9 @@ import XCTest
 /// What an operator and a peer see, as separate processes: `mrlease register --grant` holds a
 /// region and prints its descriptor, `mrlease peer DESCRIPTOR write --loop` writes and persists
 /// through it, and a third process changes the file. The peer must carry on by itself across
-/// each revocation, and the file must hold exactly what the peer last reported persisted.
+/// each revocation, and the file must hold exactly what the peer last reported persisted. The
+/// owner asks `--layout-policy revoke`: under the default, `follow`, an ODP region's peer rides
+/// through without a revocation (FollowVMTests).
 final class PeerThroughRevocationVMTests: XCTestCase {
     /// A process whose stdout and stderr go to a file the test reads while it runs.
     final class Background {
@@ -69,7 +71,7 @@ final class PeerThroughRevocationVMTests: XCTestCase {
     /// The owner: `mrlease register FILE --grant`, held; returns it and the descriptor it printed.
     func owner(_ path: String, length: Int) throws -> (Background, String) {
         let owner = try Background(mrlease, ["register", path, "--socket", daemon.socketPath, "--length", "\(length)",
-                                             "--access", "read,write", "--grant"], output: scratch.path + "/owner.out")
+                                             "--access", "read,write", "--grant", "--layout-policy", "revoke"], output: scratch.path + "/owner.out")
         try owner.waitFor("the descriptor line") { $0.contains("descriptor ") }
         let line = try XCTUnwrap(owner.lines.first { $0.hasPrefix("descriptor ") })
         let descriptor = String(try XCTUnwrap(line.split(separator: " ").last))

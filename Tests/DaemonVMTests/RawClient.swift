@@ -32,8 +32,9 @@ final class RawClient {
         }
     }
 
-    func register(_ fd: FileDescriptor, offset: UInt64, length: UInt64, access: Set<Access> = [.read, .write]) throws -> Registration {
-        let outcome = try request(.register(.init(offset: offset, length: length, access: access)), fds: [fd])
+    func register(_ fd: FileDescriptor, offset: UInt64, length: UInt64, access: Set<Access> = [.read, .write],
+                  layoutPolicy: RegionLayoutPolicy? = nil) throws -> Registration {
+        let outcome = try request(.register(.init(offset: offset, length: length, access: access, layoutPolicy: layoutPolicy)), fds: [fd])
         guard case .success(.register(let registration)) = outcome else { throw Unexpected("register failed: \(outcome)") }
         return registration
     }

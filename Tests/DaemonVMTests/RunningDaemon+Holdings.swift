@@ -5,9 +5,13 @@ import TestSupport
 /// What the guest's kernel says the daemon holds: its fds, its MRs (rdma resource), its leases.
 extension RunningDaemon {
     /// The daemon on the guest's RDMA device, logging warnings only: these tests read what the
-    /// kernel says it holds, not its log.
-    convenience init(device: String, environment: [String: String] = [:], socketPath: String? = nil) throws {
-        try self.init(arguments: ["--device", device, "--log-level", "warning"], environment: environment, socketPath: socketPath)
+    /// kernel says it holds, not its log. `layoutPolicy` "revoke" for a suite about the lease
+    /// protocol (leases held, revoked, released): under the default, `follow`, an ODP region's
+    /// file holds no lease (FollowVMTests); pinned regions revoke under either.
+    convenience init(device: String, layoutPolicy: String? = nil, environment: [String: String] = [:],
+                     socketPath: String? = nil) throws {
+        try self.init(arguments: ["--device", device, "--log-level", "warning"] + (layoutPolicy.map { ["--layout-policy", $0] } ?? []),
+                      environment: environment, socketPath: socketPath)
     }
 
     /// What the daemon holds once its fd count has stopped moving (a connection the daemon

@@ -6,12 +6,13 @@ import TestSupport
 import XCTest
 
 /// The daemon routes a revocation's events and, while doing so, disconnects a client that does
-/// not read them: with real MRs on the guest's rxe0, every region must still end right.
+/// not read them: with real MRs on the guest's rxe0, every region must still end right
+/// (`layout-policy = revoke`: a revocation is what this suite is about).
 final class SlowClientVMTests: XCTestCase {
     func testSlowClientDisconnectedWhileItsFileIsRevokedLeavesTheOthersRegionsRestored() throws {
         let device = try Facility.rdmaDevice.require()
         // Acks, not the deadline, end the revocation; a client may fall 4 packets behind.
-        let daemon = try RunningDaemon(device: device, environment: [
+        let daemon = try RunningDaemon(device: device, layoutPolicy: "revoke", environment: [
             "MRLEASED_MAX_QUEUED_MESSAGES": "4", "MRLEASED_QUIESCE_MS": "3000", "MRLEASED_MAX_BYTES_PER_UID": "1073741824",
         ])
         let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())

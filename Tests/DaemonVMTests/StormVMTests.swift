@@ -52,7 +52,9 @@ final class StormVMTests: XCTestCase {
         let device = try Facility.rdmaDevice.require()
         let scratch = try ScratchDirectory(in: try Facility.writable(.ext4).require())
         // Acks end each revocation; the deadline only bounds a stuck one.
-        let daemon = try RunningDaemon(device: device, environment: ["MRLEASED_QUIESCE_MS": "2000", "MRLEASED_MAX_BYTES_PER_UID": "1073741824"])
+        // `revoke`: the storm breaks leases, which files whose regions all follow do not hold.
+        let daemon = try RunningDaemon(device: device, layoutPolicy: "revoke",
+                                       environment: ["MRLEASED_QUIESCE_MS": "2000", "MRLEASED_MAX_BYTES_PER_UID": "1073741824"])
         let paths = try (0..<Self.files).map { try scratch.file("f\($0)", size: 16_384) }
         let fds = try paths.map { try FileDescriptor.open(FilePath($0), .readWrite, options: .closeOnExec) }
         defer { for fd in fds { try? fd.close() } }

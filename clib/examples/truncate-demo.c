@@ -1,10 +1,12 @@
 /* truncate-demo: register a range of a file with mrleased, watch a truncate revoke and restore
- * it, then deregister. Written from mrlease.h and libmrlease(3) alone.
+ * it (or, for an ODP region under the layout policy follow, leave it alone: no lease, no event,
+ * keys unchanged), then deregister. Written from mrlease.h and libmrlease(3) alone.
  *
  * usage: truncate-demo FILE [SOCKET]
  *   FILE must be at least 2 MiB, on ext4, xfs or tmpfs, and owned by you.
  * build: cc -Wall -Wextra truncate-demo.c $(pkg-config --cflags --libs mrlease) -o truncate-demo
- * exit: 0 the region came back after the truncate; 1 an mrleased call failed; 2 usage */
+ * exit: 0 the region came back after the truncate, or followed the file through it; 1 an mrleased
+ *       call failed; 2 usage */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <poll.h>
@@ -41,6 +43,11 @@ int main(int argc, char **argv) {
     if (!conn) return 1;
     mrlease_status s = mrlease_connect(conn, argc == 3 ? argv[2] : NULL);  /* NULL: $MRLEASED_SOCKET or the default */
     if (s != MRLEASE_OK) return fail(conn, "connect", s);
+    struct mrlease_hello hello;
+    if ((s = mrlease_hello(conn, "truncate-demo", &hello)) != MRLEASE_OK) return fail(conn, "hello", s);
+    /* What an ODP region gets (this library's register does not ask); a pinned one always revokes. */
+    int daemon_follows = hello.layout_policy && strcmp(hello.layout_policy, "follow") == 0;
+    mrlease_hello_release(&hello);
 
     struct mrlease_range range = { .offset = 0, .length = 1 << 20,
                                    .access = MRLEASE_ACCESS_READ | MRLEASE_ACCESS_WRITE,
@@ -49,17 +56,25 @@ int main(int argc, char **argv) {
     if ((s = mrlease_register(conn, fd, &range, &reg)) != MRLEASE_OK) return fail(conn, "register", s);
     printf("registered region %llu: rkey 0x%x, address 0x%llx, %s on %s\n", (unsigned long long)reg.region, reg.rkey,
            (unsigned long long)reg.address, reg.strategy == MRLEASE_STRATEGY_ODP ? "odp" : "pinned", reg.device);
+    int follows = daemon_follows && reg.strategy == MRLEASE_STRATEGY_ODP;
+    printf("layout policy %s\n", follows ? "follow" : "revoke");
     fflush(stdout);
 
-    /* Another process grows the file by a page: the lease breaks; the range stays inside. */
+    /* Another process grows the file by a page: the lease breaks (revoke); the range stays inside. */
     pid_t child = fork();
     if (child == 0) _exit(truncate(path, st.st_size + 4096) == 0 ? 0 : 1);
 
     struct pollfd pfd = { .fd = mrlease_event_fd(conn), .events = POLLIN };
     int restored = 0;
     while (!restored) {
-        if (poll(&pfd, 1, 10000) != 1) {
-            fprintf(stderr, "truncate-demo: no event within 10 s\n");
+        /* follow: no lease to break, the range did not move: no event should come within 1 s. */
+        if (poll(&pfd, 1, follows ? 1000 : 10000) != 1) {
+            if (follows) {
+                printf("no event: the region followed the file, rkey 0x%x unchanged\n", reg.rkey);
+                restored = 1;
+            } else {
+                fprintf(stderr, "truncate-demo: no event within 10 s\n");
+            }
             break;
         }
         struct mrlease_event ev;
@@ -73,6 +88,8 @@ int main(int argc, char **argv) {
                 printf(": new rkey 0x%x, address 0x%llx, layout %s\n", ev.rkey, (unsigned long long)ev.address,
                        ev.layout == MRLEASE_LAYOUT_UNCHANGED ? "unchanged" : "changed or unknown");
                 restored = 1;
+            } else if (ev.type == MRLEASE_EVENT_LAYOUT) {
+                printf(": the range moved in the file (now %llu bytes); keys unchanged\n", (unsigned long long)ev.size);
             } else if (ev.type == MRLEASE_EVENT_LOST) {
                 printf(": lost (%s)\n", ev.reason);
                 mrlease_event_release(&ev);
