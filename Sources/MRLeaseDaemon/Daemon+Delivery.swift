@@ -61,16 +61,19 @@ extension Daemon {
 
     /// Sends one engine event to the region's owner, if it is still connected.
     func deliver(_ notice: EngineNotice) {
-        // Peers first: a revocation stops the region's peers at once (their QPs and the grant's
-        // MR go before the owner even hears of it); a lost region ends its grants.
+        // Peers first: a revocation stops the region's peers at once (their QPs to the error
+        // state, the grant's MR deregistered, before the owner even hears of it), and takes
+        // their QPs, ids and PDs down once it is revoked (after the unlock); a lost region ends
+        // its grants.
         var peerNotices: [PeerNotice] = []
         if let peers {
             switch notice.event {
             case .revoking(let id, _, _): peerNotices = peers.regionRevoking(id)
+            case .revoked(let id): peers.regionRevoked(id)
             case .lost(let id, _, _): peerNotices = peers.regionGone(id)
             // A following region's layout change is the owner's news only: its peers keep
             // their connections and keys, and reach the file's current pages.
-            case .revoked, .restored, .unlinked, .layout: break
+            case .restored, .unlinked, .layout: break
             }
         }
         if let session = sessions[notice.owner], !session.closing {

@@ -18,12 +18,23 @@ final class GrantExposure: RegionExposure {
         self.memory = memory
     }
 
-    /// Stops every peer (each id's QP, then the id: the peer gets a DREQ, its QP an error),
-    /// then deregisters the MR and frees the PD: ClientDomain's ordered close.
+    /// Stops all access through the grant: deregisters its MR, the only one in its PD, so no
+    /// QP of the PD reaches a byte of the region from then on (a peer's next access fails with
+    /// a remote access error). That is all that must happen before the lease goes; the QPs,
+    /// the ids and the PD go in `close()`, after the unlock when a revocation is under way.
     func withdraw() throws(VerbsError) {
         guard !isWithdrawn else { return }
         isWithdrawn = true
-        try domain.close()
+        try memory.deregister()
+    }
+
+    /// Withdraws it if that has not happened, then closes the PD in order (each id's QP, then
+    /// the id, then the PD: ClientDomain's ordered close). Again, nothing.
+    func close() throws(VerbsError) {
+        var failure: VerbsError?
+        do { try withdraw() } catch { failure = error }
+        do { try domain.close() } catch { failure = failure ?? error }
+        if let failure { throw failure }
     }
 }
 

@@ -17,6 +17,10 @@ final class PeerService {
     private(set) var listeners: [(endpoint: GrantEndpoint, id: any PeerCMID)] = []
     var book = GrantBook()
     private var peersByConnection: [ObjectIdentifier: PeerConnection] = [:]
+    /// What a revocation stopped but did not yet take down, by region: the peers' connections
+    /// (disconnected: their QPs in the error state) and the grants' exposures (their MRs
+    /// deregistered). Their QPs, ids and PDs go once the region is revoked, after the unlock.
+    private var retiring: [RegionID: (peers: [PeerConnection], exposures: [GrantExposure])] = [:]
     private var nextPeer: UInt64 = 1
     /// The alignment the device's ODP copies need (the start-up self-test's); 1 for pinned.
     let odpAlignment: UInt32
@@ -129,26 +133,50 @@ final class PeerService {
 
     // MARK: What happens to regions and owners
 
-    /// A revocation began: every peer of the region is stopped and the grants' exposures go
-    /// now, before the owners' acks and long before the region's MR is deregistered. The grants
-    /// stay: a peer that reconnects after the restoration gets the new generation's keys.
+    /// A revocation began: every peer of the region is stopped now, before the owners' acks
+    /// and the unlock, with only what stops the wire and the memory: `rdma_disconnect` (the QP
+    /// moves to the error state, the peer gets a DREQ) and `ibv_dereg_mr` of each grant's MR.
+    /// The QPs, ids and PDs wait for `regionRevoked` (after the unlock: the breaker does not
+    /// wait for them). The grants stay: a peer that reconnects after the restoration gets the
+    /// new generation's keys.
     func regionRevoking(_ region: RegionID) -> [PeerNotice] {
         var notices: [PeerNotice] = []
+        var stopped = retiring[region] ?? ([], [])
         for grant in book.grants(on: region) {
-            notices += disconnectPeers(of: grant, reason: .revoking)
-            withdrawExposure(of: grant)
+            for peer in grant.peers.values.sorted(by: { $0.id < $1.id }) {
+                forget(peer, from: grant, disconnecting: true)
+                stopped.peers.append(peer)
+                if peer.established { notices.append(disconnected(peer, of: grant, reason: .revoking)) }
+            }
+            if let exposure = grant.exposure {
+                grant.exposure = nil
+                withdraw(exposure, grant: grant)
+                stopped.exposures.append(exposure)
+            }
         }
+        if !stopped.peers.isEmpty || !stopped.exposures.isEmpty { retiring[region] = stopped }
         return notices
+    }
+
+    /// The region's revocation unlocked the file: what `regionRevoking` stopped is taken down.
+    func regionRevoked(_ region: RegionID) {
+        guard let stopped = retiring.removeValue(forKey: region) else { return }
+        for peer in stopped.peers { destroy(peer.connection, what: "peer \(peer.id)") }
+        for exposure in stopped.exposures { close(exposure, grant: nil) }
     }
 
     /// The region was deregistered or lost: its grants end.
     func regionGone(_ region: RegionID) -> [PeerNotice] {
-        book.grants(on: region).flatMap { end($0, .regionGone, reason: .regionGone) }
+        defer { regionRevoked(region) }
+        return book.grants(on: region).flatMap { end($0, .regionGone, reason: .regionGone) }
     }
 
     /// The owner's connection ended: its grants end with it (no one is left to tell).
     func ownerGone(_ owner: OwnerID) {
-        for grant in book.grants(of: owner) { _ = end(grant, .ownerGone, reason: .grantEnded) }
+        for grant in book.grants(of: owner) {
+            _ = end(grant, .ownerGone, reason: .grantEnded)
+            regionRevoked(grant.region)
+        }
     }
 
     /// Ends grants whose expiry has passed.
@@ -185,9 +213,10 @@ final class PeerService {
         var notices: [PeerNotice] = []
         for grant in book.grants.values.sorted(by: { $0.id < $1.id }) {
             notices += disconnectPeers(of: grant, reason: .shutdown)
-            withdrawExposure(of: grant)
+            closeExposure(of: grant)
             book.end(grant.id, .ownerGone)
         }
+        for region in retiring.keys.sorted() { regionRevoked(region) }
         for listener in listeners { destroy(listener.id, what: "listener") }
         listeners = []
         return notices
@@ -208,7 +237,7 @@ final class PeerService {
 
     private func end(_ grant: GrantRecord, _ why: GrantEnd, reason: PeerDisconnectReason) -> [PeerNotice] {
         let notices = disconnectPeers(of: grant, reason: reason)
-        withdrawExposure(of: grant)
+        closeExposure(of: grant)
         book.end(grant.id, why)
         logger.info("grant ended", metadata: ["grant": "\(grant.id)", "region": "\(grant.region)", "why": "\(why)"])
         return why == .ownerGone ? [] : notices
@@ -218,35 +247,53 @@ final class PeerService {
         var notices: [PeerNotice] = []
         for peer in grant.peers.values.sorted(by: { $0.id < $1.id }) {
             drop(peer, from: grant, disconnecting: true)
-            if peer.established {
-                notices.append(PeerNotice(owner: grant.owner, event: .peerDisconnected(.init(
-                    region: grant.region.rawValue, grant: grant.id, peer: peer.id, reason: reason))))
-            }
+            if peer.established { notices.append(disconnected(peer, of: grant, reason: reason)) }
         }
         return notices
     }
 
-    private func withdrawExposure(of grant: GrantRecord) {
+    private func disconnected(_ peer: PeerConnection, of grant: GrantRecord, reason: PeerDisconnectReason) -> PeerNotice {
+        PeerNotice(owner: grant.owner, event: .peerDisconnected(.init(region: grant.region.rawValue, grant: grant.id, peer: peer.id, reason: reason)))
+    }
+
+    /// Takes the grant's exposure down at once: MR, then QPs and ids, then PD.
+    private func closeExposure(of grant: GrantRecord) {
         guard let exposure = grant.exposure else { return }
         grant.exposure = nil
+        close(exposure, grant: grant.id)
+    }
+
+    private func withdraw(_ exposure: GrantExposure, grant: GrantRecord) {
         do { try exposure.withdraw() } catch {
-            logger.error("withdrawing a grant's PD failed: what refused stays allocated until its last reference goes",
+            logger.error("deregistering a grant's MR failed: its peers' QPs are in the error state; the MR goes with its PD",
                          metadata: ["grant": "\(grant.id)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
+        }
+    }
+
+    private func close(_ exposure: GrantExposure, grant: UInt64?) {
+        do { try exposure.close() } catch {
+            logger.error("closing a grant's PD failed: what refused stays allocated until its last reference goes",
+                         metadata: ["grant": "\(grant.map(String.init) ?? "-")", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
         }
     }
 
     /// Forgets a peer and takes its connection down: `rdma_disconnect` first (its QP moves to
     /// the error state at once and the peer gets a DREQ), then the QP and the id.
     private func drop(_ peer: PeerConnection, from grant: GrantRecord, disconnecting: Bool) {
+        forget(peer, from: grant, disconnecting: disconnecting)
+        destroy(peer.connection, what: "peer \(peer.id)")
+    }
+
+    /// Forgets a peer and, when asked, disconnects it (`rdma_disconnect`); its QP and id stay.
+    private func forget(_ peer: PeerConnection, from grant: GrantRecord, disconnecting: Bool) {
         grant.peers[peer.id] = nil
         peersByConnection[ObjectIdentifier(peer.connection)] = nil
         if disconnecting, !peer.connection.isDestroyed {
             do { try peer.connection.disconnect() } catch {
-                // EINVAL for a connection not yet established: destroying it below rejects it.
+                // EINVAL for a connection not yet established: destroying it rejects it.
                 logger.debug("rdma_disconnect failed", metadata: ["peer": "\(peer.id)", "errno": "\(error.errno.symbolicName)"])
             }
         }
-        destroy(peer.connection, what: "peer \(peer.id)")
     }
 
     private func destroy(_ id: any PeerCMID, what: String) {
@@ -354,7 +401,7 @@ final class PeerService {
     /// The grant's exposure of the region's current generation, made (PD, MR) if there is none.
     private func currentExposure(of grant: GrantRecord, target: ExposureTarget, engine: Engine) throws(VerbsError) -> GrantExposure {
         if let exposure = grant.exposure, !exposure.isWithdrawn, exposure.generation == target.generation { return exposure }
-        withdrawExposure(of: grant)
+        closeExposure(of: grant)
         let domain = try verbs.makePD()
         let memory = try domain.register(address: target.address, length: target.length,
                                          access: Self.flags(for: grant.access, registeredWith: target.flags))

@@ -47,6 +47,8 @@ public protocol PeerPD: AnyObject {
 public protocol PeerMR: AnyObject {
     var address: UInt64 { get }
     var rkey: UInt32 { get }
+    /// `ibv_dereg_mr`; again, nothing (closing its PD later skips it).
+    func deregister() throws(VerbsError)
 }
 
 /// One rdma_cm event, as the peer service reads it (`CMEvent`).

@@ -152,12 +152,19 @@ extension BenchCommand {
         let bench = PeerBreakBenchmark(socket: socket, path: path, fileSize: size)
         let baseline = try bench.run(peers: 0, breaks: peerBreaks)
         say("\(prefix)peer-break baseline (no grant): break → restored median \(ms(baseline.restored.medianMS)) ms, max \(ms(baseline.restored.maxMS)) ms; breaker median \(ms(baseline.breaker.medianMS)) ms (n=\(baseline.restored.count))")
+        if let most = counts.max(), most > 1 {
+            let loaded = try bench.run(peers: most, breaks: peerBreaks, elsewhere: true)
+            say("\(prefix)peer-break loaded baseline (\(most) peers writing into another file's region, no grant on the broken one): "
+                + "break → restored median \(ms(loaded.restored.medianMS)) ms; breaker median \(ms(loaded.breaker.medianMS)) ms (n=\(loaded.restored.count))"
+                + " | ratio breaker / baseline breaker \(ratio(loaded.breaker.medianMS, baseline.breaker.medianMS))")
+        }
         for count in counts {
             let row = try bench.run(peers: count, breaks: peerBreaks)
             say("\(prefix)peer-break \(count) peer\(count == 1 ? "" : "s"): break → first write with new keys median \(ms(row.firstWrite.medianMS)) ms, "
                 + "p90 \(ms(row.firstWrite.p90MS)) ms, max \(ms(row.firstWrite.maxMS)) ms (n=\(row.firstWrite.count)); "
                 + "break → restored median \(ms(row.restored.medianMS)) ms; breaker median \(ms(row.breaker.medianMS)) ms"
-                + " | ratio first write / baseline restored \(ratio(row.firstWrite.medianMS, baseline.restored.medianMS))")
+                + " | ratio first write / baseline restored \(ratio(row.firstWrite.medianMS, baseline.restored.medianMS))"
+                + ", breaker / baseline breaker \(ratio(row.breaker.medianMS, baseline.breaker.medianMS))")
         }
     }
 }

@@ -102,48 +102,63 @@ struct PeerBreakBenchmark {
     let fileSize: Int
 
     /// Opens the file for writing from another process (`dd` ftruncates it to its size): the
-    /// lease breaks, the call returns once the daemon released it.
-    func breakLease() throws -> UInt64 {
+    /// lease breaks. The owner's events are read meanwhile, so its ack goes out as soon as
+    /// `revoking` arrives (a breaker waiting for the ack would otherwise wait for quiesce-ms).
+    /// Returns how long `dd` ran (its open waits for the daemon's unlock) and when the owner
+    /// heard `restored` (MonotonicClock seconds).
+    func breakLease(_ owner: MRLeaseClient, region: UInt64) throws -> (breaker: UInt64, restoredAt: Double) {
         let start = MonotonicClock.now()
+        let exited = ExitTime()
         let dd = Process()
         dd.executableURL = URL(fileURLWithPath: "/bin/dd")
         dd.arguments = ["if=/dev/null", "of=\(path)", "bs=1", "seek=\(fileSize)", "status=none"]
+        dd.terminationHandler = { _ in exited.note(MonotonicClock.now()) }
         try dd.run()
+        var restoredAt: Double?
+        let deadline = start + 30
+        while restoredAt == nil || exited.value == nil {
+            guard MonotonicClock.now() < deadline else { throw BenchError("no restored event, or dd still running, after 30 s") }
+            let event: Event?
+            do { event = try owner.nextEvent(timeout: .milliseconds(1)) } catch { throw BenchError("owner: \(error)") }
+            if case .restored(let restored) = event, restored.region == region { restoredAt = MonotonicClock.now() }
+            if case .lost(let lost) = event, lost.region == region { throw BenchError("region lost: \(lost.reason.rawValue)") }
+        }
         dd.waitUntilExit()
         guard dd.terminationStatus == 0 else { throw BenchError("dd on \(path) exited \(dd.terminationStatus)") }
-        return Self.nanoseconds(MonotonicClock.now() - start)
+        return (Self.nanoseconds((exited.value ?? start) - start), restoredAt ?? start)
     }
 
     static func nanoseconds(_ seconds: Double) -> UInt64 { UInt64(max(seconds, 0) * 1e9) }
 
-    /// Reads the owner's events until `restored` (acks go out as they come) and returns when it came.
-    func awaitRestored(_ owner: MRLeaseClient, region: UInt64) throws -> Double {
-        let deadline = MonotonicClock.now() + 30
-        while MonotonicClock.now() < deadline {
-            let event: Event?
-            do { event = try owner.nextEvent(timeout: .milliseconds(100)) } catch { throw BenchError("owner: \(error)") }
-            if case .restored(let restored) = event, restored.region == region { return MonotonicClock.now() }
-            if case .lost(let lost) = event, lost.region == region { throw BenchError("region lost: \(lost.reason.rawValue)") }
-        }
-        throw BenchError("no restored event within 30 s")
-    }
-
-    /// `peers` peers (0: the baseline, no grant) through `breaks` lease breaks.
-    func run(peers: Int, breaks: Int) throws -> Row {
+    /// `peers` peers (0: the baseline, no grant) through `breaks` lease breaks. `elsewhere`:
+    /// the peers write into a granted region of another file, and the broken file's region has
+    /// no grant (the baseline under the same load: what the peers' traffic costs the breaker
+    /// on these CPUs, apart from stopping them).
+    func run(peers: Int, breaks: Int, elsewhere: Bool = false) throws -> Row {
         let owner: MRLeaseClient
         do { owner = try MRLeaseClient.connect(path: socket, acknowledgingRevocations: true) } catch { throw BenchError("connect: \(error)") }
         defer { owner.close() }
         let length = UInt64(max(peers, 1) * 4096)
         let region: UInt64
+        var granted: UInt64
         // `revoke`: this benchmark times the lease protocol's break → restored (an ODP region
         // under the default, `follow`, has no break: --follow-break measures that).
-        do { region = try owner.register(path: path, offset: 0, length: length, access: [.read, .write], layoutPolicy: .revoke).region } catch {
+        do {
+            region = try owner.register(path: path, offset: 0, length: length, access: [.read, .write], layoutPolicy: .revoke).region
+            granted = region
+            if elsewhere {
+                let other = path + ".load"
+                guard FileManager.default.createFile(atPath: other, contents: Data(count: fileSize)) else { throw BenchError("create \(other)") }
+                defer { unlink(other) }  // the client holds its fd
+                granted = try owner.register(path: other, offset: 0, length: length, access: [.read, .write], layoutPolicy: .revoke).region
+            }
+        } catch {
             throw BenchError("register: \(error)")
         }
         var workers: [PeerWorker] = []
         if peers > 0 {
             let grant: GrantResult
-            do { grant = try owner.grant(region: region, maxPeers: UInt64(peers)) } catch { throw BenchError("grant: \(error)") }
+            do { grant = try owner.grant(region: granted, maxPeers: UInt64(peers)) } catch { throw BenchError("grant: \(error)") }
             let descriptor = try GrantDescriptor(text: grant.descriptor)
             var options = PeerOptions()
             options.stagingBytes = 4096
@@ -160,10 +175,12 @@ struct PeerBreakBenchmark {
         for index in 0..<breaks {
             let generation = UInt64(index + 2)
             // Every peer has written with the current keys before the break.
-            try waitUntil(workers.allSatisfy { $0.firstSuccess(generation: generation - 1) != nil }, workers: workers)
+            try waitUntil(workers.allSatisfy { $0.firstSuccess(generation: elsewhere ? 1 : generation - 1) != nil }, workers: workers)
             let start = MonotonicClock.now()
-            row.breaker.append(try breakLease())
-            row.restored.append(Self.nanoseconds(try awaitRestored(owner, region: region) - start))
+            let broken = try breakLease(owner, region: region)
+            row.breaker.append(broken.breaker)
+            row.restored.append(Self.nanoseconds(broken.restoredAt - start))
+            if elsewhere { continue }
             try waitUntil(workers.allSatisfy { $0.firstSuccess(generation: generation) != nil }, workers: workers)
             for first in workers.compactMap({ $0.firstSuccess(generation: generation) }) { row.firstWrite.append(Self.nanoseconds(first - start)) }
         }
@@ -180,4 +197,12 @@ func waitUntil(_ condition: @autoclosure () -> Bool, workers: [PeerWorker]) thro
         guard MonotonicClock.now() < deadline else { throw BenchError("peers did not write within 60 s") }
         usleep(1000)
     }
+}
+
+/// When a child exited, noted by its termination handler's thread.
+final class ExitTime: @unchecked Sendable {
+    private let lock = NSLock()
+    private var time: Double?
+    func note(_ now: Double) { lock.withLock { time = now } }
+    var value: Double? { lock.withLock { time } }
 }

@@ -69,6 +69,42 @@ final class PeerServiceTests: XCTestCase {
         XCTAssertTrue(id.isDestroyed, "a peer's DISCONNECTED destroys its rdma_cm id")
     }
 
+    /// Issue 18, pinned at the floor: before the unlock only what stops the wire and the memory
+    /// (each peer's `rdma_disconnect`, the grant MR's `ibv_dereg_mr`); the ids (with their
+    /// QPs) and the grant's PD after it, so the breaker never waits for them.
+    func testARevocationStopsPeersBeforeTheUnlockAndTakesTheirQPsAndPDDownAfterIt() throws {
+        let (daemon, client, region) = try listening()
+        let path = daemon.scratch.path + "/data"
+        var status = stat()
+        XCTAssertEqual(stat(path, &status), 0)  // not an open: that would break the lease
+        let inode = UInt64(status.st_ino)
+        peers.journal.annotate = { RecordingRegistrar.leaseHeld(inode: inode) ? " leased" : " unlocked" }
+        let made = try grant(client, region, maxPeers: 2)
+        let ids = try (0..<2).map { _ in try connect(made, to: daemon) }
+        XCTAssertEqual(ids.map { $0.accepted != nil }, [true, true], "\(ids.map { $0.rejected.map { try? RejectPrivateData(decoding: $0).reason } })")
+        for id in ids { peers.queue(PeerCMEvent(kind: .established, id: id)) }
+        daemon.drive { client.events.filter { if case .peerConnected = $0 { true } else { false } }.count == 2 }
+        peers.journal.clear()
+
+        let reader = try Subprocess.start("/bin/cat", [path])
+        daemon.drive(seconds: 5) { client.events.contains { if case .revoking = $0 { true } else { false } } }
+        let rkey = String(try XCTUnwrap(peers.domains.first?.memory.first).rkey, radix: 16)
+        XCTAssertEqual(peers.journal.calls, ["disconnect \(ids[0].number) leased", "disconnect \(ids[1].number) leased", "dereg \(rkey) leased"])
+        XCTAssertEqual(ids.map(\.isDestroyed), [false, false])
+        let names = client.events.map(\.name.rawValue)
+        XCTAssertEqual(Array(names.suffix(3)), ["revoking", "peer-disconnected", "peer-disconnected"], "told right after revoking")
+
+        _ = try client.request(.ack(region: region.region))
+        XCTAssertTrue(daemon.drive(seconds: 5) { !reader.isRunning && client.events.contains { if case .restored = $0 { true } else { false } } })
+        XCTAssertEqual(Array(peers.journal.calls.dropFirst(3)), ["destroy \(ids[0].number) unlocked", "destroy \(ids[1].number) unlocked", "close pd 0 unlocked"])
+        XCTAssertEqual(ids.map(\.isDestroyed), [true, true])
+        XCTAssertEqual(peers.domains.first?.isClosed, true)
+        // A peer of the new generation gets a new PD and MR.
+        let again = try connect(made, to: daemon)
+        XCTAssertNotNil(again.accepted)
+        XCTAssertEqual(peers.domains.count, 2)
+    }
+
     func testAWrongSecretIsRejectedAndItsIDDestroyed() throws {
         let (daemon, client, region) = try listening()
         var data = ConnectPrivateData(try GrantDescriptor(text: try grant(client, region).descriptor)).encoded()

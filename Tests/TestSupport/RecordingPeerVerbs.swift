@@ -11,19 +11,31 @@ import Verbs
 /// (accepted, rejected, disconnected, destroyed; private data within rdma_cm's limits); it
 /// never stands for RDMA working (the guest tests do).
 public final class RecordingPeerVerbs: PeerVerbs {
+    /// Every teardown call, in order ("disconnect 3", "destroy 3", "dereg 0x101", "close pd 0"),
+    /// for tests of what happens before a lease goes and what after.
+    public final class Journal {
+        public internal(set) var calls: [String] = []
+        /// Appended to each call when set (" lease=true": what held at that moment).
+        public var annotate: (() -> String)?
+        public func clear() { calls = [] }
+        func record(_ call: String) { calls.append(call + (annotate?() ?? "")) }
+    }
+
     /// A recorded rdma_cm id. Calls on a destroyed id fail as `CMID`'s do (EBADF).
     public final class ID: PeerCMID {
         public let number: Int
         public let address: String
+        let journal: Journal
         /// What the daemon answered: the private data of its accept or reject.
         public private(set) var accepted: [UInt8]?
         public private(set) var rejected: [UInt8]?
         public private(set) var disconnects = 0
         public private(set) var isDestroyed = false
 
-        init(number: Int, address: String) {
+        init(number: Int, address: String, journal: Journal) {
             self.number = number
             self.address = address
+            self.journal = journal
         }
 
         public func peerAddress() -> String { address }
@@ -45,9 +57,13 @@ public final class RecordingPeerVerbs: PeerVerbs {
             try live("rdma_disconnect")
             guard accepted != nil else { throw VerbsError(op: "rdma_disconnect", errno: .invalidArgument) }
             disconnects += 1
+            journal.record("disconnect \(number)")
         }
 
-        public func destroy() throws(VerbsError) { isDestroyed = true }
+        public func destroy() throws(VerbsError) {
+            if !isDestroyed { journal.record("destroy \(number)") }
+            isDestroyed = true
+        }
 
         private func live(_ op: String) throws(VerbsError) {
             if isDestroyed { throw VerbsError(op: op, errno: .badFileDescriptor, detail: "the rdma_cm id was destroyed") }
@@ -55,15 +71,21 @@ public final class RecordingPeerVerbs: PeerVerbs {
     }
 
     public final class PD: PeerPD {
+        public let number: Int
         public private(set) var isClosed = false
         public private(set) var memory: [MR] = []
         let keys: () -> UInt32
+        let journal: Journal
 
-        init(keys: @escaping () -> UInt32) { self.keys = keys }
+        init(number: Int, journal: Journal, keys: @escaping () -> UInt32) {
+            self.number = number
+            self.journal = journal
+            self.keys = keys
+        }
 
         public func register(address: UnsafeMutableRawPointer, length: Int, access: AccessFlags) throws(VerbsError) -> any PeerMR {
             if isClosed { throw VerbsError(op: "ibv_reg_mr", errno: .badFileDescriptor) }
-            let mr = MR(address: UInt64(UInt(bitPattern: address)), rkey: keys())
+            let mr = MR(address: UInt64(UInt(bitPattern: address)), rkey: keys(), journal: journal)
             memory.append(mr)
             return mr
         }
@@ -73,17 +95,34 @@ public final class RecordingPeerVerbs: PeerVerbs {
             return connection
         }
 
-        public func close() throws(VerbsError) { isClosed = true }
+        /// As ClientDomain's: the MRs still registered go with the PD.
+        public func close() throws(VerbsError) {
+            guard !isClosed else { return }
+            for mr in memory { try mr.deregister() }
+            isClosed = true
+            journal.record("close pd \(number)")
+        }
     }
 
     public final class MR: PeerMR {
         public let address: UInt64
         public let rkey: UInt32
-        init(address: UInt64, rkey: UInt32) {
+        public private(set) var isDeregistered = false
+        let journal: Journal
+        init(address: UInt64, rkey: UInt32, journal: Journal) {
             self.address = address
             self.rkey = rkey
+            self.journal = journal
+        }
+
+        public func deregister() throws(VerbsError) {
+            guard !isDeregistered else { return }
+            isDeregistered = true
+            journal.record("dereg \(String(rkey, radix: 16))")
         }
     }
+
+    public let journal = Journal()
 
     public let deviceName = "fake0"
     public let activeMTU: Int
@@ -106,7 +145,7 @@ public final class RecordingPeerVerbs: PeerVerbs {
     deinit { Glibc.close(descriptor.rawValue) }
 
     public func listen(on endpoint: GrantEndpoint) throws(VerbsError) -> (id: any PeerCMID, port: UInt16) {
-        let id = ID(number: listeners.count, address: "\(endpoint)")
+        let id = ID(number: listeners.count, address: "\(endpoint)", journal: journal)
         listeners.append(id)
         return (id, endpoint.port == 0 ? 7471 : endpoint.port)
     }
@@ -121,7 +160,7 @@ public final class RecordingPeerVerbs: PeerVerbs {
     }
 
     public func makePD() throws(VerbsError) -> any PeerPD {
-        let pd = PD { [unowned self] in
+        let pd = PD(number: domains.count, journal: journal) { [unowned self] in
             defer { nextKey &+= 1 }
             return nextKey
         }
@@ -132,7 +171,7 @@ public final class RecordingPeerVerbs: PeerVerbs {
     /// A peer's connect request with `privateData`: a new id, and its CONNECT_REQUEST queued.
     @discardableResult
     public func connect(privateData: [UInt8], initiatorDepth: UInt8 = 1, from address: String = "192.0.2.9:41234") -> ID {
-        let id = ID(number: connections.count, address: address)
+        let id = ID(number: connections.count, address: address, journal: journal)
         connections.append(id)
         queue(PeerCMEvent(kind: .connectRequest, id: id, privateData: privateData, initiatorDepth: initiatorDepth))
         return id
