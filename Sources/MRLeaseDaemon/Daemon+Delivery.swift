@@ -70,10 +70,12 @@ extension Daemon {
             switch notice.event {
             case .revoking(let id, _, _): peerNotices = peers.regionRevoking(id)
             case .revoked(let id): peers.regionRevoked(id)
+            // Connect requests held while it was revoked are answered now, with the new keys.
+            case .restored(let id, _, _): if let engine { peers.regionRestored(id, engine: engine, now: currentTime()) }
             case .lost(let id, _, _): peerNotices = peers.regionGone(id)
             // A following region's layout change is the owner's news only: its peers keep
             // their connections and keys, and reach the file's current pages.
-            case .restored, .unlinked, .layout: break
+            case .unlinked, .layout: break
             }
         }
         if let session = sessions[notice.owner], !session.closing {

@@ -73,6 +73,10 @@ struct PeerLimits {
     var grantsPerUID = 1024
     /// Nanoseconds a peer has from its accepted connect request to ESTABLISHED.
     var handshakeNanos: UInt64 = 5_000_000_000
+    /// Nanoseconds a connect request is held while its region is revoked: well inside the
+    /// 5 s a peer of docs/protocol.md §9 waits for an rdma_cm event, and than the CM's own
+    /// response timeout (about 4 s with librdmacm's default of 20).
+    var holdNanos: UInt64 = 1_000_000_000
 }
 
 /// An event for a grant's owner, as PeerService returns it (the daemon delivers it).

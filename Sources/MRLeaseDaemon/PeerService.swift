@@ -16,12 +16,16 @@ final class PeerService {
     /// The bound listeners and the endpoints they really have (port 0 resolved).
     private(set) var listeners: [(endpoint: GrantEndpoint, id: any PeerCMID)] = []
     var book = GrantBook()
-    private var peersByConnection: [ObjectIdentifier: PeerConnection] = [:]
+    var peersByConnection: [ObjectIdentifier: PeerConnection] = [:]
     /// What a revocation stopped but did not yet take down, by region: the peers' connections
     /// (disconnected: their QPs in the error state) and the grants' exposures (their MRs
     /// deregistered). Their QPs, ids and PDs go once the region is revoked, after the unlock.
     private var retiring: [RegionID: (peers: [PeerConnection], exposures: [GrantExposure])] = [:]
-    private var nextPeer: UInt64 = 1
+    /// Connect requests held unanswered while their region is revoked, by region: answered
+    /// when it is restored (admitted) or gone, or rejected `region-revoking` once
+    /// `limits.holdNanos` have passed (docs/protocol.md §8). At most a grant's free slots each.
+    var held: [RegionID: [HeldConnect]] = [:]
+    var nextPeer: UInt64 = 1
     /// The alignment the device's ODP copies need (the start-up self-test's); 1 for pinned.
     let odpAlignment: UInt32
     let logger: Logger
@@ -168,6 +172,7 @@ final class PeerService {
     /// The region was deregistered or lost: its grants end.
     func regionGone(_ region: RegionID) -> [PeerNotice] {
         defer { regionRevoked(region) }
+        rejectHeld(of: region, .regionLost)
         return book.grants(on: region).flatMap { end($0, .regionGone, reason: .regionGone) }
     }
 
@@ -188,16 +193,20 @@ final class PeerService {
     /// When the earliest live grant expires (monotonic ns); nil: none has an expiry.
     var nextExpiry: UInt64? { book.grants.values.compactMap(\.expiresAt).min() }
 
-    /// When the earliest handshake under way runs out of time (monotonic ns); nil: none.
+    /// When the earliest handshake under way, or held connect request, runs out of time
+    /// (monotonic ns); nil: none.
     var nextHandshakeDeadline: UInt64? {
-        peersByConnection.values.lazy.filter { !$0.established }.map { $0.acceptedAt + self.limits.handshakeNanos }.min()
+        let handshake = peersByConnection.values.lazy.filter { !$0.established }.map { $0.acceptedAt + self.limits.handshakeNanos }.min()
+        return [handshake, nextHeldDeadline].compactMap { $0 }.min()
     }
 
     /// Takes down every peer whose handshake did not reach ESTABLISHED within the bound:
     /// its cm_id is destroyed (the CM rejects the connection) and its slot is free again. A
     /// peer that sent its connect request and never completes (no RTU) would otherwise hold
     /// the slot for as long as its process lives: the CM does not time it out (rxe, 209 s).
+    /// Held connect requests past their bound are rejected (`expireHeld`).
     func expireHandshakes(now: UInt64) {
+        expireHeld(now: now)
         let late = peersByConnection.values.filter { !$0.established && $0.acceptedAt + limits.handshakeNanos <= now }
         for peer in late.sorted(by: { $0.id < $1.id }) {
             guard let grant = book.grants[peer.grant] else { continue }
@@ -217,6 +226,7 @@ final class PeerService {
             book.end(grant.id, .ownerGone)
         }
         for region in retiring.keys.sorted() { regionRevoked(region) }
+        rejectHeld(of: nil, .busy, retryAfter: 1000)
         for listener in listeners { destroy(listener.id, what: "listener") }
         listeners = []
         return notices
@@ -239,6 +249,7 @@ final class PeerService {
         let notices = disconnectPeers(of: grant, reason: reason)
         closeExposure(of: grant)
         book.end(grant.id, why)
+        rejectHeld(of: grant, why.rejectReason)
         logger.info("grant ended", metadata: ["grant": "\(grant.id)", "region": "\(grant.region)", "why": "\(why)"])
         return why == .ownerGone ? [] : notices
     }
@@ -257,7 +268,7 @@ final class PeerService {
     }
 
     /// Takes the grant's exposure down at once: MR, then QPs and ids, then PD.
-    private func closeExposure(of grant: GrantRecord) {
+    func closeExposure(of grant: GrantRecord) {
         guard let exposure = grant.exposure else { return }
         grant.exposure = nil
         close(exposure, grant: grant.id)
@@ -279,7 +290,7 @@ final class PeerService {
 
     /// Forgets a peer and takes its connection down: `rdma_disconnect` first (its QP moves to
     /// the error state at once and the peer gets a DREQ), then the QP and the id.
-    private func drop(_ peer: PeerConnection, from grant: GrantRecord, disconnecting: Bool) {
+    func drop(_ peer: PeerConnection, from grant: GrantRecord, disconnecting: Bool) {
         forget(peer, from: grant, disconnecting: disconnecting)
         destroy(peer.connection, what: "peer \(peer.id)")
     }
@@ -296,141 +307,9 @@ final class PeerService {
         }
     }
 
-    private func destroy(_ id: any PeerCMID, what: String) {
+    func destroy(_ id: any PeerCMID, what: String) {
         do { try id.destroy() } catch {
             logger.error("destroying an rdma_cm id failed", metadata: ["what": "\(what)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
         }
-    }
-
-    // MARK: rdma_cm events
-
-    /// Handles every pending rdma_cm event.
-    func handleEvents(engine: Engine, now: UInt64) -> [PeerNotice] {
-        var notices: [PeerNotice] = []
-        while true {
-            let event: PeerCMEvent?
-            do { event = try verbs.nextEvent() } catch {
-                // An event for an id destroyed meanwhile (ENOENT) is acknowledged and dropped;
-                // anything else is logged, and the next readiness tries again.
-                if error.errno == .noSuchFileOrDirectory { continue }
-                logger.error("rdma_get_cm_event failed", metadata: ["op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
-                return notices
-            }
-            guard let event else { return notices }
-            notices += handle(event, engine: engine, now: now)
-        }
-    }
-
-    private func handle(_ event: PeerCMEvent, engine: Engine, now: UInt64) -> [PeerNotice] {
-        switch event.kind {
-        case .connectRequest:
-            connectRequested(event, engine: engine, now: now)
-            return []
-        case .established:
-            guard let peer = peersByConnection[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else { return [] }
-            peer.established = true
-            logger.info("peer connected", metadata: ["peer": "\(peer.id)", "grant": "\(grant.id)", "address": "\(peer.address)",
-                                                     "generation": "\(peer.generation)"])
-            return [PeerNotice(owner: grant.owner, event: .peerConnected(.init(
-                region: grant.region.rawValue, grant: grant.id, peer: peer.id, address: peer.address, generation: peer.generation)))]
-        case .disconnected, .rejected, .unreachable, .connectError:
-            guard let peer = peersByConnection[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else {
-                // An id we dropped already; answer a DISCONNECTED anyway (rdma_disconnect(3)).
-                if event.kind == .disconnected, !event.id.isDestroyed { _ = try? event.id.disconnect() }
-                return []
-            }
-            // Answering the peer's DREQ (DISCONNECTED) with our own DREP ends it at once.
-            drop(peer, from: grant, disconnecting: event.kind == .disconnected)
-            logger.info("peer gone", metadata: ["peer": "\(peer.id)", "grant": "\(grant.id)", "event": "\(event.kind)", "status": "\(event.status)"])
-            guard peer.established else { return [] }
-            return [PeerNotice(owner: grant.owner, event: .peerDisconnected(.init(
-                region: grant.region.rawValue, grant: grant.id, peer: peer.id, reason: .peer)))]
-        default:
-            logger.debug("rdma_cm event ignored", metadata: ["event": "\(event.kind)", "status": "\(event.status)"])
-            return []
-        }
-    }
-
-    /// Admits a connect request or rejects it with a reason code (docs/protocol.md §8).
-    private func connectRequested(_ event: PeerCMEvent, engine: Engine, now: UInt64) {
-        let connection = event.id
-        let address = connection.peerAddress()
-        let grant: GrantRecord
-        switch book.admit(event.privateData, now: now) {
-        case .rejected(let reason):
-            return reject(connection, reason, retryAfter: reason.isRetryable ? 100 : 0, address: address)
-        case .admitted(let admitted):
-            grant = admitted
-        }
-        let target: ExposureTarget
-        do {
-            guard let current = try engine.exposureTarget(grant.region) else {
-                return reject(connection, .regionRevoking, retryAfter: revokingRetryMillis, address: address, grant: grant.id)
-            }
-            target = current
-        } catch {
-            return reject(connection, .regionLost, address: address, grant: grant.id)
-        }
-        do throws(VerbsError) {
-            let exposure = try currentExposure(of: grant, target: target, engine: engine)
-            let queuePair = try exposure.domain.createQueuePair(on: connection)
-            let accept: AcceptPrivateData
-            do {
-                accept = try AcceptPrivateData(access: grant.access, remoteAddress: exposure.memory.address,
-                                               length: UInt64(target.length), rkey: exposure.memory.rkey,
-                                               transferAlignment: alignment(for: target.strategy),
-                                               generation: target.generation, grantID: grant.id)
-            } catch {
-                throw VerbsError(op: "accept private data", errno: .invalidArgument, detail: "\(error)")
-            }
-            let wanted = event.initiatorDepth ?? 1
-            try connection.accept(privateData: accept.encoded(),
-                                  responderResources: min(max(wanted, 1), Self.maxResponderResources), initiatorDepth: 0)
-            let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, queuePair: queuePair,
-                                      address: address, generation: target.generation, acceptedAt: now)
-            nextPeer += 1
-            grant.peers[peer.id] = peer
-            peersByConnection[ObjectIdentifier(connection)] = peer
-        } catch {
-            logger.warning("peer not admitted: could not make its QP or the grant's MR", metadata: [
-                "grant": "\(grant.id)", "address": "\(address)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
-            reject(connection, .busy, retryAfter: 1000, address: address, grant: grant.id)
-        }
-    }
-
-    /// The grant's exposure of the region's current generation, made (PD, MR) if there is none.
-    private func currentExposure(of grant: GrantRecord, target: ExposureTarget, engine: Engine) throws(VerbsError) -> GrantExposure {
-        if let exposure = grant.exposure, !exposure.isWithdrawn, exposure.generation == target.generation { return exposure }
-        closeExposure(of: grant)
-        let domain = try verbs.makePD()
-        let memory = try domain.register(address: target.address, length: target.length,
-                                         access: Self.flags(for: grant.access, registeredWith: target.flags))
-        let exposure = GrantExposure(generation: target.generation, domain: domain, memory: memory)
-        do { try engine.expose(target.region, generation: target.generation, exposure) } catch {
-            // The registration went between the target and now (nothing runs in between, so
-            // only a bug gets here); expose() withdrew it.
-            throw VerbsError(op: "expose", errno: .noSuchFileOrDirectory, detail: "\(error)")
-        }
-        grant.exposure = exposure
-        return exposure
-    }
-
-    /// The grant MR's flags: the region's own (ODP, and LOCAL_WRITE, which decides how pages
-    /// are pinned), with remote rights cut to what the grant gives. The kernel requires
-    /// LOCAL_WRITE with REMOTE_WRITE or REMOTE_ATOMIC.
-    static func flags(for access: GrantAccess, registeredWith region: AccessFlags) -> AccessFlags {
-        var flags = region.subtracting([.remoteRead, .remoteWrite, .remoteAtomic])
-        if access.contains(.read) { flags.insert(.remoteRead) }
-        if access.contains(.write) { flags.formUnion([.remoteWrite, .localWrite]) }
-        if access.contains(.atomic) { flags.formUnion([.remoteAtomic, .localWrite]) }
-        return flags
-    }
-
-    private func reject(_ connection: any PeerCMID, _ reason: RejectReason, retryAfter: UInt32 = 0, address: String, grant: UInt64? = nil) {
-        do { try connection.reject(privateData: RejectPrivateData(reason: reason, retryAfterMilliseconds: retryAfter).encoded()) } catch {
-            logger.warning("rdma_reject failed", metadata: ["address": "\(address)", "errno": "\(error.errno.symbolicName)"])
-        }
-        destroy(connection, what: "rejected connect")
-        logger.info("peer rejected", metadata: ["address": "\(address)", "reason": "\(reason)", "grant": "\(grant.map(String.init) ?? "-")"])
     }
 }

@@ -105,6 +105,55 @@ final class PeerServiceTests: XCTestCase {
         XCTAssertEqual(peers.domains.count, 2)
     }
 
+    /// A connect request that comes while its region is revoked is held, not rejected: it is
+    /// accepted with the new generation's keys once the region is restored; one held past the
+    /// bound is rejected `region-revoking`; a region lost rejects its held ones `region-lost`.
+    func testAConnectDuringARevocationIsHeldAndAnsweredWhenTheRegionIsBack() throws {
+        // Acks, not the deadline, end these revocations.
+        let (daemon, client, region) = try listening { $0.quiesceMillis = 30_000 }
+        let path = daemon.scratch.path + "/data"
+        let made = try grant(client, region, maxPeers: 2)
+        let first = try connect(made, to: daemon)
+        let before = try AcceptPrivateData(decoding: try XCTUnwrap(first.accepted))
+
+        let reader = try Subprocess.start("/bin/cat", [path])
+        daemon.drive(seconds: 5) { client.events.contains { if case .revoking = $0 { true } else { false } } }
+        let again = peers.connect(privateData: ConnectPrivateData(try GrantDescriptor(text: made.descriptor)).encoded())
+        daemon.drive(seconds: 0.2) { again.accepted != nil || again.rejected != nil }
+        XCTAssertNil(again.accepted)
+        XCTAssertNil(again.rejected, "held, not rejected, while the region is revoked")
+        // A third would take more than the grant's two slots (the first peer's is free again):
+        // rejected at once, not held.
+        _ = peers.connect(privateData: ConnectPrivateData(try GrantDescriptor(text: made.descriptor)).encoded())
+        let third = peers.connect(privateData: ConnectPrivateData(try GrantDescriptor(text: made.descriptor)).encoded())
+        daemon.drive(seconds: 5) { third.rejected != nil }
+        XCTAssertEqual(try RejectPrivateData(decoding: try XCTUnwrap(third.rejected)).reason, .regionRevoking)
+
+        _ = try client.request(.ack(region: region.region))
+        XCTAssertTrue(daemon.drive(seconds: 5) { !reader.isRunning && again.accepted != nil })
+        let after = try AcceptPrivateData(decoding: try XCTUnwrap(again.accepted))
+        XCTAssertEqual(after.generation, before.generation + 1, "the restored region's keys")
+        XCTAssertTrue(client.events.contains { if case .restored = $0 { true } else { false } })
+
+        // Held past the bound: rejected with the retry hint.
+        let reader2 = try Subprocess.start("/bin/cat", [path])
+        daemon.drive(seconds: 5) { client.events.filter { if case .revoking = $0 { true } else { false } }.count == 2 }
+        let late = peers.connect(privateData: ConnectPrivateData(try GrantDescriptor(text: made.descriptor)).encoded())
+        daemon.drive(seconds: 0.2) { late.rejected != nil }
+        XCTAssertNil(late.rejected)
+        daemon.daemon.fireTimers(now: Engine.now() + 2_000_000_000)
+        XCTAssertEqual(try RejectPrivateData(decoding: try XCTUnwrap(late.rejected)).reason, .regionRevoking)
+        XCTAssertTrue(late.isDestroyed)
+
+        // Held when the region goes: rejected region-lost.
+        let lost = peers.connect(privateData: ConnectPrivateData(try GrantDescriptor(text: made.descriptor)).encoded())
+        daemon.drive(seconds: 0.2) { lost.rejected != nil }
+        XCTAssertNil(lost.rejected)
+        _ = try client.request(.deregister(region: region.region))
+        XCTAssertEqual(try RejectPrivateData(decoding: try XCTUnwrap(lost.rejected)).reason, .regionLost)
+        reader2.waitUntilExit()
+    }
+
     func testAWrongSecretIsRejectedAndItsIDDestroyed() throws {
         let (daemon, client, region) = try listening()
         var data = ConnectPrivateData(try GrantDescriptor(text: try grant(client, region).descriptor)).encoded()
