@@ -152,19 +152,35 @@ extension BenchCommand {
         let bench = PeerBreakBenchmark(socket: socket, path: path, fileSize: size)
         let baseline = try bench.run(peers: 0, breaks: peerBreaks)
         say("\(prefix)peer-break baseline (no grant): break → restored median \(ms(baseline.restored.medianMS)) ms, max \(ms(baseline.restored.maxMS)) ms; breaker median \(ms(baseline.breaker.medianMS)) ms (n=\(baseline.restored.count))")
+        var loaded: PeerBreakBenchmark.Row?
         if let most = counts.max(), most > 1 {
-            let loaded = try bench.run(peers: most, breaks: peerBreaks, elsewhere: true)
+            let row = try bench.run(peers: most, breaks: peerBreaks, elsewhere: true)
+            loaded = row
             say("\(prefix)peer-break loaded baseline (\(most) peers writing into another file's region, no grant on the broken one): "
-                + "break → restored median \(ms(loaded.restored.medianMS)) ms; breaker median \(ms(loaded.breaker.medianMS)) ms (n=\(loaded.restored.count))"
-                + " | ratio breaker / baseline breaker \(ratio(loaded.breaker.medianMS, baseline.breaker.medianMS))")
+                + "break → restored median \(ms(row.restored.medianMS)) ms; breaker median \(ms(row.breaker.medianMS)) ms (n=\(row.restored.count))"
+                + " | ratio breaker / baseline breaker \(ratio(row.breaker.medianMS, baseline.breaker.medianMS))")
         }
+        var rows: [PeerBreakBenchmark.Row] = []
         for count in counts {
             let row = try bench.run(peers: count, breaks: peerBreaks)
+            rows.append(row)
             say("\(prefix)peer-break \(count) peer\(count == 1 ? "" : "s"): break → first write with new keys median \(ms(row.firstWrite.medianMS)) ms, "
                 + "p90 \(ms(row.firstWrite.p90MS)) ms, max \(ms(row.firstWrite.maxMS)) ms (n=\(row.firstWrite.count)); "
                 + "break → restored median \(ms(row.restored.medianMS)) ms; breaker median \(ms(row.breaker.medianMS)) ms"
                 + " | ratio first write / baseline restored \(ratio(row.firstWrite.medianMS, baseline.restored.medianMS))"
                 + ", breaker / baseline breaker \(ratio(row.breaker.medianMS, baseline.breaker.medianMS))")
+        }
+        // Issue 18's targets, for the most peers: the breaker ≤ 1.3x the no-grant baseline's
+        // (and, for what the load alone costs, against the loaded baseline), the first write
+        // ≤ 1.5x the one-peer case's.
+        if let most = rows.last, most.peers > 1, let one = rows.first(where: { $0.peers == 1 }) {
+            let breaker = most.breaker.medianMS / baseline.breaker.medianMS
+            let first = most.firstWrite.medianMS / one.firstWrite.medianMS
+            var line = "\(prefix)peer-break verdict: \(most.peers) peers' breaker / baseline breaker \(ratio(most.breaker.medianMS, baseline.breaker.medianMS))"
+                + " (≤ 1.3x: \(breaker <= 1.3 ? "HOLDS" : "MISSED"))"
+            if let loaded { line += ", / loaded baseline breaker \(ratio(most.breaker.medianMS, loaded.breaker.medianMS))" }
+            line += "; first write / 1 peer's \(ratio(most.firstWrite.medianMS, one.firstWrite.medianMS)) (≤ 1.5x: \(first <= 1.5 ? "HOLDS" : "MISSED"))"
+            say(line)
         }
     }
 }
