@@ -16,9 +16,10 @@
  * Link with `pkg-config --cflags --libs mrlease`. The manual is libmrlease(3).
  *
  * Compatibility (docs/c-client.md, "Compatibility promise"): the soname stays libmrlease.so.1
- * and every symbol is versioned (MRLEASE_1.0, later ones MRLEASE_1.1 …). The result structs
- * that grow (mrlease_hello, mrlease_stats, mrlease_event) only grow at their end, and the calls
- * that fill and release them are inline wrappers here that pass sizeof the caller's struct to
+ * and every symbol is versioned (MRLEASE_1.0; calls added later at the node of the release that
+ * adds them, MRLEASE_1.3 …). The structs that grow (mrlease_hello, mrlease_stats, mrlease_event,
+ * and 1.3.0's mrlease_register_options and mrlease_registration_info) only grow at their end,
+ * and the calls that take them are inline wrappers here that pass sizeof the caller's struct to
  * the library (mrlease_stats → mrlease_stats_sized): a program built against an older header
  * gets the fields it knows, one built against a newer header gets zeros in the fields this
  * library does not know yet. Every other struct is frozen as it is.
@@ -223,6 +224,39 @@ MRLEASE_API mrlease_status mrlease_register(mrlease_conn *conn, int fd, const st
 MRLEASE_API mrlease_status mrlease_register_batch(mrlease_conn *conn, int fd, const struct mrlease_range *ranges,
                                                   size_t count, struct mrlease_registration *out);
 MRLEASE_API void mrlease_registration_release(struct mrlease_registration *registration);
+
+/* 1.3.0: what an ODP region does when its file's layout changes (docs/protocol.md §5). */
+typedef enum mrlease_layout_policy {
+    MRLEASE_LAYOUT_POLICY_DEFAULT = 0,    /* asked: the daemon's (mrlease_hello's layout_policy); got: the
+                                             reply did not say (a daemon before layout policies: revoke) */
+    MRLEASE_LAYOUT_POLICY_FOLLOW,         /* the MR follows the file: keys, generation and peers stay; the
+                                             owner hears MRLEASE_EVENT_LAYOUT, or LOST past the file's end */
+    MRLEASE_LAYOUT_POLICY_REVOKE          /* the lease protocol: REVOKING, REVOKED, RESTORED with new keys */
+} mrlease_layout_policy;
+
+/* 1.3.0: what mrlease_register_with asks besides each range. Grows at its end: pass sizeof. */
+struct mrlease_register_options {
+    mrlease_layout_policy layout_policy;  /* every range's; a pinned registration always gets REVOKE */
+};
+
+/* 1.3.0: what the daemon said of one registration besides struct mrlease_registration. Grows at
+ * its end: pass sizeof. Holds no pointer (nothing to release). */
+struct mrlease_registration_info {
+    mrlease_layout_policy layout_policy;  /* what the region got */
+};
+
+/* 1.3.0: mrlease_register (count 1) or mrlease_register_batch (count > 1) with `options` (NULL:
+ * none) and, when `info` is not NULL, an info for each registration in `info[count]`. The _sized
+ * call takes the caller's sizeof of each struct (the wrapper passes them). */
+MRLEASE_API mrlease_status mrlease_register_with_sized(mrlease_conn *conn, int fd, const struct mrlease_range *ranges,
+                                                       size_t count, const struct mrlease_register_options *options,
+                                                       size_t options_size, struct mrlease_registration *out,
+                                                       struct mrlease_registration_info *info, size_t info_size);
+static inline mrlease_status mrlease_register_with(mrlease_conn *conn, int fd, const struct mrlease_range *ranges, size_t count,
+                                                   const struct mrlease_register_options *options,
+                                                   struct mrlease_registration *out, struct mrlease_registration_info *info) {
+    return mrlease_register_with_sized(conn, fd, ranges, count, options, sizeof *options, out, info, sizeof *info);
+}
 /* Deregisters one of this connection's regions, in any state. */
 MRLEASE_API mrlease_status mrlease_deregister(mrlease_conn *conn, uint64_t region);
 

@@ -1,6 +1,7 @@
 /* The requests of docs/protocol.md §4 and their results. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,7 +115,9 @@ void mrl_hello_release(struct mrlease_hello *hello) {
 
 /* ---- register, register-batch, deregister ---- */
 
-static json_object *range_object(const struct mrlease_range *range) {
+static const char *const layout_policies[] = { "", "follow", "revoke" };
+
+static json_object *range_object(const struct mrlease_range *range, mrlease_layout_policy policy) {
     static const char *const strategies[] = { "any", "odp", "pinned" };
     json_object *object = json_object_new_object();
     if (!object) return NULL;
@@ -123,7 +126,19 @@ static json_object *range_object(const struct mrlease_range *range) {
     json_object_object_add(object, "access", mrl_access_array(range->access));
     json_object_object_add(object, "strategy", json_object_new_string(strategies[range->strategy]));
     if (range->tag) json_object_object_add(object, "tag", json_object_new_string(range->tag));
+    if (policy != MRLEASE_LAYOUT_POLICY_DEFAULT)
+        json_object_object_add(object, "layoutPolicy", json_object_new_string(layout_policies[policy]));
     return object;
+}
+
+/* The registration's layoutPolicy (DEFAULT when absent or a word this library does not know). */
+static mrlease_layout_policy read_layout_policy(struct mrl_reader *r, json_object *o) {
+    char *word = mrl_string(r, o, "layoutPolicy", 0);
+    mrlease_layout_policy policy = MRLEASE_LAYOUT_POLICY_DEFAULT;
+    for (int k = 1; word && k < 3; k++)
+        if (!strcmp(word, layout_policies[k])) policy = (mrlease_layout_policy)k;
+    free(word);
+    return policy;
 }
 
 static void read_registration(struct mrl_reader *r, json_object *o, struct mrlease_registration *out) {
@@ -159,9 +174,10 @@ static mrlease_status check_ranges(mrlease_conn *conn, const char *op, int fd, c
 }
 
 /* Sends `request` with a duplicate of `fd` (kept for the regions made, §3), and reads `count`
- * registrations from the result's `key` (NULL: the result is the one registration). */
+ * registrations from the result's `key` (NULL: the result is the one registration), and their
+ * layout policies into `policies` when it is not NULL. */
 static mrlease_status register_with(mrlease_conn *conn, const char *op, json_object *request, int fd, size_t count,
-                                    const char *key, struct mrlease_registration *out) {
+                                    const char *key, struct mrlease_registration *out, mrlease_layout_policy *policies) {
     int held = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (held < 0) {
         json_object_put(request);
@@ -185,8 +201,11 @@ static mrlease_status register_with(mrlease_conn *conn, const char *op, json_obj
     json_object *array = key ? mrl_array(&r, result, key, 1) : NULL;
     if (array && json_object_array_length(array) != count)
         mrl_bad(&r, "\"%s\" holds %zu registrations for %zu ranges", key, json_object_array_length(array), count);
-    for (size_t i = 0; i < count && !r.status; i++)
-        read_registration(&r, key ? json_object_array_get_idx(array, i) : result, &out[i]);
+    for (size_t i = 0; i < count && !r.status; i++) {
+        json_object *one = key ? json_object_array_get_idx(array, i) : result;
+        read_registration(&r, one, &out[i]);
+        if (policies && !r.status) policies[i] = read_layout_policy(&r, one);
+    }
     json_object_put(result);
     for (size_t i = 0; i < count && !r.status; i++) r.status = mrl_hold(conn, out[i].region, held);
     if (r.status) {
@@ -205,12 +224,12 @@ MRLEASE_API mrlease_status mrlease_register(mrlease_conn *conn, int fd, const st
     BEGIN_OUT(conn, out, "register");
     mrlease_status status = check_ranges(conn, "register", fd, range, 1);
     if (status) return status;
-    json_object *request = range_object(range);
+    json_object *request = range_object(range, MRLEASE_LAYOUT_POLICY_DEFAULT);
     if (request) {
         mrl_add_u64(request, "v", MRLEASE_PROTOCOL_VERSION);
         json_object_object_add(request, "type", json_object_new_string("register"));
     }
-    return register_with(conn, "register", request, fd, 1, NULL, out);
+    return register_with(conn, "register", request, fd, 1, NULL, out, NULL);
 }
 
 MRLEASE_API mrlease_status mrlease_register_batch(mrlease_conn *conn, int fd, const struct mrlease_range *ranges,
@@ -221,10 +240,66 @@ MRLEASE_API mrlease_status mrlease_register_batch(mrlease_conn *conn, int fd, co
     if (!out) return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "register-batch: out is NULL");
     memset(out, 0, count * sizeof *out);
     json_object *request = mrl_request("register-batch"), *array = json_object_new_array();
-    for (size_t i = 0; array && i < count; i++) json_object_array_add(array, range_object(&ranges[i]));
+    for (size_t i = 0; array && i < count; i++) json_object_array_add(array, range_object(&ranges[i], MRLEASE_LAYOUT_POLICY_DEFAULT));
     if (request) json_object_object_add(request, "ranges", array);
     else json_object_put(array);
-    return register_with(conn, "register-batch", request, fd, count, "regions", out);
+    return register_with(conn, "register-batch", request, fd, count, "regions", out, NULL);
+}
+
+/* The sizes of 1.3.0's structs that grow, oldest first (as sized.c's): a new field goes at the
+ * end, and the size before it joins its list. */
+#define END_OF(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+static const size_t options_sizes[] = { sizeof(struct mrlease_register_options) };   /* 1.3.0 */
+static const size_t info_sizes[] = { sizeof(struct mrlease_registration_info) };     /* 1.3.0 */
+_Static_assert(sizeof(struct mrlease_register_options) == END_OF(struct mrlease_register_options, layout_policy),
+               "mrlease_register_options grew: list its size in options_sizes and read the new field");
+_Static_assert(sizeof(struct mrlease_registration_info) == END_OF(struct mrlease_registration_info, layout_policy),
+               "mrlease_registration_info grew: list its size in info_sizes and fill the new field");
+
+MRLEASE_API mrlease_status mrlease_register_with_sized(mrlease_conn *conn, int fd, const struct mrlease_range *ranges,
+                                                       size_t count, const struct mrlease_register_options *options,
+                                                       size_t options_size, struct mrlease_registration *out,
+                                                       struct mrlease_registration_info *info, size_t info_size) {
+    BEGIN(conn);
+    const char *op = count == 1 ? "register" : "register-batch";
+    mrlease_status status = check_ranges(conn, op, fd, ranges, count);
+    if (status) return status;
+    if (!out) return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "%s: out is NULL", op);
+    /* A caller's options shorter than 1.3.0's has no field this library reads: none asked. */
+    mrlease_layout_policy policy = MRLEASE_LAYOUT_POLICY_DEFAULT;
+    if (options && options_size >= options_sizes[0]) policy = options->layout_policy;
+    if ((unsigned)policy > MRLEASE_LAYOUT_POLICY_REVOKE)
+        return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "%s: layout_policy %u is not a mrlease_layout_policy", op, (unsigned)policy);
+    if (info && info_size < info_sizes[0])
+        return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "%s: info_size %zu is smaller than any layout of mrlease_registration_info (%zu)",
+                        op, info_size, info_sizes[0]);
+    if (count > SIZE_MAX / sizeof *out || (info && count > SIZE_MAX / info_size))
+        return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "%s: count %zu is too large", op, count);
+    memset(out, 0, count * sizeof *out);
+    if (info) memset(info, 0, count * info_size);
+    mrlease_layout_policy *got = calloc(count, sizeof *got);
+    if (!got) return mrl_fail(conn, MRLEASE_ERR_NO_MEMORY, "%s: out of memory", op);
+    json_object *request;
+    if (count == 1) {
+        request = range_object(&ranges[0], policy);
+        if (request) {
+            mrl_add_u64(request, "v", MRLEASE_PROTOCOL_VERSION);
+            json_object_object_add(request, "type", json_object_new_string("register"));
+        }
+    } else {
+        request = mrl_request("register-batch");
+        json_object *array = json_object_new_array();
+        for (size_t i = 0; array && i < count; i++) json_object_array_add(array, range_object(&ranges[i], policy));
+        if (request) json_object_object_add(request, "ranges", array);
+        else json_object_put(array);
+    }
+    status = register_with(conn, op, request, fd, count, count == 1 ? NULL : "regions", out, got);
+    for (size_t i = 0; info && status == MRLEASE_OK && i < count; i++) {
+        struct mrlease_registration_info one = { .layout_policy = got[i] };
+        memcpy((char *)info + i * info_size, &one, sizeof one);
+    }
+    free(got);
+    return status;
 }
 
 static mrlease_status region_request(mrlease_conn *conn, const char *type, const char *key, uint64_t value, json_object **result) {

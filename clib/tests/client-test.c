@@ -451,6 +451,55 @@ static void bad_reply_checks(void) {
 /* The structs that grow: a program built against libmrlease 1.0.0's header (a shorter
  * mrlease_stats) gets its fields and nothing written past them (ASan watches the exact-size
  * allocation); one built against a newer header gets zeros past this library's fields. */
+/* 1.3.0's mrlease_register_with: the arguments it refuses before sending anything, and the
+ * layout policy each registration got, read from the reply (a fake daemon's here; the guest run
+ * checks that the daemon honours what was asked). */
+static void register_with_checks(void) {
+    int fd = make_data_file("policies-host", 1 << 20);
+    struct mrlease_range range = { 0, 4096, MRLEASE_ACCESS_READ | MRLEASE_ACCESS_WRITE, MRLEASE_STRATEGY_ANY, NULL };
+    struct mrlease_range two[2] = { range, { 4096, 4096, MRLEASE_ACCESS_READ, MRLEASE_STRATEGY_ANY, NULL } };
+    struct mrlease_registration reg[2];
+    struct mrlease_registration_info info[2];
+    mrlease_conn *local = mrlease_create();
+    struct mrlease_register_options bad = { .layout_policy = (mrlease_layout_policy)7 };
+    expect(local, "register_with: layout_policy 7 is refused here", mrlease_register_with(local, fd, &range, 1, &bad, reg, info),
+           MRLEASE_ERR_INVALID_ARGUMENT);
+    expect(local, "register_with: an info_size of 2 is refused here",
+           mrlease_register_with_sized(local, fd, &range, 1, NULL, 0, reg, info, 2), MRLEASE_ERR_INVALID_ARGUMENT);
+    expect(local, "register_with: out NULL is refused here", mrlease_register_with(local, fd, &range, 1, NULL, NULL, info),
+           MRLEASE_ERR_INVALID_ARGUMENT);
+    mrlease_destroy(local);
+
+    static const char *const one =
+        "{\"v\":1,\"type\":\"register\",\"id\":%ID%,\"result\":{\"region\":4,\"lkey\":1,\"rkey\":2,\"address\":4096,\"length\":4096,"
+        "\"strategy\":\"odp\",\"strategyReason\":\"r\",\"device\":\"rxe0\",\"backing\":\"page-cache\",\"layoutPolicy\":\"revoke\"}}";
+    static const char *const batch =
+        "{\"v\":1,\"type\":\"register-batch\",\"id\":%ID%,\"result\":{\"regions\":["
+        "{\"region\":5,\"lkey\":1,\"rkey\":2,\"address\":4096,\"length\":4096,\"strategy\":\"odp\",\"strategyReason\":\"r\","
+        "\"device\":\"rxe0\",\"backing\":\"page-cache\",\"layoutPolicy\":\"follow\"},"
+        "{\"region\":6,\"lkey\":3,\"rkey\":4,\"address\":8192,\"length\":4096,\"strategy\":\"pinned\",\"strategyReason\":\"r\","
+        "\"device\":\"rxe0\",\"backing\":\"page-cache\"}]}}";
+    const char *script[] = { one, NULL }, *batch_script[] = { batch, NULL };
+    pid_t pid;
+    mrlease_conn *c = fake_connection(script, &pid);
+    struct mrlease_register_options revoke = { .layout_policy = MRLEASE_LAYOUT_POLICY_REVOKE };
+    if (expect(c, "register_with one range", mrlease_register_with(c, fd, &range, 1, &revoke, reg, info), MRLEASE_OK))
+        check(reg[0].region == 4 && info[0].layout_policy == MRLEASE_LAYOUT_POLICY_REVOKE, "register_with: the policy the reply names",
+              "region %llu policy %d", (unsigned long long)reg[0].region, info[0].layout_policy);
+    mrlease_registration_release(&reg[0]);
+    mrlease_destroy(c);
+    finish_fake(pid);
+    c = fake_connection(batch_script, &pid);
+    if (expect(c, "register_with two ranges (a batch)", mrlease_register_with(c, fd, two, 2, NULL, reg, info), MRLEASE_OK))
+        check(reg[1].region == 6 && info[0].layout_policy == MRLEASE_LAYOUT_POLICY_FOLLOW && info[1].layout_policy == MRLEASE_LAYOUT_POLICY_DEFAULT,
+              "register_with: follow, and DEFAULT where the reply says nothing", "policies %d %d", info[0].layout_policy, info[1].layout_policy);
+    mrlease_registration_release(&reg[0]);
+    mrlease_registration_release(&reg[1]);
+    mrlease_destroy(c);
+    finish_fake(pid);
+    close(fd);
+}
+
 static void sized_checks(void) {
     static const char *const reply =
         "{\"v\":1,\"type\":\"stats\",\"id\":%ID%,\"result\":{\"files\":2,\"regions\":3,\"bytesByStrategy\":{\"odp\":0,\"pinned\":8192},"
@@ -574,6 +623,27 @@ static void guest_checks(mrlease_conn *c, const char *ninep_file) {
     if (expect(c, "verify", mrlease_verify(c, a.region, &v), MRLEASE_OK))
         check(v.layout == MRLEASE_LAYOUT_UNCHANGED && !v.layout_changed, "verify: unchanged", "layout %d", v.layout);
 
+    /* 1.3.0: the layout policy asked is the one the region gets (a pinned one always revokes). */
+    int pf = make_data_file("policies", 1 << 20);
+    struct mrlease_range pr[2] = { { 0, 4096, MRLEASE_ACCESS_READ | MRLEASE_ACCESS_WRITE, MRLEASE_STRATEGY_ANY, NULL },
+                                   { 4096, 4096, MRLEASE_ACCESS_READ | MRLEASE_ACCESS_WRITE, MRLEASE_STRATEGY_ANY, NULL } };
+    struct mrlease_registration pg[2];
+    struct mrlease_registration_info pi[2];
+    for (int k = MRLEASE_LAYOUT_POLICY_FOLLOW; k <= MRLEASE_LAYOUT_POLICY_REVOKE; k++) {
+        struct mrlease_register_options asked = { .layout_policy = (mrlease_layout_policy)k };
+        size_t n = k == MRLEASE_LAYOUT_POLICY_FOLLOW ? 2 : 1;
+        if (!expect(c, k == MRLEASE_LAYOUT_POLICY_FOLLOW ? "register_with follow (a batch)" : "register_with revoke",
+                    mrlease_register_with(c, pf, pr, n, &asked, pg, pi), MRLEASE_OK)) continue;
+        for (size_t i = 0; i < n; i++) {
+            mrlease_layout_policy want = pg[i].strategy == MRLEASE_STRATEGY_ODP ? (mrlease_layout_policy)k : MRLEASE_LAYOUT_POLICY_REVOKE;
+            check(pi[i].layout_policy == want, "register_with: the policy asked (revoke for a pinned region)", "asked %d, %s, got %d",
+                  k, pg[i].strategy == MRLEASE_STRATEGY_ODP ? "odp" : "pinned", pi[i].layout_policy);
+            expect(c, "deregister the policy's region", mrlease_deregister(c, pg[i].region), MRLEASE_OK);
+            mrlease_registration_release(&pg[i]);
+        }
+    }
+    close(pf);
+
     /* Another open file for writing: the kernel refuses the write lease. */
     int busy = make_file("busy", 8192, O_RDWR), other = open(file_path("busy"), O_RDWR | O_CLOEXEC);
     struct mrlease_range small = { 0, 4096, MRLEASE_ACCESS_READ | MRLEASE_ACCESS_WRITE, MRLEASE_STRATEGY_ANY, NULL };
@@ -687,6 +757,7 @@ int main(int argc, char **argv) {
     if (!guest) {
         bad_reply_checks();
         sized_checks();
+        register_with_checks();
         dead_daemon_check();
         puts("# not provokable here: file-busy and unsupported-filesystem (the daemon refuses every registration on a host without "
              "an RDMA device first: strategy-unavailable), fd-not-received (the daemon out of fds), shutting-down (the daemon "
