@@ -59,30 +59,16 @@ extension Daemon {
         pendingNotices.removeAll(keepingCapacity: true)
     }
 
-    /// Sends one engine event to the region's owner, if it is still connected.
+    /// The one fan-out point of the engine's notices: each goes to every subscriber in order,
+    /// the owner's session first (if still connected), then the peer service, whose own
+    /// notices for owners are delivered in turn. The engine has already done what must come
+    /// before anyone hears (a revocation's exposures withdrawn, its peers stopped).
     func deliver(_ notice: EngineNotice) {
-        // Peers first: a revocation stops the region's peers at once (their QPs to the error
-        // state, the grant's MR deregistered, before the owner even hears of it), and takes
-        // their QPs, ids and PDs down once it is revoked (after the unlock); a lost region ends
-        // its grants.
-        var peerNotices: [PeerNotice] = []
-        if let peers {
-            switch notice.event {
-            case .revoking(let id, _, _): peerNotices = peers.regionRevoking(id)
-            case .revoked(let id): peers.regionRevoked(id)
-            // Connect requests held while it was revoked are answered now, with the new keys.
-            case .restored(let id, _, _): if let engine { peers.regionRestored(id, engine: engine, now: currentTime()) }
-            case .lost(let id, _, _): peerNotices = peers.regionGone(id)
-            // A following region's layout change is the owner's news only: its peers keep
-            // their connections and keys, and reach the file's current pages.
-            case .unlinked, .layout: break
-            }
-        }
         if let session = sessions[notice.owner], !session.closing {
             if case .lost(let id, _, _) = notice.event { session.tags[id] = nil }
             _ = send(Codec.encode(Event(notice.event, now: Engine.now())), to: session, what: "events")
         }
-        deliver(peerNotices)
+        if let peers, let engine { deliver(peers.receive(notice.event, engine: engine, now: currentTime())) }
     }
 
     /// Sends remote-access events to their owners, if still connected.

@@ -10,6 +10,8 @@ final class GrantExposure: RegionExposure {
     let generation: UInt64
     let domain: any PeerPD
     let memory: any PeerMR
+    /// The peers' connections made in this PD (PeerService adds each it accepts).
+    var connections: [any PeerCMID] = []
     private(set) var isWithdrawn = false
 
     init(generation: UInt64, domain: any PeerPD, memory: any PeerMR) {
@@ -18,14 +20,24 @@ final class GrantExposure: RegionExposure {
         self.memory = memory
     }
 
-    /// Stops all access through the grant: deregisters its MR, the only one in its PD, so no
-    /// QP of the PD reaches a byte of the region from then on (a peer's next access fails with
-    /// a remote access error). That is all that must happen before the lease goes; the QPs,
-    /// the ids and the PD go in `close()`, after the unlock when a revocation is under way.
+    /// Stops all access through the grant, at the floor: `rdma_disconnect` of each peer's
+    /// connection (its QP moves to the error state, the peer gets a DREQ), then `ibv_dereg_mr`
+    /// of the grant's MR, the only one in its PD, so no QP of the PD reaches a byte of the
+    /// region from then on. That is all that must happen before the lease goes; the QPs, the ids
+    /// and the PD go in `close()`, after the unlock when a revocation is under way.
     func withdraw() throws(VerbsError) {
         guard !isWithdrawn else { return }
         isWithdrawn = true
-        try memory.deregister()
+        var failure: VerbsError?
+        for connection in connections where !connection.isDestroyed {
+            do { try connection.disconnect() } catch {
+                // EINVAL for a connection not yet established: its QP has carried nothing, and
+                // the MR below goes all the same; destroying the id later rejects it.
+                if error.errno != .invalidArgument { failure = failure ?? error }
+            }
+        }
+        do { try memory.deregister() } catch { failure = failure ?? error }
+        if let failure { throw failure }
     }
 
     /// Withdraws it if that has not happened, then closes the PD in order (each id's QP, then

@@ -102,6 +102,7 @@ extension PeerService {
         do throws(VerbsError) {
             let exposure = try currentExposure(of: grant, target: target, engine: engine)
             let queuePair = try exposure.domain.createQueuePair(on: connection)
+            exposure.connections.append(connection)
             let accept: AcceptPrivateData
             do {
                 accept = try AcceptPrivateData(access: grant.access, remoteAddress: exposure.memory.address,

@@ -137,10 +137,27 @@ final class PeerService {
 
     // MARK: What happens to regions and owners
 
-    /// A revocation began: every peer of the region is stopped now, before the owners' acks
-    /// and the unlock, with only what stops the wire and the memory: `rdma_disconnect` (the QP
-    /// moves to the error state, the peer gets a DREQ) and `ibv_dereg_mr` of each grant's MR.
-    /// The QPs, ids and PDs wait for `regionRevoked` (after the unlock: the breaker does not
+    /// The one entry of the engine's notices into the peer service (the daemon's fan-out
+    /// hands it each notice after the owner's session): what the region's grants and peers
+    /// become, and what their owners must hear.
+    func receive(_ event: EngineEvent, engine: Engine, now: UInt64) -> [PeerNotice] {
+        switch event {
+        case .revoking(let id, _, _): return regionRevoking(id)
+        case .revoked(let id): regionRevoked(id)
+        // Connect requests held while it was revoked are answered now, with the new keys.
+        case .restored(let id, _, _): regionRestored(id, engine: engine, now: now)
+        case .lost(let id, _, _): return regionGone(id)
+        // A following region's layout change is the owner's news only: its peers keep their
+        // connections and keys, and reach the file's current pages.
+        case .unlinked, .layout: break
+        }
+        return []
+    }
+
+    /// A revocation began. The engine has stopped the region's peers already (it withdrew the
+    /// grants' exposures: `rdma_disconnect` of each peer, `ibv_dereg_mr` of each grant's MR,
+    /// before the owner heard `revoking`); here they are forgotten, their owners told, and
+    /// their QPs, ids and PDs kept for `regionRevoked` (after the unlock: the breaker does not
     /// wait for them). The grants stay: a peer that reconnects after the restoration gets the
     /// new generation's keys.
     func regionRevoking(_ region: RegionID) -> [PeerNotice] {
@@ -148,13 +165,12 @@ final class PeerService {
         var stopped = retiring[region] ?? ([], [])
         for grant in book.grants(on: region) {
             for peer in grant.peers.values.sorted(by: { $0.id < $1.id }) {
-                forget(peer, from: grant, disconnecting: true)
+                forget(peer, from: grant, disconnecting: false)
                 stopped.peers.append(peer)
                 if peer.established { notices.append(disconnected(peer, of: grant, reason: .revoking)) }
             }
             if let exposure = grant.exposure {
                 grant.exposure = nil
-                withdraw(exposure, grant: grant)
                 stopped.exposures.append(exposure)
             }
         }
@@ -272,13 +288,6 @@ final class PeerService {
         guard let exposure = grant.exposure else { return }
         grant.exposure = nil
         close(exposure, grant: grant.id)
-    }
-
-    private func withdraw(_ exposure: GrantExposure, grant: GrantRecord) {
-        do { try exposure.withdraw() } catch {
-            logger.error("deregistering a grant's MR failed: its peers' QPs are in the error state; the MR goes with its PD",
-                         metadata: ["grant": "\(grant.id)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
-        }
     }
 
     private func close(_ exposure: GrantExposure, grant: UInt64?) {

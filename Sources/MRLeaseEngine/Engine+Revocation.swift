@@ -184,6 +184,12 @@ extension Engine {
                 for id in ids.sorted() {
                     guard let region = file.regions[id] else { continue }
                     region.state = .revoking
+                    // The region's exposures stop now, before its owner hears of the
+                    // revocation, not at the unlock: peers must not write on while the owner
+                    // drains. The one place they are withdrawn is here and `deregister`.
+                    if let failure = region.withdrawExposures() {
+                        logger.error("withdrawing an exposure failed", metadata: ["region": "\(id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
+                    }
                     emit(region.owner, .revoking(id, cause: cause, deadline: deadline))
                 }
             case .revoke:

@@ -90,6 +90,17 @@ final class Region {
     /// The region's first byte in the daemon's address space (nil once the region is gone).
     var address: UnsafeMutableRawPointer? { window?.address(of: offset) }
 
+    /// Withdraws every exposure (each stops its peers' wire and deregisters its MR) and forgets
+    /// them: no peer reaches the pages through them after this returns. The first failure.
+    func withdrawExposures() -> VerbsError? {
+        var failure: VerbsError?
+        for exposure in exposures {
+            do throws(VerbsError) { try exposure.withdraw() } catch { failure = failure ?? error }
+        }
+        exposures = []
+        return failure
+    }
+
     /// Withdraws every exposure, then deregisters the MR: nothing reaches the pages after
     /// this returns. The mapping stays (the engine gives the window back when the region goes).
     /// Returns the first failure, if any (a failed ibv_dereg_mr leaves nothing the engine could
@@ -101,14 +112,8 @@ final class Region {
     /// `deregister()`, handing the deregistered MR's object to `retired` instead of freeing it
     /// here: a revocation frees its thousands of MR objects after the unlock, not before.
     func deregister(retiring retired: UnsafeMutablePointer<[any RegisteredMemory]>?) -> VerbsError? {
-        var failure: VerbsError?
         // Exposures first: no peer may reach the pages once the lease can go.
-        if !exposures.isEmpty {
-            for exposure in exposures {
-                do throws(VerbsError) { try exposure.withdraw() } catch { failure = failure ?? error }
-            }
-            exposures = []
-        }
+        var failure = withdrawExposures()
         guard let mr else { return failure }
         do { try mr.deregister() } catch { failure = failure ?? error }
         retired?.pointee.append(mr)

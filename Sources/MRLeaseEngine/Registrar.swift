@@ -26,9 +26,11 @@ extension MemoryRegion: RegisteredMemory {}
 
 /// Something besides the region's own MR that reaches the region's memory: a grant's MR in the
 /// grant's PD, and the queue pairs of the peers using it. The engine withdraws every exposure of
-/// a region before it deregisters the region's MR, whatever the reason (revocation, layout
-/// change, deregistration, the owner leaving), so nothing reaches the pages once the lease can
-/// go. `withdraw()` must stop all access before it returns, and do nothing when called again.
+/// a region when a revocation begins (before the owner hears `revoking`) and before it
+/// deregisters the region's MR, whatever the reason (layout change, deregistration, the owner
+/// leaving), so nothing reaches the pages once the lease can go. `withdraw()` must stop all
+/// access before it returns, and do nothing when called again; freeing what it stopped is its
+/// maker's business, later.
 public protocol RegionExposure: AnyObject {
     var isWithdrawn: Bool { get }
     func withdraw() throws(VerbsError)

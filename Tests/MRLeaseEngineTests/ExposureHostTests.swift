@@ -1,0 +1,77 @@
+import Foundation
+import LinuxFile
+import SystemPackage
+import TestSupport
+import Verbs
+import XCTest
+
+@testable import MRLeaseEngine
+import MRLeasePolicy
+
+/// The engine is the one place exposures are withdrawn (issue 18): when a revocation begins,
+/// before the owner hears `revoking` and while the lease and the region's MR are still there;
+/// never for a region that follows the file.
+final class ExposureHostTests: XCTestCase {
+    /// An exposure that notes, when withdrawn, whether the lease was still held and how many
+    /// MRs the registrar had deregistered by then.
+    final class NotingExposure: RegionExposure {
+        let registrar: RecordingRegistrar
+        private(set) var isWithdrawn = false
+        private(set) var withdrawals = 0
+        private(set) var leaseHeldAtWithdrawal: Bool?
+        private(set) var deregistrationsBefore: Int?
+
+        init(registrar: RecordingRegistrar) { self.registrar = registrar }
+
+        func withdraw() throws(VerbsError) {
+            guard !isWithdrawn else { return }
+            isWithdrawn = true
+            withdrawals += 1
+            leaseHeldAtWithdrawal = RecordingRegistrar.leaseHeld(inode: registrar.inode)
+            deregistrationsBefore = registrar.steps.filter { $0.hasPrefix("deregister") }.count
+        }
+    }
+
+    let owner = OwnerID(1)
+    var events: [EngineEvent] = []
+
+    func drive(_ engine: Engine, seconds: Double = 10, until done: () -> Bool) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !done() && Date() < deadline { events += engine.poll(timeout: .milliseconds(10)).map(\.event) }
+    }
+
+    func testARevocationWithdrawsTheExposuresBeforeTheOwnerHearsAndBeforeAnyMRGoes() throws {
+        let scratch = try ScratchDirectory(in: Facility.ext4.value)
+        let path = try scratch.file("data", size: 1 << 20)
+        let fd = try FileDescriptor.open(FilePath(path), .readWrite)
+        defer { try? fd.close() }
+        let registrar = RecordingRegistrar()
+        registrar.inode = try FileFacts.inspect(fd).inode
+        let engine = try Engine(registrar: registrar)
+        let guarded = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write], layoutPolicy: .revoke)
+        let following = try engine.register(owner: owner, fd: fd, offset: 8192, length: 4096, access: [.read, .write], layoutPolicy: .follow)
+        var exposures: [RegionID: NotingExposure] = [:]
+        for region in [guarded, following] {
+            let target = try XCTUnwrap(try engine.exposureTarget(region.id))
+            let exposure = NotingExposure(registrar: registrar)
+            try engine.expose(region.id, generation: target.generation, exposure)
+            exposures[region.id] = exposure
+        }
+
+        // Another process opens the file for writing: the lease breaks.
+        let child = try Subprocess.start("/usr/bin/perl", ["-e", "open(my $f, '+<', $ARGV[0]) or die $!", path])
+        drive(engine) { events.contains { if case .revoking = $0 { true } else { false } } }
+        let withdrawn = try XCTUnwrap(exposures[guarded.id])
+        XCTAssertTrue(withdrawn.isWithdrawn, "withdrawn by the time the owner hears revoking")
+        XCTAssertEqual(withdrawn.leaseHeldAtWithdrawal, true)
+        XCTAssertEqual(withdrawn.deregistrationsBefore, 0, "before any MR is deregistered")
+        XCTAssertFalse(exposures[following.id]?.isWithdrawn ?? true, "a following region's exposure stays")
+
+        events += try engine.acknowledge(guarded.id).map(\.event)
+        drive(engine) { !child.isRunning && events.contains { if case .restored = $0 { true } else { false } } }
+        child.waitUntilExit()
+        XCTAssertEqual(withdrawn.withdrawals, 1)
+        XCTAssertFalse(exposures[following.id]?.isWithdrawn ?? true, "nor at the unlock or the restoration")
+        XCTAssertEqual(events.map(\.summary), ["revoking \(guarded.id)", "revoked \(guarded.id)", "restored \(guarded.id)"])
+    }
+}
