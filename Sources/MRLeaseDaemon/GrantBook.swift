@@ -3,7 +3,8 @@ import MRLeaseGrant
 import MRLeasePolicy
 
 /// One grant: who made it, on which region, what a peer may do, and its secret. The secret
-/// never leaves this record except into the descriptor sent to the owner.
+/// never leaves this record except into the descriptor sent to the owner. Facts only: its
+/// peers and its exposure are the peer service's (`PeerService.peers`, `.exposures`).
 final class GrantRecord {
     let id: UInt64
     let owner: OwnerID
@@ -16,11 +17,6 @@ final class GrantRecord {
     /// Monotonic nanoseconds; nil: no expiry.
     let expiresAt: UInt64?
     let endpoint: GrantEndpoint
-    /// The grant's PD and MR over the region's current registration, made at the first
-    /// connect of each generation; withdrawn (QPs, MR, PD) before that registration goes.
-    var exposure: GrantExposure?
-    /// Connected and connecting peers, by peer id.
-    var peers: [UInt64: PeerConnection] = [:]
 
     init(id: UInt64, owner: OwnerID, uid: UInt32 = 0, region: RegionID, secret: GrantSecret, access: GrantAccess, maxPeers: Int,
          expiresAt: UInt64?, endpoint: GrantEndpoint) {
@@ -146,8 +142,9 @@ struct GrantBook {
     }
 
     /// The grant a connect request may use, or why not. `request` is the private data exactly
-    /// as received (zero padding included); the secret is compared in constant time.
-    func admit(_ request: [UInt8], now: UInt64) -> Admission {
+    /// as received (zero padding included); the secret is compared in constant time. `taken`:
+    /// the slots a grant's peers hold (connected and connecting), as the peer service counts.
+    func admit(_ request: [UInt8], now: UInt64, taken: (UInt64) -> Int) -> Admission {
         let connect: ConnectPrivateData
         do { connect = try ConnectPrivateData(decoding: request) } catch {
             if case .unsupportedVersion = error.problem { return .rejected(.unsupportedVersion) }
@@ -163,7 +160,7 @@ struct GrantBook {
         if let expiry = grant.expiresAt, now >= expiry { return .rejected(.expired) }
         // Established peers and handshakes under way both hold a slot; a handshake that does
         // not complete in time gives its slot back (PeerService.expireHandshakes).
-        if grant.peers.count >= grant.maxPeers { return .rejected(.tooManyPeers) }
+        if taken(grant.id) >= grant.maxPeers { return .rejected(.tooManyPeers) }
         return .admitted(grant)
     }
 }

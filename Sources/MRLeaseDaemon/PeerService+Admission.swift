@@ -40,7 +40,7 @@ extension PeerService {
             connectRequested(event, engine: engine, now: now)
             return []
         case .established:
-            guard let peer = peersByConnection[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else { return [] }
+            guard let peer = peers[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else { return [] }
             peer.established = true
             logger.info("peer connected", metadata: ["peer": "\(peer.id)", "grant": "\(grant.id)", "address": "\(peer.address)",
                                                      "generation": "\(peer.generation)"])
@@ -54,13 +54,13 @@ extension PeerService {
                 destroy(event.id, what: "held connect")
                 return []
             }
-            guard let peer = peersByConnection[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else {
+            guard let peer = peers[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else {
                 // An id we dropped already; answer a DISCONNECTED anyway (rdma_disconnect(3)).
                 if event.kind == .disconnected, !event.id.isDestroyed { _ = try? event.id.disconnect() }
                 return []
             }
             // Answering the peer's DREQ (DISCONNECTED) with our own DREP ends it at once.
-            drop(peer, from: grant, disconnecting: event.kind == .disconnected)
+            drop(peer, disconnecting: event.kind == .disconnected)
             logger.info("peer gone", metadata: ["peer": "\(peer.id)", "grant": "\(grant.id)", "event": "\(event.kind)", "status": "\(event.status)"])
             guard peer.established else { return [] }
             return [PeerNotice(owner: grant.owner, event: .peerDisconnected(.init(
@@ -77,7 +77,7 @@ extension PeerService {
         let connection = event.id
         let address = connection.peerAddress()
         let grant: GrantRecord
-        switch book.admit(event.privateData, now: now) {
+        switch book.admit(event.privateData, now: now, taken: { self.peers(of: $0).count }) {
         case .rejected(let reason):
             return reject(connection, reason, retryAfter: reason.isRetryable ? 100 : 0, address: address)
         case .admitted(let admitted):
@@ -87,7 +87,7 @@ extension PeerService {
         do {
             guard let current = try engine.exposureTarget(grant.region) else {
                 let waiting = held[grant.region]?.filter { $0.grant == grant.id }.count ?? 0
-                if holding, grant.peers.count + waiting < grant.maxPeers {
+                if holding, peers(of: grant.id).count + waiting < grant.maxPeers {
                     // Answered when the region is restored: no retry, no backoff, for the peer.
                     held[grant.region, default: []].append(HeldConnect(event: event, grant: grant.id, since: now))
                     logger.info("peer held while its region is revoked", metadata: ["address": "\(address)", "grant": "\(grant.id)"])
@@ -118,8 +118,7 @@ extension PeerService {
             let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, queuePair: queuePair,
                                       address: address, generation: target.generation, acceptedAt: now)
             nextPeer += 1
-            grant.peers[peer.id] = peer
-            peersByConnection[ObjectIdentifier(connection)] = peer
+            peers[ObjectIdentifier(connection)] = peer
         } catch {
             logger.warning("peer not admitted: could not make its QP or the grant's MR", metadata: [
                 "grant": "\(grant.id)", "address": "\(address)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
@@ -129,7 +128,7 @@ extension PeerService {
 
     /// The grant's exposure of the region's current generation, made (PD, MR) if there is none.
     func currentExposure(of grant: GrantRecord, target: ExposureTarget, engine: Engine) throws(VerbsError) -> GrantExposure {
-        if let exposure = grant.exposure, !exposure.isWithdrawn, exposure.generation == target.generation { return exposure }
+        if let exposure = exposures[grant.id], !exposure.isWithdrawn, exposure.generation == target.generation { return exposure }
         closeExposure(of: grant)
         let domain = try verbs.makePD()
         let memory = try domain.register(address: target.address, length: target.length,
@@ -140,7 +139,7 @@ extension PeerService {
             // only a bug gets here); expose() withdrew it.
             throw VerbsError(op: "expose", errno: .noSuchFileOrDirectory, detail: "\(error)")
         }
-        grant.exposure = exposure
+        exposures[grant.id] = exposure
         return exposure
     }
 

@@ -16,7 +16,12 @@ final class PeerService {
     /// The bound listeners and the endpoints they really have (port 0 resolved).
     private(set) var listeners: [(endpoint: GrantEndpoint, id: any PeerCMID)] = []
     var book = GrantBook()
-    var peersByConnection: [ObjectIdentifier: PeerConnection] = [:]
+    /// Every peer connected or connecting, by its rdma_cm id: the one peer index (a grant's
+    /// peers are `peers(of:)`).
+    var peers: [ObjectIdentifier: PeerConnection] = [:]
+    /// Each grant's PD and MR over its region's current registration, made at the first
+    /// connect of each generation; withdrawn by the engine before that registration goes.
+    var exposures: [UInt64: GrantExposure] = [:]
     /// What a revocation stopped but did not yet take down, by region: the peers' connections
     /// (disconnected: their QPs in the error state) and the grants' exposures (their MRs
     /// deregistered). Their QPs, ids and PDs go once the region is revoked, after the unlock.
@@ -60,7 +65,12 @@ final class PeerService {
     var endpoints: [GrantEndpoint] { listeners.map(\.endpoint) }
 
     /// Peers connected or connecting through any grant (`stats`' `peers`).
-    var peerCount: Int { peersByConnection.count }
+    var peerCount: Int { peers.count }
+
+    /// A grant's peers, connected and connecting, oldest first.
+    func peers(of grant: UInt64) -> [PeerConnection] {
+        peers.values.filter { $0.grant == grant }.sorted { $0.id < $1.id }
+    }
 
     /// The RDMA device that carries `endpoint`'s address (rdma_bind_addr picks it), for a
     /// daemon told to listen but not which device to serve: it serves the listener's.
@@ -164,15 +174,12 @@ final class PeerService {
         var notices: [PeerNotice] = []
         var stopped = retiring[region] ?? ([], [])
         for grant in book.grants(on: region) {
-            for peer in grant.peers.values.sorted(by: { $0.id < $1.id }) {
-                forget(peer, from: grant, disconnecting: false)
+            for peer in peers(of: grant.id) {
+                forget(peer, disconnecting: false)
                 stopped.peers.append(peer)
                 if peer.established { notices.append(disconnected(peer, of: grant, reason: .revoking)) }
             }
-            if let exposure = grant.exposure {
-                grant.exposure = nil
-                stopped.exposures.append(exposure)
-            }
+            if let exposure = exposures.removeValue(forKey: grant.id) { stopped.exposures.append(exposure) }
         }
         if !stopped.peers.isEmpty || !stopped.exposures.isEmpty { retiring[region] = stopped }
         return notices
@@ -212,7 +219,7 @@ final class PeerService {
     /// When the earliest handshake under way, or held connect request, runs out of time
     /// (monotonic ns); nil: none.
     var nextHandshakeDeadline: UInt64? {
-        let handshake = peersByConnection.values.lazy.filter { !$0.established }.map { $0.acceptedAt + self.limits.handshakeNanos }.min()
+        let handshake = peers.values.lazy.filter { !$0.established }.map { $0.acceptedAt + self.limits.handshakeNanos }.min()
         return [handshake, nextHeldDeadline].compactMap { $0 }.min()
     }
 
@@ -223,10 +230,10 @@ final class PeerService {
     /// Held connect requests past their bound are rejected (`expireHeld`).
     func expireHandshakes(now: UInt64) {
         expireHeld(now: now)
-        let late = peersByConnection.values.filter { !$0.established && $0.acceptedAt + limits.handshakeNanos <= now }
+        let late = peers.values.filter { !$0.established && $0.acceptedAt + limits.handshakeNanos <= now }
         for peer in late.sorted(by: { $0.id < $1.id }) {
             guard let grant = book.grants[peer.grant] else { continue }
-            drop(peer, from: grant, disconnecting: false)
+            drop(peer, disconnecting: false)
             logger.warning("peer handshake timed out: its slot is free again", metadata: [
                 "peer": "\(peer.id)", "grant": "\(grant.id)", "address": "\(peer.address)", "handshakeMillis": "\(limits.handshakeNanos / 1_000_000)"])
         }
@@ -251,13 +258,14 @@ final class PeerService {
     /// What `list` shows of a region's grants: never a secret.
     func summaries(of region: RegionID, now: UInt64) -> [RegionList.Grant] {
         book.grants(on: region).map { grant in
-            let connected = grant.peers.values.filter(\.established).sorted { $0.id < $1.id }
+            let all = peers(of: grant.id)
+            let connected = all.filter(\.established)
             return RegionList.Grant(grant: grant.id, access: grant.access.wire, maxPeers: UInt64(grant.maxPeers),
                                     expiresInMillis: grant.expiresAt.map { $0 > now ? ($0 - now) / 1_000_000 : 0 },
                                     peers: connected.prefix(RegionList.Grant.maxListedPeers).map {
                                         RegionList.Grant.Peer(peer: $0.id, address: $0.address, generation: $0.generation)
                                     },
-                                    connected: UInt64(connected.count), connecting: UInt64(grant.peers.count - connected.count))
+                                    connected: UInt64(connected.count), connecting: UInt64(all.count - connected.count))
         }
     }
 
@@ -272,8 +280,8 @@ final class PeerService {
 
     private func disconnectPeers(of grant: GrantRecord, reason: PeerDisconnectReason) -> [PeerNotice] {
         var notices: [PeerNotice] = []
-        for peer in grant.peers.values.sorted(by: { $0.id < $1.id }) {
-            drop(peer, from: grant, disconnecting: true)
+        for peer in peers(of: grant.id) {
+            drop(peer, disconnecting: true)
             if peer.established { notices.append(disconnected(peer, of: grant, reason: reason)) }
         }
         return notices
@@ -285,8 +293,7 @@ final class PeerService {
 
     /// Takes the grant's exposure down at once: MR, then QPs and ids, then PD.
     func closeExposure(of grant: GrantRecord) {
-        guard let exposure = grant.exposure else { return }
-        grant.exposure = nil
+        guard let exposure = exposures.removeValue(forKey: grant.id) else { return }
         close(exposure, grant: grant.id)
     }
 
@@ -299,15 +306,14 @@ final class PeerService {
 
     /// Forgets a peer and takes its connection down: `rdma_disconnect` first (its QP moves to
     /// the error state at once and the peer gets a DREQ), then the QP and the id.
-    func drop(_ peer: PeerConnection, from grant: GrantRecord, disconnecting: Bool) {
-        forget(peer, from: grant, disconnecting: disconnecting)
+    func drop(_ peer: PeerConnection, disconnecting: Bool) {
+        forget(peer, disconnecting: disconnecting)
         destroy(peer.connection, what: "peer \(peer.id)")
     }
 
     /// Forgets a peer and, when asked, disconnects it (`rdma_disconnect`); its QP and id stay.
-    private func forget(_ peer: PeerConnection, from grant: GrantRecord, disconnecting: Bool) {
-        grant.peers[peer.id] = nil
-        peersByConnection[ObjectIdentifier(peer.connection)] = nil
+    private func forget(_ peer: PeerConnection, disconnecting: Bool) {
+        peers[ObjectIdentifier(peer.connection)] = nil
         if disconnecting, !peer.connection.isDestroyed {
             do { try peer.connection.disconnect() } catch {
                 // EINVAL for a connection not yet established: destroying it rejects it.

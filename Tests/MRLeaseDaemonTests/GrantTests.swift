@@ -23,6 +23,7 @@ final class GrantTests: XCTestCase {
         return grant
     }
 
+    /// Slots are the peer service's to count: none taken here, unless a test says otherwise.
     func reason(_ admission: Admission) -> RejectReason? {
         if case .rejected(let reason) = admission { return reason }
         return nil
@@ -47,6 +48,8 @@ final class GrantTests: XCTestCase {
         var future = good
         future[2] = 2
         XCTAssertEqual(reason(book.admit(future, now: 10)), .unsupportedVersion)
+        // The slots the peer service counts for this grant: its one slot taken, too many peers.
+        XCTAssertEqual(reason(book.admit(good, now: 10, taken: { $0 == grant.id ? 1 : 0 })), .tooManyPeers)
     }
 
     func testEndedGrantsAreRememberedWithTheirReasonAndTheOldestAreForgotten() throws {
@@ -189,4 +192,9 @@ final class GrantTests: XCTestCase {
             }
         }
     }
+}
+
+extension GrantBook {
+    /// `admit` with no slot taken (these tests are about the secret, expiry and ends).
+    func admit(_ request: [UInt8], now: UInt64) -> Admission { admit(request, now: now, taken: { _ in 0 }) }
 }
