@@ -9,13 +9,13 @@ extension Engine {
     /// what arrived, and returns the events. For tests, benchmarks and simple loops; the daemon
     /// uses epoll.
     public func poll(timeout: Duration) -> [EngineNotice] {
-        let now = Self.now()
+        let now = clock()
         var waitNanos = UInt64(timeout.components.seconds) * 1_000_000_000 + UInt64(timeout.components.attoseconds / 1_000_000_000)
         if let deadline = nextDeadline { waitNanos = min(waitNanos, deadline > now ? deadline - now : 0) }
         var fds = descriptors.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
         // EINTR (or any failure) only ends the wait early; process() below reads what is there.
         _ = Glibc.poll(&fds, nfds_t(fds.count), Int32(min(waitNanos / 1_000_000 + (waitNanos % 1_000_000 == 0 ? 0 : 1), UInt64(Int32.max))))
-        return process(now: Self.now())
+        return process(now: clock())
     }
 
     /// What keeps a layout change through the leased open file description from going
@@ -97,7 +97,7 @@ extension Engine {
 
     func leaseBroken(_ file: TrackedFile) {
         guard file.lifecycle.phase == .leased else { return }
-        let now = Self.now()
+        let now = clock()
         file.breakStarted = now
         stats.breaksHandled += 1
         logger.info("lease break", metadata: ["file": "\(file.key)", "regions": "\(file.regions.count)"])
@@ -115,19 +115,19 @@ extension Engine {
                 // Events were dropped: any file may have changed, closed or lost its name.
                 logger.warning("inotify queue overflowed: checking every tracked file")
                 for key in files.keys.sorted() {
-                    if let file = files[key] { layoutTouched(file, now: Self.now()) }
+                    if let file = files[key] { layoutTouched(file, now: clock()) }
                     if let file = files[key] { reportUnlink(file) }
-                    if let file = files[key] { apply(.closed(now: Self.now()), to: file) }
+                    if let file = files[key] { apply(.closed(now: clock()), to: file) }
                 }
                 continue
             }
             guard let key = filesByWatch[event.watch], let file = files[key] else { continue }
-            if event.mask.contains(.modify) { layoutTouched(file, now: Self.now()) }
+            if event.mask.contains(.modify) { layoutTouched(file, now: clock()) }
             if event.mask.contains(.attrib), files[key] === file { reportUnlink(file) }
             // Anything but a bare IN_MODIFY (a close, IN_ATTRIB, IN_IGNORED) may have freed the
             // lease: a released file tries to restore (the lifecycle ignores it otherwise).
             guard files[key] === file, event.mask != .modify else { continue }
-            apply(.closed(now: Self.now()), to: file)
+            apply(.closed(now: clock()), to: file)
         }
     }
 
@@ -237,7 +237,7 @@ extension Engine {
         }
         let unlock: Errno?
         do { try file.lease.release(); unlock = nil } catch { unlock = error }
-        let unlockedAt = Self.now()
+        let unlockedAt = clock()
         // After the unlock: the breaker is on its way.
         if let started = file.breakStarted {
             stats.breakToUnlock.record(nanoseconds: unlockedAt - started)
@@ -273,7 +273,7 @@ extension Engine {
         do {
             try file.lease.acquire(file.leaseType)
         } catch {
-            if error == .resourceTemporarilyUnavailable { return .restoreBusy(now: Self.now()) }
+            if error == .resourceTemporarilyUnavailable { return .restoreBusy(now: clock()) }
             logger.error("lease re-take failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
             for id in file.lifecycle.regions { file.lossMessages[id] = "F_SETLEASE \(file.leaseType) failed at restore: \(error.symbolicName)" }
             return .gone(reason: .restoreFailed)

@@ -29,12 +29,17 @@ public final class Engine {
         /// registration and after restoration, so a peer's first access does not take the page
         /// faults. Off by default: docs/benchmarks.md measures what it saves and costs.
         public var odpPrefetch: Bool
+        /// The engine's time (monotonic ns): `Engine.now` (CLOCK_MONOTONIC), or a test's, which
+        /// advances deadlines and intervals without sleeping.
+        public var clock: @Sendable () -> UInt64
         public init(timing: FileLifecycle.Timing = .init(), extentReader: ExtentReader = .fiemap,
-                    layoutCheckInterval: UInt64 = 20_000_000, odpPrefetch: Bool = false) {
+                    layoutCheckInterval: UInt64 = 20_000_000, odpPrefetch: Bool = false,
+                    clock: @escaping @Sendable () -> UInt64 = Engine.now) {
             self.timing = timing
             self.extentReader = extentReader
             self.layoutCheckInterval = layoutCheckInterval
             self.odpPrefetch = odpPrefetch
+            self.clock = clock
         }
     }
 
@@ -197,7 +202,7 @@ public final class Engine {
         discard(region, of: file)
         file.regions[id] = nil
         forget(region)
-        let actions = file.lifecycle.remove(id, now: Self.now())
+        let actions = file.lifecycle.remove(id, now: clock())
         perform(actions, on: file)
         if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
     }
@@ -241,7 +246,7 @@ public final class Engine {
         try exclusive { () throws(EngineError) in
             guard let key = regions[id], let file = files[key], let region = file.regions[id],
                   owner == nil || region.owner == owner else { throw .unknownRegion(id) }
-            apply(.acknowledged(id, now: Self.now()), to: file)
+            apply(.acknowledged(id, now: clock()), to: file)
         }.1
     }
 
@@ -262,7 +267,7 @@ public final class Engine {
                 guard let region = current!.file.regions[id], owner == nil || region.owner == owner else { throw .unknownRegion(id) }
                 byFile[key, default: []].insert(id)
             }
-            let now = Self.now()
+            let now = clock()
             for (key, acked) in byFile.sorted(by: { $0.key < $1.key }) {
                 if let file = files[key] { apply(.acknowledgedAll(acked, now: now), to: file) }
             }
@@ -409,6 +414,10 @@ public final class Engine {
     }
 
     /// CLOCK_MONOTONIC in nanoseconds: the engine's one clock.
+    /// The engine's time now (its configuration's clock): what its deadlines, intervals and
+    /// measurements are taken on.
+    public func clock() -> UInt64 { configuration.clock() }
+
     public static func now() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)

@@ -75,3 +75,45 @@ final class ExposureHostTests: XCTestCase {
         XCTAssertEqual(events.map(\.summary), ["revoking \(guarded.id)", "revoked \(guarded.id)", "restored \(guarded.id)"])
     }
 }
+
+/// The engine's time is an input (`Configuration.clock`): a deadline passes when the clock
+/// says so, not when a test has slept through it.
+final class EngineClockTests: XCTestCase {
+    final class TestClock: @unchecked Sendable {
+        private let lock = NSLock()
+        private var nanos: UInt64 = Engine.now()
+        var now: UInt64 { lock.withLock { nanos } }
+        func advance(_ by: UInt64) { lock.withLock { nanos += by } }
+    }
+
+    func testTheQuiesceDeadlinePassesByTheEnginesClock() throws {
+        let scratch = try ScratchDirectory(in: Facility.ext4.value)
+        let path = try scratch.file("data", size: 1 << 20)
+        let fd = try FileDescriptor.open(FilePath(path), .readWrite)
+        defer { try? fd.close() }
+        let clock = TestClock()
+        // A minute to quiesce: a test that slept through it would take a minute.
+        let engine = try Engine(registrar: RecordingRegistrar(),
+                                configuration: .init(timing: .init(quiesce: 60_000_000_000), clock: { clock.now }))
+        let region = try engine.register(owner: OwnerID(1), fd: fd, offset: 0, length: 4096, access: [.read, .write], layoutPolicy: .revoke)
+        let start = Date()
+        let reader = try Subprocess.start("/bin/cat", [path])
+        var events: [EngineEvent] = []
+        func drive(until done: () -> Bool) {
+            let deadline = Date().addingTimeInterval(10)
+            while !done() && Date() < deadline { events += engine.poll(timeout: .milliseconds(10)).map(\.event) }
+        }
+        drive { events.contains { if case .revoking = $0 { true } else { false } } }
+        // The owner never acknowledges; half a second of real time changes nothing.
+        drive { Date().timeIntervalSince(start) > 0.5 }
+        XCTAssertTrue(reader.isRunning, "the reader waits for the quiesce deadline")
+        XCTAssertEqual(events.map(\.summary), ["revoking \(region.id)"])
+
+        clock.advance(61_000_000_000)
+        drive { !reader.isRunning }
+        reader.waitUntilExit()
+        XCTAssertEqual(reader.terminationStatus, 0)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the clock, not a minute of sleep, ended the revocation")
+        XCTAssertTrue(events.contains { if case .revoked = $0 { true } else { false } }, "\(events.map(\.summary))")
+    }
+}
