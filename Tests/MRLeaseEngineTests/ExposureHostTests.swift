@@ -41,10 +41,8 @@ final class ExposureHostTests: XCTestCase {
     }
 
     func testARevocationWithdrawsTheExposuresBeforeTheOwnerHearsAndBeforeAnyMRGoes() throws {
-        let scratch = try ScratchDirectory(in: Facility.ext4.value)
-        let path = try scratch.file("data", size: 1 << 20)
-        let fd = try FileDescriptor.open(FilePath(path), .readWrite)
-        defer { try? fd.close() }
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
         let registrar = RecordingRegistrar()
         registrar.inode = try FileFacts.inspect(fd).inode
         let engine = try Engine(registrar: registrar)
@@ -87,10 +85,8 @@ final class EngineClockTests: XCTestCase {
     }
 
     func testTheQuiesceDeadlinePassesByTheEnginesClock() throws {
-        let scratch = try ScratchDirectory(in: Facility.ext4.value)
-        let path = try scratch.file("data", size: 1 << 20)
-        let fd = try FileDescriptor.open(FilePath(path), .readWrite)
-        defer { try? fd.close() }
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
         let clock = TestClock()
         // A minute to quiesce: a test that slept through it would take a minute.
         let engine = try Engine(registrar: RecordingRegistrar(),
@@ -116,4 +112,12 @@ final class EngineClockTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the clock, not a minute of sleep, ended the revocation")
         XCTAssertTrue(events.contains { if case .revoked = $0 { true } else { false } }, "\(events.map(\.summary))")
     }
+}
+
+/// A 1 MiB file on a filesystem with FIEMAP and leases (the guest's ext4 when set, else
+/// TMPDIR), open read-write.
+func scratchFile() throws -> (ScratchDirectory, String, FileDescriptor) {
+    let scratch = try ScratchDirectory(in: Facility.ext4.value)
+    let path = try scratch.file("data", size: 1 << 20)
+    return (scratch, path, try FileDescriptor.open(FilePath(path), .readWrite))
 }
