@@ -25,7 +25,7 @@ final class PeerService {
     /// What a revocation stopped but did not yet take down, by region: the peers' connections
     /// (disconnected: their QPs in the error state) and the grants' exposures (their MRs
     /// deregistered). Their QPs, ids and PDs go once the region is revoked, after the unlock.
-    private var retiring: [RegionID: (peers: [PeerConnection], exposures: [GrantExposure])] = [:]
+    private var retiring: [RegionID: (owner: OwnerID, peers: [PeerConnection], exposures: [GrantExposure])] = [:]
     /// Connect requests held unanswered while their region is revoked, by region: answered
     /// when it is restored (admitted) or gone, or rejected `region-revoking` once
     /// `limits.holdNanos` have passed (docs/protocol.md §8). At most a grant's free slots each.
@@ -172,8 +172,10 @@ final class PeerService {
     /// new generation's keys.
     func regionRevoking(_ region: RegionID) -> [PeerNotice] {
         var notices: [PeerNotice] = []
-        var stopped = retiring[region] ?? ([], [])
-        for grant in book.grants(on: region) {
+        let grants = book.grants(on: region)
+        guard let owner = grants.first?.owner else { return [] }
+        var stopped = retiring[region] ?? (owner, [], [])
+        for grant in grants {
             for peer in peers(of: grant.id) {
                 forget(peer, disconnecting: false)
                 stopped.peers.append(peer)
@@ -199,12 +201,12 @@ final class PeerService {
         return book.grants(on: region).flatMap { end($0, .regionGone, reason: .regionGone) }
     }
 
-    /// The owner's connection ended: its grants end with it (no one is left to tell).
+    /// The owner's connection ended: its grants end with it (no one is left to tell), and
+    /// what revocations of its regions stopped goes now (their `revoked` may never come: the
+    /// engine tells a gone owner nothing).
     func ownerGone(_ owner: OwnerID) {
-        for grant in book.grants(of: owner) {
-            _ = end(grant, .ownerGone, reason: .grantEnded)
-            regionRevoked(grant.region)
-        }
+        for grant in book.grants(of: owner) { _ = end(grant, .ownerGone, reason: .grantEnded) }
+        for region in retiring.filter({ $0.value.owner == owner }).keys.sorted() { regionRevoked(region) }
     }
 
     /// Ends grants whose expiry has passed.

@@ -154,6 +154,26 @@ final class PeerServiceTests: XCTestCase {
         reader2.waitUntilExit()
     }
 
+    /// What a revocation stopped is taken down however the region leaves, not only when it is
+    /// revoked: here its grant ends (revoke-grant) mid-revocation and then its owner goes.
+    /// (Found by the sequence fuzzer: the stopped peers' ids and the grant's PD outlived them.)
+    func testPeersStoppedByARevocationAreTakenDownWhenTheOwnerLeavesBeforeTheUnlock() throws {
+        let (daemon, client, region) = try listening { $0.quiesceMillis = 30_000 }
+        let path = daemon.scratch.path + "/data"
+        let made = try grant(client, region)
+        let peer = try connect(made, to: daemon)
+        XCTAssertNotNil(peer.accepted)
+        let reader = try Subprocess.start("/bin/cat", [path])
+        daemon.drive(seconds: 5) { client.events.contains { if case .revoking = $0 { true } else { false } } }
+        XCTAssertFalse(peer.isDestroyed, "kept for after the unlock")
+        _ = try client.request(.revokeGrant(grant: made.grant))
+        daemon.daemon.disconnect(try XCTUnwrap(client.session), why: "the owner went")
+        daemon.drive(seconds: 5) { !reader.isRunning && peer.isDestroyed }
+        XCTAssertTrue(peer.isDestroyed, "the stopped peer's id went with its owner")
+        XCTAssertEqual(peers.domains.map(\.isClosed), [true], "and the grant's PD")
+        reader.waitUntilExit()
+    }
+
     func testAWrongSecretIsRejectedAndItsIDDestroyed() throws {
         let (daemon, client, region) = try listening()
         var data = ConnectPrivateData(try GrantDescriptor(text: try grant(client, region).descriptor)).encoded()
