@@ -43,9 +43,7 @@ final class ExposureHostTests: XCTestCase {
     func testARevocationWithdrawsTheExposuresBeforeTheOwnerHearsAndBeforeAnyMRGoes() throws {
         let (scratch, path, fd) = try scratchFile()
         defer { try? fd.close(); _ = scratch }
-        let registrar = RecordingRegistrar()
-        registrar.inode = try FileFacts.inspect(fd).inode
-        let engine = try Engine(registrar: registrar)
+        let (registrar, engine) = try recordingEngine(for: fd)
         let guarded = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write], layoutPolicy: .revoke)
         let following = try engine.register(owner: owner, fd: fd, offset: 8192, length: 4096, access: [.read, .write], layoutPolicy: .follow)
         var exposures: [RegionID: NotingExposure] = [:]
@@ -120,4 +118,11 @@ func scratchFile() throws -> (ScratchDirectory, String, FileDescriptor) {
     let scratch = try ScratchDirectory(in: Facility.ext4.value)
     let path = try scratch.file("data", size: 1 << 20)
     return (scratch, path, try FileDescriptor.open(FilePath(path), .readWrite))
+}
+
+/// An engine on a recording registrar that knows `fd`'s inode (to see its lease in /proc/locks).
+func recordingEngine(for fd: FileDescriptor) throws -> (RecordingRegistrar, Engine) {
+    let registrar = RecordingRegistrar()
+    registrar.inode = try FileFacts.inspect(fd).inode
+    return (registrar, try Engine(registrar: registrar))
 }

@@ -42,9 +42,7 @@ final class FollowHostTests: XCTestCase {
     func testAFileWhoseRegionsFollowHoldsNoLeaseAndItsRangesChangesAreToldWithTheSameKeys() throws {
         let (scratch, path, fd) = try scratchFile()
         defer { try? fd.close(); _ = scratch }
-        let registrar = RecordingRegistrar()
-        registrar.inode = try FileFacts.inspect(fd).inode
-        let engine = try Engine(registrar: registrar)
+        let (registrar, engine) = try recordingEngine(for: fd)
         let region = try engine.register(owner: owner, fd: fd, offset: 0, length: 65536, access: [.read, .write], layoutPolicy: .follow)
         XCTAssertEqual(region.strategy, .odp)
         XCTAssertEqual(region.layoutPolicy, .follow)
@@ -88,9 +86,7 @@ final class FollowHostTests: XCTestCase {
     func testAFileWithPinnedAndFollowingRegionsRevokesOnlyThePinnedOnes() throws {
         let (scratch, path, fd) = try scratchFile()
         defer { try? fd.close(); _ = scratch }
-        let registrar = RecordingRegistrar()
-        registrar.inode = try FileFacts.inspect(fd).inode
-        let engine = try Engine(registrar: registrar)
+        let (registrar, engine) = try recordingEngine(for: fd)
         let follows = try engine.register(owner: owner, fd: fd, offset: 0, length: 4096, access: [.read, .write], layoutPolicy: .follow)
         XCTAssertFalse(RecordingRegistrar.leaseHeld(inode: registrar.inode))
         let pinned = try engine.register(owner: owner, fd: fd, offset: 8192, length: 4096, access: [.read, .write],
