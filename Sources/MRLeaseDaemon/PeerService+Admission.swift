@@ -102,6 +102,9 @@ extension PeerService {
         do throws(VerbsError) {
             let exposure = try currentExposure(of: grant, target: target, engine: engine)
             let queuePair = try exposure.domain.createQueuePair(on: connection)
+            // Only live ones: a peer that drops and reconnects within one generation must not
+            // grow the list (a dropped peer's id is destroyed).
+            exposure.connections.removeAll { $0.isDestroyed }
             exposure.connections.append(connection)
             let accept: AcceptPrivateData
             do {
