@@ -131,6 +131,24 @@ static json_object *range_object(const struct mrlease_range *range, mrlease_layo
     return object;
 }
 
+/* A `register` request for ranges[0] (batch 0) or a `register-batch` of all `count`, each
+ * asking `policy`; NULL when out of memory (register_with reports it). */
+static json_object *register_request(const struct mrlease_range *ranges, size_t count, int batch, mrlease_layout_policy policy) {
+    if (!batch) {
+        json_object *request = range_object(&ranges[0], policy);
+        if (request) {
+            mrl_add_u64(request, "v", MRLEASE_PROTOCOL_VERSION);
+            json_object_object_add(request, "type", json_object_new_string("register"));
+        }
+        return request;
+    }
+    json_object *request = mrl_request("register-batch"), *array = json_object_new_array();
+    for (size_t i = 0; array && i < count; i++) json_object_array_add(array, range_object(&ranges[i], policy));
+    if (request) json_object_object_add(request, "ranges", array);
+    else json_object_put(array);
+    return request;
+}
+
 /* The registration's layoutPolicy (DEFAULT when absent or a word this library does not know). */
 static mrlease_layout_policy read_layout_policy(struct mrl_reader *r, json_object *o) {
     char *word = mrl_string(r, o, "layoutPolicy", 0);
@@ -224,12 +242,7 @@ MRLEASE_API mrlease_status mrlease_register(mrlease_conn *conn, int fd, const st
     BEGIN_OUT(conn, out, "register");
     mrlease_status status = check_ranges(conn, "register", fd, range, 1);
     if (status) return status;
-    json_object *request = range_object(range, MRLEASE_LAYOUT_POLICY_DEFAULT);
-    if (request) {
-        mrl_add_u64(request, "v", MRLEASE_PROTOCOL_VERSION);
-        json_object_object_add(request, "type", json_object_new_string("register"));
-    }
-    return register_with(conn, "register", request, fd, 1, NULL, out, NULL);
+    return register_with(conn, "register", register_request(range, 1, 0, MRLEASE_LAYOUT_POLICY_DEFAULT), fd, 1, NULL, out, NULL);
 }
 
 MRLEASE_API mrlease_status mrlease_register_batch(mrlease_conn *conn, int fd, const struct mrlease_range *ranges,
@@ -239,11 +252,8 @@ MRLEASE_API mrlease_status mrlease_register_batch(mrlease_conn *conn, int fd, co
     if (status) return status;
     if (!out) return mrl_fail(conn, MRLEASE_ERR_INVALID_ARGUMENT, "register-batch: out is NULL");
     memset(out, 0, count * sizeof *out);
-    json_object *request = mrl_request("register-batch"), *array = json_object_new_array();
-    for (size_t i = 0; array && i < count; i++) json_object_array_add(array, range_object(&ranges[i], MRLEASE_LAYOUT_POLICY_DEFAULT));
-    if (request) json_object_object_add(request, "ranges", array);
-    else json_object_put(array);
-    return register_with(conn, "register-batch", request, fd, count, "regions", out, NULL);
+    return register_with(conn, "register-batch", register_request(ranges, count, 1, MRLEASE_LAYOUT_POLICY_DEFAULT), fd, count,
+                         "regions", out, NULL);
 }
 
 /* The sizes of 1.3.0's structs that grow, oldest first (as sized.c's): a new field goes at the
@@ -279,21 +289,8 @@ MRLEASE_API mrlease_status mrlease_register_with_sized(mrlease_conn *conn, int f
     if (info) memset(info, 0, count * info_size);
     mrlease_layout_policy *got = calloc(count, sizeof *got);
     if (!got) return mrl_fail(conn, MRLEASE_ERR_NO_MEMORY, "%s: out of memory", op);
-    json_object *request;
-    if (count == 1) {
-        request = range_object(&ranges[0], policy);
-        if (request) {
-            mrl_add_u64(request, "v", MRLEASE_PROTOCOL_VERSION);
-            json_object_object_add(request, "type", json_object_new_string("register"));
-        }
-    } else {
-        request = mrl_request("register-batch");
-        json_object *array = json_object_new_array();
-        for (size_t i = 0; array && i < count; i++) json_object_array_add(array, range_object(&ranges[i], policy));
-        if (request) json_object_object_add(request, "ranges", array);
-        else json_object_put(array);
-    }
-    status = register_with(conn, op, request, fd, count, count == 1 ? NULL : "regions", out, got);
+    status = register_with(conn, op, register_request(ranges, count, count > 1, policy), fd, count, count == 1 ? NULL : "regions",
+                           out, got);
     for (size_t i = 0; info && status == MRLEASE_OK && i < count; i++) {
         struct mrlease_registration_info one = { .layout_policy = got[i] };
         memcpy((char *)info + i * info_size, &one, sizeof one);
