@@ -22,9 +22,11 @@ import Musl
 /// ```swift
 /// let client = try MRLeaseClient.connect()
 /// let region = try client.register(path: "/mnt/pmem/data", offset: 0, length: 2 << 20, access: [.read, .write])
-/// // hand region.rkey and region.address to the peer …
+/// let grant = try client.grant(region: region.region, access: [.write])
+/// // hand grant.descriptor to the peer (MRLeasePeer, `mrlease peer`): it connects to the daemon
+/// // and gets the keys it may use; region.lkey and region.rkey reach nothing (docs/protocol.md §4)
 /// while let event = try client.nextEvent(timeout: nil) {
-///     if case .revoking(let r) = event { stopRDMA(to: r.region); try client.ack(region: r.region) }
+///     if case .revoking(let r) = event { stopWriting(r.region); try client.ack(region: r.region) }
 /// }
 /// ```
 public final class MRLeaseClient {

@@ -158,7 +158,7 @@ extension Engine {
             // in between the pin and the lease.
             if plan.layoutPolicy(for: attempt.strategy) == .revoke { try takeLease(file) }
             do {
-                let mr = try registrar.register(owner: owner, address: address, length: Int(plan.length), flags: flags)
+                let mr = try registrar.register(address: address, length: Int(plan.length), flags: flags)
                 file.strategyCache[plan.access.isWritable] = attempt.strategy
                 // The first attempt worked: the reason is the one given before for the same
                 // access and preference, made (with its trial's words) only the first time.

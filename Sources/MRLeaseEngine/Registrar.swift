@@ -3,8 +3,9 @@ import LinuxFile
 import MRLeasePolicy
 import Verbs
 
-/// Who a region belongs to: one daemon client, or one test. Each owner gets its own PD, so one
-/// owner's rkeys are useless on another owner's QPs (the remote-access issue builds on this).
+/// Who a region belongs to: one daemon client, or one test. Owners share the registrar's one
+/// region PD, which holds no queue pair (see `VerbsRegistrar`): what keeps one owner's regions
+/// from another's peers is the grant's own PD, not the owner's.
 public struct OwnerID: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
     public let rawValue: UInt64
     public init(_ rawValue: UInt64) { self.rawValue = rawValue }
@@ -49,27 +50,35 @@ public struct ExposureTarget {
     public var generation: UInt64
 }
 
-/// The verbs side of the engine: registers memory in an owner's PD. The real one is
+/// The verbs side of the engine: registers a region's memory (the registration that pins a
+/// pinned region's pages, or holds an ODP region's mapping in the device). The real one is
 /// `VerbsRegistrar`; host tests use a double to check ordering, never to claim RDMA works.
 public protocol Registrar: AnyObject {
     var deviceName: String { get }
     var odp: ODPCaps { get }
-    func register(owner: OwnerID, address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory
-    /// The owner has no regions left: its PD may go.
-    func release(owner: OwnerID)
+    func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory
 }
 
-/// Registers on one real device, with one `ClientDomain` (one PD) per owner.
+/// Registers on one real device, every region in one PD that holds no queue pair.
+///
+/// The region MR's job is the registration itself: it pins a pinned region's pages (what the
+/// lease protects) or maps an ODP region in the device, and its keys identify that
+/// registration (they change when the region is registered again). Nobody reaches memory
+/// through it: the daemon creates no QP in this PD, a client process cannot use another
+/// process's keys, and peers reach a region only through a grant's PD (its own MR of the same
+/// mapping, with the grant's rights). Until 2026-12 each owner had a PD of its own; it never
+/// held a QP either, so it isolated nothing and cost an `ibv_alloc_pd` per client.
 public final class VerbsRegistrar: Registrar {
     public let context: Context
     public let odp: ODPCaps
-    private let logger: Logger
-    private var domains: [OwnerID: ClientDomain] = [:]
+    /// The region PD. Tests and benchmarks make loopback QPs in it to play a peer; the
+    /// daemon never does.
+    public let protectionDomain: ProtectionDomain
 
-    public init(context: Context, logger: Logger = Logger(label: "mrleased.registrar")) throws(VerbsError) {
+    public init(context: Context) throws(VerbsError) {
         self.context = context
-        self.logger = logger
         self.odp = try context.query().odp
+        self.protectionDomain = try context.allocateProtectionDomain()
     }
 
     /// Opens the named device, or the first one when `name` is nil, on librdmacm's context
@@ -93,43 +102,17 @@ public final class VerbsRegistrar: Registrar {
             why = "\(error)"
         }
         if let shared {
-            try self.init(context: shared, logger: logger)
+            try self.init(context: shared)
         } else {
             logger.warning("librdmacm has no context for the device: opened with ibv_open_device, so rdma_create_qp will refuse this registrar's PDs",
                            metadata: ["device": "\(device.name)", "op": "rdma_get_devices", "reason": "\(why)"])
-            try self.init(context: try device.open(), logger: logger)
+            try self.init(context: try device.open())
         }
     }
 
     public var deviceName: String { context.device.name }
 
-    /// The owner's domain, made (with its PD) on first use.
-    public func domain(for owner: OwnerID) throws(VerbsError) -> ClientDomain {
-        if let domain = domains[owner] { return domain }
-        let domain = try ClientDomain(context: context)
-        domains[owner] = domain
-        return domain
-    }
-
-    public func protectionDomain(for owner: OwnerID) throws(VerbsError) -> ProtectionDomain {
-        try domain(for: owner).protectionDomain
-    }
-
-    public func register(owner: OwnerID, address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
-        try domain(for: owner).register(address: address, length: length, access: flags)
-    }
-
-    /// Closes the owner's domain now, in order (its QPs, then MRs, then its PD), rather than
-    /// whenever the last reference goes. The engine deregisters its regions first; an MR it
-    /// still holds becomes a closed shell whose `deregister()` does nothing.
-    public func release(owner: OwnerID) {
-        guard let domain = domains.removeValue(forKey: owner) else { return }
-        do {
-            try domain.close()
-        } catch {
-            logger.error("closing the owner's domain failed: what refused stays allocated until its last reference goes",
-                         metadata: ["owner": "\(owner)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)",
-                                    "error": "\(error)"])
-        }
+    public func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
+        try protectionDomain.register(address: address, length: length, access: flags)
     }
 }

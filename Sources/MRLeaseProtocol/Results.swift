@@ -130,9 +130,12 @@ public struct HelloResult: Sendable, Equatable {
 /// A new MR over the file, answered to `register`.
 public struct Registration: Sendable, Equatable {
     public var region: UInt64
+    /// The keys of the daemon's own registration of the region: they name it (new ones mean it
+    /// was made again) and reach nothing, since the daemon keeps it in a PD with no QP. Peers
+    /// use the keys of a grant's accept (docs/protocol.md §4, §8).
     public var lkey: UInt32
     public var rkey: UInt32
-    /// The MR's address in the daemon's mapping: the `remote_addr` base for RDMA to it.
+    /// Where the region starts in the daemon's mapping (a grant's accept gives peers the same base).
     public var address: UInt64
     public var length: UInt64
     public var strategy: RegionStrategy

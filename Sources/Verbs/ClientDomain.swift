@@ -1,6 +1,6 @@
-/// Everything one client of the daemon has on the device: its own protection domain and what
-/// is made in it — MRs today; queue pairs, memory windows and rdma_cm connections as remote
-/// access arrives. One client's rkeys are useless on another client's QPs.
+/// A protection domain with everything made in it and the rdma_cm connections whose QPs it
+/// holds: one grant's MR and its peers' QPs in the daemon, or one peer's side in the peer
+/// library. Keys of one domain are useless on another domain's QPs.
 ///
 /// `close()` takes it all down in the one order that cannot fail for ordering reasons:
 /// connections (they hold QPs), then QPs (they use MRs' lkeys and carry MW bindings), then MWs
@@ -14,7 +14,7 @@ public final class ClientDomain {
     /// The rdma_cm ids with a QP in this domain: destroyed (QP, then id) before the PD closes.
     private var connections = WeakChildren<CMID>()
 
-    /// Allocates the client's PD on `context`. For a client that will connect through rdma_cm,
+    /// Allocates the domain's PD on `context`. For a client that will connect through rdma_cm,
     /// `context` must be librdmacm's own (`Context.librdmacm(deviceNamed:)`).
     ///
     /// The corresponding C function is `ibv_alloc_pd`.
@@ -32,14 +32,14 @@ public final class ClientDomain {
     public var context: Context { protectionDomain.context }
     public var isOpen: Bool { protectionDomain.isOpen }
 
-    /// Registers `[address, address+length)` in this client's PD.
+    /// Registers `[address, address+length)` in this domain's PD.
     ///
     /// The corresponding C function is `ibv_reg_mr`.
     public func register(address: UnsafeMutableRawPointer, length: Int, access: AccessFlags) throws(VerbsError) -> MemoryRegion {
         try protectionDomain.register(address: address, length: length, access: access)
     }
 
-    /// Creates `id`'s RC QP in this client's PD (the PD must be on librdmacm's context for the
+    /// Creates `id`'s RC QP in this domain's PD (the PD must be on librdmacm's context for the
     /// id's device) and records the id, so `close()` tears the connection down first.
     ///
     /// The corresponding C function is `rdma_create_qp`.

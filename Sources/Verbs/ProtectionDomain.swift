@@ -2,8 +2,9 @@ import CRDMA
 
 /// A protection domain: MRs and QPs in one PD can be used together, and only together.
 ///
-/// Owns its `ibv_pd` and keeps its `Context` alive. Each client of the daemon gets its own PD
-/// (through a `ClientDomain`), so one client's rkeys are useless on another client's QPs.
+/// Owns its `ibv_pd` and keeps its `Context` alive. The daemon keeps one PD with no QP for
+/// its regions' own MRs and one per grant (through a `ClientDomain`) for the grant's MR and
+/// its peers' QPs, so a peer's QP reaches its grant's MR and nothing else.
 /// The PD remembers, weakly, the QPs and MRs made in it, so `close()` can destroy them in
 /// order before the PD itself, the way pyverbs' `PD.close` does.
 public final class ProtectionDomain {

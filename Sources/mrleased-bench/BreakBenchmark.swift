@@ -46,7 +46,6 @@ final class BreakBenchmark {
     let fd: FileDescriptor
     let size: UInt64
     let owner = OwnerID(1)
-    let bareOwner = OwnerID(4)
     /// The device for the bare deregistration floor; nil with the stub registrar.
     let bare: VerbsRegistrar?
 
@@ -122,7 +121,7 @@ final class BreakBenchmark {
                             rounds: Int) throws(BenchError) -> (deregisterMS: Double, registerPerSecond: Double) {
         let page = SharedMapping.pageSize
         let runs = try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: count * page, count: count, range: { ($0 * page, page) },
-                                                         flags: flags, registrar: registrar, owner: bareOwner, rounds: rounds, what: "bare")
+                                                         flags: flags, registrar: registrar, rounds: rounds, what: "bare")
         var times = Samples()
         for run in runs { times.append(run.deregister) }
         let registering = runs.reduce(0) { $0 + $1.register }

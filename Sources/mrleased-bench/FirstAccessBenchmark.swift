@@ -52,7 +52,7 @@ final class FirstAccessBenchmark {
         let path = "\(directory)/mrleased-bench-\(getpid())-first-\(prefetch ? "prefetch" : "plain")"
         try BenchFile.create(path, size: size)
         let fd = try FileDescriptor.open(FilePath(path), .readWrite, options: [.closeOnExec])
-        let pd = try registrar.protectionDomain(for: owner)
+        let pd = registrar.protectionDomain
         return Side(engine: engine, owner: owner, path: path, fd: fd, loopback: try Loopback(protectionDomain: pd),
                     source: try pd.register(address: buffer, length: regionBytes, access: [.localWrite]))
     }

@@ -12,20 +12,17 @@ enum PlainVerbs {
     /// in errors ("plain", "bare").
     static func registerThenDeregister(
         fd: FileDescriptor, mappedLength: Int, count: Int, range: (Int) -> (offset: Int, length: Int), flags: AccessFlags,
-        registrar: VerbsRegistrar, owner: OwnerID, rounds: Int = 1, what: String
+        registrar: VerbsRegistrar, rounds: Int = 1, what: String
     ) throws(BenchError) -> [(register: UInt64, deregister: UInt64)] {
         let mapping: SharedMapping
         let pd: ProtectionDomain
         do {
             mapping = try SharedMapping(fd: fd, offset: 0, length: mappedLength, protection: .readWrite)
-            pd = try registrar.protectionDomain(for: owner)
+            pd = try registrar.context.allocateProtectionDomain()
         } catch {
             throw BenchError("\(what) loop setup (mmap, ibv_alloc_pd): \(error)")
         }
-        defer {
-            try? mapping.unmap()
-            registrar.release(owner: owner)
-        }
+        defer { try? mapping.unmap() }
         var times: [(register: UInt64, deregister: UInt64)] = []
         for _ in 0..<rounds {
             var mrs: [MemoryRegion] = []
@@ -43,6 +40,7 @@ enum PlainVerbs {
             }
             times.append((registered - start, Engine.now() - registered))
         }
+        do { try pd.close() } catch { throw BenchError("\(what) ibv_dealloc_pd: \(error)") }
         return times
     }
 }

@@ -36,7 +36,6 @@ final class RegistrationBenchmark {
     let fd: FileDescriptor
     let size: UInt64
     let owner = OwnerID(2)
-    let plainOwner = OwnerID(3)
 
     init(engine: Engine, registrar: VerbsRegistrar, directory: String, size: UInt64) throws(BenchError) {
         self.engine = engine
@@ -145,6 +144,6 @@ final class RegistrationBenchmark {
     func plainPass(count: Int, length: Int, flags: AccessFlags) throws(BenchError) -> (register: UInt64, deregister: UInt64) {
         try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: Int(size), count: count,
                                               range: { (Int(offset($0, length: length)), length) }, flags: flags,
-                                              registrar: registrar, owner: plainOwner, what: "plain")[0]
+                                              registrar: registrar, what: "plain")[0]
     }
 }

@@ -24,10 +24,8 @@ final class StubRegistrar: Registrar {
     let odp = ODPCaps(supported: true, implicit: false, rc: [.read, .write, .atomic])
     private var nextKey: UInt32 = 1
 
-    func register(owner: OwnerID, address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
+    func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
         defer { nextKey &+= 1 }
         return FakeMR(key: nextKey, address: UInt64(UInt(bitPattern: address)))
     }
-
-    func release(owner: OwnerID) {}
 }

@@ -54,10 +54,11 @@ final class EngineVMTests: XCTestCase {
         return (process.terminationStatus, Date().timeIntervalSince(start))
     }
 
-    /// Writes `byte` over the region through a loopback RC QP in the owner's PD: what a peer does.
+    /// Writes `byte` over the region through a loopback RC QP in the region PD: what a peer
+    /// does through its grant's PD (the daemon never makes a QP in the region PD).
     func rdmaWrite(_ registrar: VerbsRegistrar, region: RegionInfo, byte: UInt8, length: Int = 4096) throws {
         let keys = try XCTUnwrap(region.keys)
-        let pd = try registrar.protectionDomain(for: owner)
+        let pd = registrar.protectionDomain
         let loopback = try Loopback(protectionDomain: pd, mtu: .bytes4096)
         let access: AccessFlags = [.localWrite, .remoteWrite, .remoteRead]
         let source = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)

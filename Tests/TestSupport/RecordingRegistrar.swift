@@ -40,7 +40,7 @@ public final class RecordingRegistrar: Registrar {
         self.odp = odp
     }
 
-    public func register(owner: OwnerID, address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
+    public func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
         if let errno = refuse.first(where: { flags.isSuperset(of: $0.key) })?.value {
             throw VerbsError(op: "ibv_reg_mr", errno: errno)
         }
@@ -56,8 +56,6 @@ public final class RecordingRegistrar: Registrar {
             self.steps.append("prefetch \(writing ? "write" : "read") key \(mr.lkey)")
         }
     }
-
-    public func release(owner: OwnerID) { steps.append("release \(owner)") }
 
     /// /proc/locks lists leases as "N: LEASE  ACTIVE|BREAKING  WRITE|READ|UNLCK  pid  maj:min:ino …".
     public static func leaseHeld(inode: UInt64) -> Bool {
