@@ -107,6 +107,7 @@ extension Daemon {
         close(listener)
         if let peers {
             unwatch(peers.verbs.descriptor)
+            if let made = peers.maker.descriptor { unwatch(made) }
             deliver(peers.shutDown())
         }
         for socket in awaitingAdmission { close(socket) }

@@ -188,6 +188,11 @@ extension Daemon {
                 deliver(peers.handleEvents(engine: engine, now: currentTime()))
                 schedulePeerHandshake()
             }
+        case .exposures:
+            if let peers, let engine {
+                peers.exposuresMade(engine: engine, now: currentTime())
+                schedulePeerHandshake()
+            }
         }
     }
 }

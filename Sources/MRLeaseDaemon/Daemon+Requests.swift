@@ -32,15 +32,7 @@ extension Daemon {
         case .hello(let hello):
             let version = try hello.negotiatedVersion()
             session.clientName = hello.clientName
-            return .hello(HelloResult(
-                version: version, daemon: Self.version,
-                devices: deviceName.map { [.init(name: $0, odpSupported: odp.supported, odpRC: odp.rc.names,
-                                                 odpIntegrity: odpIntegrity?.wire, transferAlignment: odpIntegrity.map { UInt64($0.transferAlignment) },
-                                                 odpIntegrityDetail: odpIntegrity?.detail)] } ?? [],
-                strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
-                limits: helloLimits(for: session),
-                layoutProtection: (engine?.layoutProtection ?? .none).wire,
-                endpoints: (peers?.endpoints ?? []).map { "\($0)" }, layoutPolicy: configuration.layoutPolicy))
+            return .hello(helloResult(version: version, session: session))
 
         case .register(let register):
             return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])
@@ -80,23 +72,41 @@ extension Daemon {
                                         extentsAfter: UInt64(drift.extentsAfter)))
 
         case .grant(let grant):
-            guard let peers else {
-                let why = noPeersReason.map { "listen is set, but \($0)" } ?? "set `listen = ADDR:PORT` in its config (or --listen) and restart it"
-                throw ProtocolError(.remoteAccessUnavailable, "mrleased does not serve remote peers: \(why)")
-            }
-            guard let engine, let info = engine.info(RegionID(grant.region), owner: session.owner) else {
-                throw ProtocolError(.unknownRegion, "no region \(grant.region) on this connection")
-            }
-            let now = currentTime()
-            let made = try peers.grant(grant, region: info, owner: session.owner, uid: session.credentials.uid, now: now)
-            if made.expiresAt != nil { scheduleGrantExpiry() }
-            return .grant(made.result)
+            return .grant(try makeGrant(grant, session: session))
 
         case .revokeGrant(let grant):
             guard let peers else { throw ProtocolError(.unknownGrant, "no grant \(grant) on this connection (mrleased does not serve remote peers)") }
             deliver(try peers.revokeGrant(grant, owner: session.owner))
             return .revokeGrant
         }
+    }
+
+    /// What `hello` tells a client: the version, the device and its ODP, the limits (this
+    /// client's), and where peers connect.
+    func helloResult(version: UInt64, session: ClientSession) -> HelloResult {
+        HelloResult(
+            version: version, daemon: Self.version,
+            devices: deviceName.map { [.init(name: $0, odpSupported: odp.supported, odpRC: odp.rc.names,
+                                             odpIntegrity: odpIntegrity?.wire, transferAlignment: odpIntegrity.map { UInt64($0.transferAlignment) },
+                                             odpIntegrityDetail: odpIntegrity?.detail)] } ?? [],
+            strategies: deviceName == nil ? [] : (odp.supported ? [.odp, .pinned] : [.pinned]),
+            limits: helloLimits(for: session),
+            layoutProtection: (engine?.layoutProtection ?? .none).wire,
+            endpoints: (peers?.endpoints ?? []).map { "\($0)" }, layoutPolicy: configuration.layoutPolicy)
+    }
+
+    /// A grant on one of the session's regions, with its expiry timer.
+    func makeGrant(_ grant: Request.Grant, session: ClientSession) throws(ProtocolError) -> GrantResult {
+        guard let peers else {
+            let why = noPeersReason.map { "listen is set, but \($0)" } ?? "set `listen = ADDR:PORT` in its config (or --listen) and restart it"
+            throw ProtocolError(.remoteAccessUnavailable, "mrleased does not serve remote peers: \(why)")
+        }
+        guard let engine, let info = engine.info(RegionID(grant.region), owner: session.owner) else {
+            throw ProtocolError(.unknownRegion, "no region \(grant.region) on this connection")
+        }
+        let made = try peers.grant(grant, region: info, owner: session.owner, uid: session.credentials.uid, now: currentTime())
+        if made.expiresAt != nil { scheduleGrantExpiry() }
+        return made.result
     }
 
     /// The limits `hello` reports: this connection's byte quota and the daemon's bounds.

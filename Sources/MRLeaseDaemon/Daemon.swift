@@ -32,12 +32,14 @@ public final class Daemon {
         case fileCloses
         /// The rdma_cm event channel of the peer listener (connect requests, disconnects).
         case peers
+        /// The exposure worker's eventfd: grants' MRs made off the loop (`ExposureMaker`).
+        case exposures
 
         /// Served before any client request, in every turn and between clients' requests:
         /// a lease break waits for no client (docs/reliability.md, "Breaks first").
         var isUrgent: Bool {
             switch self {
-            case .terminate, .leaseSignals, .fileCloses, .peers: true
+            case .terminate, .leaseSignals, .fileCloses, .peers, .exposures: true
             case .listener, .session: false
             }
         }
@@ -162,7 +164,10 @@ public final class Daemon {
             try watch(engine.descriptors[0], as: .leaseSignals)
             try watch(engine.descriptors[1], as: .fileCloses)
         }
-        if let peers { try watch(peers.verbs.descriptor, as: .peers) }
+        if let peers {
+            try watch(peers.verbs.descriptor, as: .peers)
+            if let made = peers.maker.descriptor { try watch(made, as: .exposures) }
+        }
         if let reason { logger.warning("\(reason)") }
         // The first write at once, so the file exists as soon as the daemon serves.
         if metricsFile != nil { timers.schedule(.metricsFile, at: Engine.now()) }

@@ -54,6 +54,11 @@ extension PeerService {
                 destroy(event.id, what: "held connect")
                 return []
             }
+            if forgetWaiting(event.id) {
+                // A request waiting for its grant's MR whose peer gave up.
+                destroy(event.id, what: "waiting connect")
+                return []
+            }
             guard let peer = peers[ObjectIdentifier(event.id)], let grant = book.grants[peer.grant] else {
                 // An id we dropped already; answer a DISCONNECTED anyway (rdma_disconnect(3)).
                 if event.kind == .disconnected, !event.id.isDestroyed { _ = try? event.id.disconnect() }
@@ -77,7 +82,7 @@ extension PeerService {
         let connection = event.id
         let address = connection.peerAddress()
         let grant: GrantRecord
-        switch book.admit(event.privateData, now: now, taken: { self.peers(of: $0).count }) {
+        switch book.admit(event.privateData, now: now, taken: { self.taken(by: $0) }) {
         case .rejected(let reason):
             return reject(connection, reason, retryAfter: reason.isRetryable ? 100 : 0, address: address)
         case .admitted(let admitted):
@@ -87,7 +92,7 @@ extension PeerService {
         do {
             guard let current = try engine.exposureTarget(grant.region) else {
                 let waiting = held[grant.region]?.filter { $0.grant == grant.id }.count ?? 0
-                if holding, peers(of: grant.id).count + waiting < grant.maxPeers {
+                if holding, taken(by: grant.id) + waiting < grant.maxPeers {
                     // Answered when the region is restored: no retry, no backoff, for the peer.
                     held[grant.region, default: []].append(HeldConnect(event: event, grant: grant.id, since: now))
                     logger.info("peer held while its region is revoked", metadata: ["address": "\(address)", "grant": "\(grant.id)"])
@@ -99,8 +104,36 @@ extension PeerService {
         } catch {
             return reject(connection, .regionLost, address: address, grant: grant.id)
         }
+        if let exposure = exposures[grant.id], !exposure.isWithdrawn, exposure.generation == target.generation {
+            return accept(event, grant: grant, exposure: exposure, target: target, now: now)
+        }
+        // The grant's first connect of this generation: its PD and MR are made off the loop,
+        // and the request waits for them (with any other that comes meanwhile).
+        if let job = registering[grant.id], job.generation == target.generation {
+            job.waiting.append(event)
+            return
+        }
+        closeExposure(of: grant)   // an older generation's, withdrawn already
+        let job = ExposureJob(grant: grant.id, region: grant.region, generation: target.generation, address: target.address,
+                              length: target.length, flags: Self.flags(for: grant.access, registeredWith: target.flags))
+        // An older generation's job is left to finish unheeded; its requests wait for this one.
+        job.waiting = (registering[grant.id]?.waiting ?? []) + [event]
+        registering[grant.id] = job
+        maker.submit(job)
+        if maker.descriptor == nil { exposuresMade(engine: engine, now: now) }
+    }
+
+    /// Connects admitted for `grant`: its peers, and the requests waiting for its exposure.
+    func taken(by grant: UInt64) -> Int {
+        peers(of: grant).count + (registering[grant]?.waiting.count ?? 0)
+    }
+
+    /// Accepts a connect request on the grant's current exposure: a QP in the grant's PD, and
+    /// the accept's private data with the generation's address and keys.
+    func accept(_ event: PeerCMEvent, grant: GrantRecord, exposure: GrantExposure, target: ExposureTarget, now: UInt64) {
+        let connection = event.id
+        let address = connection.peerAddress()
         do throws(VerbsError) {
-            let exposure = try currentExposure(of: grant, target: target, engine: engine)
             let queuePair = try exposure.domain.createQueuePair(on: connection)
             // Only live ones: a peer that drops and reconnects within one generation must not
             // grow the list (a dropped peer's id is destroyed).
@@ -123,27 +156,93 @@ extension PeerService {
             nextPeer += 1
             peers[ObjectIdentifier(connection)] = peer
         } catch {
-            logger.warning("peer not admitted: could not make its QP or the grant's MR", metadata: [
+            logger.warning("peer not admitted: could not make its QP", metadata: [
                 "grant": "\(grant.id)", "address": "\(address)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
             reject(connection, .busy, retryAfter: 1000, address: address, grant: grant.id)
         }
     }
 
-    /// The grant's exposure of the region's current generation, made (PD, MR) if there is none.
-    func currentExposure(of grant: GrantRecord, target: ExposureTarget, engine: Engine) throws(VerbsError) -> GrantExposure {
-        if let exposure = exposures[grant.id], !exposure.isWithdrawn, exposure.generation == target.generation { return exposure }
-        closeExposure(of: grant)
-        let domain = try verbs.makePD()
-        let memory = try domain.register(address: target.address, length: target.length,
-                                         access: Self.flags(for: grant.access, registeredWith: target.flags))
-        let exposure = GrantExposure(generation: target.generation, domain: domain, memory: memory)
-        do { try engine.expose(target.region, generation: target.generation, exposure) } catch {
-            // The registration went between the target and now (nothing runs in between, so
-            // only a bug gets here); expose() withdrew it.
-            throw VerbsError(op: "expose", errno: .noSuchFileOrDirectory, detail: "\(error)")
+    // MARK: Exposures made off the loop
+
+    /// Takes the jobs the maker finished: a job still its grant's, for the generation the
+    /// region still has, becomes the grant's exposure (the engine withdraws it with the
+    /// region) and its requests are accepted; a job overtaken (a revocation, a newer job, the
+    /// grant's end) is closed, and its requests are answered as new ones would be now.
+    func exposuresMade(engine: Engine, now: UInt64) {
+        for job in maker.finished() {
+            if let failure = job.closeFailure {
+                logger.error("closing a grant's PD after its MR was refused failed", metadata: [
+                    "grant": "\(job.grant)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
+            }
+            guard registering[job.grant] === job, let grant = book.grants[job.grant] else {
+                // Overtaken: its requests moved to the newer job, or were rejected with the grant.
+                discard(job)
+                continue
+            }
+            registering[job.grant] = nil
+            let target: ExposureTarget?
+            do { target = try engine.exposureTarget(job.region) } catch {
+                discard(job)
+                for event in job.waiting { reject(event.id, .regionLost, address: event.id.peerAddress(), grant: grant.id) }
+                continue
+            }
+            guard let target, target.generation == job.generation else {
+                // Revoked (or registered again) while the MR was being made: what it covers may
+                // be gone. Its requests are held, or admitted on the new generation.
+                discard(job)
+                for event in job.waiting { connectRequested(event, engine: engine, now: now) }
+                continue
+            }
+            let made: (domain: any PeerPD, memory: any PeerMR)
+            switch job.made {
+            case .success(let pair)?:
+                made = pair
+            case .failure(let error)?:
+                logger.warning("peers not admitted: could not make the grant's MR", metadata: [
+                    "grant": "\(grant.id)", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])
+                for event in job.waiting { reject(event.id, .busy, retryAfter: 1000, address: event.id.peerAddress(), grant: grant.id) }
+                continue
+            case nil:   // not run: the daemon is stopping
+                for event in job.waiting { reject(event.id, .busy, retryAfter: 1000, address: event.id.peerAddress(), grant: grant.id) }
+                continue
+            }
+            let exposure = GrantExposure(generation: job.generation, domain: made.domain, memory: made.memory)
+            do { try engine.expose(job.region, generation: job.generation, exposure) } catch {
+                // expose() withdrew it; the target above was current, so only a bug gets here.
+                logger.error("a grant's exposure was refused by the engine", metadata: ["grant": "\(grant.id)", "error": "\(error)"])
+                close(exposure, grant: grant.id)
+                for event in job.waiting { reject(event.id, .busy, retryAfter: 1000, address: event.id.peerAddress(), grant: grant.id) }
+                continue
+            }
+            exposures[grant.id] = exposure
+            logger.debug("grant MR made off the loop", metadata: ["grant": "\(grant.id)", "generation": "\(job.generation)",
+                                                                  "bytes": "\(job.length)", "micros": "\(job.nanos / 1000)"])
+            for event in job.waiting { accept(event, grant: grant, exposure: exposure, target: target, now: now) }
         }
-        exposures[grant.id] = exposure
-        return exposure
+    }
+
+    /// Closes what a job made that will not be used.
+    func discard(_ job: ExposureJob) {
+        guard case .success(let made)? = job.made else { return }
+        close(GrantExposure(generation: job.generation, domain: made.domain, memory: made.memory), grant: job.grant)
+    }
+
+    /// Rejects the requests waiting for `grant`'s exposure; its job, if running, is left to
+    /// finish unheeded.
+    func rejectWaiting(of grant: UInt64, _ reason: RejectReason, retryAfter: UInt32 = 0) {
+        guard let job = registering.removeValue(forKey: grant) else { return }
+        for event in job.waiting { reject(event.id, reason, retryAfter: retryAfter, address: event.id.peerAddress(), grant: grant) }
+        job.waiting = []
+    }
+
+    /// A waiting request whose peer gave up: forgotten, true; false when `id` waits for nothing.
+    func forgetWaiting(_ id: any PeerCMID) -> Bool {
+        for job in registering.values {
+            guard let index = job.waiting.firstIndex(where: { $0.id === id }) else { continue }
+            job.waiting.remove(at: index)
+            return true
+        }
+        return false
     }
 
     /// The grant MR's flags: the region's own (ODP, and LOCAL_WRITE, which decides how pages

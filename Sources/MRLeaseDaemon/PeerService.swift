@@ -30,6 +30,11 @@ final class PeerService {
     /// when it is restored (admitted) or gone, or rejected `region-revoking` once
     /// `limits.holdNanos` have passed (docs/protocol.md §8). At most a grant's free slots each.
     var held: [RegionID: [HeldConnect]] = [:]
+    /// Where grants' PDs and MRs are made: a worker thread for a device, inline for stand-ins.
+    var maker: any ExposureMaker
+    /// The job making each grant's exposure for its region's current generation, with the
+    /// connect requests waiting for it (`PeerService+Admission`).
+    var registering: [UInt64: ExposureJob] = [:]
     var nextPeer: UInt64 = 1
     /// The alignment the device's ODP copies need (the start-up self-test's); 1 for pinned.
     let odpAlignment: UInt32
@@ -46,9 +51,10 @@ final class PeerService {
     /// The responder resources (incoming READs and atomics in flight) a peer may ask for.
     static let maxResponderResources: UInt8 = 16
 
-    init(verbs: any PeerVerbs, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
+    init(verbs: any PeerVerbs, maker: any ExposureMaker, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
          limits: PeerLimits = PeerLimits(), logger: Logger) throws(VerbsError) {
         self.verbs = verbs
+        self.maker = maker
         self.limits = limits
         self.odpAlignment = odpAlignment
         self.revokingRetryMillis = revokingRetryMillis
@@ -247,9 +253,13 @@ final class PeerService {
         var notices: [PeerNotice] = []
         for grant in book.grants.values.sorted(by: { $0.id < $1.id }) {
             notices += disconnectPeers(of: grant, reason: .shutdown)
+            rejectWaiting(of: grant.id, .busy, retryAfter: 1000)
             closeExposure(of: grant)
             book.end(grant.id, .ownerGone)
         }
+        // Waits for a registration under way; what it made is closed (no grant is left).
+        maker.shutDown()
+        for job in maker.finished() { discard(job) }
         for region in retiring.keys.sorted() { regionRevoked(region) }
         rejectHeld(of: nil, .busy, retryAfter: 1000)
         for listener in listeners { destroy(listener.id, what: "listener") }
@@ -273,6 +283,7 @@ final class PeerService {
 
     private func end(_ grant: GrantRecord, _ why: GrantEnd, reason: PeerDisconnectReason) -> [PeerNotice] {
         let notices = disconnectPeers(of: grant, reason: reason)
+        rejectWaiting(of: grant.id, why.rejectReason)
         closeExposure(of: grant)
         book.end(grant.id, why)
         rejectHeld(of: grant, why.rejectReason)
@@ -299,7 +310,7 @@ final class PeerService {
         close(exposure, grant: grant.id)
     }
 
-    private func close(_ exposure: GrantExposure, grant: UInt64?) {
+    func close(_ exposure: GrantExposure, grant: UInt64?) {
         do { try exposure.close() } catch {
             logger.error("closing a grant's PD failed: what refused stays allocated until its last reference goes",
                          metadata: ["grant": "\(grant.map(String.init) ?? "-")", "op": "\(error.op)", "errno": "\(error.errno.symbolicName)", "error": "\(error)"])

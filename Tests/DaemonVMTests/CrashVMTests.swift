@@ -108,14 +108,14 @@ final class CrashVMTests: XCTestCase {
         XCTAssertNotNil(b.waitFor(["registered"]), b.printed.text)
         XCTAssertEqual(try daemon.holdings().leases, 2)
         XCTAssertEqual(try daemon.holdings().mrs.count, 3)
-        let killed = daemon.pid
+        let killed = RDMAResources.threads(of: daemon.pid)
 
         XCTAssertEqual(daemon.stop(SIGKILL, within: 5), SIGKILL)
         assertReleasedAfterTheDaemonDied(a)
         assertReleasedAfterTheDaemonDied(b)
         XCTAssertEqual(try leases(on: pathA), [])
         XCTAssertEqual(try leases(on: pathB), [])
-        XCTAssertEqual(try RDMAResources.memoryRegionKeys(pid: killed), [], "MRs of the killed daemon")
+        XCTAssertEqual(try RDMAResources.memoryRegionKeys(threads: killed), [], "MRs of the killed daemon")
         let took = timedTruncate(pathA, to: 65536)
         print("truncate after kill -9 of mrleased, its clients having released its leases: \(took)")
         XCTAssertLessThan(took, .seconds(1))

@@ -89,7 +89,7 @@ final class RemoteAccessVMTests: XCTestCase {
         XCTAssertEqual(accept.grantID, granted.grant)
         XCTAssertEqual(accept.access, [.read, .write])
         XCTAssertEqual(UInt64(accept.transferAlignment), granted.alignment)
-        XCTAssertNotEqual(accept.rkey, region.rkey, "the grant's MR is its own (its own PD), not the client's")
+        XCTAssertNotEqual(accept.rkey, region.rkey, "the grant's MR is its own (its own PD), not the region's own (which lives in the region PD)")
         try owner.waitForEvents { $0.contains { $0.name == .peerConnected } }
 
         // Aligned on every device: whole pages at a page boundary.

@@ -5,19 +5,38 @@ import Foundation
 public enum RDMAResources {
     /// The rkeys of the MRs this process owns, per `rdma -j resource show mr`.
     public static func memoryRegionKeys(pid: Int32 = getpid()) throws -> Set<UInt32> {
-        Set(try entries("mr", pid: pid).compactMap { entry in
+        try memoryRegionKeys(threads: threads(of: pid))
+    }
+
+    /// The rkeys of the MRs that any of `threads` created: for a process that has died, pass the
+    /// threads read (with `threads(of:)`) while it lived.
+    public static func memoryRegionKeys(threads: Set<Int32>) throws -> Set<UInt32> {
+        Set(try entries("mr", threads: threads).compactMap { entry in
             (entry["rkey"] as? String).flatMap { UInt32($0, radix: 16) }
         })
     }
 
-    /// The entries of `rdma -j resource show KIND` (qp, pd, mr, cq, cm_id) that belong to `pid`.
+    /// The entries of `rdma -j resource show KIND` (qp, pd, mr, cq, cm_id) that belong to process `pid`.
     public static func entries(_ kind: String, pid: Int32 = getpid()) throws -> [[String: Any]] {
+        try entries(kind, threads: threads(of: pid))
+    }
+
+    /// The ids of `pid`'s threads, `pid` among them. The kernel's resource tracking names each
+    /// object by the *thread* that created it (its `pid` field is that thread's id), and the daemon
+    /// registers grant MRs on a worker thread: matching the process id alone misses those.
+    public static func threads(of pid: Int32) -> Set<Int32> {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return Set(names.compactMap { Int32($0) }).union([pid])
+    }
+
+    /// The entries of `rdma -j resource show KIND` created by any of `threads`.
+    public static func entries(_ kind: String, threads: Set<Int32>) throws -> [[String: Any]] {
         let result = try Subprocess.run("/usr/bin/env", ["rdma", "-j", "resource", "show", kind])
         guard result.status == 0 else {
             throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "rdma resource show \(kind): \(result.stderr)"])
         }
         let entries = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]) ?? []
-        return entries.filter { ($0["pid"] as? Int).map(Int32.init) == pid }
+        return entries.filter { entry in (entry["pid"] as? Int).map { threads.contains(Int32($0)) } ?? false }
     }
 
     /// How many fds this process has open.

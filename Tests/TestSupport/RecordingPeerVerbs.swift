@@ -75,16 +75,19 @@ public final class RecordingPeerVerbs: PeerVerbs {
         public private(set) var isClosed = false
         public private(set) var memory: [MR] = []
         let keys: () -> UInt32
+        let refuse: () -> Errno?
         let journal: Journal
 
-        init(number: Int, journal: Journal, keys: @escaping () -> UInt32) {
+        init(number: Int, journal: Journal, keys: @escaping () -> UInt32, refuse: @escaping () -> Errno?) {
             self.number = number
             self.journal = journal
             self.keys = keys
+            self.refuse = refuse
         }
 
         public func register(address: UnsafeMutableRawPointer, length: Int, access: AccessFlags) throws(VerbsError) -> any PeerMR {
             if isClosed { throw VerbsError(op: "ibv_reg_mr", errno: .badFileDescriptor) }
+            if let errno = refuse() { throw VerbsError(op: "ibv_reg_mr", errno: errno, detail: "refused by the test") }
             let mr = MR(address: UInt64(UInt(bitPattern: address)), rkey: keys(), journal: journal)
             memory.append(mr)
             return mr
@@ -132,6 +135,8 @@ public final class RecordingPeerVerbs: PeerVerbs {
     /// Every connection a peer asked for, in order.
     public private(set) var connections: [ID] = []
     public private(set) var domains: [PD] = []
+    /// Grant MRs registered while this is set fail with it, as the kernel would refuse them.
+    public var refuseRegistration: Errno?
     private var events: [PeerCMEvent] = []
     private var nextKey: UInt32 = 0x100
 
@@ -160,10 +165,10 @@ public final class RecordingPeerVerbs: PeerVerbs {
     }
 
     public func makePD() throws(VerbsError) -> any PeerPD {
-        let pd = PD(number: domains.count, journal: journal) { [unowned self] in
+        let pd = PD(number: domains.count, journal: journal, keys: { [unowned self] in
             defer { nextKey &+= 1 }
             return nextKey
-        }
+        }, refuse: { [unowned self] in refuseRegistration })
         domains.append(pd)
         return pd
     }
