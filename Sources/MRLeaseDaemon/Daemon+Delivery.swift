@@ -66,7 +66,7 @@ extension Daemon {
     func deliver(_ notice: EngineNotice) {
         if let session = sessions[notice.owner], !session.closing {
             if case .lost(let id, _, _) = notice.event { session.tags[id] = nil }
-            _ = send(Codec.encode(Event(notice.event, now: Engine.now())), to: session, what: "events")
+            if let event = Event(notice.event, now: Engine.now()) { _ = send(Codec.encode(event), to: session, what: "events") }
         }
         if let peers, let engine { deliver(peers.receive(notice.event, engine: engine, now: currentTime())) }
     }

@@ -45,7 +45,6 @@ extension Daemon {
             guard let engine else { throw ProtocolError(.unknownRegion, "no region \(region) on this connection") }
             do { route(try engine.deregister(RegionID(region), owner: session.owner)) } catch { throw ProtocolError(error) }
             session.tags[RegionID(region)] = nil
-            if let peers { deliver(peers.regionGone(RegionID(region))) }
             return .deregister
 
         case .list(let after, let all, let limit):

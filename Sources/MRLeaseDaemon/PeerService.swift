@@ -162,7 +162,7 @@ final class PeerService {
         case .revoked(let id): regionRevoked(id)
         // Connect requests held while it was revoked are answered now, with the new keys.
         case .restored(let id, _, _): regionRestored(id, engine: engine, now: now)
-        case .lost(let id, _, _): return regionGone(id)
+        case .lost(let id, _, _), .deregistered(let id): return regionGone(id)
         // A following region's layout change is the owner's news only: its peers keep their
         // connections and keys, and reach the file's current pages.
         case .unlinked, .layout: break

@@ -165,7 +165,8 @@ extension ProtocolError {
 
 extension Event {
     /// The wire form of an engine event; `now` turns the revoking deadline into milliseconds.
-    init(_ event: EngineEvent, now: UInt64) {
+    /// None for `deregistered`: the owner asked, and its reply says so.
+    init?(_ event: EngineEvent, now: UInt64) {
         switch event {
         case .revoking(let id, let cause, let deadline):
             self = .revoking(.init(region: id.rawValue, reason: cause.wire,
@@ -180,6 +181,8 @@ extension Event {
             self = .unlinked(region: id.rawValue)
         case .layout(let id, let layout, let size):
             self = .layout(.init(region: id.rawValue, layout: layout.wire, size: size))
+        case .deregistered:
+            return nil
         }
     }
 }

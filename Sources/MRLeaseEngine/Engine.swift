@@ -193,10 +193,12 @@ public final class Engine {
     /// last region. Returns the events this caused (a revocation that was waiting only for
     /// this region completes).
     public func deregister(_ id: RegionID, owner: OwnerID? = nil) throws(EngineError) -> [EngineNotice] {
-        try exclusive { () throws(EngineError) in try remove(id, owner: owner) }.1
+        try exclusive { () throws(EngineError) in emit(try remove(id, owner: owner), .deregistered(id)) }.1
     }
 
-    func remove(_ id: RegionID, owner: OwnerID?) throws(EngineError) {
+    /// Removes a region (its exposures, MR and mapping) and returns its owner.
+    @discardableResult
+    func remove(_ id: RegionID, owner: OwnerID?) throws(EngineError) -> OwnerID {
         guard let key = regions[id], let file = files[key], let region = file.regions[id],
               owner == nil || region.owner == owner else { throw .unknownRegion(id) }
         discard(region, of: file)
@@ -205,9 +207,11 @@ public final class Engine {
         let actions = file.lifecycle.remove(id, now: clock())
         perform(actions, on: file)
         if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
+        return region.owner
     }
 
-    /// Deregisters every region of an owner (a client that disconnected or died).
+    /// Deregisters every region of an owner (a client that disconnected or died). Emits no
+    /// `deregistered`: whoever ends the owner's connection has ended what hangs on it.
     public func release(owner: OwnerID) -> [EngineNotice] {
         let (_, notices) = exclusive {
             for id in (regionsByOwner[owner] ?? []).sorted() {

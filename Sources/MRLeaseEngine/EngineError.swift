@@ -57,11 +57,16 @@ public enum EngineEvent: Sendable, Equatable {
     /// read the extents to tell (`unknown`); `size` is the file's size now. Nothing was
     /// revoked: the MR, its keys and its peers stay, and follow the file.
     case layout(RegionID, layout: LayoutChange, size: UInt64)
+    /// The region is gone because its owner deregistered it: its MR, and the exposures of its
+    /// grants, are gone already. Not for the owner, whose reply says so; for the other
+    /// subscribers (the peer service ends the region's grants, so their peers hear
+    /// `region-gone`).
+    case deregistered(RegionID)
 
     public var region: RegionID {
         switch self {
         case .revoking(let id, _, _), .revoked(let id), .restored(let id, _, _), .lost(let id, _, _), .unlinked(let id),
-             .layout(let id, _, _): id
+             .layout(let id, _, _), .deregistered(let id): id
         }
     }
 }

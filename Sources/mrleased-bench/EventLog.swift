@@ -15,7 +15,7 @@ final class EventLog {
     func record(_ event: EngineEvent) {
         switch event {
         case .revoking(let id, _, _): revoking.append(id)
-        case .revoked, .unlinked, .layout: break
+        case .revoked, .unlinked, .layout, .deregistered: break
         case .restored: restored += 1
         case .lost(let id, let reason, _): lost.append("\(id) \(reason)")
         }

@@ -69,6 +69,28 @@ final class PeerServiceTests: XCTestCase {
         XCTAssertTrue(id.isDestroyed, "a peer's DISCONNECTED destroys its rdma_cm id")
     }
 
+    /// The owner's `deregister` reaches the peer service only as the engine's `deregistered`
+    /// notice, through the one fan-out: its established peer is disconnected with
+    /// `region-gone` (the owner hears it before the reply), and the grant is over.
+    func testDeregisterEndsTheRegionsGrantsAndPeersThroughTheEnginesNotice() throws {
+        let (daemon, client, region) = try listening()
+        let made = try grant(client, region)
+        let id = try connect(made, to: daemon)
+        XCTAssertNotNil(id.accepted)
+        peers.queue(PeerCMEvent(kind: .established, id: id))
+        daemon.drive { client.events.contains { if case .peerConnected = $0 { true } else { false } } }
+
+        XCTAssertEqual(try client.request(.deregister(region: region.region)), .deregister)
+        XCTAssertTrue(client.events.contains { if case .peerDisconnected(let gone) = $0 { gone.reason == .regionGone } else { false } },
+                      "\(client.events.map(\.name.rawValue))")
+        XCTAssertTrue(id.isDestroyed, "the peer's id (and QP) went with the region")
+        XCTAssertEqual(peers.domains.first?.isClosed, true, "the grant's PD went with the region")
+        guard case .stats(let stats) = try client.request(.stats) else { return XCTFail("stats") }
+        XCTAssertEqual(stats.grants, 0)
+        let late = try connect(made, to: daemon)
+        XCTAssertEqual(try RejectPrivateData(decoding: try XCTUnwrap(late.rejected)).reason, .regionLost)
+    }
+
     /// Issue 18, pinned at the floor: before the unlock only what stops the wire and the memory
     /// (each peer's `rdma_disconnect`, the grant MR's `ibv_dereg_mr`); the ids (with their
     /// QPs) and the grant's PD after it, so the breaker never waits for them.

@@ -10,6 +10,7 @@ extension EngineEvent {
         case .lost(let id, let reason, _): "lost \(id) \(reason.rawValue)"
         case .unlinked(let id): "unlinked \(id)"
         case .layout(let id, let layout, let size): "layout \(id) \(layout.rawValue) \(size)"
+        case .deregistered(let id): "deregistered \(id)"
         }
     }
 }
