@@ -278,7 +278,7 @@ extension Daemon {
         let stats = engine?.statistics() ?? EngineStatistics()
         return Statistics(
             files: UInt64(stats.files), regions: UInt64(stats.regions),
-            bytesODP: stats.bytesByStrategy["odp"] ?? 0, bytesPinned: stats.bytesByStrategy["pinned"] ?? 0,
+            bytesODP: stats.bytesByStrategy.odp, bytesPinned: stats.bytesByStrategy.pinned,
             leasesHeld: UInt64(stats.leasesHeld), breaksHandled: UInt64(stats.breaksHandled),
             breakToUnlockMicros: Statistics.Latency(stats.breakToUnlock),
             clients: UInt64(sessions.count), requestMicros: requestTimes.mapValues(Statistics.Latency.init),

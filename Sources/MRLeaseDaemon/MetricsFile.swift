@@ -32,19 +32,15 @@ struct MetricsFile {
     /// another user. Not fsync'ed: after a crash the file is stale anyway, and a sync on every
     /// interval would stall the daemon's one loop on a busy disk.
     func replace(with text: String) throws(Failure) {
-        let fd: FileDescriptor
-        do {
-            // O_NOFOLLOW: a symlink planted at the temporary name is refused, not written through.
-            fd = try FileDescriptor.open(temporaryPath, .writeOnly, options: [.create, .truncate, .noFollow, .closeOnExec],
-                                         permissions: [.ownerReadWrite, .groupRead, .otherRead])
-        } catch {
-            throw Failure(op: "open", errno: error as? Errno ?? .ioError, path: temporaryPath)
-        }
+        // The calls themselves (not swift-system's untyped throws), so every failure carries
+        // the errno the kernel gave. O_NOFOLLOW: a symlink planted at the temporary name is
+        // refused, not written through.
+        let fd = Glibc.open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Failure(op: "open", errno: Errno(rawValue: Glibc.errno), path: temporaryPath) }
         // close(2) reports a failed deferred write (NFS, quota), so its error counts too; the fd
-        // is gone after close whatever it returns, so it is closed exactly once.
+        // is gone after close whatever it returns (EINTR included), so it is closed exactly once.
         let written = fill(fd, with: text)
-        let closed: Failure?
-        do { try fd.close(); closed = nil } catch { closed = Failure(op: "close", errno: error as? Errno ?? .ioError, path: temporaryPath) }
+        let closed: Failure? = Glibc.close(fd) == 0 ? nil : Failure(op: "close", errno: Errno(rawValue: Glibc.errno), path: temporaryPath)
         if let failure = written ?? closed {
             // The leftover temporary is overwritten next time, so a failed unlink adds nothing.
             unlink(temporaryPath)
@@ -58,10 +54,17 @@ struct MetricsFile {
     }
 
     /// Sets the mode and writes `text`; the failure, if any.
-    private func fill(_ fd: FileDescriptor, with text: String) -> Failure? {
-        guard fchmod(fd.rawValue, 0o644) == 0 else { return Failure(op: "fchmod", errno: Errno(rawValue: Glibc.errno), path: temporaryPath) }
-        do { _ = try fd.writeAll(Array(text.utf8)) } catch {
-            return Failure(op: "write", errno: error as? Errno ?? .ioError, path: temporaryPath)
+    private func fill(_ fd: CInt, with text: String) -> Failure? {
+        guard fchmod(fd, 0o644) == 0 else { return Failure(op: "fchmod", errno: Errno(rawValue: Glibc.errno), path: temporaryPath) }
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let wrote = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if wrote < 0 {
+                if Glibc.errno == EINTR { continue }
+                return Failure(op: "write", errno: Errno(rawValue: Glibc.errno), path: temporaryPath)
+            }
+            done += wrote
         }
         return nil
     }

@@ -101,7 +101,7 @@ final class PeerService {
         guard let endpoint = listeners.first?.endpoint else {
             throw ProtocolError(.remoteAccessUnavailable, "mrleased is not listening for peers; set `listen = ADDR:PORT` in its config (or --listen) and restart it")
         }
-        if region.strategy == .odp, odpAlignment > 1, activeMTU < Int(odpAlignment) {
+        if alignment(for: region.strategy) > 1, activeMTU < Int(odpAlignment) {
             throw ProtocolError(.remoteAccessUnavailable, "region \(region.id.rawValue) is ODP on \(verbs.deviceName), whose ODP copies corrupt packets that do not start a page (the start-up self-test), and its port's active MTU is \(activeMTU): peers' transfers would be split into packets that do not start pages. Raise the interface's MTU so the RDMA MTU is 4096 (e.g. ip link set DEV mtu 9000), or register the region pinned")
         }
         let regionAccess = region.access.wire
@@ -149,7 +149,12 @@ final class PeerService {
     }
 
     /// The transfer alignment peers of a region with `strategy` must keep.
-    func alignment(for strategy: Strategy) -> UInt32 { strategy == .odp ? odpAlignment : 1 }
+    func alignment(for strategy: Strategy) -> UInt32 {
+        switch strategy {
+        case .odp: odpAlignment
+        case .pinned: 1
+        }
+    }
 
     // MARK: What happens to regions and owners
 

@@ -157,7 +157,7 @@ extension ProtocolError {
         case .refused(let refusal): refusal.code.wire
         case .fileBusy: .fileBusy
         case .unknownRegion: .unknownRegion
-        case .system: .internal
+        case .system, .bug: .internal
         }
         self.init(code, error.description, errnoName: error.errno?.symbolicName, errnoValue: error.errno?.rawValue)
     }

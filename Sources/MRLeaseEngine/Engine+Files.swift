@@ -153,7 +153,7 @@ extension Engine {
         }
         var trials: [Trial] = []
         for attempt in ordered.attempts {
-            let flags = attempt.strategy == .odp ? plan.access.verbsFlags.union(.onDemand) : plan.access.verbsFlags
+            let flags = attempt.strategy.flags(for: plan.access)
             // A guarded MR is made under the lease: taken first, so no layout change can slip
             // in between the pin and the lease.
             if plan.layoutPolicy(for: attempt.strategy) == .revoke { try takeLease(file) }
@@ -175,7 +175,10 @@ extension Engine {
                     if trials.count == 1 { file.remember(reason, for: key) }
                 }
                 liveBytes[attempt.strategy] += plan.length
-                if attempt.strategy == .odp && configuration.odpPrefetch { prefetch(mr, writable: plan.access.isWritable) }
+                switch attempt.strategy {
+                case .odp: if configuration.odpPrefetch { prefetch(mr, writable: plan.access.isWritable) }
+                case .pinned: break  // its pages are in already
+                }
                 return Registration(mr: mr, flags: flags, strategy: attempt.strategy, reason: reason)
             } catch {
                 trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .failed(op: error.op, errno: error.errno)))
@@ -186,7 +189,7 @@ extension Engine {
         case .failure(let refusal): throw .refused(refusal)
         case .success(let decision):
             // decide() says "use" only for a trial that registered, and those returned above.
-            throw .system(op: "registration plan (\(decision.0) decided without a registration)", errno: .ioError)
+            throw .bug("the registration plan decided \(decision.0) without a registration")
         }
     }
 

@@ -69,7 +69,7 @@ extension Engine {
         snapshot.files = files.count
         snapshot.regions = regions.count
         snapshot.leasesHeld = leaseCount
-        for strategy in Strategy.allCases where liveBytes[strategy] > 0 { snapshot.bytesByStrategy[strategy.rawValue] = liveBytes[strategy] }
+        snapshot.bytesByStrategy = liveBytes
         return snapshot
     }
 }

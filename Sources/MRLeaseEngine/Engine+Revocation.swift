@@ -293,7 +293,7 @@ extension Engine {
             do {
                 // The window stayed mapped through the revocation: the same address again.
                 guard let address = region.address else {
-                    throw EngineError.system(op: "restore (the region's mapping is gone)", errno: .badAddress)
+                    throw EngineError.bug("restore of region \(region.id): its mapping is gone, though a revocation keeps it")
                 }
                 let made = try makeRegistration(owner: region.owner, file: file, plan: region.plan.only(region.strategy), at: address)
                 region.mr = made.mr

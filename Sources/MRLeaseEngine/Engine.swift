@@ -359,18 +359,6 @@ public final class Engine {
 }
 
 /// Bytes per strategy, one field each: counted on every registration, so no hashing.
-struct BytesByStrategy: Equatable, CustomStringConvertible {
-    private var odp: UInt64 = 0
-    private var pinned: UInt64 = 0
-
-    subscript(strategy: Strategy) -> UInt64 {
-        get { switch strategy { case .odp: odp; case .pinned: pinned } }
-        set { switch strategy { case .odp: odp = newValue; case .pinned: pinned = newValue } }
-    }
-
-    var description: String { "odp \(odp), pinned \(pinned)" }
-}
-
 extension Usage {
     mutating func add(_ length: UInt64) {
         regions += 1

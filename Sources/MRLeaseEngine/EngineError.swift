@@ -15,6 +15,9 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownRegion(RegionID)
     /// A system call failed where the caller can do nothing but report it.
     case system(op: String, errno: Errno)
+    /// Something the engine's own rules say cannot happen did: a bug, reported as such (no
+    /// errno: no call failed), never dressed up as a kernel's answer.
+    case bug(String)
 
     public var errno: Errno? {
         switch self {
@@ -22,6 +25,7 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
         case .fileBusy: .resourceTemporarilyUnavailable
         case .unknownRegion: nil
         case .system(_, let errno): errno
+        case .bug: nil
         }
     }
 
@@ -35,6 +39,8 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
             "no region \(region) (deregistered, lost, or owned by another client)"
         case .system(let op, let errno):
             "\(op) failed: \(errno.symbolicName) (\(errno))"
+        case .bug(let what):
+            "an mrleased bug: \(what); please report it with the daemon's log"
         }
     }
 }

@@ -1,10 +1,13 @@
+import MRLeasePolicy
+
 /// Counters and the break-to-unlock latency histogram, as `stats` reports them.
 public struct EngineStatistics: Sendable, Equatable {
     public init() {}
     public var files = 0
     public var regions = 0
     public var leasesHeld = 0
-    public var bytesByStrategy: [String: UInt64] = [:]
+    /// The bytes of live MRs (a revoked region's count again once restored).
+    public var bytesByStrategy = BytesByStrategy()
     public var registrations = 0
     public var breaksHandled = 0
     /// Revocations for a layout change made without a lease break (through the leased open
@@ -16,6 +19,25 @@ public struct EngineStatistics: Sendable, Equatable {
     public var restorations = 0
     public var regionsLost = 0
     public var breakToUnlock = LatencyHistogram()
+}
+
+/// A count of bytes for each strategy: a field per strategy, so a new strategy is a compile
+/// error wherever bytes are counted or reported.
+public struct BytesByStrategy: Sendable, Equatable, CustomStringConvertible {
+    public private(set) var odp: UInt64
+    public private(set) var pinned: UInt64
+
+    public init(odp: UInt64 = 0, pinned: UInt64 = 0) {
+        self.odp = odp
+        self.pinned = pinned
+    }
+
+    public subscript(strategy: Strategy) -> UInt64 {
+        get { switch strategy { case .odp: odp; case .pinned: pinned } }
+        set { switch strategy { case .odp: odp = newValue; case .pinned: pinned = newValue } }
+    }
+
+    public var description: String { "odp \(odp), pinned \(pinned)" }
 }
 
 /// Latencies in power-of-two microsecond buckets (bucket i holds [2^i, 2^(i+1)) µs; bucket 0

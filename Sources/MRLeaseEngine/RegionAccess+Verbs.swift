@@ -24,6 +24,16 @@ extension RegionAccess {
     }
 }
 
+extension Strategy {
+    /// The flags a region's MR with this strategy carries, for `access`.
+    public func flags(for access: RegionAccess) -> AccessFlags {
+        switch self {
+        case .odp: access.verbsFlags.union(.onDemand)
+        case .pinned: access.verbsFlags
+        }
+    }
+}
+
 extension TrialKind {
     /// The flags this trial registers with, for `access`.
     public func flags(for access: RegionAccess) -> AccessFlags {

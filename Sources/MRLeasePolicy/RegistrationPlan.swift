@@ -191,13 +191,17 @@ public struct RegistrationPlan: Sendable, Equatable {
         let order: [Strategy] = preference.map { [$0] } ?? [.odp, .pinned]
         for strategy in order {
             let kind = TrialKind.of(strategy, access: access)
-            if strategy == .odp, let gap = device.odpGap(for: access) {
-                plan.skipped.append(Trial(kind: kind, flags: "", outcome: .notTried(reason: gap)))
-                continue
+            let reason: String
+            switch strategy {
+            case .odp:
+                if let gap = device.odpGap(for: access) {
+                    plan.skipped.append(Trial(kind: kind, flags: "", outcome: .notTried(reason: gap)))
+                    continue
+                }
+                reason = "\(device.name) RC ODP covers \(access)"
+            case .pinned:
+                reason = "pinned on \(file.backing.rawValue) under the lease"
             }
-            let reason = strategy == .odp
-                ? "\(device.name) RC ODP covers \(access)"
-                : "pinned on \(file.backing.rawValue) under the lease"
             plan.attempts.append(Attempt(strategy: strategy, kind: kind, reason: reason))
         }
         return .success(plan)
@@ -207,7 +211,10 @@ public struct RegistrationPlan: Sendable, Equatable {
     /// ODP; `revoke` when it is pinned, since a pinned MR keeps the pages the file drops and
     /// only a revocation before the change keeps peers' WRITEs out of them.
     public func layoutPolicy(for strategy: Strategy) -> LayoutPolicy {
-        strategy == .odp ? layoutPolicy : .revoke
+        switch strategy {
+        case .odp: layoutPolicy
+        case .pinned: .revoke
+        }
     }
 
     /// The decision, once the attempts were made (`trials`, in order; a failure that ends the

@@ -47,7 +47,10 @@ public enum TrialKind: String, Sendable, Codable, CaseIterable {
 
     /// The trial a strategy's registration is, for an access.
     public static func of(_ strategy: Strategy, access: RegionAccess) -> TrialKind {
-        strategy == .odp ? .odp : (access.isWritable ? .pinnedWrite : .pinnedReadOnly)
+        switch strategy {
+        case .odp: .odp
+        case .pinned: access.isWritable ? .pinnedWrite : .pinnedReadOnly
+        }
     }
 
     /// Whether the registration asks for a writable pin (LOCAL_WRITE or REMOTE_WRITE).

@@ -89,9 +89,7 @@ final class RegistrationBenchmark {
     static let access: RegionAccess = [.read, .write]
 
     /// The flags `Engine.makeRegion` passes for this access and strategy.
-    static func flags(for strategy: Strategy) -> AccessFlags {
-        strategy == .odp ? access.verbsFlags.union(.onDemand) : access.verbsFlags
-    }
+    static func flags(for strategy: Strategy) -> AccessFlags { strategy.flags(for: access) }
 
     /// `inspectEvery`: nil, each call inspects the fd (`Engine.register(owner:fd:…)`); n, the fd
     /// is inspected once per n regions and each region registered from its own plan, as the
