@@ -133,23 +133,27 @@ extension PeerService {
     func accept(_ event: PeerCMEvent, grant: GrantRecord, exposure: GrantExposure, target: ExposureTarget, now: UInt64) {
         let connection = event.id
         let address = connection.peerAddress()
+        let terms: AcceptPrivateData
+        do {
+            terms = try AcceptPrivateData(access: grant.access, remoteAddress: exposure.memory.address,
+                                          length: UInt64(target.length), rkey: exposure.memory.rkey,
+                                          transferAlignment: alignment(for: target.strategy),
+                                          generation: target.generation, grantID: grant.id)
+        } catch {
+            // Each field was checked when the grant was made and the region registered (access
+            // not empty, length not 0, a mapping's address, a power-of-two alignment): a bug.
+            logger.error("peer not admitted: an mrleased bug: the accept's terms do not encode", metadata: [
+                "grant": "\(grant.id)", "address": "\(address)", "error": "\(error)"])
+            return reject(connection, .busy, retryAfter: 1000, address: address, grant: grant.id)
+        }
         do throws(VerbsError) {
             let queuePair = try exposure.domain.createQueuePair(on: connection)
             // Only live ones: a peer that drops and reconnects within one generation must not
             // grow the list (a dropped peer's id is destroyed).
             exposure.connections.removeAll { $0.isDestroyed }
             exposure.connections.append(connection)
-            let accept: AcceptPrivateData
-            do {
-                accept = try AcceptPrivateData(access: grant.access, remoteAddress: exposure.memory.address,
-                                               length: UInt64(target.length), rkey: exposure.memory.rkey,
-                                               transferAlignment: alignment(for: target.strategy),
-                                               generation: target.generation, grantID: grant.id)
-            } catch {
-                throw VerbsError(op: "accept private data", errno: .invalidArgument, detail: "\(error)")
-            }
             let wanted = event.initiatorDepth ?? 1
-            try connection.accept(privateData: accept.encoded(),
+            try connection.accept(privateData: terms.encoded(),
                                   responderResources: min(max(wanted, 1), Self.maxResponderResources), initiatorDepth: 0)
             let peer = PeerConnection(id: nextPeer, grant: grant.id, connection: connection, queuePair: queuePair,
                                       address: address, generation: target.generation, acceptedAt: now)

@@ -52,7 +52,7 @@ final class PeerService {
     static let maxResponderResources: UInt8 = 16
 
     init(verbs: any PeerVerbs, maker: any ExposureMaker, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
-         limits: PeerLimits = PeerLimits(), logger: Logger) throws(VerbsError) {
+         limits: PeerLimits = PeerLimits(), logger: Logger) throws(PeerSetupError) {
         self.verbs = verbs
         self.maker = maker
         self.limits = limits
@@ -61,7 +61,14 @@ final class PeerService {
         self.logger = logger
         activeMTU = verbs.activeMTU
         for endpoint in endpoints {
-            let (id, port) = try verbs.listen(on: endpoint)
+            let (id, port, device): (any PeerCMID, UInt16, String?)
+            do { (id, port, device) = try verbs.listen(on: endpoint) } catch { throw .verbs(error) }
+            // Peers' QPs must be made in this device's PDs: a listener on another device's
+            // address would accept connections no QP of ours can serve.
+            guard device == verbs.deviceName else {
+                do { try id.destroy() } catch { logger.warning("destroying the refused listener failed", metadata: ["error": "\(error)"]) }
+                throw .address(endpoint, device: device, served: verbs.deviceName)
+            }
             let actual = GrantEndpoint(address: endpoint.address, port: port)
             listeners.append((actual, id))
             logger.info("listening for peers", metadata: ["endpoint": "\(actual)", "device": "\(verbs.deviceName)"])
@@ -80,15 +87,16 @@ final class PeerService {
 
     /// The RDMA device that carries `endpoint`'s address (rdma_bind_addr picks it), for a
     /// daemon told to listen but not which device to serve: it serves the listener's.
-    static func device(of endpoint: GrantEndpoint) throws(VerbsError) -> String {
-        let channel = try CMEventChannel()
-        let id = try channel.createID()
-        defer { _ = try? id.destroy() }
-        try id.bind(address: endpoint.host, port: 0)
-        guard let context = try id.context() else {
-            throw VerbsError(op: "rdma_bind_addr", errno: .operationNotSupportedByDevice,
-                             detail: "\(endpoint.host) is not an address of any RDMA device (give the interface an rxe or RoCE device, or listen on another address)")
-        }
+    static func device(of endpoint: GrantEndpoint) throws(PeerSetupError) -> String {
+        let context: Context?
+        do {
+            let channel = try CMEventChannel()
+            let id = try channel.createID()
+            defer { _ = try? id.destroy() }
+            try id.bind(address: endpoint.host, port: 0)
+            context = try id.context()
+        } catch { throw .verbs(error) }
+        guard let context else { throw .address(endpoint, device: nil, served: nil) }
         return context.device.name
     }
 

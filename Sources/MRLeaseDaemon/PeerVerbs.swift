@@ -13,8 +13,10 @@ public protocol PeerVerbs: AnyObject {
     var activeMTU: Int { get }
     /// The CM event channel's fd: readable when `nextEvent` has an event.
     var descriptor: FileDescriptor { get }
-    /// A listener bound to `endpoint` on this device, and the port it has (port 0 resolved).
-    func listen(on endpoint: GrantEndpoint) throws(VerbsError) -> (id: any PeerCMID, port: UInt16)
+    /// A listener bound to `endpoint`, the port it has (port 0 resolved), and the RDMA device
+    /// rdma_bind_addr bound it to (nil: none carries the address). Listening on another
+    /// device's address is the caller's to refuse.
+    func listen(on endpoint: GrantEndpoint) throws(VerbsError) -> (id: any PeerCMID, port: UInt16, device: String?)
     /// The next event of the channel, acknowledged; nil when none is pending.
     func nextEvent() throws(VerbsError) -> PeerCMEvent?
     /// A new PD for one grant.

@@ -190,7 +190,7 @@ final class ThreadedExposureMakerTests: XCTestCase {
         var deviceName: String { "plain" }
         var activeMTU: Int { 4096 }
         var descriptor: FileDescriptor { FileDescriptor(rawValue: -1) }
-        func listen(on endpoint: GrantEndpoint) throws(VerbsError) -> (id: any PeerCMID, port: UInt16) {
+        func listen(on endpoint: GrantEndpoint) throws(VerbsError) -> (id: any PeerCMID, port: UInt16, device: String?) {
             throw VerbsError(op: "listen", errno: .notSupported)
         }
         func nextEvent() throws(VerbsError) -> PeerCMEvent? { nil }

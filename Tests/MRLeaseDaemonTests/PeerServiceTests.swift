@@ -1,5 +1,6 @@
 import Glibc
 import LinuxFile
+import Logging
 import MRLeaseEngine
 import MRLeaseGrant
 import MRLeaseProtocol
@@ -39,6 +40,23 @@ final class PeerServiceTests: XCTestCase {
         let id = peers.connect(privateData: ConnectPrivateData(try GrantDescriptor(text: made.descriptor)).encoded())
         daemon.drive(seconds: 5) { id.accepted != nil || id.rejected != nil }
         return id
+    }
+
+    /// A listener on an address another device (or none) carries is refused with what to
+    /// change, and no errno: rdma_bind_addr succeeded.
+    func testAListenAddressOffTheServedDeviceIsRefusedWithWhatToChange() throws {
+        let endpoint = GrantEndpoint(host: "192.0.2.1", port: 7471)!
+        for (device, words) in [("other0", "that address is on RDMA device other0, but mrleased registers on fake0"),
+                                (nil, "192.0.2.1 is not an address of any RDMA device")] as [(String?, String)] {
+            let verbs = RecordingPeerVerbs()
+            verbs.listenerDevice = .some(device)
+            XCTAssertThrowsError(try PeerService(verbs: verbs, maker: InlineExposureMaker(verbs: verbs), endpoints: [endpoint],
+                                                 odpAlignment: 1, revokingRetryMillis: 100, logger: Logger(label: "test"))) { error in
+                XCTAssertTrue("\(error)".contains(words), "\(error)")
+                guard case .address = error as? PeerSetupError else { return XCTFail("not an address refusal: \(error)") }
+            }
+            XCTAssertEqual(verbs.listeners.map(\.isDestroyed), [true], "the refused listener's id is destroyed")
+        }
     }
 
     func testTheLargestExpiryOnAListeningDaemonIsRefusedAndTheDaemonKeepsServing() throws {

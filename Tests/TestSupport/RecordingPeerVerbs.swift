@@ -135,6 +135,8 @@ public final class RecordingPeerVerbs: PeerVerbs {
     /// Every connection a peer asked for, in order.
     public private(set) var connections: [ID] = []
     public private(set) var domains: [PD] = []
+    /// The device a listener's address is on, when not this one's (`.some(nil)`: no RDMA device).
+    public var listenerDevice: String??
     /// Grant MRs registered while this is set fail with it, as the kernel would refuse them.
     public var refuseRegistration: Errno?
     private var events: [PeerCMEvent] = []
@@ -149,10 +151,10 @@ public final class RecordingPeerVerbs: PeerVerbs {
 
     deinit { Glibc.close(descriptor.rawValue) }
 
-    public func listen(on endpoint: GrantEndpoint) throws(VerbsError) -> (id: any PeerCMID, port: UInt16) {
+    public func listen(on endpoint: GrantEndpoint) throws(VerbsError) -> (id: any PeerCMID, port: UInt16, device: String?) {
         let id = ID(number: listeners.count, address: "\(endpoint)", journal: journal)
         listeners.append(id)
-        return (id, endpoint.port == 0 ? 7471 : endpoint.port)
+        return (id, endpoint.port == 0 ? 7471 : endpoint.port, listenerDevice ?? deviceName)
     }
 
     public func nextEvent() throws(VerbsError) -> PeerCMEvent? {
