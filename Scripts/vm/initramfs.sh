@@ -2,9 +2,10 @@
 # Needs: CACHE, KVER, KROOT, VM_DIR, log(), die(). Sets INITRD.
 
 # Load order: crc32 providers first (rxe and libcrc32c/xfs need them), then 9p for the root,
-# then RDMA, pmem and filesystems. Names absent from a kernel (built-in or renamed) are skipped.
+# then RDMA, pmem and filesystems; virtio_net (net_failover and failover come as its
+# dependencies) for the --pair wire. Names absent from a kernel (built-in or renamed) are skipped.
 GUEST_MODULES=(crc32_generic crc32c_generic crc32-pclmul crc32c-intel crc32 crc32c libcrc32c
-  virtio_pci 9pnet_virtio 9p
+  virtio_pci 9pnet_virtio 9p virtio_net
   rdma_rxe ib_uverbs rdma_ucm
   nd_e820 libnvdimm nd_pmem nd_btt dax dax_pmem
   jbd2 ext4 xfs loop dummy veth)
