@@ -159,6 +159,12 @@ let package = Package(
         .testTarget(name: "MRLeaseEngineTests", dependencies: ["MRLeaseEngine", "MRLeasePolicy", "TestSupport"]),
         // The daemon binary on the guest's RDMA device, driven over its socket.
         .testTarget(name: "DaemonVMTests", dependencies: ["MRLeaseProtocol", "MRLeaseClient", "MRLeaseGrant", "Verbs", "LinuxFile", "TestSupport"]),
+        // Two guests on one virtual wire (Scripts/vm-test --pair): rdma_cm and a remote peer of
+        // the daemon across real kernels; each test skips unless MRLEASED_PAIR_ROLE is set.
+        .testTarget(name: "PairVMTests", dependencies: [
+            "Verbs", "MRLeaseClient", "MRLeaseProtocol", "MRLeasePeer", "TestSupport",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)
         // and Config/'s units under systemd-analyze verify. Host-only: no RDMA device needed.
         .testTarget(name: "MRLeaseDaemonTests", dependencies: ["MRLeaseDaemon", "MRLeaseEngine", "MRLeasePolicy", "MRLeaseProtocol", "MRLeaseGrant", "Verbs", "LinuxFile", "DaemonLauncher", "TestSupport"]),
