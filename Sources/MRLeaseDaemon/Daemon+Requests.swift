@@ -285,7 +285,8 @@ extension Daemon {
             layoutChangesHandled: UInt64(stats.layoutChangesHandled), layoutChecks: UInt64(stats.layoutChecks),
             registrations: UInt64(stats.registrations), restorations: UInt64(stats.restorations),
             regionsLost: UInt64(stats.regionsLost),
-            grants: UInt64(peers?.book.grants.count ?? 0), peers: UInt64(peers?.peerCount ?? 0))
+            grants: UInt64(peers?.book.grants.count ?? 0), peers: UInt64(peers?.peerCount ?? 0),
+            layoutChangesFollowed: UInt64(stats.layoutChangesFollowed))
     }
 }
 

@@ -33,6 +33,9 @@ extension Statistics {
             out.counter("layout_changes", "Layout changes found without a lease break (through the leased open file).", layoutChangesHandled)
         }
         if let layoutChecks { out.counter("layout_checks", "Comparisons of a file's size and extents with its regions.", layoutChecks) }
+        if let layoutChangesFollowed {
+            out.counter("layout_changes_followed", "Layout changes told to the owners of follow regions (layout events; nothing revoked).", layoutChangesFollowed)
+        }
         if let registrations { out.counter("registrations", "Regions registered since the daemon started.", registrations) }
         if let restorations { out.counter("restorations", "Regions restored after a revocation.", restorations) }
         if let regionsLost { out.counter("regions_lost", "Regions lost (the lost event).", regionsLost) }

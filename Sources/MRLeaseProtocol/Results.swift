@@ -273,6 +273,9 @@ public struct Statistics: Sendable, Equatable {
     /// The comparisons of a file's size and extents with its registered regions' made to find
     /// them; nil from a daemon from before this field.
     public var layoutChecks: UInt64?
+    /// The `layout` events sent: one per `follow` region whose range changed (nothing revoked,
+    /// keys and peers kept); nil from a daemon from before this field.
+    public var layoutChangesFollowed: UInt64?
     /// Since the daemon started: regions registered, regions restored after a revocation, and
     /// regions lost (`lost` events); nil from a daemon from before these fields.
     public var registrations: UInt64?
@@ -287,7 +290,8 @@ public struct Statistics: Sendable, Equatable {
                 breaksHandled: UInt64, breakToUnlockMicros: Latency, clients: UInt64,
                 requestMicros: [RequestType: Latency] = [:], layoutChangesHandled: UInt64? = nil, layoutChecks: UInt64? = nil,
                 registrations: UInt64? = nil, restorations: UInt64? = nil, regionsLost: UInt64? = nil,
-                grants: UInt64? = nil, peers: UInt64? = nil) {
+                grants: UInt64? = nil, peers: UInt64? = nil, layoutChangesFollowed: UInt64? = nil) {
+        self.layoutChangesFollowed = layoutChangesFollowed
         self.registrations = registrations
         self.restorations = restorations
         self.regionsLost = regionsLost

@@ -34,7 +34,8 @@ struct StatsCommand: ParsableCommand {
             ["leases-held", "\(stats.leasesHeld)"],
             ["breaks-handled", "\(stats.breaksHandled)"],
             ["break-to-unlock-us", "p50 \(latency.p50), p99 \(latency.p99), max \(latency.max) (\(latency.count) breaks)"],
-        ] + [("layout-changes-handled", stats.layoutChangesHandled), ("layout-checks", stats.layoutChecks)].compactMap { name, value in
+        ] + [("layout-changes-handled", stats.layoutChangesHandled), ("layout-checks", stats.layoutChecks),
+           ("layout-changes-followed", stats.layoutChangesFollowed)].compactMap { name, value in
             value.map { [name, "\($0)"] }  // absent from a daemon older than these counters
         } + RequestType.allCases.compactMap { type in
             stats.requestMicros[type].map { ["\(type.rawValue)-us", "p50 \($0.p50), p99 \($0.p99), max \($0.max) (\($0.count) requests)"] }

@@ -101,6 +101,7 @@ final class FollowVMTests: XCTestCase {
         try peer.waitFor("\(name): the first persist") { $0.contains("persisted ") }
 
         var cells: [Cell] = []
+        let followedBefore = try followed()
         for change in Self.changes {
             let before = persisted(peer), reconnectsBefore = reconnects(peer), layoutsBefore = layouts(owner)
             let arguments = change.arguments.map { $0.replacingOccurrences(of: "FILE", with: path).replacingOccurrences(of: "SOURCE", with: source) }
@@ -143,6 +144,9 @@ final class FollowVMTests: XCTestCase {
         XCTAssertEqual(file, try Data(contentsOf: URL(fileURLWithPath: readBack)), "\(name) \(policy): the file and the MR disagree")
 
         let events = owner.output
+        // Every `layout` event the owner heard is counted in `stats` (and nothing else is: the
+        // owner is the daemon's only client while it runs).
+        XCTAssertEqual(try followed() - followedBefore, layouts(owner), "\(name) \(policy): layoutChangesFollowed against the owner's layout events")
         if policy == "follow" {
             XCTAssertFalse(events.contains("revoking region"), "\(name): a following region was revoked:\n\(events)")
             XCTAssertFalse(events.contains("disconnected (revoking)"), events)
@@ -151,6 +155,14 @@ final class FollowVMTests: XCTestCase {
             XCTAssertTrue(events.contains("revoking region") && events.contains("restored region"), "\(name): \(events)")
         }
         return cells
+    }
+
+    /// The daemon's `layoutChangesFollowed` (`mrlease stats --json`).
+    func followed() throws -> Int {
+        let result = try Subprocess.run(mrlease, ["stats", "--json", "--socket", daemon.socketPath])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], result.stdout)
+        return try XCTUnwrap((json["layoutChangesFollowed"] as? NSNumber)?.intValue, result.stdout)
     }
 
     func persisted(_ peer: Background) -> Int { peer.lines.filter { $0.hasPrefix("persisted ") }.count }

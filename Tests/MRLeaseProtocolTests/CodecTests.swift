@@ -65,7 +65,7 @@ enum Samples {
                           requestMicros: [.stats: .init(p50: 0, p99: 0, max: 0, count: 0, buckets: [], sum: 0),
                                           .register: .init(p50: 1024, p99: 1024, max: 700, count: 1, buckets: [0, 0, 0, 0, 0, 0, 0, 0, 0, 1], sum: 700)],
                           layoutChangesHandled: 0, layoutChecks: 3, registrations: 4, restorations: 2, regionsLost: 1,
-                          grants: 0, peers: 0)),
+                          grants: 0, peers: 0, layoutChangesFollowed: 5)),
         .ack,
         .verify(Verification(layoutChanged: true, extentsBefore: 1, extentsAfter: 3)),
     ]
@@ -206,7 +206,7 @@ final class CodecTests: XCTestCase {
                                breakToUnlockMicros: full, clients: .max,
                                requestMicros: Dictionary(uniqueKeysWithValues: RequestType.allCases.map { ($0, full) }),
                                layoutChangesHandled: .max, layoutChecks: .max, registrations: .max, restorations: .max,
-                               regionsLost: .max, grants: .max, peers: .max)
+                               regionsLost: .max, grants: .max, peers: .max, layoutChangesFollowed: .max)
         let reply = Codec.encode(Reply(id: .max, .stats(stats)))
         XCTAssertLessThan(reply.count, Codec.maxMessageBytes)
         XCTAssertEqual(try Codec.decodeServerMessage(reply), .reply(Reply(id: .max, .stats(stats))))

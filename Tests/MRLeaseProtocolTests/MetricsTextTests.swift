@@ -13,7 +13,8 @@ final class MetricsTextTests: XCTestCase {
         files: 2, regions: 3, bytesODP: 1 << 21, bytesPinned: 4096, leasesHeld: 2, breaksHandled: 8, breakToUnlockMicros: breaks,
         clients: 5, requestMicros: [.register: .init(p50: 512, p99: 1024, max: 900, count: 3, buckets: Array(repeating: 0, count: 9) + [3], sum: 2000),
                                     .stats: .init(p50: 32, p99: 32, max: 20, count: 1, buckets: [0, 0, 0, 0, 1], sum: 20)],
-        layoutChangesHandled: 1, layoutChecks: 40, registrations: 9, restorations: 6, regionsLost: 2, grants: 1, peers: 3)
+        layoutChangesHandled: 1, layoutChecks: 40, registrations: 9, restorations: 6, regionsLost: 2, grants: 1, peers: 3,
+        layoutChangesFollowed: 7)
 
     func testOpenMetricsTextParsesWithCumulativeBucketsMatchingTheHistogram() throws {
         let families = try MetricsParser.openMetrics.parse(Self.stats.metricsText(.openMetrics))
@@ -36,7 +37,7 @@ final class MetricsTextTests: XCTestCase {
                              requestMicros: [.hello: .init(p50: 9, p99: 9, max: 9, count: 1)])
         let families = try MetricsParser.openMetrics.parse(old.metricsText(.openMetrics))
         XCTAssertEqual(families["mrleased_clients"]?.value("mrleased_clients"), 1)
-        for absent in ["mrleased_grants", "mrleased_peers", "mrleased_registrations", "mrleased_layout_checks",
+        for absent in ["mrleased_grants", "mrleased_peers", "mrleased_registrations", "mrleased_layout_checks", "mrleased_layout_changes_followed",
                        "mrleased_break_to_unlock_seconds", "mrleased_request_duration_seconds"] {
             XCTAssertNil(families[absent], absent)
         }
@@ -74,7 +75,8 @@ final class MetricsTextTests: XCTestCase {
         XCTAssertEqual(families["mrleased_region_bytes"]?.value("mrleased_region_bytes", ["strategy": "pinned"]), Double(stats.bytesPinned))
         let counters: [(String, UInt64?)] = [("lease_breaks", stats.breaksHandled), ("layout_changes", stats.layoutChangesHandled),
                                              ("layout_checks", stats.layoutChecks), ("registrations", stats.registrations),
-                                             ("restorations", stats.restorations), ("regions_lost", stats.regionsLost)]
+                                             ("restorations", stats.restorations), ("regions_lost", stats.regionsLost),
+                                             ("layout_changes_followed", stats.layoutChangesFollowed)]
         for (name, value) in counters {
             XCTAssertEqual(families["mrleased_" + name]?.type, "counter", name, file: file, line: line)
             XCTAssertEqual(families["mrleased_" + name]?.value("mrleased_\(name)_total"), value.map { Double($0) }, name, file: file, line: line)

@@ -31,7 +31,8 @@ final class MetricsCommandTests: XCTestCase {
         }
         XCTAssertEqual(families["mrleased_clients"]?.value("mrleased_clients"), 1, "the CLI's own connection")
         for (family, field) in [("lease_breaks", "breaksHandled"), ("layout_changes", "layoutChangesHandled"), ("layout_checks", "layoutChecks"),
-                                ("registrations", "registrations"), ("restorations", "restorations"), ("regions_lost", "regionsLost")] {
+                                ("registrations", "registrations"), ("restorations", "restorations"), ("regions_lost", "regionsLost"),
+                                ("layout_changes_followed", "layoutChangesFollowed")] {
             XCTAssertEqual(families["mrleased_" + family]?.type, "counter", family)
             XCTAssertEqual(families["mrleased_" + family]?.value("mrleased_\(family)_total"), (json[field] as? NSNumber)?.doubleValue, family)
         }
