@@ -42,11 +42,14 @@ public enum RDMAResources {
     /// How many fds this process has open.
     public static func openFDCount() -> Int { openFDs().count }
 
-    /// This process's open fds and what they point at, for leak reports.
+    /// This process's open fds and what they point at, for leak reports. An fd listed but
+    /// closed before its link is read is left out: it is not held (the listing's own directory
+    /// fd is one; another thread's short-lived fd, such as a pipe of a child just reaped, is
+    /// another), and counting it made leak checks fail without a leak.
     public static func openFDs() -> [String: String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        return Dictionary(uniqueKeysWithValues: names.map { name in
-            (name, (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(name)")) ?? "?")
+        return Dictionary(uniqueKeysWithValues: names.compactMap { name in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(name)")).map { (name, $0) }
         })
     }
 }
