@@ -320,6 +320,9 @@ struct mrlease_stats {
      * daemon started: regions registered, restored after a revocation, lost; now: grants in
      * force and peers connected through them. */
     uint64_t registrations, restorations, regions_lost, grants, peers;
+    /* Since 1.4.0; 0 when absent (a daemon from before it, or an older library): the `layout`
+     * events sent to the owners of follow regions (a range changed; nothing was revoked). */
+    uint64_t layout_changes_followed;
     /* New fields go here, at the end, and never into an array element struct above. */
 };
 MRLEASE_API mrlease_status mrlease_stats_sized(mrlease_conn *conn, struct mrlease_stats *out, size_t out_size);

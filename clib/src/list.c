@@ -139,6 +139,7 @@ mrlease_status mrl_stats(mrlease_conn *conn, struct mrlease_stats *out) {
     out->regions_lost = mrl_u64_optional(&r, result, "regionsLost", &present);
     out->grants = mrl_u64_optional(&r, result, "grants", &present);
     out->peers = mrl_u64_optional(&r, result, "peers", &present);
+    out->layout_changes_followed = mrl_u64_optional(&r, result, "layoutChangesFollowed", &present);
     json_object *requests = mrl_object(&r, result, "requestMicros", 0);
     size_t n = requests ? (size_t)json_object_object_length(requests) : 0;
     out->requests = mrl_calloc(&r, n, sizeof *out->requests);

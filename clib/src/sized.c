@@ -18,7 +18,8 @@
 #define ENDS_WITH(type, field) (sizeof(type) == (END_OF(type, field) + _Alignof(type) - 1) / _Alignof(type) * _Alignof(type))
 static const size_t stats_sizes[] = {
     offsetof(struct mrlease_stats, registrations),    /* 1.0.0 */
-    sizeof(struct mrlease_stats),                     /* 1.1.0: + registrations … peers */
+    offsetof(struct mrlease_stats, layout_changes_followed), /* 1.1.0: + registrations … peers */
+    sizeof(struct mrlease_stats),                     /* 1.4.0: + layout_changes_followed */
 };
 static const size_t hello_sizes[] = {
     offsetof(struct mrlease_hello, layout_policy),    /* 1.0.0 */
@@ -31,7 +32,7 @@ static const size_t event_sizes[] = {
 #define STATS_SIZE_1_0_0 offsetof(struct mrlease_stats, registrations)
 #define HELLO_SIZE_1_0_0 offsetof(struct mrlease_hello, layout_policy)
 #define EVENT_SIZE_1_0_0 offsetof(struct mrlease_event, size)
-_Static_assert(ENDS_WITH(struct mrlease_stats, peers), "mrlease_stats grew: list its size in stats_sizes");
+_Static_assert(ENDS_WITH(struct mrlease_stats, layout_changes_followed), "mrlease_stats grew: list its size in stats_sizes");
 _Static_assert(ENDS_WITH(struct mrlease_hello, layout_policy), "mrlease_hello grew: list its size in hello_sizes");
 _Static_assert(ENDS_WITH(struct mrlease_event, size), "mrlease_event grew: list its size in event_sizes");
 

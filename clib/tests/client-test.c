@@ -504,18 +504,32 @@ static void sized_checks(void) {
     static const char *const reply =
         "{\"v\":1,\"type\":\"stats\",\"id\":%ID%,\"result\":{\"files\":2,\"regions\":3,\"bytesByStrategy\":{\"odp\":0,\"pinned\":8192},"
         "\"leasesHeld\":2,\"breaksHandled\":5,\"breakToUnlockMicros\":{\"p50\":64,\"p99\":700,\"max\":700,\"count\":5},\"clients\":1,"
-        "\"registrations\":7,\"restorations\":5,\"regionsLost\":1,\"grants\":2,\"peers\":3,"
+        "\"registrations\":7,\"restorations\":5,\"regionsLost\":1,\"grants\":2,\"peers\":3,\"layoutChangesFollowed\":4,"
         "\"requestMicros\":{\"stats\":{\"p50\":32,\"p99\":41,\"max\":41,\"count\":3}}}}";
     const char *script[] = { reply, NULL };
     pid_t pid;
     mrlease_conn *c = fake_connection(script, &pid);
     struct mrlease_stats st;
     if (expect(c, "stats with the counters since start", mrlease_stats(c, &st), MRLEASE_OK))
-        check(st.files == 2 && st.registrations == 7 && st.restorations == 5 && st.regions_lost == 1 && st.grants == 2 && st.peers == 3,
-              "stats: registrations, restorations, regions_lost, grants, peers", "%llu %llu %llu %llu %llu",
+        check(st.files == 2 && st.registrations == 7 && st.restorations == 5 && st.regions_lost == 1 && st.grants == 2 && st.peers == 3
+              && st.layout_changes_followed == 4,
+              "stats: registrations, restorations, regions_lost, grants, peers, layout_changes_followed", "%llu %llu %llu %llu %llu %llu",
               (unsigned long long)st.registrations, (unsigned long long)st.restorations, (unsigned long long)st.regions_lost,
-              (unsigned long long)st.grants, (unsigned long long)st.peers);
+              (unsigned long long)st.grants, (unsigned long long)st.peers, (unsigned long long)st.layout_changes_followed);
     mrlease_stats_release(&st);
+    mrlease_destroy(c);
+    finish_fake(pid);
+
+    const size_t size_1_1_0 = offsetof(struct mrlease_stats, layout_changes_followed);
+    unsigned char *middle = malloc(size_1_1_0 + 8);
+    memset(middle, 0xAA, size_1_1_0 + 8);
+    c = fake_connection(script, &pid);
+    if (expect(c, "stats into a 1.1.0-sized struct", mrlease_stats_sized(c, (struct mrlease_stats *)middle, size_1_1_0), MRLEASE_OK))
+        check(((struct mrlease_stats *)middle)->peers == 3 && middle[size_1_1_0] == 0xAA,
+              "a 1.1.0-sized struct gets its fields and nothing past them", "peers %llu, byte after %#x",
+              (unsigned long long)((struct mrlease_stats *)middle)->peers, middle[size_1_1_0]);
+    mrlease_stats_release_sized((struct mrlease_stats *)middle, size_1_1_0);
+    free(middle);
     mrlease_destroy(c);
     finish_fake(pid);
 
