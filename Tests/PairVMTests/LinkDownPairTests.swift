@@ -13,7 +13,8 @@ import XCTest
 /// again once the link is up it completes with WR_FLUSH_ERR, the library reconnects and it
 /// lands. Asserted: the outage WRITE or that retry lands, a new peer connects with the same
 /// descriptor and writes a third page, a's owner hears both peers disconnect when b closes
-/// them, and a's file holds exactly the three pages.
+/// them, and a's file holds exactly the three pages. Skipped where b's kernel is 7.x: there
+/// rxe never carries a connection again after the bounce (`unrecoverable`).
 final class LinkDownPairTests: XCTestCase {
     static let fill: UInt8 = 0x5A
     static let fileLength = 1 << 20, regionOffset = 65536, regionLength = 65536, page = 4096
@@ -29,6 +30,7 @@ final class LinkDownPairTests: XCTestCase {
         try exporter.register(offset: Self.regionOffset, length: Self.regionLength, ["--max-peers", "2"])
         try pair.publish("\(name).descriptor", exporter.grants[0].descriptor)
         let report = try pair.waitFor("\(name).done", what: "the wire down and up and the peers' WRITEs")
+        if report.hasPrefix("skip: ") { throw XCTSkip(String(report.dropFirst(6))) }
         // b closed both peers before it reported: the daemon must have heard each end.
         try exporter.owner?.await("the owner hearing both peers disconnect", seconds: 60) { text in
             text.split(separator: "\n").filter { $0.hasSuffix("disconnected (peer)") }.count >= 2
@@ -47,7 +49,18 @@ final class LinkDownPairTests: XCTestCase {
         (Self.pattern.bytes(at: UInt64(index * Self.page), count: Self.page), UInt64(index * Self.page))
     }
 
+    /// Why this guest's wire must not go down, or nil.
+    static var unrecoverable: String? {
+        guard TestKernel.release.major >= 7 else { return nil }
+        return "rxe on Linux \(TestKernel.release.major).\(TestKernel.release.minor) does not carry rdma_cm again after its netdev went "
+            + "down and up (measured on 7.3.4: every later connect from this guest got no answer, and every later pair test failed)"
+    }
+
     func bounce(_ pair: Pair, _ name: String) throws {
+        if let reason = Self.unrecoverable {
+            try pair.publish("\(name).done", "skip: \(reason)")
+            throw XCTSkip(reason)
+        }
         let descriptor = try GrantDescriptor(text: try pair.waitFor("\(name).descriptor", what: "mrleased on \(pair.otherV4) and a grant"))
         let line = try Subprocess.run("/sbin/ip", ["-o", "-4", "addr", "show", "to", pair.selfV4])
         let card = try XCTUnwrap(line.stdout.split(separator: " ").dropFirst().first.map(String.init), "the card with \(pair.selfV4): \(line.stdout)")
