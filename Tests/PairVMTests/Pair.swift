@@ -72,6 +72,19 @@ struct Pair {
         }
     }
 
+    /// Whether the other guest has published `name` yet (one 9p lookup).
+    func published(_ name: String) -> Bool { FileManager.default.fileExists(atPath: path(name)) }
+
+    /// The usual shape of a test with an exporter: role a runs `exporter`, which publishes
+    /// `name.STEP` for each of `aSteps`, role b runs `peer`, which publishes each of `bSteps`,
+    /// both inside `session`.
+    func split(_ name: String, a aSteps: [String], b bSteps: [String],
+               exporter: (Pair, String) throws -> Void, peer: (Pair, String) throws -> Void) throws {
+        try session(publishing: (role == .a ? aSteps : bSteps).map { "\(name).\($0)" }) {
+            try (role == .a ? exporter : peer)(self, name)
+        }
+    }
+
     /// Waits for the other guest to publish `name` and returns its text; throws, saying what
     /// the other guest was to do, after `seconds`, or at once when it published a failure.
     func waitFor(_ name: String, seconds: Double = 300, what: String) throws -> String {
