@@ -1,4 +1,6 @@
 import MRLeaseGrant
+import SystemPackage
+import Verbs
 
 /// Why one connection attempt did not end in an established connection with usable terms.
 /// Pure: built from what rdma_cm delivered, so every classification is testable on any host.
@@ -19,6 +21,19 @@ public enum ConnectFailure: Error, Sendable, Equatable, CustomStringConvertible 
     case local(String)
     /// ESTABLISHED, but the accept's private data is not a valid accept, or is for another grant.
     case badAccept(String)
+
+    /// Classifies a failed rdma_resolve_addr or rdma_resolve_route call: the network's answer
+    /// (no route, network down or unreachable, the local address gone: a link going down and
+    /// up again gives these for a while) is transport trouble, retried until the reconnect
+    /// timeout; anything else is this host's.
+    public static func resolving(_ error: VerbsError, step: String) -> ConnectFailure {
+        switch error.errno {
+        case .networkUnreachable, .networkDown, .noRouteToHost, .addressNotAvailable:
+            .transport("\(step): \(error.op) answered \(error.errno.symbolicName): no way to the endpoint's network right now")
+        default:
+            .local("\(error)")
+        }
+    }
 
     /// Classifies a REJECTED event's status and private data.
     public static func reject(status: Int32, privateData: [UInt8]) -> ConnectFailure {

@@ -86,11 +86,15 @@ final class PeerConnection {
         do throws(VerbsError) {
             let channel = try CMEventChannel()
             let id = try channel.createID()
-            try id.resolveAddress(host(of: descriptor.endpoint), port: descriptor.endpoint.port, timeoutMillis: millis)
+            do { try id.resolveAddress(host(of: descriptor.endpoint), port: descriptor.endpoint.port, timeoutMillis: millis) } catch {
+                return .failure(.resolving(error, step: "resolving \(descriptor.endpoint)"))
+            }
             if case .failure(let failure) = expect(.addressResolved, on: channel, deadline: deadline, step: "resolving \(descriptor.endpoint)") {
                 return .failure(failure)
             }
-            try id.resolveRoute(timeoutMillis: millis)
+            do { try id.resolveRoute(timeoutMillis: millis) } catch {
+                return .failure(.resolving(error, step: "resolving the route to \(descriptor.endpoint)"))
+            }
             if case .failure(let failure) = expect(.routeResolved, on: channel, deadline: deadline, step: "resolving the route to \(descriptor.endpoint)") {
                 return .failure(failure)
             }

@@ -1,4 +1,6 @@
 import MRLeaseGrant
+import SystemPackage
+import Verbs
 import XCTest
 
 @testable import MRLeasePeer
@@ -79,5 +81,20 @@ final class ReconnectPolicyTests: XCTestCase {
         let unknown = "\(PeerError.atomicOutcomeUnknown(operation: .fetchAdd, completion: "transport retry counter exceeded", generation: 4))"
         XCTAssertTrue(unknown.hasPrefix("fetch-add: the connection broke while the atomic was in flight"), unknown)
         XCTAssertTrue(unknown.contains("not repeated") && unknown.contains("generation 4") && unknown.contains("read the word"), unknown)
+    }
+
+    /// A link going down and up makes rdma_resolve_addr fail with the network's errno for a
+    /// while (measured on 7.3.4: ENETUNREACH): retried until the reconnect timeout, not the
+    /// end of the peer; any other failed call on this host still is.
+    func testAResolveThatTheNetworkRefusesIsRetriedAndOneThisHostRefusesIsNot() {
+        for errno in [Errno.networkUnreachable, .networkDown, .noRouteToHost, .addressNotAvailable] {
+            let failure = ConnectFailure.resolving(VerbsError(op: "rdma_resolve_addr", errno: errno), step: "resolving 192.0.2.1:7471")
+            XCTAssertTrue(failure.isRetryable, "\(errno.symbolicName): \(failure)")
+            XCTAssertTrue("\(failure)".contains(errno.symbolicName), "\(failure)")
+        }
+        for errno in [Errno.operationNotSupportedByDevice, .noMemory, .invalidArgument] {
+            XCTAssertFalse(ConnectFailure.resolving(VerbsError(op: "rdma_resolve_addr", errno: errno), step: "resolving").isRetryable,
+                           errno.symbolicName)
+        }
     }
 }
