@@ -344,7 +344,7 @@ extension Engine {
     /// was read, so each change is told once.
     func followLayout(_ file: TrackedFile, size: UInt64, extents: Extents) {
         let following = file.regions.values.filter { !$0.isGuarded }.sorted { $0.id < $1.id }
-        var lost: [Region] = []
+        var lost: [Region] = [], told: [RegionID] = []
         for region in following {
             if region.offset + region.length > size {
                 lost.append(region)
@@ -353,9 +353,15 @@ extension Engine {
             let change = file.followExtents.change(to: extents, offset: region.offset, length: region.length)
             if change != .unchanged {
                 stats.layoutChangesFollowed += 1
+                told.append(region.id)
                 emit(region.owner, .layout(region.id, layout: change, size: size))
             }
         }
+        // What each comparison found, for an operator (or a test) asking why a change was or
+        // was not told: the extents before and after, over the whole file.
+        logger.debug("layout compared for following regions", metadata: [
+            "file": "\(file.key)", "size": "\(size)", "told": "\(told)", "lost": "\(lost.map(\.id))",
+            "before": "\(file.followExtents)", "after": "\(extents)"])
         file.followExtents = extents
         for region in lost {
             lose(region, of: file, reason: .rangeTruncated, message: "file is now \(size) bytes; the region ends at \(region.offset + region.length)")

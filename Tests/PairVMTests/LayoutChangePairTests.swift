@@ -79,7 +79,8 @@ final class LayoutChangePairTests: XCTestCase {
             for event in ["revoking region", "disconnected (revoking)", "disconnected (region-gone)", "lost region"] {
                 XCTAssertFalse(events.contains(event), "a follow region's owner heard \(event):\n\(events)")
             }
-            XCTAssertTrue(events.contains("range moved in the file"), "the owner heard no layout event:\n\(events)")
+            XCTAssertTrue(events.contains("range moved in the file"), "the owner heard no layout event:\n\(events)\nthe daemon's comparisons:\n"
+                          + exporter.daemon.log.split(separator: "\n").filter { $0.contains("layout") || $0.contains("inotify") }.joined(separator: "\n"))
         }
 
         let bytes = try exporter.contents()

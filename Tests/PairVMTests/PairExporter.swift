@@ -75,7 +75,7 @@ final class PairExporter {
 
     static func startDaemon(_ address: String) throws -> RunningDaemon {
         // No --device: the daemon serves the device that carries the listen address (rxew).
-        try RunningDaemon(arguments: ["--listen", RemoteAccessPairTests.endpoint(address), "--log-level", "info"],
+        try RunningDaemon(arguments: ["--listen", RemoteAccessPairTests.endpoint(address), "--log-level", "debug"],
                           environment: ["MRLEASED_MAX_BYTES_PER_UID": "1073741824", "MRLEASED_QUIESCE_MS": "300"])
     }
 
