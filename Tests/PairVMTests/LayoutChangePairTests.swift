@@ -55,6 +55,21 @@ final class LayoutChangePairTests: XCTestCase {
         try pair.publish("\(name).breaking", "")
         let punched = Self.regionOffset + Self.heldAt * Self.slot, punchedLength = (Self.slots - Self.heldAt) * Self.slot
         let punch = try Subprocess.run("/usr/bin/fallocate", ["-p", "-o", "\(punched)", "-l", "\(punchedLength)", exporter.file])
+        if policy == "follow" {
+            // The daemon compares end states (docs/protocol.md §5): once the peer rewrites the
+            // punched range, ext4 may give it back the very blocks it had, and a comparison
+            // made that late rightly sees nothing moved. So the peer waits until the daemon
+            // has told the punch (under load the comparison can come late).
+            let start = Date()
+            while try exporter.layoutChangesFollowed() == 0 {
+                guard Date().timeIntervalSince(start) < 10 else {
+                    XCTFail("no layout told within 10 s of the punch; the daemon's comparisons:\n"
+                            + exporter.daemon.log.split(separator: "\n").filter { $0.contains("layout") || $0.contains("inotify") }.joined(separator: "\n"))
+                    break
+                }
+                usleep(20_000)
+            }
+        }
         let extend = try Subprocess.run("/bin/dd", ["if=/dev/null", "of=\(exporter.file)", "bs=1", "seek=\(2 * Self.fileLength)", "status=none"])
         try pair.publish("\(name).broken", "")
         XCTAssertEqual(punch.status, 0, "fallocate -p: \(punch.stderr)")
