@@ -162,7 +162,7 @@ let package = Package(
         // Two guests on one virtual wire (Scripts/vm-test --pair): rdma_cm and a remote peer of
         // the daemon across real kernels; each test skips unless MRLEASED_PAIR_ROLE is set.
         .testTarget(name: "PairVMTests", dependencies: [
-            "Verbs", "MRLeaseClient", "MRLeaseProtocol", "MRLeasePeer", "TestSupport",
+            "Verbs", "MRLeaseClient", "MRLeaseProtocol", "MRLeasePeer", "LinuxFile", "TestSupport",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // The built `mrleased` as systemd runs it (notify, socket activation, SIGTERM, config, logs)

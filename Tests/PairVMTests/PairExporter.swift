@@ -107,13 +107,14 @@ final class PairExporter {
     /// The owner's output so far.
     var events: String { owner?.output ?? "" }
 
-    /// The daemon's `layoutChangesFollowed` (`mrlease stats --json`).
-    func layoutChangesFollowed() throws -> Int {
+    /// One of the daemon's counters (`mrlease stats --json`): `layoutChangesFollowed`,
+    /// `layoutChecks`, ….
+    func counter(_ key: String) throws -> Int {
         let result = try Subprocess.run(Self.mrlease, ["stats", "--json", "--socket", daemon.socketPath])
         guard result.status == 0,
               let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-              let count = (json["layoutChangesFollowed"] as? NSNumber)?.intValue else {
-            throw TestFailure("mrlease stats --json: exit \(result.status), \(result.stdout) \(result.stderr)")
+              let count = (json[key] as? NSNumber)?.intValue else {
+            throw TestFailure("mrlease stats --json (\(key)): exit \(result.status), \(result.stdout) \(result.stderr)")
         }
         return count
     }
