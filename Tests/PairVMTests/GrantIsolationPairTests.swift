@@ -4,7 +4,7 @@ import TestSupport
 import Verbs
 import XCTest
 
-/// Two grants of one daemon, across the wire, over IPv4: role a registers two adjacent 64 KiB
+/// Two grants of one daemon, across the wire, over IPv4 and over IPv6: role a registers two adjacent 64 KiB
 /// regions of one file (`mrlease register --count 2 --grant --max-peers 4`), role b connects
 /// with bare rdma_cm and verbs through each grant. Through grant 1's connection b then WRITEs
 /// with grant 2's address and rkey, and with the rkey `register` gave region 2's owner: each
@@ -65,11 +65,15 @@ final class GrantIsolationPairTests: XCTestCase {
     static let written = PeerBytes.seeded(0xD1, count: writeLength)
 
     func testAPeerOfOneGrantCannotWriteAnotherGrantsRegion() throws {
-        try Pair.require().split("isolation", a: ["grants"], b: ["done"], exporter: export, peer: attempt)
+        let pair = try Pair.require()
+        for family in pair.families {
+            try pair.split("isolation-\(family.tag)", a: ["grants"], b: ["done"],
+                           exporter: { try export($0, $1, listening: family.mine) }, peer: attempt)
+        }
     }
 
-    func export(_ pair: Pair, _ name: String) throws {
-        let exporter = try PairExporter(name, listening: pair.selfV4, fileSize: Self.fileLength, fill: Self.fill)
+    func export(_ pair: Pair, _ name: String, listening address: String) throws {
+        let exporter = try PairExporter(name, listening: address, fileSize: Self.fileLength, fill: Self.fill)
         defer { exporter.stop(after: self) }
         try exporter.register(offset: Self.regionOffset, length: Self.regionLength, count: 2, ["--max-peers", "4"])
         XCTAssertEqual(exporter.grants.count, 2, exporter.events)
