@@ -92,11 +92,7 @@ public struct FileLease {
     ///
     /// The corresponding C function is `read` of `/proc/self/fdinfo/<fd>`.
     public func holder() throws(Errno) -> LeaseHolder? {
-        let text: String
-        do { text = try readProcFile("/proc/self/fdinfo/\(fd.rawValue)") } catch {
-            throw error as? Errno ?? .ioError
-        }
-        return LeaseHolder(fdinfo: text)
+        LeaseHolder(fdinfo: try readProcFile("/proc/self/fdinfo/\(fd.rawValue)"))
     }
 
     func _acquire(_ type: LeaseType, signal: Int32, ownerThread: pid_t) -> Result<Void, Errno> {

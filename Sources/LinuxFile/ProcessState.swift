@@ -26,8 +26,7 @@ public enum ProcessState: Sendable, Equatable {
     /// missing, `kill(pid, 0)`.
     public static func of(pid: pid_t) throws(Errno) -> ProcessState {
         let text: String
-        do { text = try readProcFile("/proc/\(pid)/stat") } catch {
-            let failure = error as? Errno ?? .ioError
+        do throws(Errno) { text = try readProcFile("/proc/\(pid)/stat") } catch let failure {
             // ESRCH: it went while we read.
             if failure == .noSuchProcess { return .exited }
             guard failure == .noSuchFileOrDirectory else { throw failure }

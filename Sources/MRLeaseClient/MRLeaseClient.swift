@@ -190,11 +190,9 @@ public final class MRLeaseClient {
     /// `path` opened the way `ranges` need it.
     func open(_ path: String, for ranges: [Request.Register]) throws(ClientError) -> FileDescriptor {
         let writable = ranges.contains { $0.access.contains(.write) || $0.access.contains(.atomic) }
-        do {
-            return try FileDescriptor.open(path, writable ? .readWrite : .readOnly, options: [.closeOnExec])
-        } catch {
-            throw .system(op: "open \(path) \(writable ? "O_RDWR" : "O_RDONLY")", error as? Errno ?? .ioError)
-        }
+        let fd = openFile(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
+        guard fd >= 0 else { throw .system(op: "open \(path) \(writable ? "O_RDWR" : "O_RDONLY")", Errno(rawValue: errno)) }
+        return FileDescriptor(rawValue: fd)
     }
 
     /// A close-on-exec duplicate of the application's `fd`: the same open file description.
@@ -383,3 +381,6 @@ public final class MRLeaseClient {
         .malformedReply(op: "\(type.rawValue) reply", ProtocolError(.badRequest, "the reply's result is not a \(type.rawValue) result"))
     }
 }
+
+/// open(2), named apart from the client's own `open(_:for:)`: the fd, or -1 with errno set.
+private func openFile(_ path: String, _ flags: Int32) -> Int32 { open(path, flags) }
