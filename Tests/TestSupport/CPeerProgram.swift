@@ -1,27 +1,26 @@
 import Foundation
-import TestSupport
 import XCTest
 
 /// The C peer exactly as docs/protocol.md prints it: the one ```c block of its "Writing a peer
 /// in C" section, compiled with the command the section shows, run as a separate process.
-enum CPeerProgram {
-    static let heading = "## 9. Writing a peer in C"
+public enum CPeerProgram {
+    public static let heading = "## 9. Writing a peer in C"
     /// The build line the section prints; the tests compile with exactly these arguments.
-    static let buildArguments = ["-Wall", "-Wextra", "-O2", "peer.c", "-lrdmacm", "-libverbs", "-o", "peer"]
-    static let lineLimit = 200
+    public static let buildArguments = ["-Wall", "-Wextra", "-O2", "peer.c", "-lrdmacm", "-libverbs", "-o", "peer"]
+    public static let lineLimit = 200
 
     /// The program's exit statuses, in the order of its `enum { OK, VERBS, USAGE, REJECTED, MISMATCH }`.
-    enum Exit: Int32 {
+    public enum Exit: Int32 {
         case ok = 0, verbs, usage, rejected, mismatch
-        static let declaration = "enum { OK, VERBS, USAGE, REJECTED, MISMATCH };"
+        public static let declaration = "enum { OK, VERBS, USAGE, REJECTED, MISMATCH };"
     }
 
-    static func document(_ name: String) throws -> String {
+    public static func document(_ name: String) throws -> String {
         try String(contentsOfFile: Subprocess.repositoryRoot + "/docs/" + name, encoding: .utf8)
     }
 
     /// The section's text, from its heading to the next `## ` heading or the end.
-    static func section() throws -> String {
+    public static func section() throws -> String {
         let text = try document("protocol.md")
         guard let start = text.range(of: "\n" + heading + "\n") else {
             throw TestFailure("docs/protocol.md has no \"\(heading)\" section")
@@ -32,11 +31,11 @@ enum CPeerProgram {
     }
 
     /// The section's fenced C blocks (the tests require exactly one).
-    static func blocks(in section: String) -> [String] {
+    public static func blocks(in section: String) -> [String] {
         section.components(separatedBy: "\n```c\n").dropFirst().compactMap { $0.components(separatedBy: "\n```").first.map { $0 + "\n" } }
     }
 
-    static func source() throws -> String {
+    public static func source() throws -> String {
         let found = blocks(in: try section())
         guard found.count == 1, let only = found.first else {
             throw TestFailure("\"\(heading)\" holds \(found.count) ```c blocks, not exactly one")
@@ -45,7 +44,7 @@ enum CPeerProgram {
     }
 
     /// `cc` and the librdmacm/libibverbs headers, or a skip naming what is missing.
-    static func requireCompiler() throws -> String {
+    public static func requireCompiler() throws -> String {
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
             .map { "\($0)/cc" }.first { FileManager.default.isExecutableFile(atPath: $0) }
         guard let path else { throw XCTSkip("needs a C compiler (cc on PATH)") }
@@ -56,9 +55,9 @@ enum CPeerProgram {
         return path
     }
 
-    struct Build {
-        var binary: String
-        var compilerOutput: String
+    public struct Build {
+        public var binary: String
+        public var compilerOutput: String
     }
 
     nonisolated(unsafe) private static var built: Build?
@@ -66,7 +65,7 @@ enum CPeerProgram {
 
     /// Compiles the document's program once per test process (the guests compile under TCG,
     /// which is slow) with the printed command; a compiler failure is a test failure.
-    static func build() throws -> Build {
+    public static func build() throws -> Build {
         let cc = try requireCompiler()
         if let built { return built }
         let scratch = try ScratchDirectory(name: "mrleased-cpeer")
@@ -82,16 +81,16 @@ enum CPeerProgram {
         return result
     }
 
-    struct Run {
-        var status: Int32
-        var stdout: [UInt8]
-        var stderr: String
-        var text: String { String(decoding: stdout, as: UTF8.self) }
+    public struct Run {
+        public var status: Int32
+        public var stdout: [UInt8]
+        public var stderr: String
+        public var text: String { String(decoding: stdout, as: UTF8.self) }
     }
 
     /// Runs the built peer with `arguments`, calling `serve` (one turn of whatever answers its
     /// connection) until it exits; a peer still running after `seconds` is killed and reported.
-    static func run(_ arguments: [String], seconds: Double = 60, serve: () throws -> Void = {}) throws -> Run {
+    public static func run(_ arguments: [String], seconds: Double = 60, serve: () throws -> Void = {}) throws -> Run {
         let binary = try build().binary
         let out = binary + ".out", err = binary + ".err"
         for file in [out, err] where !FileManager.default.createFile(atPath: file, contents: nil) {
