@@ -42,11 +42,14 @@ public final class Peer {
     /// The terms of the current (or last) connection.
     public private(set) var terms: GrantTerms
     public private(set) var statistics = PeerStatistics()
-    private var connection: PeerConnection?
+    var connection: PeerConnection?
+    /// The application's registered buffers (`register(_:)`), each registered in a connection's
+    /// PD on first use there.
+    var buffers: [ObjectIdentifier: PeerBuffer] = [:]
     private var awaitingFirstSuccess = false
     /// The end of the furthest write since the last persist (what persist's READ covers).
-    private var unpersistedEnd: UInt64?
-    private var isClosed = false
+    var unpersistedEnd: UInt64?
+    var isClosed = false
 
     /// Connects to the descriptor's grant, retrying retryable rejects (region-revoking, busy,
     /// too-many-peers) and transport failures until `options.reconnectTimeout`.
@@ -69,6 +72,8 @@ public final class Peer {
         connection?.close()
         connection = nil
         isClosed = true
+        for buffer in buffers.values { buffer.isRegistered = false }
+        buffers = [:]
     }
 
     /// Whether a connection is up now (false between a break and the reconnect the next
@@ -90,7 +95,7 @@ public final class Peer {
     /// each round as work requests of at most `workRequestBytes` (default: the options') in
     /// flight together.
     public func write(from buffer: UnsafeRawBufferPointer, at offset: UInt64, workRequestBytes: Int? = nil) throws(PeerError) {
-        try transfer(.write, offset: offset, count: buffer.count, workRequestBytes: workRequestBytes) { connection, done, window in
+        try transfer(.write, offset: offset, count: buffer.count, workRequestBytes: workRequestBytes, local: nil) { connection, done, window in
             connection.staging.copyMemory(from: buffer.baseAddress! + done, byteCount: window)
         } after: { _, _, _ in }
         unpersistedEnd = max(unpersistedEnd ?? 0, offset + UInt64(buffer.count))
@@ -109,7 +114,7 @@ public final class Peer {
 
     /// Reads `buffer.count` bytes at `offset` into `buffer`.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, workRequestBytes: Int? = nil) throws(PeerError) {
-        try transfer(.read, offset: offset, count: buffer.count, workRequestBytes: workRequestBytes) { _, _, _ in
+        try transfer(.read, offset: offset, count: buffer.count, workRequestBytes: workRequestBytes, local: nil) { _, _, _ in
         } after: { connection, done, window in
             (buffer.baseAddress! + done).copyMemory(from: connection.staging, byteCount: window)
         }
@@ -149,11 +154,13 @@ public final class Peer {
         }
     }
 
-    /// A read or write in rounds through the staging buffer. `before` fills the staging buffer
-    /// for a round (`done` bytes into the transfer, `window` bytes long), `after` empties it.
+    /// A read or write in rounds. Through the staging buffer (`local` nil): `before` fills it for
+    /// a round (`done` bytes into the transfer, `window` bytes long), `after` empties it. From
+    /// or into an application's registered buffer (`local`: the buffer and the transfer's first
+    /// byte in it): one round of work requests straight from its memory, no copy.
     /// A round that fails on a broken connection is repeated whole on the next connection.
-    private func transfer(_ operation: PeerOperation, offset: UInt64, count: Int, workRequestBytes: Int?,
-                          before: (PeerConnection, Int, Int) -> Void, after: (PeerConnection, Int, Int) -> Void) throws(PeerError) {
+    func transfer(_ operation: PeerOperation, offset: UInt64, count: Int, workRequestBytes: Int?, local: (buffer: PeerBuffer, start: Int)?,
+                  before: (PeerConnection, Int, Int) -> Void, after: (PeerConnection, Int, Int) -> Void) throws(PeerError) {
         if let requested = workRequestBytes, requested <= 0 || requested > options.stagingBytes {
             throw .badOption("work requests of \(requested) bytes: use 1 to the staging size (\(options.stagingBytes))")
         }
@@ -169,16 +176,23 @@ public final class Peer {
                 try Self.check(operation, offset: offset, length: UInt64(count), terms: terms)
                 let alignment = Int(terms.transferAlignment)
                 let stagingWindow = options.stagingBytes - options.stagingBytes % alignment
-                let window = min(count - done, stagingWindow)
+                // A registered buffer needs no rounds: its whole transfer is one window.
+                let window = local == nil ? min(count - done, stagingWindow) : count - done
                 var chunk = min(workRequestBytes ?? options.workRequestBytes, window)
                 chunk = max(chunk - chunk % alignment, alignment)
+                var memory: MemoryRegion?
+                if let local {
+                    do throws(VerbsError) { memory = try connection.memoryRegion(for: local.buffer) } catch {
+                        throw .verbs(operation: "\(operation.rawValue): registering the application's buffer", error)
+                    }
+                }
                 before(connection, done, window)
                 var items: [WorkItem] = []
                 var start = 0
                 while start < window {
                     let length = min(chunk, window - start)
-                    items.append(WorkItem(operation: operation == .write ? .write : .read, localOffset: start,
-                                          remoteOffset: offset + UInt64(done + start), length: UInt32(length)))
+                    items.append(WorkItem(operation: operation == .write ? .write : .read, localOffset: local.map { $0.start + done + start } ?? start,
+                                          remoteOffset: offset + UInt64(done + start), length: UInt32(length), local: memory))
                     start += length
                 }
                 return connection.run(items).map {

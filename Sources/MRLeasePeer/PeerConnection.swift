@@ -2,13 +2,16 @@ import Glibc
 import MRLeaseGrant
 import Verbs
 
-/// One work request of a transfer: `length` bytes between the staging buffer at `localOffset`
-/// and the region at `remoteOffset` (relative to the region's start).
+/// One work request of a transfer: `length` bytes between local memory at `localOffset` (in
+/// the staging buffer, or in `local`'s memory: an application's registered `PeerBuffer`) and
+/// the region at `remoteOffset` (relative to the region's start).
 struct WorkItem {
     var operation: QueuePair.RemoteOperation
     var localOffset: Int
     var remoteOffset: UInt64
     var length: UInt32
+    /// The MR of the application's buffer the request posts from or into; nil: the staging buffer.
+    var local: MemoryRegion? = nil
 
     /// Compare-and-swap and fetch-and-add: not to be posted on a connection that may be
     /// broken, since their failure leaves the outcome unknown.
@@ -44,6 +47,8 @@ final class PeerConnection {
     let stagingMR: MemoryRegion
     let terms: GrantTerms
     private let options: PeerOptions
+    /// The application's buffers registered in this connection's PD so far (`PeerBuffer.key`).
+    private var buffers: [ObjectIdentifier: MemoryRegion] = [:]
     /// The channel reported DISCONNECTED (and it was answered with `disconnect()`).
     private(set) var isDisconnected = false
     private var lastEventCheck = MonotonicClock.now()
@@ -167,6 +172,25 @@ final class PeerConnection {
         }
     }
 
+    /// `buffer`'s MR in this connection's PD, registered on first use (local write: a read
+    /// fills it, a write sends from it).
+    ///
+    /// The corresponding C function is `ibv_reg_mr`.
+    func memoryRegion(for buffer: PeerBuffer) throws(VerbsError) -> MemoryRegion {
+        if let registered = buffers[buffer.key] { return registered }
+        let registered = try domain.register(address: buffer.memory.baseAddress!, length: buffer.memory.count, access: [.localWrite])
+        buffers[buffer.key] = registered
+        return registered
+    }
+
+    /// Deregisters `buffer` here if it was registered (a buffer the application releases).
+    ///
+    /// The corresponding C function is `ibv_dereg_mr`.
+    func forget(_ buffer: PeerBuffer) throws(VerbsError) {
+        guard let registered = buffers.removeValue(forKey: buffer.key) else { return }
+        try registered.deregister()
+    }
+
     /// Posts `items` (at most `queueDepth` in flight) and waits for all their completions,
     /// watching the event channel for DISCONNECTED while it waits.
     func run(_ items: [WorkItem]) -> Result<Void, LinkFailure> {
@@ -182,7 +206,8 @@ final class PeerConnection {
             while outstanding < options.queueDepth && next < items.count {
                 let item = items[next]
                 do throws(VerbsError) {
-                    try queuePair.post(item.operation, local: stagingMR, localAddress: stagingMR.address + UInt64(item.localOffset),
+                    let local = item.local ?? stagingMR
+                    try queuePair.post(item.operation, local: local, localAddress: local.address + UInt64(item.localOffset),
                                        length: item.length, remoteAddress: terms.remoteAddress + item.remoteOffset,
                                        rkey: terms.rkey, wrID: UInt64(next))
                 } catch {

@@ -28,7 +28,8 @@ struct PeerCommand: ParsableCommand {
         read: prints the bytes as hex, or writes them raw to --output.
         verify: reads and compares with --pattern; prints the first mismatch.
         bench: --op write|read of --size bytes for --seconds: half one request at a time \
-        (latency: median_us, p99_us), half --depth requests in flight (bandwidth: MBps).
+        (latency: median_us, p99_us), half --depth requests in flight (bandwidth: MBps), from \
+        and into buffers registered once (no copy; --copy: through the staging buffer instead).
         A revocation shows as a delay and a `reconnected generation=…` line, not an error.
         Exit status: 0 ok; 1 refused (bounds, access, alignment), rejected, or unreachable \
         (stderr says why); 2 usage; 3 verify found a mismatch.
@@ -47,6 +48,7 @@ struct PeerCommand: ParsableCommand {
     @Option(help: "bench: the operation.") var op: BenchOperation = .write
     @Option(help: ArgumentHelp("bench: bytes per request.", valueName: "bytes")) var size: String = "4096"
     @Option(help: "bench: requests in flight in the bandwidth half.") var depth: Int = 16
+    @Flag(help: "bench: move the bytes through the staging buffer (one copy per transfer), as unregistered memory goes.") var copy = false
     @Option(help: ArgumentHelp("Local staging buffer, registered once per connection.", valueName: "bytes")) var staging: String = "1M"
     @Option(help: "Seconds to keep reconnecting after a revocation before giving up.") var reconnectTimeout: Double = 30
 
@@ -91,7 +93,7 @@ struct PeerCommand: ParsableCommand {
             case .write: try session.write(offset: offsetBytes, length: length(peer), pattern: PeerPattern(pattern)!, loop: loop, seconds: seconds)
             case .read: try session.read(offset: offsetBytes, length: length(peer), output: output)
             case .verify: try session.verify(offset: offsetBytes, length: length(peer), pattern: PeerPattern(pattern)!)
-            case .bench: try session.bench(op: op, size: Int(RegisterCommand.bytes(size)!), depth: depth, seconds: seconds)
+            case .bench: try session.bench(op: op, size: Int(RegisterCommand.bytes(size)!), depth: depth, seconds: seconds, copying: copy)
             }
             peer.close()
         } catch let error as PeerError {

@@ -87,40 +87,54 @@ struct PeerSession {
         emit("verified offset=\(offset) length=\(length) pattern=\(pattern) generation=\(peer.terms.generation)")
     }
 
-    mutating func bench(op: PeerCommand.BenchOperation, size: Int, depth: Int, seconds: Double) throws(PeerError) {
+    mutating func bench(op: PeerCommand.BenchOperation, size: Int, depth: Int, seconds: Double, copying: Bool) throws(PeerError) {
         let regionLength = Int(peer.terms.length)
         let slots = max(regionLength / size, 1)
         // Latency: one request at a time, round the region, from and into one buffer (what an
-        // application's hot path does: no allocation per request).
+        // application's hot path does: no allocation per request), registered with the peer
+        // unless `copying`.
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
         buffer.initializeMemory(as: UInt8.self, repeating: 0xA5)
         defer { buffer.deallocate() }
+        let registered = copying ? nil : try peer.register(buffer)
+        defer { if let registered { releaseQuietly(registered) } }
         var latencies: [Double] = []
         var slot = 0
         var phaseEnd = MonotonicClock.now() + seconds / 2
         while MonotonicClock.now() < phaseEnd {
             let at = UInt64((slot % slots) * size)
             let start = MonotonicClock.now()
-            if op == .write { try peer.write(from: UnsafeRawBufferPointer(buffer), at: at) } else { try peer.read(into: buffer, at: at) }
+            switch (op, registered) {
+            case (.write, let registered?): try peer.write(from: registered, at: at)
+            case (.read, let registered?): try peer.read(into: registered, at: at)
+            case (.write, nil): try peer.write(from: UnsafeRawBufferPointer(buffer), at: at)
+            case (.read, nil): try peer.read(into: buffer, at: at)
+            }
             latencies.append(MonotonicClock.now() - start)
             slot += 1
         }
-        // Bandwidth: `depth` requests of `size` in flight (one call moves depth × size bytes).
-        let window = min(depth * size, (regionLength / size) * size, peer.options.stagingBytes / size * size)
+        // Bandwidth: `depth` requests of `size` in flight. Through the staging buffer one call
+        // moves what the staging buffer holds (at most depth × size) and waits for it all; from
+        // a registered buffer one call moves the whole region, `depth` requests always in flight.
+        let whole = (regionLength / size) * size
+        let window = copying ? min(depth * size, whole, peer.options.stagingBytes / size * size) : min(whole, 64 << 20)
         let windows = max(regionLength / max(window, 1), 1)
         let big = UnsafeMutableRawBufferPointer.allocate(byteCount: max(window, 1), alignment: 4096)
         big.initializeMemory(as: UInt8.self, repeating: 0x5A)
         defer { big.deallocate() }
+        let bigRegistered = copying ? nil : try peer.register(big)
+        defer { if let bigRegistered { releaseQuietly(bigRegistered) } }
         var moved = 0
         let bandwidthStart = MonotonicClock.now()
         phaseEnd = bandwidthStart + seconds / 2
         var round = 0
         while MonotonicClock.now() < phaseEnd {
             let at = UInt64((round % windows) * window)
-            if op == .write {
-                try peer.write(from: UnsafeRawBufferPointer(rebasing: big[0..<window]), at: at, workRequestBytes: size)
-            } else {
-                try peer.read(into: UnsafeMutableRawBufferPointer(rebasing: big[0..<window]), at: at, workRequestBytes: size)
+            switch (op, bigRegistered) {
+            case (.write, let registered?): try peer.write(from: registered, count: window, at: at, workRequestBytes: size)
+            case (.read, let registered?): try peer.read(into: registered, count: window, at: at, workRequestBytes: size)
+            case (.write, nil): try peer.write(from: UnsafeRawBufferPointer(rebasing: big[0..<window]), at: at, workRequestBytes: size)
+            case (.read, nil): try peer.read(into: UnsafeMutableRawBufferPointer(rebasing: big[0..<window]), at: at, workRequestBytes: size)
             }
             moved += window
             round += 1
@@ -132,7 +146,13 @@ struct PeerSession {
         let p99 = latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
         emit("bench op=\(op.rawValue) size=\(size) depth=\(depth) ops=\(latencies.count) median_us=\(Self.fixed(median * 1e6)) "
              + "p99_us=\(Self.fixed(p99 * 1e6)) bandwidth_MBps=\(Self.fixed(Double(moved) / elapsed / 1e6)) "
-             + "generation=\(peer.terms.generation) reconnects=\(peer.statistics.reconnects)")
+             + "generation=\(peer.terms.generation) reconnects=\(peer.statistics.reconnects) path=\(copying ? "staging" : "registered")")
+    }
+
+    /// Releases a bench buffer on the way out; a failure (the peer already closed or its
+    /// connection gone) leaves nothing registered that outlives the peer.
+    private func releaseQuietly(_ buffer: PeerBuffer) {
+        do throws(PeerError) { try peer.release(buffer) } catch { printError("mrlease peer bench: releasing a buffer: \(error)") }
     }
 
     static func fixed(_ value: Double) -> String { String(format: "%.1f", value) }
