@@ -123,10 +123,15 @@ final class PairExporter {
     /// its exit status.
     func release() -> Int32? { owner?.interrupt() }
 
-    /// The file's bytes, read through a new open (after `release`: an open while the lease is
-    /// held would break it).
+    /// The file's bytes, read through a new open once the daemon holds no lease (after
+    /// `release`: the daemon deregisters and unlocks after the owner's connection closes, and an
+    /// open while its lease is held would break it, or fail EAGAIN where Foundation opens
+    /// without blocking: seen on 6.12's tmpfs).
     func contents() throws -> [UInt8] {
-        Array(try Data(contentsOf: URL(fileURLWithPath: file)))
+        _ = try poll("mrleased (pid \(daemon.pid)) to give up its leases on \(file) after the owner went", seconds: 10, pausing: 20_000) {
+            try leases() == 0 ? true : nil
+        }
+        return Array(try Data(contentsOf: URL(fileURLWithPath: file)))
     }
 
     /// The daemon's RDMA objects of each kind, over all its threads (the grant's PD and MR are
