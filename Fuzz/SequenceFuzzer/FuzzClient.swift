@@ -12,6 +12,8 @@ final class FuzzClient {
     let socket: UnixSocket
     var nextID: UInt64 = 1
     var revoking: Set<UInt64> = []
+    /// The files `revoking-file` events named, to ack by file.
+    var revokingFiles: Set<String> = []
 
     init(session: ClientSession, socket: UnixSocket) {
         self.session = session
@@ -69,7 +71,10 @@ final class FuzzClient {
     private func note(_ event: Event) {
         switch event {
         case .revoking(let revoking): self.revoking.insert(revoking.region)
-        case .revoked, .restored, .lost: self.revoking.remove(event.region)
+        case .revokingFile(let revoking):
+            self.revoking.formUnion(revoking.regions)
+            revokingFiles.insert(revoking.file)
+        case .revoked, .restored, .lost: if let region = event.region { self.revoking.remove(region) }
         case .unlinked, .peerConnected, .peerDisconnected, .layout: break
         }
     }

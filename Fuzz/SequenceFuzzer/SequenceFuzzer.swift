@@ -106,8 +106,9 @@ final class SequenceHarness {
                 return members
             }
         case 7:
-            let hello = input.byte() & 1 != 0
-            request(&input, hello ? "hello" : "stats") { _ in hello ? "\"versions\":[1]" : "" }
+            let flags = input.byte()
+            let hello = flags & 1 != 0, perFile = flags & 2 != 0
+            request(&input, hello ? "hello" : "stats") { _ in hello ? "\"versions\":[1]" + (perFile ? ",\"revokingPerFile\":true" : "") : "" }
         case 8: request(&input, "verify") { "\"region\":\(FuzzRequests.id(&$0, known: self.regions))" }
         case 9: request(&input, "grant") { FuzzRequests.grant(&$0, regions: self.regions) }
         case 10: request(&input, "revoke-grant") { "\"grant\":\(FuzzRequests.id(&$0, known: self.grants))" }
@@ -172,7 +173,14 @@ final class SequenceHarness {
     func ackWhatWasHeard(_ input: inout FuzzInput) {
         guard let client = client(&input), !client.revoking.isEmpty else { return }
         let ids = client.revoking.sorted()
-        if input.byte() & 1 == 0 {
+        let how = input.byte()
+        if how & 2 != 0, !client.revokingFiles.isEmpty {
+            for file in client.revokingFiles.sorted() {
+                send(FuzzRequests.packet("ack", id: client.nextID, "\"file\":\"\(file)\""), fds: [], from: client)
+                client.nextID += 1
+            }
+            client.revokingFiles = []
+        } else if how & 1 == 0 {
             send(FuzzRequests.packet("ack", id: client.nextID, "\"regions\":[\(ids.map(String.init).joined(separator: ","))]"), fds: [], from: client)
             client.nextID += 1
         } else {

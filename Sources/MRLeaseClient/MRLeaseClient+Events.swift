@@ -82,8 +82,19 @@ extension MRLeaseClient {
             } else if !pendingRevocations.contains(revoking.region) {
                 pendingRevocations.append(revoking.region)
             }
+        case .revokingFile(let revoking):
+            if revoking.reason == .shutdown { shutdownAnnounced = true }
+            if acknowledgesRevocations {
+                // Once the last part is in: the ack covers every part's regions.
+                if !revoking.more { automaticAcks.insert(try send(.ackFile(revoking.file))) }
+            } else {
+                let ids = revoking.regions
+                let pending = Set(pendingRevocations)
+                pendingRevocations += ids.filter { !pending.contains($0) }
+                pendingFiles[revoking.file, default: []] += ids
+            }
         case .revoked, .restored, .lost:
-            pendingRevocations.removeAll { $0 == event.region }
+            if !pendingRevocations.isEmpty { pendingRevocations.removeAll { $0 == event.region } }
         case .unlinked, .peerConnected, .peerDisconnected, .layout:
             // News, not steps of a revocation: a pending one still waits for its ack.
             break

@@ -38,7 +38,10 @@ extension MRLeaseClient {
         events = []
         automaticAcks = []
         pendingRevocations = []
+        pendingFiles = [:]
         daemon = nil
+        // The new connection gets what the old one asked for (its revocations per file).
+        if let asked = helloAsked { _ = try hello(clientName: asked.clientName, revokingPerFile: asked.revokingPerFile) }
         let files = heldFiles, ranges = heldRanges
         heldFiles = [:]
         heldRanges = [:]

@@ -61,6 +61,10 @@ public final class MRLeaseClient {
 
     /// Regions with a `revoking` event not yet acknowledged, in the order the events came.
     public internal(set) var pendingRevocations: [UInt64] = []
+    /// The regions each file's `revoking-file` events named, until `ack(file:)`.
+    var pendingFiles: [String: [UInt64]] = [:]
+    /// What the last `hello` asked, for `reconnect()` to ask again.
+    var helloAsked: (clientName: String?, revokingPerFile: Bool)?
     /// When true, every `revoking` event is acknowledged the moment it is read (the event is
     /// still queued for `nextEvent`). Only for a client that has no RDMA in flight to stop, such
     /// as a monitor: acknowledging tells the daemon it may deregister the MR at once.
@@ -122,9 +126,17 @@ public final class MRLeaseClient {
     /// Negotiates the protocol version and learns what the daemon offers (devices, strategies,
     /// limits). Optional: every other request works without it.
     @discardableResult
-    public func hello(clientName: String? = nil) throws(ClientError) -> HelloResult {
-        guard case .hello(let result) = try call(.hello(.init(clientName: clientName))) else { throw unexpected(.hello) }
+    ///
+    /// With `revokingPerFile`, a revocation comes as one `revokingFile` event per file (naming
+    /// all of this connection's regions of it that it takes) instead of one `revoking` per
+    /// region; answer it with `ack(file:)`. The result's `revokingPerFile` says whether the
+    /// daemon does it (an older one sends `revoking` per region). `reconnect()` asks again.
+    public func hello(clientName: String? = nil, revokingPerFile: Bool = false) throws(ClientError) -> HelloResult {
+        guard case .hello(let result) = try call(.hello(.init(clientName: clientName, revokingPerFile: revokingPerFile))) else {
+            throw unexpected(.hello)
+        }
         daemon = result
+        helloAsked = (clientName, revokingPerFile)
         return result
     }
 
@@ -265,6 +277,18 @@ public final class MRLeaseClient {
         _ = try call(.ack(region: region))
     }
 
+    /// Tells the daemon this client has stopped using every region of `file` (`major:minor:inode`,
+    /// a `revokingFile` event's `file`) that is revoking: one message, whatever their number.
+    /// For a connection whose `hello` asked for `revokingPerFile`; call it once the event's last
+    /// part (`more` false) has come.
+    public func ack(file: String) throws(ClientError) {
+        if let ids = pendingFiles.removeValue(forKey: file) {
+            let acked = Set(ids)
+            pendingRevocations.removeAll { acked.contains($0) }
+        }
+        _ = try call(.ackFile(file))
+    }
+
     /// `ack` for many regions, in messages of up to `Codec.maxAckRegions`: what a client with
     /// thousands of regions on a broken file sends instead of one message per region.
     public func ack(regions: [UInt64]) throws(ClientError) {
@@ -307,7 +331,9 @@ public final class MRLeaseClient {
     public func acknowledgeRevocations() throws(ClientError) -> [UInt64] {
         try drain()
         let regions = pendingRevocations
-        for region in regions {
+        // The files `revoking-file` named: one ack each, whatever their regions' number.
+        for file in pendingFiles.keys.sorted() { try ack(file: file) }
+        for region in pendingRevocations {
             do {
                 try ack(region: region)
             } catch .refused(_, let error) where error.code == .unknownRegion {

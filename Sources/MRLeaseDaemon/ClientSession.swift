@@ -18,6 +18,8 @@ final class ClientSession {
     /// operator's lease-others lists), decided at connect from its credentials.
     let mayLeaseOthers: Bool
     var clientName: String?
+    /// Whether its revocations come as one `revoking-file` per file (`hello`'s `revokingPerFile`).
+    var revokingPerFile = false
     var tags: [RegionID: String] = [:]
     private(set) var outbox: [[UInt8]] = []
     /// The bytes in `outbox`: the daemon bounds them per client and in total.

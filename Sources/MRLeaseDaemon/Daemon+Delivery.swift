@@ -66,7 +66,9 @@ extension Daemon {
     func deliver(_ notice: EngineNotice) {
         if let session = sessions[notice.owner], !session.closing {
             if case .lost(let id, _, _) = notice.event { session.tags[id] = nil }
-            if let event = Event(notice.event, now: Engine.now()) { _ = send(Codec.encode(event), to: session, what: "events") }
+            for event in Event.wire(notice.event, now: Engine.now(), perFile: session.revokingPerFile) {
+                guard send(Codec.encode(event), to: session, what: "events") else { break }
+            }
         }
         if let peers, let engine { deliver(peers.receive(notice.event, engine: engine, now: currentTime())) }
     }
@@ -113,12 +115,21 @@ extension Daemon {
         for socket in awaitingAdmission { close(socket) }
         awaitingAdmission = []
         for session in Array(sessions.values) {
-            // Tell each owner its regions go now: a shutdown does not wait for acks.
-            for region in engine?.list(owner: session.owner) ?? [] {
-                // Best effort, unbounded: the session is dropped right after.
-                _ = session.send(Codec.encode(.revoking(.init(region: region.id.rawValue, reason: .shutdown, deadlineMillis: 0))))
-                _ = session.send(Codec.encode(.revoked(region: region.id.rawValue)))
+            // Tell each owner its regions go now: a shutdown does not wait for acks. Best
+            // effort, unbounded: the session is dropped right after.
+            let regions = engine?.list(owner: session.owner) ?? []
+            if session.revokingPerFile {
+                var byFile: [FileKey: [UInt64]] = [:]
+                for region in regions { byFile[region.file, default: []].append(region.id.rawValue) }
+                for (file, ids) in byFile.sorted(by: { $0.key < $1.key }) {
+                    for event in RevokingFile.events(file: file.wire, regions: ids, reason: .shutdown, deadlineMillis: 0) {
+                        _ = session.send(Codec.encode(.revokingFile(event)))
+                    }
+                }
+            } else {
+                for region in regions { _ = session.send(Codec.encode(.revoking(.init(region: region.id.rawValue, reason: .shutdown, deadlineMillis: 0)))) }
             }
+            for region in regions { _ = session.send(Codec.encode(.revoked(region: region.id.rawValue))) }
             disconnect(session, why: "shutdown")
         }
         if ownsSocketPath { unlink(configuration.socketPath) }

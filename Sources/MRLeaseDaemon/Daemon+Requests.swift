@@ -32,7 +32,10 @@ extension Daemon {
         case .hello(let hello):
             let version = try hello.negotiatedVersion()
             session.clientName = hello.clientName
-            return .hello(helloResult(version: version, session: session))
+            session.revokingPerFile = hello.revokingPerFile
+            var result = helloResult(version: version, session: session)
+            result.revokingPerFile = hello.revokingPerFile
+            return .hello(result)
 
         case .register(let register):
             return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])
@@ -61,6 +64,14 @@ extension Daemon {
         case .ackRegions(let regions):
             guard let engine else { throw ProtocolError(.unknownRegion, "no region \(regions[0]) on this connection") }
             do { route(try engine.acknowledge(regions.map(RegionID.init), owner: session.owner)) } catch { throw ProtocolError(error) }
+            return .ack
+
+        case .ackFile(let file):
+            guard session.revokingPerFile else {
+                throw ProtocolError(.badRequest, "ack of a file answers revoking-file events, which this connection did not ask for: send hello with \"revokingPerFile\": true first, or ack its regions")
+            }
+            // Decoding checked the form; a file with nothing revoking of this connection's is a late ack.
+            if let engine, let key = FileKey(wire: file) { route(engine.acknowledge(file: key, owner: session.owner)) }
             return .ack
 
         case .verify(let region):

@@ -171,7 +171,7 @@ final class PeerService {
     /// become, and what their owners must hear.
     func receive(_ event: EngineEvent, engine: Engine, now: UInt64) -> [PeerNotice] {
         switch event {
-        case .revoking(let id, _, _): return regionRevoking(id)
+        case .revoking(let revocation): return revocation.regions.flatMap(regionRevoking)
         case .revoked(let id): regionRevoked(id)
         // Connect requests held while it was revoked are answered now, with the new keys.
         case .restored(let id, _, _): regionRestored(id, engine: engine, now: now)

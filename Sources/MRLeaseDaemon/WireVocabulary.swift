@@ -164,13 +164,26 @@ extension ProtocolError {
 }
 
 extension Event {
-    /// The wire form of an engine event; `now` turns the revoking deadline into milliseconds.
-    /// None for `deregistered`: the owner asked, and its reply says so.
+    /// The wire form of an engine event: one per region of a revocation (`revoking`), or one
+    /// per file (`revoking-file`, several if its runs do not fit one message) for a
+    /// connection that asked; `now` turns the revoking deadline into milliseconds. None for
+    /// `deregistered`: the owner asked, and its reply says so.
+    static func wire(_ event: EngineEvent, now: UInt64, perFile: Bool) -> [Event] {
+        guard case .revoking(let revocation) = event else { return Event(event, now: now).map { [$0] } ?? [] }
+        let millis = revocation.deadline > now ? (revocation.deadline - now) / 1_000_000 : 0
+        if perFile {
+            return RevokingFile.events(file: revocation.file.wire, regions: revocation.regions.map(\.rawValue),
+                                       reason: revocation.cause.wire, deadlineMillis: millis).map(Event.revokingFile)
+        }
+        return revocation.regions.map { .revoking(.init(region: $0.rawValue, reason: revocation.cause.wire, deadlineMillis: millis)) }
+    }
+
+    /// The wire form of an engine event about one region; nil for `deregistered` and for
+    /// `revoking`, which `wire(_:now:perFile:)` spells.
     init?(_ event: EngineEvent, now: UInt64) {
         switch event {
-        case .revoking(let id, let cause, let deadline):
-            self = .revoking(.init(region: id.rawValue, reason: cause.wire,
-                                   deadlineMillis: deadline > now ? (deadline - now) / 1_000_000 : 0))
+        case .revoking:
+            return nil
         case .revoked(let id):
             self = .revoked(region: id.rawValue)
         case .restored(let id, let keys, let layout):
@@ -222,4 +235,15 @@ extension GrantAccess {
     }
 
     var wire: Set<Access> { Set(Access.allCases.filter { contains(GrantAccess($0)) }) }
+}
+
+extension FileKey {
+    /// `major:minor:inode`, as `list` and `revoking-file` name a file.
+    var wire: String { description }
+
+    /// A file named as `list` names it; nil for anything else.
+    init?(wire: String) {
+        guard let (major, minor, inode) = FileName.parse(wire) else { return nil }
+        self.init(device: DeviceNumber(major: major, minor: minor), inode: inode)
+    }
 }

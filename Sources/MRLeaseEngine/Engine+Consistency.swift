@@ -21,12 +21,20 @@ extension Engine {
             if file.lifecycle.regions != guarded {
                 problems.append("file \(key): lifecycle has \(file.lifecycle.regions.sorted()), the file's guarded regions are \(guarded.sorted())")
             }
+            // Which acks are outstanding is the regions' flag; how many, the lifecycle's count.
+            let flagged = file.regions.values.filter(\.awaitingAck).count
+            if case .revoking(_, let awaiting) = file.lifecycle.phase {
+                if awaiting != flagged { problems.append("file \(key): the lifecycle awaits \(awaiting) acks, \(flagged) regions are flagged") }
+            } else if flagged != 0 {
+                problems.append("file \(key): \(flagged) regions flagged awaiting an ack outside a revocation")
+            }
             if file.leaseHeld { leases += 1 }
             // A lease with no guarded region makes other openers wait for nothing.
             if file.leaseHeld, guarded.isEmpty, file.lifecycle.phase == .leased { problems.append("file \(key) holds a lease for following regions only") }
             if file.lifecycle.phase == .lost { problems.append("file \(key) is tracked with its lifecycle ended") }
             var users: [WindowSpan: Int] = [:]
-            for (id, region) in file.regions {
+            for region in file.regions.values {
+                let id = region.id
                 count += 1
                 if region.mr != nil { live[region.strategy] += region.length }
                 if let window = region.window {
@@ -38,7 +46,6 @@ extension Engine {
                 } else {
                     problems.append("region \(id) has no window")
                 }
-                if region.id != id { problems.append("region \(region.id) filed under \(id)") }
                 if regions[id] != key { problems.append("regions[\(id)] is \(String(describing: regions[id])), not \(key)") }
                 owners[region.owner, default: []].insert(id)
                 usage[region.uid, default: Usage()].add(region.length)

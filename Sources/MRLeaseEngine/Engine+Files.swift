@@ -78,7 +78,7 @@ extension Engine {
         }
         setLease(file, held: false)
         for region in file.regions.values { giveBack(region, of: file) }
-        file.regions = [:]
+        file.regions.removeAll()
         unwatch(file)
         filesByFD[file.fd.rawValue] = nil
         files[file.key] = nil
@@ -343,7 +343,7 @@ extension Engine {
     /// faulting pages the file may grow back later under other data. The baseline becomes what
     /// was read, so each change is told once.
     func followLayout(_ file: TrackedFile, size: UInt64, extents: Extents) {
-        let following = file.regions.values.filter { !$0.isGuarded }.sorted { $0.id < $1.id }
+        let following = file.regions.values.filter { !$0.isGuarded }
         var lost: [Region] = [], told: [RegionID] = []
         for region in following {
             if region.offset + region.length > size {

@@ -144,7 +144,7 @@ extension Engine {
         guard facts.nlink == 0 else { return }
         file.unlinkReported = true
         logger.info("registered file unlinked", metadata: ["file": "\(file.key)", "regions": "\(file.regions.count)"])
-        for region in file.regions.values.sorted(by: { $0.id < $1.id }) { emit(region.owner, .unlinked(region.id)) }
+        for region in file.regions.values { emit(region.owner, .unlinked(region.id)) }
     }
 
     /// Feeds one event to a file's lifecycle and carries out what it returns.
@@ -180,24 +180,35 @@ extension Engine {
     func perform(_ actions: [FileLifecycle.Action], on file: TrackedFile) {
         for action in actions {
             switch action {
-            case .notifyRevoking(let ids, let deadline, let cause):
-                for id in ids.sorted() {
-                    guard let region = file.regions[id] else { continue }
+            case .notifyRevoking(_, let deadline, let cause):
+                // The lifecycle's regions are the file's guarded ones: walked in id order, one
+                // event per owner with all of its ids.
+                var byOwner: [(owner: OwnerID, ids: [RegionID])] = []
+                for region in file.regions.values where region.isGuarded {
                     region.state = .revoking
+                    region.awaitingAck = true
                     // The region's exposures stop now, before its owner hears of the
                     // revocation, not at the unlock: peers must not write on while the owner
                     // drains. The one place they are withdrawn is here and `deregister`.
-                    if let failure = region.withdrawExposures() {
-                        logger.error("withdrawing an exposure failed", metadata: ["region": "\(id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
+                    if !region.exposures.isEmpty, let failure = region.withdrawExposures() {
+                        logger.error("withdrawing an exposure failed", metadata: ["region": "\(region.id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
                     }
-                    emit(region.owner, .revoking(id, cause: cause, deadline: deadline))
+                    if let last = byOwner.indices.last, byOwner[last].owner == region.owner {
+                        byOwner[last].ids.append(region.id)
+                    } else if let at = byOwner.firstIndex(where: { $0.owner == region.owner }) {
+                        byOwner[at].ids.append(region.id)
+                    } else {
+                        byOwner.append((region.owner, [region.id]))
+                    }
+                }
+                for (owner, ids) in byOwner {
+                    emit(owner, .revoking(Revocation(file: file.key, regions: ids, cause: cause, deadline: deadline)))
                 }
             case .revoke:
                 revokeNow(file)
-            case .notifyRevoked(let ids):
-                for id in ids.sorted() {
-                    if let region = file.regions[id] { emit(region.owner, .revoked(id)) }
-                }
+            case .notifyRevoked:
+                // The lifecycle's regions: the file's guarded ones, in id order.
+                for region in file.regions.values where region.isGuarded { emit(region.owner, .revoked(region.id)) }
             case .armTimer(let at):
                 arm(file, at: at)
             case .watchCloses:
@@ -205,9 +216,9 @@ extension Engine {
             case .attemptRestore:
                 apply(restore(file), to: file)
             case .notifyRestored(let ids):
-                for id in ids.sorted() {
-                    guard let region = file.regions[id], let keys = region.keys else { continue }
-                    emit(region.owner, .restored(id, keys: keys, layout: region.layout))
+                for region in file.regions.values where region.isGuarded && ids.contains(region.id) {
+                    guard let keys = region.keys else { continue }
+                    emit(region.owner, .restored(region.id, keys: keys, layout: region.layout))
                 }
             case .notifyLost(let lost):
                 for (id, reason) in lost.sorted(by: { $0.key < $1.key }) {
@@ -230,9 +241,10 @@ extension Engine {
         // The MR objects are freed after the unlock, and the bytes counted then too.
         var retired: [any RegisteredMemory] = []
         retired.reserveCapacity(file.lifecycle.regions.count)
-        // Only the guarded ones: a following region's MR stays, and follows the file.
-        let guarded = file.lifecycle.regions.compactMap { file.regions[$0] }
-        for region in guarded {
+        // Only the guarded ones: a following region's MR stays, and follows the file. In id
+        // order, the order they were registered in.
+        let all = file.regions.values
+        for region in all where region.isGuarded {
             if let failure = region.deregister(retiring: &retired) { failures.append((region.id, failure)) }
         }
         let unlock: Errno?
@@ -245,9 +257,10 @@ extension Engine {
         }
         retired = []
         setLease(file, held: false)
-        for region in guarded {
+        for region in all where region.isGuarded {
             if region.state != .revoked { liveBytes[region.strategy] -= region.length }
             region.state = .revoked
+            region.awaitingAck = false
         }
         if let unlock {
             logger.error("lease release failed", metadata: ["file": "\(file.key)", "errno": "\(unlock.symbolicName)"])

@@ -204,7 +204,8 @@ public final class Engine {
         discard(region, of: file)
         file.regions[id] = nil
         forget(region)
-        let actions = file.lifecycle.remove(id, now: clock())
+        let actions = file.lifecycle.remove(id, awaited: region.awaitingAck, now: clock())
+        region.awaitingAck = false
         perform(actions, on: file)
         if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
         return region.owner
@@ -248,7 +249,9 @@ public final class Engine {
         try exclusive { () throws(EngineError) in
             guard let key = regions[id], let file = files[key], let region = file.regions[id],
                   owner == nil || region.owner == owner else { throw .unknownRegion(id) }
-            apply(.acknowledged(id, now: clock()), to: file)
+            guard region.awaitingAck else { return }
+            region.awaitingAck = false
+            apply(.acknowledged(count: 1, now: clock()), to: file)
         }.1
     }
 
@@ -257,8 +260,9 @@ public final class Engine {
     /// one is named. The revocation runs at the last region a file was waiting for.
     public func acknowledge(_ ids: [RegionID], owner: OwnerID? = nil) throws(EngineError) -> [EngineNotice] {
         try exclusive { () throws(EngineError) in
-            // Grouped by file (a client's ids mostly name one file): one lifecycle event each.
-            var byFile: [FileKey: Set<RegionID>] = [:]
+            // Every id checked before any is acknowledged; the regions found are kept in order.
+            var found: [(file: TrackedFile, region: Region)] = []
+            found.reserveCapacity(ids.count)
             var current: (key: FileKey, file: TrackedFile)?
             for id in ids {
                 guard let key = regions[id] else { throw .unknownRegion(id) }
@@ -267,12 +271,38 @@ public final class Engine {
                     current = (key, file)
                 }
                 guard let region = current!.file.regions[id], owner == nil || region.owner == owner else { throw .unknownRegion(id) }
-                byFile[key, default: []].insert(id)
+                found.append((current!.file, region))
+            }
+            // Counted per file (a client's ids mostly name one file): one lifecycle event each.
+            // A region named twice is counted once: its flag is cleared at the first.
+            var counts: [(file: TrackedFile, count: Int)] = []
+            for (file, region) in found where region.awaitingAck {
+                region.awaitingAck = false
+                if let last = counts.indices.last, counts[last].file === file {
+                    counts[last].count += 1
+                } else if let at = counts.firstIndex(where: { $0.file === file }) {
+                    counts[at].count += 1
+                } else {
+                    counts.append((file, 1))
+                }
             }
             let now = clock()
-            for (key, acked) in byFile.sorted(by: { $0.key < $1.key }) {
-                if let file = files[key] { apply(.acknowledgedAll(acked, now: now), to: file) }
+            for (file, count) in counts where files[file.key] === file { apply(.acknowledged(count: count, now: now), to: file) }
+        }.1
+    }
+
+    /// An owner's acknowledgement of every one of its regions of a file that a revocation in
+    /// progress waits for (`ack` of `file`). Nothing to acknowledge (none of the owner's, the
+    /// deadline passed, an unknown file) is not an error: a late ack changes nothing.
+    public func acknowledge(file key: FileKey, owner: OwnerID) -> [EngineNotice] {
+        exclusive {
+            guard let file = files[key], case .revoking = file.lifecycle.phase else { return }
+            var count = 0
+            for region in file.regions.values where region.awaitingAck && region.owner == owner {
+                region.awaitingAck = false
+                count += 1
             }
+            apply(.acknowledged(count: count, now: clock()), to: file)
         }.1
     }
 
@@ -285,7 +315,7 @@ public final class Engine {
     /// Revokes every region of a file.
     public func revoke(file key: FileKey) -> [EngineNotice] {
         let (_, notices) = exclusive {
-            for id in files[key]?.regions.keys.sorted() ?? [] {
+            for id in files[key]?.regions.keys ?? [] {
                 // The ids were read from the file just now; nothing else runs in between.
                 try? revokeForGood(id)
             }

@@ -48,9 +48,10 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
 /// What owners are told about their regions. Keys change on every re-registration; the
 /// region id does not.
 public enum EngineEvent: Sendable, Equatable {
-    /// Stop issuing RDMA to the region and acknowledge; at `deadline` (monotonic ns) the MR
-    /// goes whether or not you did.
-    case revoking(RegionID, cause: RevocationCause, deadline: UInt64)
+    /// Stop issuing RDMA to these regions of one file and acknowledge; at the deadline the
+    /// MRs go whether or not you did. One per owner and file: a break of 10 000 regions is one
+    /// event, not 10 000.
+    case revoking(Revocation)
     case revoked(RegionID)
     case restored(RegionID, keys: MRKeys, layout: LayoutChange)
     /// `message` says how, where the reason alone does not (a failed re-registration).
@@ -69,11 +70,30 @@ public enum EngineEvent: Sendable, Equatable {
     /// `region-gone`).
     case deregistered(RegionID)
 
-    public var region: RegionID {
+    /// The regions the event is about: one, or a revocation's.
+    public var regions: [RegionID] {
         switch self {
-        case .revoking(let id, _, _), .revoked(let id), .restored(let id, _, _), .lost(let id, _, _), .unlinked(let id),
-             .layout(let id, _, _), .deregistered(let id): id
+        case .revoking(let revocation): revocation.regions
+        case .revoked(let id), .restored(let id, _, _), .lost(let id, _, _), .unlinked(let id),
+             .layout(let id, _, _), .deregistered(let id): [id]
         }
+    }
+}
+
+/// One owner's regions of one file that a revocation takes.
+public struct Revocation: Sendable, Equatable {
+    public var file: FileKey
+    /// Ascending, every one the owner's.
+    public var regions: [RegionID]
+    public var cause: RevocationCause
+    /// Monotonic ns.
+    public var deadline: UInt64
+
+    public init(file: FileKey, regions: [RegionID], cause: RevocationCause, deadline: UInt64) {
+        self.file = file
+        self.regions = regions
+        self.cause = cause
+        self.deadline = deadline
     }
 }
 

@@ -55,6 +55,10 @@ final class Region {
     /// restoration keeps the strategy).
     let policy: LayoutPolicy
     var state: RegionState = .registered
+    /// Whether the file's revocation in progress waits for this region's ack: set for every
+    /// guarded region when owners are told, cleared by its ack, its removal or the revocation.
+    /// The lifecycle counts them (`FileLifecycle.Phase.revoking`).
+    var awaitingAck = false
     /// What the last restoration found of the region's extents.
     var layout: LayoutChange = .unchanged
     /// The file's shared mapping the MR is registered in: kept while the region is revoked

@@ -49,7 +49,7 @@ final class TrackedFile {
     /// layout check that compared them).
     var followExtents: Extents
     var lifecycle = FileLifecycle(regions: [])
-    var regions: [RegionID: Region] = [:]
+    var regions = RegionTable()
     /// The file's shared mappings, by span: each region is registered in the one covering it.
     var windows: [WindowSpan: MappedWindow] = [:]
     /// How a region about to be reported lost was lost, where the reason alone does not say.

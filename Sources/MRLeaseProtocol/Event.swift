@@ -8,6 +8,9 @@ public enum Event: Sendable, Equatable {
     /// Stop issuing RDMA to the region and send `ack`; the MR is deregistered at `ack` or at
     /// the deadline, whichever comes first.
     case revoking(Revoking)
+    /// `revoking` for every region of one file the revocation takes, in one event: to a
+    /// connection that asked for it (`hello`'s `revokingPerFile`). Answered with `ack` of `file`.
+    case revokingFile(RevokingFile)
     /// The MR is gone: its keys are invalid and RDMA to them fails.
     case revoked(region: UInt64)
     /// A new MR covers the region again, with new keys and address.
@@ -102,6 +105,7 @@ public enum Event: Sendable, Equatable {
         case peerConnected = "peer-connected"
         case peerDisconnected = "peer-disconnected"
         case layout
+        case revokingFile = "revoking-file"
     }
 
     public var name: Name {
@@ -114,11 +118,14 @@ public enum Event: Sendable, Equatable {
         case .peerConnected: .peerConnected
         case .peerDisconnected: .peerDisconnected
         case .layout: .layout
+        case .revokingFile: .revokingFile
         }
     }
 
-    public var region: UInt64 {
+    /// The one region the event is about; nil for `revoking-file`, which names several.
+    public var region: UInt64? {
         switch self {
+        case .revokingFile: nil
         case .revoking(let event): event.region
         case .revoked(let region): region
         case .restored(let event): event.region
@@ -135,8 +142,15 @@ public enum Event: Sendable, Equatable {
 
 extension Event {
     init(_ f: Fields) throws(ProtocolError) {
+        let name = try f.enumValue("event", as: Name.self)
+        if name == .revokingFile {
+            self = .revokingFile(try RevokingFile(f))
+            return
+        }
         let region = try f.uint64("region")
-        switch try f.enumValue("event", as: Name.self) {
+        switch name {
+        case .revokingFile:
+            preconditionFailure("decoded above")
         case .revoking:
             self = .revoking(Revoking(region: region, reason: try f.enumValue("reason"),
                                       deadlineMillis: try f.uint64("deadlineMillis"),
@@ -164,8 +178,10 @@ extension Event {
     /// The event's fields, appended to an object that already holds `v` and `type`.
     func write(to o: inout ObjectWriter) {
         o.set("event", .string(name.rawValue))
-        o.set("region", .integer(region))
+        o.set("region", region.map(JSONValue.integer))
         switch self {
+        case .revokingFile(let event):
+            event.write(to: &o)
         case .revoking(let event):
             o.set("reason", .string(event.reason.rawValue))
             o.set("deadlineMillis", .integer(event.deadlineMillis))

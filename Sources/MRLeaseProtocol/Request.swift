@@ -33,6 +33,9 @@ public enum Request: Sendable, Equatable {
     /// `ack` for several regions at once (`"regions": [...]`, 1 to `Codec.maxAckRegions`): a
     /// client with thousands of regions on a broken file answers in one message.
     case ackRegions([UInt64])
+    /// `ack` of every region of this connection on a file that is revoking (`"file":
+    /// "major:minor:inode"`): the answer to a `revoking-file` event.
+    case ackFile(String)
     /// Compare the file's extent map now with the one recorded at registration.
     case verify(region: UInt64)
     /// Make a region reachable by remote peers; answered with a descriptor.
@@ -45,10 +48,13 @@ public enum Request: Sendable, Equatable {
         public var clientName: String?
         /// The protocol versions the client speaks.
         public var versions: [UInt64]
+        /// One `revoking-file` per file and revocation instead of one `revoking` per region.
+        public var revokingPerFile: Bool
 
-        public init(clientName: String? = nil, versions: [UInt64] = [Codec.version]) {
+        public init(clientName: String? = nil, versions: [UInt64] = [Codec.version], revokingPerFile: Bool = false) {
             self.clientName = clientName
             self.versions = versions
+            self.revokingPerFile = revokingPerFile
         }
 
         /// How many of the client's versions an `unsupported-version` reply repeats.
@@ -101,7 +107,7 @@ public enum Request: Sendable, Equatable {
         case .deregister: .deregister
         case .list: .list
         case .stats: .stats
-        case .ack, .ackRegions: .ack
+        case .ack, .ackRegions, .ackFile: .ack
         case .verify: .verify
         case .grant: .grant
         case .revokeGrant: .revokeGrant
@@ -125,7 +131,7 @@ extension Request {
             }
             guard !versions.isEmpty else { throw .invalid("versions", "must list at least one version") }
             self = .hello(Hello(clientName: try fields.stringIfPresent("clientName", maxBytes: Codec.maxTagBytes),
-                                versions: versions))
+                                versions: versions, revokingPerFile: try fields.boolIfPresent("revokingPerFile") ?? false))
         case .register:
             self = .register(try Register(fields))
         case .registerBatch:
@@ -145,7 +151,15 @@ extension Request {
             self = .list(after: try fields.uint64IfPresent("after"), all: try fields.boolIfPresent("all") ?? false, limit: limit)
         case .stats: self = .stats
         case .ack:
-            // One region, or several: exactly one of the two fields.
+            // One region, several, or a file's: exactly one of the three fields.
+            if let file = try fields.stringIfPresent("file", maxBytes: 64) {
+                guard try fields.uint64IfPresent("region") == nil, try fields.uint64ArrayIfPresent("regions") == nil else {
+                    throw .invalid("file", "must not come with \"region\" or \"regions\": name a file, a region, or a list of regions")
+                }
+                guard FileName.isValid(file) else { throw .invalid("file", "must be major:minor:inode in decimal, as list shows it, not \"\(file)\"") }
+                self = .ackFile(file)
+                break
+            }
             guard let regions = try fields.uint64ArrayIfPresent("regions") else {
                 self = .ack(region: try fields.uint64("region"))
                 break
@@ -169,6 +183,7 @@ extension Request {
         case .hello(let hello):
             object.set("clientName", hello.clientName.map(JSONValue.string))
             object.set("versions", .array(hello.versions.map(JSONValue.integer)))
+            object.set("revokingPerFile", hello.revokingPerFile ? .bool(true) : nil)
         case .register(let register):
             register.write(to: &object)
         case .registerBatch(let registers):
@@ -181,6 +196,8 @@ extension Request {
             object.set("region", .integer(region))
         case .ackRegions(let regions):
             object.set("regions", .array(regions.map(JSONValue.integer)))
+        case .ackFile(let file):
+            object.set("file", .string(file))
         case .list(let after, let all, let limit):
             object.set("after", after.map(JSONValue.integer))
             object.set("all", all ? .bool(true) : nil)

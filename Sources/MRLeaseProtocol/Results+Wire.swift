@@ -68,6 +68,7 @@ extension HelloResult {
         limits.peerHandshakeMillis = try l.uint64IfPresent("peerHandshakeMillis")
         limits.clientStallMillis = try l.uint64IfPresent("clientStallMillis")
         layoutProtection = try f.enumIfPresent("layoutProtection")
+        revokingPerFile = try f.boolIfPresent("revokingPerFile") ?? false
         layoutPolicy = try f.enumIfPresent("layoutPolicy")
         endpoints = f.object["endpoints"] == nil ? nil : try f.strings("endpoints")
     }
@@ -105,6 +106,7 @@ extension HelloResult {
         l.set("clientStallMillis", limits.clientStallMillis.map(JSONValue.integer))
         o.set("limits", l.value)
         o.set("layoutProtection", layoutProtection.map { .string($0.rawValue) })
+        o.set("revokingPerFile", revokingPerFile ? .bool(true) : nil)
         o.set("layoutPolicy", layoutPolicy.map { .string($0.rawValue) })
         o.set("endpoints", endpoints.map { .array($0.map(JSONValue.string)) })
         return o.value

@@ -113,6 +113,9 @@ public struct HelloResult: Sendable, Equatable {
     /// The layout policy an ODP region gets unless its `register` asks (`layout-policy`); nil
     /// from daemons before layout policies.
     public var layoutPolicy: RegionLayoutPolicy?
+    /// This connection gets `revoking-file` events (it asked in `hello`); false from daemons
+    /// before them, which send `revoking` per region.
+    public var revokingPerFile = false
 
     public init(version: UInt64, daemon: String, devices: [Device], strategies: [RegionStrategy], limits: Limits,
                 layoutProtection: LayoutProtection? = nil, endpoints: [String]? = nil, layoutPolicy: RegionLayoutPolicy? = nil) {

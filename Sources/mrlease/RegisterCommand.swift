@@ -233,7 +233,10 @@ struct RegisterCommand: ParsableCommand {
         if json {
             var object = WireJSON.object(event)
             object["time"] = Self.now()
-            if case .revoking = event { object["acknowledged"] = ack }
+            switch event {
+            case .revoking, .revokingFile: object["acknowledged"] = ack
+            default: break
+            }
             return emit(WireJSON.line(object))
         }
         emit("\(Self.now()) \(Self.describe(event, acknowledged: ack))")
@@ -243,6 +246,8 @@ struct RegisterCommand: ParsableCommand {
         switch event {
         case .revoking(let r):
             return "revoking region \(r.region) (\(r.reason.rawValue), deadline \(r.deadlineMillis) ms)" + (acknowledged ? ": acknowledged" : "")
+        case .revokingFile(let r):
+            return "revoking \(r.count) regions of file \(r.file) (\(r.reason.rawValue), deadline \(r.deadlineMillis) ms)" + (acknowledged ? ": acknowledged" : "")
         case .revoked(let region):
             return "revoked region \(region)"
         case .restored(let r):

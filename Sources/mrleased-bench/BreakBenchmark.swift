@@ -141,11 +141,9 @@ final class BreakBenchmark {
             events.record(engine.poll(timeout: .milliseconds(5)))
             if acknowledge && !events.revoking.isEmpty {
                 let start = Engine.now()
-                // One call for every region the break named, as a client answers with one
-                // `ack` of `regions` (docs/protocol.md §4).
-                do { events.record(try engine.acknowledge(events.revoking, owner: owner)) } catch {
-                    throw BenchError("acknowledge \(events.revoking.count) regions: \(error)")
-                }
+                // One call per file the break named, as a client answers a `revoking-file`
+                // with one `ack` of `file` (docs/protocol.md §5).
+                for revocation in events.revoking { events.record(engine.acknowledge(file: revocation.file, owner: owner)) }
                 work = Engine.now() - start
                 events.revoking = []
             }

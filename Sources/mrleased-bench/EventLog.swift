@@ -4,7 +4,7 @@ import MRLeasePolicy
 /// What the engine's calls returned to the benchmark's one owner, collected for the loop that
 /// acknowledges them.
 final class EventLog {
-    var revoking: [RegionID] = []
+    var revoking: [Revocation] = []
     var restored = 0
     var lost: [String] = []
 
@@ -14,7 +14,7 @@ final class EventLog {
 
     func record(_ event: EngineEvent) {
         switch event {
-        case .revoking(let id, _, _): revoking.append(id)
+        case .revoking(let revocation): revoking.append(revocation)
         case .revoked, .unlinked, .layout, .deregistered: break
         case .restored: restored += 1
         case .lost(let id, let reason, _): lost.append("\(id) \(reason)")

@@ -46,7 +46,7 @@ final class CClientTests: XCTestCase {
         try CLibrary.make()
         let symbols = try Subprocess.run("/usr/bin/env", ["make", "-s", "-C", CLibrary.directory, "check-symbols"])
         XCTAssertEqual(symbols.status, 0, symbols.stdout + symbols.stderr)
-        let dynamic = try Subprocess.run("/usr/bin/env", ["objdump", "-p", CLibrary.build + "/libmrlease.so.1.4.0"])
+        let dynamic = try Subprocess.run("/usr/bin/env", ["objdump", "-p", CLibrary.build + "/libmrlease.so.1.5.0"])
         XCTAssertTrue(dynamic.stdout.contains("SONAME               libmrlease.so.1"), dynamic.stdout)
         XCTAssertTrue(dynamic.stdout.contains("NEEDED               libjson-c.so.5"), dynamic.stdout)
     }
@@ -63,10 +63,10 @@ final class CClientTests: XCTestCase {
         let libdir = "/usr/lib/x86_64-linux-gnu"
         let install = try Subprocess.run("/usr/bin/env", ["make", "-C", CLibrary.directory, "install", "DESTDIR=\(stage.path)", "PREFIX=/usr", "LIBDIR=\(libdir)"])
         XCTAssertEqual(install.status, 0, install.stdout + install.stderr)
-        for file in ["/usr/include/mrlease.h", "\(libdir)/libmrlease.so.1.4.0", "\(libdir)/pkgconfig/mrlease.pc", "/usr/share/man/man3/libmrlease.3"] {
+        for file in ["/usr/include/mrlease.h", "\(libdir)/libmrlease.so.1.5.0", "\(libdir)/pkgconfig/mrlease.pc", "/usr/share/man/man3/libmrlease.3"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: stage.path + file), "\(file) is installed")
         }
-        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: stage.path + "\(libdir)/libmrlease.so.1"), "libmrlease.so.1.4.0")
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: stage.path + "\(libdir)/libmrlease.so.1"), "libmrlease.so.1.5.0")
         XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: stage.path + "\(libdir)/libmrlease.so"), "libmrlease.so.1")
         let pc = try String(contentsOfFile: stage.path + "\(libdir)/pkgconfig/mrlease.pc", encoding: .utf8)
         XCTAssertTrue(pc.contains("prefix=/usr\n") && pc.contains("libdir=\(libdir)\n") && pc.contains("Requires.private: json-c"), pc)

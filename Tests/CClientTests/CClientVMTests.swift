@@ -5,8 +5,9 @@ import XCTest
 /// libmrlease in the guests, on a real RDMA device: the C test registers ranges, truncates the
 /// file from another process and checks each region's revoking → revoked → restored (or lost),
 /// plus file-busy, unsupported-filesystem (a file of the host's tree, which the guest mounts
-/// over 9p) and a shutdown as the client sees it; and the example program, written from mrlease.h and
-/// libmrlease(3) alone, does the same through the shared library.
+/// over 9p), one revoking-file and one ack of the file for a connection that asked for them
+/// (libmrlease 1.5.0) and a shutdown as the client sees it; and the example program, written
+/// from mrlease.h and libmrlease(3) alone, does the same through the shared library.
 final class CClientVMTests: XCTestCase {
     func testRegisterTruncateEventsAndTheGuestOnlyErrorCodes() throws {
         let device = try Facility.rdmaDevice.require()
@@ -22,7 +23,8 @@ final class CClientVMTests: XCTestCase {
         let checks = try CLibrary.runChecks(["guest", daemon.socketPath, scratch.path, "\(daemon.pid)", onNinePee])
         XCTAssertEqual(checks.status, 0, checks.failures.joined(separator: "\n") + "\n" + daemon.log)
         XCTAssertEqual(checks.failed, 0)
-        for code in ["file-busy", "unsupported-filesystem", "revoking, revoked, restored", "lost", "the revoking says shutdown"] {
+        for code in ["file-busy", "unsupported-filesystem", "revoking, revoked, restored", "lost", "the revoking says shutdown",
+                     "one revoking-file names exactly the file's regions", "after the ack of the file: revoked, restored per region"] {
             XCTAssertTrue(checks.output.contains(code), "the C test checks \(code)")
         }
         XCTAssertEqual(daemon.stop(), 0, "the daemon stopped cleanly after SIGTERM: \(daemon.log)")

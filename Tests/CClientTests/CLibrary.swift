@@ -28,7 +28,7 @@ enum CLibrary {
         // The guests see the tree read-only: the host built it (Scripts/test and Scripts/vm-test
         // run `make -C clib all tests` before booting).
         if ProcessInfo.processInfo.environment["MRLEASED_VM"] == "1" {
-            for program in ["/libmrlease.so.1.4.0", "/check/client-test", "/examples/truncate-demo", "/check/example-truncate-demo"]
+            for program in ["/libmrlease.so.1.5.0", "/check/client-test", "/examples/truncate-demo", "/check/example-truncate-demo"]
             where !FileManager.default.isExecutableFile(atPath: build + program) {
                 throw TestFailure("clib/build\(program) is missing: run make -C clib all tests on the host before Scripts/vm-test --no-build")
             }

@@ -131,3 +131,49 @@ final class AckLog: @unchecked Sendable {
     var regions: [UInt64] { lock.withLock { acked } }
     func wait() { _ = done.wait(timeout: .now() + 5) }
 }
+
+/// `revoking-file`: its regions are pending until `ack(file:)`, which sends one `ack` of the
+/// file; with automatic acks, one is sent once the event's last part is in.
+final class RevokingFileQueueTests: XCTestCase {
+    func testAFilesRegionsArePendingUntilItsOneAck() throws {
+        let (clientEnd, daemonEnd) = try UnixSocket.pair()
+        let client = MRLeaseClient(socket: clientEnd, path: "socketpair", acknowledgesRevocations: false)
+        try daemonEnd.send(Codec.encode(.revokingFile(.init(file: "1:2:3", runs: [4...6], reason: .leaseBreak, deadlineMillis: 100, more: true))))
+        try daemonEnd.send(Codec.encode(.revokingFile(.init(file: "1:2:3", runs: [9...9], reason: .leaseBreak, deadlineMillis: 100))))
+        try daemonEnd.send(Codec.encode(.revoking(.init(region: 12, reason: .leaseBreak, deadlineMillis: 100))))
+        XCTAssertEqual(try client.nextEvent(timeout: .seconds(1))?.name, .revokingFile)
+        _ = try client.nextEvent(timeout: .seconds(1))
+        _ = try client.nextEvent(timeout: .seconds(1))
+        XCTAssertEqual(client.pendingRevocations, [4, 5, 6, 9, 12])
+        nonisolated(unsafe) let end = daemonEnd
+        nonisolated(unsafe) var requests: [Request] = []
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            for _ in 0..<2 {
+                var pfd = pollfd(fd: end.descriptor.rawValue, events: Int16(POLLIN), revents: 0)
+                guard poll(&pfd, 1, 5_000) == 1, case .message(let message)? = try? end.receive(maxSize: Codec.maxMessageBytes),
+                      let (id, request) = try? Codec.decodeRequest(message.bytes) else { break }
+                requests.append(request)
+                try? end.send(Codec.encode(Reply(id: id, .ack)))
+            }
+            done.signal()
+        }.start()
+        XCTAssertEqual(try client.acknowledgeRevocations(), [4, 5, 6, 9, 12])
+        done.wait()
+        XCTAssertEqual(requests, [.ackFile("1:2:3"), .ack(region: 12)], "one ack for the file's four regions")
+        XCTAssertEqual(client.pendingRevocations, [])
+    }
+
+    func testAutomaticAckOfAFileWaitsForItsLastPart() throws {
+        let (clientEnd, daemonEnd) = try UnixSocket.pair()
+        let client = MRLeaseClient(socket: clientEnd, path: "socketpair", acknowledgesRevocations: true)
+        try daemonEnd.send(Codec.encode(.revokingFile(.init(file: "1:2:3", runs: [4...6], reason: .leaseBreak, deadlineMillis: 100, more: true))))
+        _ = try client.nextEvent(timeout: .seconds(1))
+        try daemonEnd.setNonBlocking(true)
+        XCTAssertEqual(try daemonEnd.receive(maxSize: Codec.maxMessageBytes), .wouldBlock, "no ack before the last part")
+        try daemonEnd.send(Codec.encode(.revokingFile(.init(file: "1:2:3", runs: [9...9], reason: .leaseBreak, deadlineMillis: 100))))
+        _ = try client.nextEvent(timeout: .seconds(1))
+        guard case .message(let message) = try daemonEnd.receive(maxSize: Codec.maxMessageBytes) else { return XCTFail("no ack sent") }
+        XCTAssertEqual(try Codec.decodeRequest(message.bytes).1, .ackFile("1:2:3"))
+    }
+}

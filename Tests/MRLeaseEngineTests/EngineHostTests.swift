@@ -70,9 +70,9 @@ final class EngineHostTests: XCTestCase {
         let child = try spawn("/usr/bin/perl", ["-e", "truncate($ARGV[0], 8192) or die $!", path])
         drive(engine) { self.events.contains { if case .revoking = $0.1 { return true }; return false } }
         // The owner acknowledges both regions: revocation must not wait for the deadline.
-        for case (_, .revoking(let id, let cause, _)) in events {
-            XCTAssertEqual(cause, .leaseBreak)
-            record(try engine.acknowledge(id))
+        for case (_, .revoking(let revocation)) in events {
+            XCTAssertEqual(revocation.cause, .leaseBreak)
+            for id in revocation.regions { record(try engine.acknowledge(id)) }
         }
         drive(engine) { !child.isRunning }
         let blocked = Date().timeIntervalSince(start)
@@ -85,7 +85,7 @@ final class EngineHostTests: XCTestCase {
         XCTAssertEqual(registrar.steps.filter { $0.hasPrefix("deregister") }, ["deregister lease=true mapped=true", "deregister lease=true mapped=true"],
                        "MRs must go while the lease and mappings are still in place")
         let kinds = events.map(\.1.summary)
-        XCTAssertEqual(kinds, ["revoking \(kept.id)", "revoking \(cut.id)", "revoked \(kept.id)", "revoked \(cut.id)",
+        XCTAssertEqual(kinds, ["revoking \(kept.id) \(cut.id)", "revoked \(kept.id)", "revoked \(cut.id)",
                                "restored \(kept.id)", "lost \(cut.id) range-truncated"])
         guard case .restored(_, let keys, _) = events.first(where: { if case .restored = $0.1 { return true }; return false })?.1 else {
             return XCTFail("no restored event")
@@ -251,8 +251,8 @@ final class EngineHostTests: XCTestCase {
         let far = try engine.register(owner: owner, fd: fd, offset: 512 * 1024, length: 4096, access: [.read])
         XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 0, 4096), 0)
         drive(engine) { self.events.filter { if case .restored = $0.1 { true } else { false } }.count == 2 }
-        XCTAssertEqual(events.compactMap { if case .revoking(let id, let cause, _) = $0.1 { "\(id) \(cause.rawValue)" } else { nil } },
-                       ["\(region.id) layout-changed", "\(far.id) layout-changed"])
+        XCTAssertEqual(events.compactMap { if case .revoking(let r) = $0.1 { "\(r.regions) \(r.cause.rawValue)" } else { nil } },
+                       ["\([region.id, far.id]) layout-changed"], "one event for the owner's regions of the file")
         XCTAssertEqual(events.compactMap { if case .restored(let id, _, let layout) = $0.1 { "\(id) \(layout.rawValue)" } else { nil } },
                        ["\(region.id) changed", "\(far.id) unchanged"])
         XCTAssertEqual(Array(registrar.steps.filter { $0.hasPrefix("deregister") }.prefix(2)),
@@ -276,7 +276,7 @@ final class EngineHostTests: XCTestCase {
             XCTAssertEqual(mrl_fallocate(copy.rawValue, mode, 4096, 4096), 0, "\(name): \(Errno(rawValue: errno))")
             try copy.close()
             drive(engine) { self.events.contains { if case .restored = $0.1 { true } else { false } } }
-            XCTAssertEqual(events.map(\.1).first.map { if case .revoking(region.id, .layoutChanged, _) = $0 { true } else { false } }, true,
+            XCTAssertEqual(events.map(\.1).first.map { if case .revoking(let r) = $0 { r.regions == [region.id] && r.cause == .layoutChanged } else { false } }, true,
                            "\(name): \(events)")
             XCTAssertTrue(events.contains { if case .restored(region.id, _, .changed) = $0.1 { true } else { false } }, "\(name): \(events)")
         }
@@ -449,7 +449,7 @@ final class EngineHostTests: XCTestCase {
         let engine = try makeEngine(RecordingRegistrar(), timing: .init(quiesce: 5_000_000_000, initialBackoff: 20_000_000, maxBackoff: 100_000_000))
         let ids = try (0..<3).map { try engine.register(owner: owner, fd: fd, offset: UInt64($0) * 4096, length: 4096, access: [.read, .write]).id }
         let child = try spawn("/usr/bin/perl", ["-e", "truncate($ARGV[0], 1 << 20) or die $!", path])
-        drive(engine) { self.events.filter { if case .revoking = $0.1 { return true }; return false }.count == 3 }
+        drive(engine) { self.events.flatMap { (_, event) -> [RegionID] in if case .revoking(let r) = event { r.regions } else { [] } } == ids }
         XCTAssertThrowsError(try engine.acknowledge([ids[0], RegionID(999)], owner: owner)) { error in
             guard case .unknownRegion(let id) = error as? EngineError else { return XCTFail("\(error)") }
             XCTAssertEqual(id, RegionID(999))

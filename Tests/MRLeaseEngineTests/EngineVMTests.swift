@@ -191,7 +191,7 @@ final class EngineVMTests: XCTestCase {
         let (tool, arguments) = truncateTool(2 << 20)(path)   // grows the file: the region stays whole
         XCTAssertEqual(try run(engine, tool, arguments).status, 0, "truncate never got through")
         drive(engine) { self.settled(region.id) }
-        guard case .revoking(region.id, _, _)? = events.first else { return XCTFail("the owner must hear revoking first: \(events)") }
+        guard case .revoking(let revocation)? = events.first, revocation.regions == [region.id] else { return XCTFail("the owner must hear revoking first: \(events)") }
         XCTAssertTrue(events.contains(.revoked(region.id)), "\(events)")
         let (newKeys, _) = try XCTUnwrap(restoredKeys(region.id), "region not restored: \(events)")
         XCTAssertNotEqual(newKeys.rkey, oldKeys.rkey)
@@ -258,7 +258,7 @@ final class EngineVMTests: XCTestCase {
             if revokedAfter == nil, events.contains(.revoked(region.id)) { revokedAfter = Engine.now() - punched }
         }
         print("[measure] \(facility) punch through the owner's fd: MR deregistered \(revokedAfter.map { "\($0 / 1000) µs" } ?? "never") after the fallocate returned; events \(events)")
-        if case .revoking(region.id, let cause, _)? = events.first { XCTAssertEqual(cause, .layoutChanged) } else {
+        if case .revoking(let revocation)? = events.first, revocation.regions == [region.id] { XCTAssertEqual(revocation.cause, .layoutChanged) } else {
             XCTFail("the owner must hear revoking first: \(events)")
         }
         XCTAssertNotNil(revokedAfter, "the punch must revoke the region: \(events)")

@@ -16,6 +16,8 @@ enum Samples {
         .stats,
         .ack(region: 3),
         .ackRegions([1, 2, .max]),
+        .ackFile("259:1:1234"),
+        .hello(.init(clientName: "log", revokingPerFile: true)),
         .verify(region: 0),
     ]
 
@@ -79,6 +81,9 @@ enum Samples {
     static let events: [Event] = [
         .revoking(.init(region: 5, reason: .leaseBreak, deadlineMillis: 1000, deadlineUnixMillis: 1_764_000_000_000)),
         .revoking(.init(region: 5, reason: .shutdown, deadlineMillis: 0)),
+        .revokingFile(.init(file: "259:1:1234", runs: [1...3, 5...5, .max...(.max)], reason: .leaseBreak, deadlineMillis: 100,
+                            deadlineUnixMillis: 1_764_000_000_000, more: true)),
+        .revokingFile(.init(file: "0:0:0", runs: [7...7], reason: .shutdown, deadlineMillis: 0)),
         .revoked(region: 5),
         .restored(.init(region: 5, lkey: 11, rkey: 12, address: 0xdead_b000, layoutChanged: false)),
         .lost(.init(region: 5, reason: .rangeTruncated, message: "file is now 4096 bytes")),

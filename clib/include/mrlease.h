@@ -18,11 +18,11 @@
  * Compatibility (docs/c-client.md, "Compatibility promise"): the soname stays libmrlease.so.1
  * and every symbol is versioned (MRLEASE_1.0; calls added later at the node of the release that
  * adds them, MRLEASE_1.3 …). The structs that grow (mrlease_hello, mrlease_stats, mrlease_event,
- * and 1.3.0's mrlease_register_options and mrlease_registration_info) only grow at their end,
- * and the calls that take them are inline wrappers here that pass sizeof the caller's struct to
- * the library (mrlease_stats → mrlease_stats_sized): a program built against an older header
- * gets the fields it knows, one built against a newer header gets zeros in the fields this
- * library does not know yet. Every other struct is frozen as it is.
+ * 1.3.0's mrlease_register_options and mrlease_registration_info, 1.5.0's mrlease_hello_options)
+ * only grow at their end, and the calls that take them are inline wrappers here that pass sizeof
+ * the caller's struct to the library (mrlease_stats → mrlease_stats_sized): a program built
+ * against an older header gets the fields it knows, one built against a newer header gets zeros
+ * in the fields this library does not know yet. Every other struct is frozen as it is.
  */
 #ifndef MRLEASE_H
 #define MRLEASE_H
@@ -171,6 +171,9 @@ struct mrlease_hello {
     char *layout_protection;              /* "inotify-detect" or "none" ("none" when absent) */
     /* 1.2.0 */
     char *layout_policy;                  /* what an ODP region gets: "follow" or "revoke"; NULL when absent */
+    /* 1.5.0 */
+    int revoking_per_file;                /* this connection now gets MRLEASE_EVENT_REVOKING_FILE (it asked, with
+                                             mrlease_hello_with, and the daemon has them); 0: REVOKING per region */
     /* New fields go here, at the end (mrlease_hello_sized). */
 };
 
@@ -184,6 +187,25 @@ MRLEASE_SIZED_WRAPPER(mrlease_status mrlease_hello(mrlease_conn *conn, const cha
                       { return mrlease_hello_sized(conn, client_name, out, sizeof *out); })
 MRLEASE_SIZED_WRAPPER(void mrlease_hello_release(struct mrlease_hello *hello),
                       { mrlease_hello_release_sized(hello, sizeof *hello); })
+
+/* 1.5.0: what mrlease_hello_with asks besides the version. Grows at its end: pass sizeof. */
+struct mrlease_hello_options {
+    int revoking_per_file;                /* one MRLEASE_EVENT_REVOKING_FILE per file and revocation instead of one
+                                             REVOKING per region, answered by mrlease_ack_file (docs/protocol.md §5) */
+};
+
+/* 1.5.0: mrlease_hello with `options` (NULL: none, as mrlease_hello). The reply's
+ * revoking_per_file says whether the daemon agreed: a daemon before revoking-file does not,
+ * and its revocations still come as REVOKING per region. Release the result with
+ * mrlease_hello_release. The _sized call takes the caller's sizeof of each struct (the wrapper
+ * passes them). */
+MRLEASE_API mrlease_status mrlease_hello_with_sized(mrlease_conn *conn, const char *client_name,
+                                                    const struct mrlease_hello_options *options, size_t options_size,
+                                                    struct mrlease_hello *out, size_t out_size);
+static inline mrlease_status mrlease_hello_with(mrlease_conn *conn, const char *client_name,
+                                                const struct mrlease_hello_options *options, struct mrlease_hello *out) {
+    return mrlease_hello_with_sized(conn, client_name, options, sizeof *options, out, sizeof *out);
+}
 
 /* ---- register, register-batch, deregister ---------------------------------------------- */
 
@@ -339,6 +361,12 @@ MRLEASE_API mrlease_status mrlease_ack(mrlease_conn *conn, uint64_t region);
 /* ack for count regions (1 to MRLEASE_MAX_ACK_REGIONS) in one message, all or none: one region
  * that is not this connection's fails the call (UNKNOWN_REGION) and acknowledges none. */
 MRLEASE_API mrlease_status mrlease_ack_regions(mrlease_conn *conn, const uint64_t *regions, size_t count);
+/* 1.5.0: the answer to MRLEASE_EVENT_REVOKING_FILE, once every region it named is quiet (after
+ * its last part, `more` 0): acknowledges every region of this connection on `file` (the event's
+ * "major:minor:inode"; another string is INVALID_ARGUMENT, nothing sent) that is revoking,
+ * whatever their number (none: it still succeeds). A connection whose hello did not get
+ * revoking_per_file is refused (BAD_REQUEST). */
+MRLEASE_API mrlease_status mrlease_ack_file(mrlease_conn *conn, const char *file);
 
 struct mrlease_verification {
     mrlease_layout layout;
@@ -381,19 +409,25 @@ typedef enum mrlease_event_type {
     MRLEASE_EVENT_UNLINKED,
     MRLEASE_EVENT_PEER_CONNECTED,
     MRLEASE_EVENT_PEER_DISCONNECTED,
-    MRLEASE_EVENT_LAYOUT                  /* 1.2.0; a caller built against an older header gets OTHER */
+    MRLEASE_EVENT_LAYOUT,                 /* 1.2.0; a caller built against an older header gets OTHER */
+    MRLEASE_EVENT_REVOKING_FILE           /* 1.5.0, to a connection that asked (mrlease_hello_with); older headers: OTHER */
 } mrlease_event_type;
+
+/* 1.5.0: region ids first to last, both included (a revoking-file event's `runs`). Frozen. */
+struct mrlease_region_run {
+    uint64_t first, last;
+};
 
 struct mrlease_event {
     mrlease_event_type type;
     char name[32];                        /* the wire name: "revoking" */
     uint64_t region;
-    /* revoking: "lease-break", "layout-changed", "explicit", "shutdown"; lost:
+    /* revoking, revoking-file: "lease-break", "layout-changed", "explicit", "shutdown"; lost:
      * "range-truncated", "unlinked", "restore-failed", "revoked"; peer-disconnected: "peer",
      * "revoking", "grant-ended", "region-gone", "shutdown". Empty for other events. */
     char reason[32];
-    uint64_t deadline_millis;             /* revoking */
-    uint64_t deadline_unix_millis;        /* revoking; 0 when absent */
+    uint64_t deadline_millis;             /* revoking, revoking-file */
+    uint64_t deadline_unix_millis;        /* revoking, revoking-file; 0 when absent */
     uint32_t lkey, rkey;                  /* restored: the new keys */
     uint64_t address;                     /* restored: the new address */
     mrlease_layout layout;                /* restored */
@@ -402,6 +436,14 @@ struct mrlease_event {
     char *peer_address;                   /* peer-connected, or NULL */
     /* 1.2.0 */
     uint64_t size;                        /* layout: the file's size (`layout` holds CHANGED or UNKNOWN) */
+    /* 1.5.0: revoking-file, which has no `region`; `reason`, `deadline_millis` and
+     * `deadline_unix_millis` are as for revoking, the same for every region named. */
+    char file[64];                        /* "major:minor:inode": pass it to mrlease_ack_file */
+    struct mrlease_region_run *runs;      /* this connection's regions of the file, as runs of ids, ascending and
+                                             not overlapping; owned by the event (mrlease_event_release) */
+    size_t run_count;
+    uint64_t count;                       /* the regions the runs hold together */
+    int more;                             /* another revoking-file continues the list: read it before the ack */
     /* New fields go here, at the end (mrlease_next_event_sized). */
 };
 

@@ -206,7 +206,8 @@ static mrlease_status receive(mrlease_conn *conn, int64_t deadline, const char *
         if (!strcmp(json_object_get_string(type), "event")) {
             /* Noted at once, for the story of a connection end: the daemon said it is stopping. */
             json_object *name = mrl_field(parsed, "event"), *reason = mrl_field(parsed, "reason");
-            if (json_object_is_type(name, json_type_string) && !strcmp(json_object_get_string(name), "revoking")
+            if (json_object_is_type(name, json_type_string)
+                && (!strcmp(json_object_get_string(name), "revoking") || !strcmp(json_object_get_string(name), "revoking-file"))
                 && json_object_is_type(reason, json_type_string) && !strcmp(json_object_get_string(reason), "shutdown"))
                 conn->shutdown_announced = 1;
         }

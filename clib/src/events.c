@@ -47,7 +47,7 @@ json_object *mrl_dequeue(mrlease_conn *conn) {
 }
 
 static const char *const names[] = { "", "revoking", "revoked", "restored", "lost", "unlinked", "peer-connected", "peer-disconnected",
-                                      "layout" };
+                                      "layout", "revoking-file" };
 
 mrlease_status mrl_parse_event(mrlease_conn *conn, json_object *message, struct mrlease_event *out) {
     struct mrl_reader r = { conn, "event", MRLEASE_OK };
@@ -58,14 +58,15 @@ mrlease_status mrl_parse_event(mrlease_conn *conn, json_object *message, struct 
             if (!strcmp(name, names[k])) out->type = (mrlease_event_type)k;
     }
     free(name);
-    out->region = mrl_u64(&r, message, "region");
+    if (out->type != MRLEASE_EVENT_REVOKING_FILE) out->region = mrl_u64(&r, message, "region");  /* it names a file */
     char *reason = NULL;
     int present;
     switch (out->type) {
-    case MRLEASE_EVENT_REVOKING:
+    case MRLEASE_EVENT_REVOKING: case MRLEASE_EVENT_REVOKING_FILE:
         reason = mrl_string(&r, message, "reason", 1);
         out->deadline_millis = mrl_u64(&r, message, "deadlineMillis");
         out->deadline_unix_millis = mrl_u64_optional(&r, message, "deadlineUnixMillis", &present);
+        if (out->type == MRLEASE_EVENT_REVOKING_FILE) mrl_read_revoking_file(&r, message, out);
         break;
     case MRLEASE_EVENT_RESTORED:
         out->lkey = mrl_u32(&r, message, "lkey");
@@ -105,5 +106,6 @@ void mrl_event_release(struct mrlease_event *event) {
     if (!event) return;
     free(event->message);
     free(event->peer_address);
+    free(event->runs);
     memset(event, 0, sizeof *event);
 }

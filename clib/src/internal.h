@@ -66,7 +66,7 @@ void mrl_release_orphaned_lease(int fd, char *text, size_t size);
 
 /* The results that grow (sized.c turns them into the public sized calls): each fills or
  * releases a whole struct of this library's own size. */
-mrlease_status mrl_hello(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out);
+mrlease_status mrl_hello(mrlease_conn *conn, const char *client_name, int revoking_per_file, struct mrlease_hello *out);
 void mrl_hello_release(struct mrlease_hello *hello);
 mrlease_status mrl_stats(mrlease_conn *conn, struct mrlease_stats *out);
 void mrl_stats_release(struct mrlease_stats *stats);
@@ -85,10 +85,12 @@ struct mrl_reader {
     mrlease_status status;
 };
 json_object *mrl_field(json_object *object, const char *key); /* NULL when absent or null */
+int mrl_as_u64(json_object *value, uint64_t *out);             /* 0 when `value` is not an integer 0 to 2^64-1 */
 uint64_t mrl_u64(struct mrl_reader *r, json_object *object, const char *key);
 uint64_t mrl_u64_optional(struct mrl_reader *r, json_object *object, const char *key, int *present);
 uint32_t mrl_u32(struct mrl_reader *r, json_object *object, const char *key);
 int mrl_bool(struct mrl_reader *r, json_object *object, const char *key);
+int mrl_bool_optional(struct mrl_reader *r, json_object *object, const char *key);  /* 0 when absent */
 char *mrl_string(struct mrl_reader *r, json_object *object, const char *key, int required);
 json_object *mrl_array(struct mrl_reader *r, json_object *object, const char *key, int required);
 json_object *mrl_object(struct mrl_reader *r, json_object *object, const char *key, int required);
@@ -97,6 +99,8 @@ mrlease_strategy mrl_strategy(struct mrl_reader *r, json_object *object, const c
 mrlease_layout mrl_layout(struct mrl_reader *r, json_object *object);
 void *mrl_calloc(struct mrl_reader *r, size_t count, size_t size);
 void mrl_bad(struct mrl_reader *r, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* revoking-file's own fields (file_events.c): file, the runs of `regions`, count, more. */
+void mrl_read_revoking_file(struct mrl_reader *r, json_object *message, struct mrlease_event *out);
 
 /* Writing requests. */
 json_object *mrl_request(const char *type);

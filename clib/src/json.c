@@ -23,7 +23,7 @@ void mrl_bad(struct mrl_reader *r, const char *format, ...) {
     r->status = mrl_fail(r->conn, MRLEASE_ERR_BAD_REPLY, "%s reply: unreadable message from mrleased: %s", r->op, detail);
 }
 
-static int as_u64(json_object *value, uint64_t *out) {
+int mrl_as_u64(json_object *value, uint64_t *out) {
     /* json-c keeps integers above INT64_MAX as unsigned; get_int64 is negative only for a
      * negative number. */
     if (!json_object_is_type(value, json_type_int) || json_object_get_int64(value) < 0) return 0;
@@ -36,7 +36,7 @@ uint64_t mrl_u64_optional(struct mrl_reader *r, json_object *object, const char 
     uint64_t out = 0;
     *present = 0;
     if (!value || r->status) return 0;
-    if (!as_u64(value, &out)) {
+    if (!mrl_as_u64(value, &out)) {
         mrl_bad(r, "\"%s\" is not an integer from 0 to 2^64-1", key);
         return 0;
     }
@@ -64,6 +64,10 @@ int mrl_bool(struct mrl_reader *r, json_object *object, const char *key) {
         return 0;
     }
     return json_object_get_boolean(value);
+}
+
+int mrl_bool_optional(struct mrl_reader *r, json_object *object, const char *key) {
+    return mrl_field(object, key) ? mrl_bool(r, object, key) : 0;
 }
 
 void *mrl_calloc(struct mrl_reader *r, size_t count, size_t size) {

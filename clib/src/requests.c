@@ -45,13 +45,14 @@ static void read_device(struct mrl_reader *r, json_object *d, struct mrlease_dev
     out->odp_integrity_detail = mrl_string(r, d, "odpIntegrityDetail", 0);
 }
 
-mrlease_status mrl_hello(mrlease_conn *conn, const char *client_name, struct mrlease_hello *out) {
+mrlease_status mrl_hello(mrlease_conn *conn, const char *client_name, int revoking_per_file, struct mrlease_hello *out) {
     BEGIN_OUT(conn, out, "hello");
     json_object *request = mrl_request("hello"), *versions = json_object_new_array();
     if (request && versions) json_object_array_add(versions, json_object_new_uint64(MRLEASE_PROTOCOL_VERSION));
     if (request) json_object_object_add(request, "versions", versions);
     else json_object_put(versions);
     if (request && client_name) json_object_object_add(request, "clientName", json_object_new_string(client_name));
+    if (request && revoking_per_file) json_object_object_add(request, "revokingPerFile", json_object_new_boolean(1));
     json_object *result;
     mrlease_status status = mrl_call(conn, "hello", request, NULL, 0, &result, NULL);
     if (status) return status;
@@ -90,6 +91,7 @@ mrlease_status mrl_hello(mrlease_conn *conn, const char *client_name, struct mrl
     }
     out->layout_protection = mrl_string(&r, result, "layoutProtection", 0);
     out->layout_policy = mrl_string(&r, result, "layoutPolicy", 0);
+    out->revoking_per_file = mrl_bool_optional(&r, result, "revokingPerFile");
     if (!out->layout_protection && !r.status && !(out->layout_protection = strdup("none")))
         r.status = mrl_fail(conn, MRLEASE_ERR_NO_MEMORY, "hello reply: out of memory");
     json_object_put(result);

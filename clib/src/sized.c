@@ -1,9 +1,10 @@
-/* The ABI edge of the structs that grow (mrlease_hello, mrlease_stats, mrlease_event): the
- * caller passes sizeof its struct, which may be an older header's (shorter) or a newer one's
- * (longer). The library fills a whole struct of its own, hands over the fields the caller's
- * struct has, zeroes the rest of the caller's bytes, and frees what the caller cannot see.
- * The unsized names are exported too, for programs built against libmrlease 1.0.0's header
- * (whose structs are the 1.0.0 layouts below). docs/c-client.md, "Compatibility promise". */
+/* The ABI edge of the structs that grow (mrlease_hello, mrlease_stats, mrlease_event, and the
+ * options of 1.5.0's mrlease_hello_with): the caller passes sizeof its struct, which may be an
+ * older header's (shorter) or a newer one's (longer). The library fills a whole struct of its
+ * own, hands over the fields the caller's struct has, zeroes the rest of the caller's bytes, and
+ * frees what the caller cannot see. The unsized names are exported too, for programs built
+ * against libmrlease 1.0.0's header (whose structs are the 1.0.0 layouts below).
+ * docs/c-client.md, "Compatibility promise". */
 #include <stddef.h>
 #include <string.h>
 
@@ -23,18 +24,25 @@ static const size_t stats_sizes[] = {
 };
 static const size_t hello_sizes[] = {
     offsetof(struct mrlease_hello, layout_policy),    /* 1.0.0 */
-    sizeof(struct mrlease_hello),                     /* 1.2.0: + layout_policy */
+    offsetof(struct mrlease_hello, revoking_per_file), /* 1.2.0: + layout_policy */
+    sizeof(struct mrlease_hello),                     /* 1.5.0: + revoking_per_file */
 };
 static const size_t event_sizes[] = {
     offsetof(struct mrlease_event, size),             /* 1.0.0 */
-    sizeof(struct mrlease_event),                     /* 1.2.0: + size (and MRLEASE_EVENT_LAYOUT) */
+    offsetof(struct mrlease_event, file),             /* 1.2.0: + size (and MRLEASE_EVENT_LAYOUT) */
+    sizeof(struct mrlease_event),                     /* 1.5.0: + file … more (and MRLEASE_EVENT_REVOKING_FILE) */
+};
+static const size_t hello_options_sizes[] = {
+    sizeof(struct mrlease_hello_options),             /* 1.5.0 */
 };
 #define STATS_SIZE_1_0_0 offsetof(struct mrlease_stats, registrations)
 #define HELLO_SIZE_1_0_0 offsetof(struct mrlease_hello, layout_policy)
 #define EVENT_SIZE_1_0_0 offsetof(struct mrlease_event, size)
 _Static_assert(ENDS_WITH(struct mrlease_stats, layout_changes_followed), "mrlease_stats grew: list its size in stats_sizes");
-_Static_assert(ENDS_WITH(struct mrlease_hello, layout_policy), "mrlease_hello grew: list its size in hello_sizes");
-_Static_assert(ENDS_WITH(struct mrlease_event, size), "mrlease_event grew: list its size in event_sizes");
+_Static_assert(ENDS_WITH(struct mrlease_hello, revoking_per_file), "mrlease_hello grew: list its size in hello_sizes");
+_Static_assert(ENDS_WITH(struct mrlease_event, more), "mrlease_event grew: list its size in event_sizes");
+_Static_assert(ENDS_WITH(struct mrlease_hello_options, revoking_per_file),
+               "mrlease_hello_options grew: list its size in hello_options_sizes and read the new field");
 
 struct layout {
     const char *op;
@@ -99,7 +107,19 @@ MRLEASE_API mrlease_status mrlease_hello_sized(mrlease_conn *conn, const char *c
     mrlease_status status = begin(conn, &hello_layout, out, out_size, &kept);
     if (status) return status;
     struct mrlease_hello whole;
-    return deliver(&hello_layout, mrl_hello(conn, client_name, &whole), out, out_size, &whole, kept);
+    return deliver(&hello_layout, mrl_hello(conn, client_name, 0, &whole), out, out_size, &whole, kept);
+}
+
+MRLEASE_API mrlease_status mrlease_hello_with_sized(mrlease_conn *conn, const char *client_name,
+                                                    const struct mrlease_hello_options *options, size_t options_size,
+                                                    struct mrlease_hello *out, size_t out_size) {
+    size_t kept;
+    mrlease_status status = begin(conn, &hello_layout, out, out_size, &kept);
+    if (status) return status;
+    /* A caller's options shorter than 1.5.0's has no field this library reads: none asked. */
+    int per_file = options && options_size >= hello_options_sizes[0] && options->revoking_per_file;
+    struct mrlease_hello whole;
+    return deliver(&hello_layout, mrl_hello(conn, client_name, per_file, &whole), out, out_size, &whole, kept);
 }
 
 MRLEASE_API void mrlease_hello_release_sized(struct mrlease_hello *hello, size_t hello_size) {
@@ -127,9 +147,11 @@ MRLEASE_API mrlease_status mrlease_next_event_sized(mrlease_conn *conn, struct m
     if (status) return status;
     struct mrlease_event whole;
     status = mrl_next_event(conn, &whole, timeout_millis);
-    /* A type the caller's header does not name (its struct ends before the 1.2.0 fields) is
-     * OTHER for it, as for any name the library does not know: `name` still says which. */
-    if (status == MRLEASE_OK && kept < END_OF(struct mrlease_event, size) && whole.type > MRLEASE_EVENT_PEER_DISCONNECTED)
+    /* A type the caller's header does not name (its struct ends before the fields of the
+     * release that added the type: 1.2.0's LAYOUT, 1.5.0's REVOKING_FILE) is OTHER for it, as
+     * for any name the library does not know: `name` still says which. */
+    if (status == MRLEASE_OK && ((kept < END_OF(struct mrlease_event, size) && whole.type > MRLEASE_EVENT_PEER_DISCONNECTED)
+                                 || (kept < END_OF(struct mrlease_event, more) && whole.type > MRLEASE_EVENT_LAYOUT)))
         whole.type = MRLEASE_EVENT_OTHER;
     return deliver(&event_layout, status, out, out_size, &whole, kept);
 }

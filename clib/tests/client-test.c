@@ -4,8 +4,8 @@
  * usage: client-test host|guest SOCKET SCRATCH_DIR [DAEMON_PID [FILE_ON_9P]]
  *   host:  no RDMA device here: every request, and every error code a client can provoke
  *   guest: an RDMA device: register, register-batch, a truncate's revoking/revoked/restored/
- *          lost, file-busy, unsupported-filesystem (FILE_ON_9P), and the shutdown sequence
- *          (DAEMON_PID gets SIGTERM: run it last)
+ *          lost, file-busy, unsupported-filesystem (FILE_ON_9P), one revoking-file and one ack
+ *          for a file's regions, and the shutdown sequence (DAEMON_PID gets SIGTERM: run it last)
  * Prints one "ok - NAME" or "not ok - NAME: why" per check, then "checks: N passed, M failed";
  * exits 1 when any failed, 2 on bad usage. */
 #define _GNU_SOURCE
@@ -297,9 +297,10 @@ static void local_checks(void) {
 
 /* ---- A scripted fake daemon: what mrleased never sends ---------------------------------- */
 
-/* A child serving one connection on its own socket: reads a request, then sends `replies`
- * (NULL-terminated) with the request's id put in for "%ID%", one packet each; "CLOSE" closes,
- * "LEASE" takes a read lease on the fd the request carried. */
+/* A child serving one connection on its own socket: reads a request (and writes it to the
+ * scratch file fake-request, for fake_request()), then sends `replies` (NULL-terminated) with
+ * the request's id put in for "%ID%", one packet each; "CLOSE" closes, "LEASE" takes a read
+ * lease on the fd the request carried. */
 static pid_t fake_daemon(const char *path, const char *const *replies) {
     int listener = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     struct sockaddr_un address = { .sun_family = AF_UNIX };
@@ -322,6 +323,8 @@ static pid_t fake_daemon(const char *path, const char *const *replies) {
     ssize_t n = recvmsg(s, &msg, 0);
     if (n <= 0) _exit(3);
     request[n] = 0;
+    FILE *saved = fopen(file_path("fake-request"), "we");
+    if (!saved || fputs(request, saved) < 0 || fclose(saved) != 0) _exit(5);
     int fd = -1;
     struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
     if (cm && cm->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(cm), sizeof fd);
@@ -346,6 +349,16 @@ static pid_t fake_daemon(const char *path, const char *const *replies) {
     }
     pause();
     _exit(0);
+}
+
+/* The request the last fake daemon read, as the library sent it. */
+static const char *fake_request(void) {
+    static char text[70000];
+    FILE *saved = fopen(file_path("fake-request"), "re");
+    size_t n = saved ? fread(text, 1, sizeof text - 1, saved) : 0;
+    text[n] = 0;
+    if (saved) fclose(saved);
+    return text;
 }
 
 static void finish_fake(pid_t pid) {
@@ -498,6 +511,134 @@ static void register_with_checks(void) {
     mrlease_destroy(c);
     finish_fake(pid);
     close(fd);
+}
+
+/* 1.5.0's revoking-file (docs/protocol.md §5, "One event and one ack per file"): hello asks for
+ * it and reads the daemon's answer; the event's runs, count and more; malformed runs are
+ * bad-reply for that event alone; an older header's struct gets the event as OTHER; and
+ * mrlease_ack_file's request as the fake daemon read it. */
+#define REVOKING_FILE "{\"v\":1,\"type\":\"event\",\"event\":\"revoking-file\",\"reason\":\"lease-break\",\"deadlineMillis\":100,"
+static void revoking_file_checks(void) {
+    static const struct { const char *name, *event, *message; } malformed[] = {
+        { "revoking-file with runs not ascending: bad-reply", REVOKING_FILE "\"file\":\"8:1:77\",\"regions\":[[10,12],[5,6]],\"count\":5}",
+          "not ascending" },
+        { "revoking-file with overlapping runs: bad-reply", REVOKING_FILE "\"file\":\"8:1:77\",\"regions\":[[10,12],[12,13]],\"count\":5}",
+          "not ascending" },
+        { "revoking-file with a run's first past its last: bad-reply", REVOKING_FILE "\"file\":\"8:1:77\",\"regions\":[[7,3]],\"count\":5}",
+          "first id is past its last" },
+        { "revoking-file whose count is not its runs': bad-reply", REVOKING_FILE "\"file\":\"8:1:77\",\"regions\":[[1,3]],\"count\":4}",
+          "\"count\" is 4, but its runs hold 3" },
+        { "revoking-file with a run of three ids: bad-reply", REVOKING_FILE "\"file\":\"8:1:77\",\"regions\":[[1,2,3]],\"count\":3}",
+          "not a run [first, last]" },
+        { "revoking-file with a negative id: bad-reply", REVOKING_FILE "\"file\":\"8:1:77\",\"regions\":[[-1,2]],\"count\":4}",
+          "not a run [first, last]" },
+        { "revoking-file whose file is not major:minor:inode: bad-reply", REVOKING_FILE "\"file\":\"8:1\",\"regions\":[[1,1]],\"count\":1}",
+          "not major:minor:inode" },
+        { "revoking-file without count: bad-reply", REVOKING_FILE "\"file\":\"8:1:77\",\"regions\":[[1,1]]}", "\"count\" is missing" },
+    };
+    const char *script[16] = {
+        "{\"v\":1,\"type\":\"hello\",\"id\":%ID%,\"result\":{\"version\":1,\"daemon\":\"mrleased 0.1.0\",\"devices\":[],\"strategies\":[],"
+        "\"limits\":{},\"revokingPerFile\":true}}",
+        REVOKING_FILE "\"file\":\"259:1:1234\",\"regions\":[[42,10041],[10043,10043]],\"count\":10001,\"deadlineUnixMillis\":1764000000000,"
+        "\"more\":true}",
+        REVOKING_FILE "\"file\":\"259:1:1234\",\"regions\":[[10045,10046]],\"count\":2}" };
+    size_t n = 3;
+    for (size_t i = 0; i < sizeof malformed / sizeof *malformed; i++) script[n++] = malformed[i].event;
+    script[n++] = "{\"v\":1,\"type\":\"event\",\"event\":\"revoking-file\",\"reason\":\"shutdown\",\"deadlineMillis\":0,\"file\":\"8:1:77\","
+                  "\"regions\":[[5,5]],\"count\":1}";
+    script[n++] = "CLOSE";
+    script[n] = NULL;
+    pid_t pid;
+    mrlease_conn *c = fake_connection(script, &pid);
+    struct mrlease_hello h;
+    struct mrlease_hello_options asked = { .revoking_per_file = 1 };
+    if (expect(c, "hello_with revoking_per_file", mrlease_hello_with(c, "per-file", &asked, &h), MRLEASE_OK))
+        check(h.revoking_per_file == 1, "hello: the daemon's revokingPerFile", "revoking_per_file %d", h.revoking_per_file);
+    check(strstr(fake_request(), "\"revokingPerFile\":true") != NULL, "hello_with sends revokingPerFile true", "%s", fake_request());
+    mrlease_hello_release(&h);
+    struct mrlease_event ev;
+    if (expect(c, "revoking-file, first part", mrlease_next_event(c, &ev, 1000), MRLEASE_OK))
+        check(ev.type == MRLEASE_EVENT_REVOKING_FILE && !strcmp(ev.name, "revoking-file") && !strcmp(ev.file, "259:1:1234") && ev.region == 0
+                  && ev.run_count == 2 && ev.runs[0].first == 42 && ev.runs[0].last == 10041 && ev.runs[1].first == 10043
+                  && ev.runs[1].last == 10043 && ev.count == 10001 && ev.more == 1 && !strcmp(ev.reason, "lease-break")
+                  && ev.deadline_millis == 100 && ev.deadline_unix_millis == 1764000000000ull,
+              "revoking-file: file, two runs, count, more, reason and deadlines", "type %d file %s, %zu runs, count %llu, more %d", ev.type,
+              ev.file, ev.run_count, (unsigned long long)ev.count, ev.more);
+    mrlease_event_release(&ev);
+    check(ev.runs == NULL && ev.run_count == 0, "mrlease_event_release frees the runs and zeroes the event", "runs %p", (void *)ev.runs);
+    if (expect(c, "revoking-file, last part", mrlease_next_event(c, &ev, 1000), MRLEASE_OK))
+        check(ev.type == MRLEASE_EVENT_REVOKING_FILE && ev.run_count == 1 && ev.runs[0].first == 10045 && ev.runs[0].last == 10046
+                  && ev.count == 2 && ev.more == 0 && ev.deadline_unix_millis == 0,
+              "revoking-file without more is the last part", "%zu runs, count %llu, more %d", ev.run_count, (unsigned long long)ev.count,
+              ev.more);
+    mrlease_event_release(&ev);
+    for (size_t i = 0; i < sizeof malformed / sizeof *malformed; i++)
+        if (expect(c, malformed[i].name, mrlease_next_event(c, &ev, 1000), MRLEASE_ERR_BAD_REPLY))
+            check(strstr(mrlease_message(c), malformed[i].message) != NULL, "the message says what is wrong with the event", "%s",
+                  mrlease_message(c));
+    /* A caller whose header is 1.2.0's (its struct ends before `file`) gets OTHER, nothing written past it. */
+    const size_t size_1_2_0 = offsetof(struct mrlease_event, file);
+    struct mrlease_event *old = malloc(size_1_2_0);
+    if (expect(c, "a revoking-file event into a 1.2.0-sized struct", mrlease_next_event_sized(c, old, size_1_2_0, 1000), MRLEASE_OK))
+        check(old->type == MRLEASE_EVENT_OTHER && !strcmp(old->name, "revoking-file") && !strcmp(old->reason, "shutdown"),
+              "a 1.2.0 caller gets revoking-file as OTHER, named, with its reason", "type %d name %s", old->type, old->name);
+    mrlease_event_release_sized(old, size_1_2_0);
+    free(old);
+    if (expect(c, "then the connection ends", mrlease_next_event(c, &ev, 1000), MRLEASE_ERR_DISCONNECTED))
+        check(strstr(mrlease_message(c), "it is shutting down") != NULL, "a revoking-file with reason shutdown announces the end", "%s",
+              mrlease_message(c));
+    mrlease_destroy(c);
+    finish_fake(pid);
+
+    /* hello without asking: no revokingPerFile sent; a reply without it is 0. */
+    const char *plain[] = { "{\"v\":1,\"type\":\"hello\",\"id\":%ID%,\"result\":{\"version\":1,\"daemon\":\"mrleased 0.1.0\",\"devices\":[],"
+                            "\"strategies\":[],\"limits\":{}}}", NULL };
+    c = fake_connection(plain, &pid);
+    struct mrlease_hello_options none = { .revoking_per_file = 0 };
+    if (expect(c, "hello_with, not asking", mrlease_hello_with(c, NULL, &none, &h), MRLEASE_OK))
+        check(h.revoking_per_file == 0 && !strstr(fake_request(), "revokingPerFile"), "hello_with not asking sends no revokingPerFile",
+              "revoking_per_file %d, sent %s", h.revoking_per_file, fake_request());
+    mrlease_hello_release(&h);
+    mrlease_destroy(c);
+    finish_fake(pid);
+
+    const char *ack[] = { "{\"v\":1,\"type\":\"ack\",\"id\":%ID%,\"result\":{}}", NULL };
+    c = fake_connection(ack, &pid);
+    if (expect(c, "ack_file", mrlease_ack_file(c, "259:1:1234"), MRLEASE_OK))
+        check(!strcmp(fake_request(), "{\"v\":1,\"type\":\"ack\",\"file\":\"259:1:1234\",\"id\":1}"), "ack_file sends an ack of the file",
+              "sent %s", fake_request());
+    mrlease_destroy(c);
+    finish_fake(pid);
+
+    mrlease_conn *local = mrlease_create();
+    static const char *const bad_files[] = { "259:1", "259:1:1234:5", "259:x:1234", "", ":1:2", "1:2:"
+                                             "123456789012345678901234567890123456789012345678901234567890" /* 64 bytes */ };
+    for (size_t i = 0; i < sizeof bad_files / sizeof *bad_files; i++)
+        if (expect(local, "ack_file of a file that is not major:minor:inode is refused here", mrlease_ack_file(local, bad_files[i]),
+                   MRLEASE_ERR_INVALID_ARGUMENT))
+            check(strstr(mrlease_message(local), "is not major:minor:inode") != NULL, "ack_file says what file it takes", "%s",
+                  mrlease_message(local));
+    expect(local, "ack_file of NULL is refused here", mrlease_ack_file(local, NULL), MRLEASE_ERR_INVALID_ARGUMENT);
+    mrlease_destroy(local);
+}
+#undef REVOKING_FILE
+
+/* revoking-file against the daemon, without a device: hello's answer decides what an ack of a
+ * file gets (a daemon before revoking-file ignores the ask, and refuses the ack: bad-request);
+ * a later plain hello turns it off again. */
+static void per_file_daemon_checks(mrlease_conn *c) {
+    struct mrlease_hello h;
+    struct mrlease_hello_options asked = { .revoking_per_file = 1 };
+    if (!expect(c, "hello_with revoking_per_file against the daemon", mrlease_hello_with(c, "client-test", &asked, &h), MRLEASE_OK)) return;
+    int per_file = h.revoking_per_file;
+    mrlease_hello_release(&h);
+    puts(per_file ? "# the daemon echoes revokingPerFile" : "# the daemon does not echo revokingPerFile (a daemon before revoking-file)");
+    expect(c, per_file ? "ack_file of a file without regions: ok" : "ack_file without revokingPerFile: bad-request",
+           mrlease_ack_file(c, "259:1:1234"), per_file ? MRLEASE_OK : MRLEASE_BAD_REQUEST);
+    if (expect(c, "hello again, not asking", mrlease_hello(c, "client-test", &h), MRLEASE_OK))
+        check(h.revoking_per_file == 0, "a later hello without it: no revokingPerFile", "revoking_per_file %d", h.revoking_per_file);
+    mrlease_hello_release(&h);
+    expect(c, "ack_file after a hello without revokingPerFile: bad-request", mrlease_ack_file(c, "259:1:1234"), MRLEASE_BAD_REQUEST);
 }
 
 static void sized_checks(void) {
@@ -729,6 +870,89 @@ static void guest_checks(mrlease_conn *c, const char *ninep_file) {
     close(fd);
 }
 
+/* Whether a revoking-file's runs hold exactly the `n` regions (the library checked that its count
+ * is what its runs hold). */
+static int runs_name_exactly(const struct mrlease_event *ev, const struct mrlease_registration *regs, size_t n) {
+    if (ev->count != n) return 0;
+    for (size_t k = 0; k < n; k++) {
+        int named = 0;
+        for (size_t i = 0; i < ev->run_count; i++) named |= regs[k].region >= ev->runs[i].first && regs[k].region <= ev->runs[i].last;
+        if (!named) return 0;
+    }
+    return 1;
+}
+
+/* 1.5.0: a connection that asked for revoking-file gets ONE event for its regions of a file when
+ * the lease breaks (a truncate to the file's own size, from another process), answers it with
+ * one ack of the file, and then hears revoked and restored per region. */
+static void per_file_guest_check(void) {
+    enum { N = 4 };
+    mrlease_conn *c = connected();
+    struct mrlease_hello h;
+    struct mrlease_hello_options asked = { .revoking_per_file = 1 };
+    int agreed = expect(c, "hello_with revoking_per_file", mrlease_hello_with(c, "client-test per-file", &asked, &h), MRLEASE_OK);
+    if (agreed) {
+        agreed = h.revoking_per_file;
+        check(agreed, "hello: the daemon agrees to revoking-file", "revoking_per_file %d", h.revoking_per_file);
+    }
+    mrlease_hello_release(&h);
+    int fd = make_data_file("per-file", 1 << 20);
+    struct mrlease_range ranges[N];
+    for (int i = 0; i < N; i++)
+        ranges[i] = (struct mrlease_range){ (uint64_t)i << 16, 1 << 16, MRLEASE_ACCESS_READ | MRLEASE_ACCESS_WRITE, MRLEASE_STRATEGY_ANY, NULL };
+    struct mrlease_registration regs[N];
+    if (!agreed || !expect(c, "register-batch on a revoking-file connection", mrlease_register_batch(c, fd, ranges, N, regs), MRLEASE_OK)) {
+        close(fd);
+        mrlease_destroy(c);
+        return;
+    }
+    struct mrlease_region_list list;
+    char file[64] = "";
+    if (expect(c, "list the revoking-file connection's regions", mrlease_list(c, 0, &list), MRLEASE_OK) && list.count == N)
+        snprintf(file, sizeof file, "%s", list.regions[0].file);
+    mrlease_region_list_release(&list);
+
+    pid_t breaker = truncate_later(file_path("per-file"), 1 << 20);
+    int files = 0, per_region = 0, done = 0;
+    char seen[N][8] = { "", "", "", "" };
+    for (time_t end = time(NULL) + 20; done < N && time(NULL) < end;) {
+        struct mrlease_event ev;
+        mrlease_status s = mrlease_next_event(c, &ev, 1000);
+        if (s == MRLEASE_ERR_NO_EVENT) continue;
+        if (!expect(c, "next_event on the revoking-file connection", s, MRLEASE_OK)) break;
+        printf("# event %s region %llu file %s, %zu runs, count %llu, more %d, reason %s\n", ev.name, (unsigned long long)ev.region, ev.file,
+               ev.run_count, (unsigned long long)ev.count, ev.more, ev.reason);
+        if (ev.type == MRLEASE_EVENT_REVOKING_FILE) {
+            files++;
+            check(runs_name_exactly(&ev, regs, N) && !ev.more && !strcmp(ev.file, file) && !strcmp(ev.reason, "lease-break"),
+                  "one revoking-file names exactly the file's regions", "file %s (list: %s), %zu runs, count %llu, more %d, reason %s", ev.file,
+                  file, ev.run_count, (unsigned long long)ev.count, ev.more, ev.reason);
+            expect(c, "ack_file answers the revoking-file", mrlease_ack_file(c, ev.file), MRLEASE_OK);
+        }
+        per_region += ev.type == MRLEASE_EVENT_REVOKING;
+        for (int k = 0; k < N; k++) {
+            if (ev.region != regs[k].region || ev.type == MRLEASE_EVENT_REVOKING_FILE) continue;
+            size_t used = strlen(seen[k]);
+            if (used < sizeof seen[k] - 1) seen[k][used] = "?KDRL?????"[ev.type], seen[k][used + 1] = 0;
+            done += ev.type == MRLEASE_EVENT_RESTORED || ev.type == MRLEASE_EVENT_LOST;
+        }
+        mrlease_event_release(&ev);
+    }
+    int status = 0;
+    waitpid(breaker, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the truncate to the file's own size went through", "status %d", status);
+    check(files == 1 && per_region == 0, "one revoking-file for the file, no revoking per region", "%d revoking-file, %d revoking", files,
+          per_region);
+    for (int k = 0; k < N; k++) {
+        check(!strcmp(seen[k], "DR"), "after the ack of the file: revoked, restored per region", "region %llu saw %s",
+              (unsigned long long)regs[k].region, seen[k]);
+        expect(c, "deregister a revoking-file connection's region", mrlease_deregister(c, regs[k].region), MRLEASE_OK);
+        mrlease_registration_release(&regs[k]);
+    }
+    close(fd);
+    mrlease_destroy(c);
+}
+
 /* SIGTERM to the daemon while a region is registered: revoking (reason shutdown, no wait for
  * an ack), revoked, then the end of the connection, announced; every later call says so. */
 static void shutdown_check(mrlease_conn *c, pid_t daemon) {
@@ -772,6 +996,8 @@ int main(int argc, char **argv) {
         bad_reply_checks();
         sized_checks();
         register_with_checks();
+        revoking_file_checks();
+        per_file_daemon_checks(c);
         dead_daemon_check();
         puts("# not provokable here: file-busy and unsupported-filesystem (the daemon refuses every registration on a host without "
              "an RDMA device first: strategy-unavailable), fd-not-received (the daemon out of fds), shutting-down (the daemon "
@@ -780,6 +1006,7 @@ int main(int argc, char **argv) {
              "the first two");
     } else {
         guest_checks(c, argc > 5 ? argv[5] : NULL);
+        per_file_guest_check();
         if (daemon > 0) shutdown_check(c, daemon);
     }
     mrlease_hello_release(&h);
