@@ -53,6 +53,7 @@ extension Engine {
             throw .system(op: "fcntl(F_SETLEASE, \(file.leaseType))", errno: error)
         }
         setLease(file, held: true)
+        if file.writable && !file.watchingCloses { watch(file, closes: true) }
     }
 
     /// Gives the lease back when no region needs it any more (the last guarded region went,
@@ -65,6 +66,7 @@ extension Engine {
             return
         }
         setLease(file, held: false)
+        if file.watchingCloses { watch(file, closes: false) }
     }
 
     /// Stops tracking: every MR goes, then the lease, then the mappings and our fd.
@@ -247,7 +249,14 @@ extension Engine {
     /// released) also closes, the cue to restore. One watch per inode carries one mask, and
     /// inotify_add_watch replaces it. Without the watch, layout changes go unseen and the
     /// backoff timer alone restores: logged, not fatal.
+    ///
+    /// A file under a write lease watches closes all along: no other open of it can last
+    /// without breaking the lease, so its closes are breakers' (none is spurious), and the
+    /// revocation then has no inotify_add_watch (a path walk through /proc) between the break
+    /// and the unlock. A read lease lets other readers come and go: its file watches closes only
+    /// from the revocation on.
     func watch(_ file: TrackedFile, closes: Bool) {
+        let closes = closes || (file.writable && file.leaseHeld)
         var mask: Inotify.Mask = [.modify, .attrib]
         if closes { mask.formUnion([.closeWrite, .closeNoWrite, .deleteSelf]) }
         // /proc/self/fd/N resolves to the inode itself: no path of the client's is needed.

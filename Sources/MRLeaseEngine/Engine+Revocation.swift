@@ -13,9 +13,17 @@ extension Engine {
         var waitNanos = UInt64(timeout.components.seconds) * 1_000_000_000 + UInt64(timeout.components.attoseconds / 1_000_000_000)
         if let deadline = nextDeadline { waitNanos = min(waitNanos, deadline > now ? deadline - now : 0) }
         var fds = descriptors.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
-        // EINTR (or any failure) only ends the wait early; process() below reads what is there.
-        _ = Glibc.poll(&fds, nfds_t(fds.count), Int32(min(waitNanos / 1_000_000 + (waitNanos % 1_000_000 == 0 ? 0 : 1), UInt64(Int32.max))))
-        return process(now: clock())
+        let ready = Glibc.poll(&fds, nfds_t(fds.count), Int32(min(waitNanos / 1_000_000 + (waitNanos % 1_000_000 == 0 ? 0 : 1), UInt64(Int32.max))))
+        // EINTR (or any failure) only ends the wait early: then everything is read. Otherwise
+        // only what is readable, as the daemon's loop does: a read that would only say EAGAIN
+        // is a syscall before a break's unlock.
+        guard ready >= 0 else { return process(now: clock()) }
+        let signalled = fds[0].revents != 0, inotified = fds[1].revents != 0
+        return exclusive {
+            if signalled { handleSignals() }
+            if inotified { handleInotify() }
+            fireTimers(now: clock())
+        }.1
     }
 
     /// What keeps a layout change through the leased open file description from going
@@ -100,7 +108,6 @@ extension Engine {
         let now = clock()
         file.breakStarted = now
         stats.breaksHandled += 1
-        logger.info("lease break", metadata: ["file": "\(file.key)", "regions": "\(file.regions.count)"])
         apply(.leaseBroken(now: now), to: file)
     }
 
@@ -212,7 +219,8 @@ extension Engine {
             case .armTimer(let at):
                 arm(file, at: at)
             case .watchCloses:
-                watch(file, closes: true)
+                // A write-leased file watches them already (`watch(_:closes:)`).
+                if !file.watchingCloses { watch(file, closes: true) }
             case .attemptRestore:
                 apply(restore(file), to: file)
             case .notifyRestored(let ids):
@@ -250,10 +258,13 @@ extension Engine {
         let unlock: Errno?
         do { try file.lease.release(); unlock = nil } catch { unlock = error }
         let unlockedAt = clock()
-        // After the unlock: the breaker is on its way.
+        // After the unlock: the breaker is on its way. The break is logged here, not when it
+        // came: a log line is a write(2) the breaker would wait for.
         if let started = file.breakStarted {
             stats.breakToUnlock.record(nanoseconds: unlockedAt - started)
             file.breakStarted = nil
+            logger.info("lease break answered", metadata: ["file": "\(file.key)", "regions": "\(file.lifecycle.regions.count)",
+                                                           "unlockedAfterMicros": "\((unlockedAt - started) / 1000)"])
         }
         retired = []
         setLease(file, held: false)
