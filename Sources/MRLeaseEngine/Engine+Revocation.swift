@@ -208,6 +208,7 @@ extension Engine {
                         byOwner.append((region.owner, [region.id]))
                     }
                 }
+                file.revokingOwners = byOwner.map(\.owner)
                 for (owner, ids) in byOwner {
                     emit(owner, .revoking(Revocation(file: file.key, regions: ids, cause: cause, deadline: deadline)))
                 }

@@ -296,7 +296,10 @@ public final class Engine {
     /// deadline passed, an unknown file) is not an error: a late ack changes nothing.
     public func acknowledge(file key: FileKey, owner: OwnerID) -> [EngineNotice] {
         exclusive {
-            guard let file = files[key], case .revoking = file.lifecycle.phase else { return }
+            guard let file = files[key], case .revoking(_, let awaiting) = file.lifecycle.phase else { return }
+            // The owner that was told alone: every ack still awaited is its own, so it ends the
+            // wait without a walk (the revocation, in this call, clears the flags).
+            if file.revokingOwners == [owner] { return apply(.acknowledged(count: awaiting, now: clock()), to: file) }
             var count = 0
             for region in file.regions.values where region.awaitingAck && region.owner == owner {
                 region.awaitingAck = false

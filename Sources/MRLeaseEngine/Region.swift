@@ -117,7 +117,7 @@ final class Region {
     /// here: a revocation frees its thousands of MR objects after the unlock, not before.
     func deregister(retiring retired: UnsafeMutablePointer<[any RegisteredMemory]>?) -> VerbsError? {
         // Exposures first: no peer may reach the pages once the lease can go.
-        var failure = withdrawExposures()
+        var failure = exposures.isEmpty ? nil : withdrawExposures()
         guard let mr else { return failure }
         do { try mr.deregister() } catch { failure = failure ?? error }
         retired?.pointee.append(mr)

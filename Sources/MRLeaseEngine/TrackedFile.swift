@@ -81,6 +81,9 @@ final class TrackedFile {
     var unlinkReported = false
     /// When the current break arrived (monotonic ns), for break-to-unlock latency.
     var breakStarted: UInt64?
+    /// The owners the last revocation told, in the order they were told: one alone acks the
+    /// whole file without a walk (`Engine.acknowledge(file:owner:)`).
+    var revokingOwners: [OwnerID] = []
 
     init(key: FileKey, fd: FileDescriptor, writable: Bool, backing: Backing, size: UInt64, extents: Extents, timing: FileLifecycle.Timing) {
         self.key = key

@@ -96,6 +96,30 @@ extension BenchCommand {
         return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent(name).path
     }
 
+    /// `--large-registration BYTES`: another client's stats round trips while one large range
+    /// registers through a fresh daemon (issue 19: large ranges off the loop).
+    func runLargeRegistration() throws {
+        let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        let prefix = label.map { "[\($0)] " } ?? ""
+        guard !((try? Device.list()) ?? []).isEmpty else { return say("\(prefix)large registration: skipped: no RDMA device") }
+        let verbs = try VerbsRegistrar(deviceNamed: device ?? ProcessInfo.processInfo.environment["MRLEASED_RDMA_DEVICE"])
+        let scratch = "\(directory)/mrleased-bench-\(getpid())"
+        guard mkdir(scratch, 0o700) == 0 else { throw BenchError("mkdir \(scratch): \(String(cString: strerror(errno)))") }
+        defer { rmdir(scratch) }
+        let socket = "\(scratch)/bench.sock"
+        defer { unlink(socket) }
+        let child = try Self.startDaemon(daemonBinary ?? Self.siblingBinary("mrleased"), socket: socket, device: verbs.deviceName)
+        defer { _ = child.stop() }
+        say("\(prefix)mrleased-bench --large-registration: kernel \(Self.kernelRelease()), dir \(directory), \(largeRegistration >> 20) MiB, device \(verbs.deviceName)")
+        let row = try LargeRegistrationBenchmark(socket: socket, directory: scratch, verbs: verbs).run(bytes: largeRegistration, idleTrips: roundTrips)
+        say("\(prefix)large registration \(row.bytes >> 20) MiB (\(row.strategy)): through mrleased \(ms(row.daemonRegisterMS)) ms,"
+            + " bare ibv_reg_mr \(ms(row.bareRegisterMS)) ms | ratio \(String(format: "%.2f", row.registerRatio))")
+        say("\(prefix)another client's stats round trip: idle median \(us(row.idleMedianUS)) µs p99 \(us(row.idleP99US)) µs (n=\(row.idleCount))"
+            + " | during the registration median \(us(row.duringMedianUS)) µs p99 \(us(row.duringP99US)) µs max \(us(row.duringMaxUS)) µs (n=\(row.duringCount))"
+            + " | p99 ratio \(String(format: "%.2f", row.p99Ratio))")
+        say("\(prefix)target another client's stats p99 during a \(row.bytes >> 20) MiB registration within 2x idle: \(row.p99Ratio <= 2 ? "HOLDS" : "MISSED") (ratio \(String(format: "%.2f", row.p99Ratio)))")
+    }
+
     static func line(_ row: RoundTripCase) -> String {
         "stats round trip, \(row.placement) (\(row.requestBytes) B request, \(row.replyBytes) B reply), n=\(row.count): daemon median \(us(row.daemonMedianUS)) µs"
             + " p99 \(us(row.daemonP99US)) µs max \(us(row.daemonMaxUS)) µs | echo process median \(us(row.echoMedianUS)) µs"

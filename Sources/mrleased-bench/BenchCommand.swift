@@ -135,6 +135,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Timed round trips per stats/list measurement in --scale.")
     var scaleRoundTrips: Int = 400
 
+    @Option(help: "Register one range of this many bytes through a fresh mrleased (a file in --dir) while another client times stats round trips; and the same range bare (ibv_reg_mr). 0: off.")
+    var largeRegistration: UInt64 = 0
+
     @Flag(help: "Time the protocol's JSON codec alone (no socket, no daemon): per message, and per range of a register-batch.")
     var codec = false
 
@@ -182,6 +185,7 @@ struct BenchCommand: ParsableCommand {
         if peerBreak { return try runPeerBreak() }
         if followBreak { return try runFollowBreak() }
         if scale { return try runScale() }
+        if largeRegistration > 0 { return try runLargeRegistration() }
         let directory = dir ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         let (chosen, registrarNote) = try makeRegistrar()
         let isStub = chosen is StubRegistrar

@@ -69,11 +69,38 @@ struct ScaleCase: Codable {
     /// Seconds from closing every client to the daemon holding no region.
     var releaseSeconds: Double
 
+    /// The rate and the machine's memory as the registration went on (about every tenth of
+    /// it): whether a falling rate follows the memory the regions take (issue 19, 6.1 pinned).
+    var curve: [ScaleStep] = []
+
     var rateRatio: Double { rateLastPerSecond / rateFirstPerSecond }
     var statsRatio: Double { statsFullMedianUS / statsEmptyMedianUS }
     var listRatio: Double { listFullMedianUS / listEmptyMedianUS }
     var rssBytesPerRegion: Double { Double(full.rssKiB - idle.rssKiB) * 1024 / Double(regions) }
     var anonBytesPerRegion: Double { Double(full.rssAnonKiB - idle.rssAnonKiB) * 1024 / Double(regions) }
+}
+
+/// One point of the scale curve: the rate over the last 1 000 regions registered, and
+/// /proc/meminfo's MemAvailable, Cached and Shmem (the guest's tmpfs, where its ext4 image lives).
+struct ScaleStep: Codable {
+    var regions: Int
+    var ratePerSecond: Double
+    var memAvailableKiB: Int
+    var cachedKiB: Int
+    var shmemKiB: Int
+
+    static func memory() -> (available: Int, cached: Int, shmem: Int) {
+        let text = (try? readProcFile("/proc/meminfo")) ?? ""
+        func kib(_ field: String) -> Int {
+            text.split(separator: "\n").first { $0.hasPrefix(field + ":") }
+                .flatMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first }.flatMap { Int($0) } ?? -1
+        }
+        return (kib("MemAvailable"), kib("Cached"), kib("Shmem"))
+    }
+
+    var description: String {
+        "\(regions) regions: \(Int(ratePerSecond))/s, MemAvailable \(memAvailableKiB / 1024) MiB, Cached \(cachedKiB / 1024) MiB, Shmem \(shmemKiB / 1024) MiB"
+    }
 }
 
 /// Registers many regions through a running daemon and measures what grows with them.
@@ -172,6 +199,14 @@ final class ScaleBenchmark {
         var done = 0
         var strategy = ""
         var blockStarts: [UInt64] = [Engine.now()]
+        var curve: [ScaleStep] = []
+        func step() {
+            let memory = ScaleStep.memory()
+            let last = blockStarts.count > 1 ? Double(blockStarts[blockStarts.count - 1] - blockStarts[blockStarts.count - 2]) / 1e9 : .nan
+            curve.append(ScaleStep(regions: done, ratePerSecond: 1000 / last, memAvailableKiB: memory.available,
+                                   cachedKiB: memory.cached, shmemKiB: memory.shmem))
+        }
+        step()
         let began = Engine.now()
         for f in 0..<fileCount where done < regions {
             let name = "scale-\(f)"
@@ -186,7 +221,10 @@ final class ScaleBenchmark {
                 done += step
                 if done % 1000 == 0 { blockStarts.append(Engine.now()) }
             }
-            if (f + 1) % max(1, fileCount / 10) == 0 { progress("\(done) regions registered over \(f + 1) files") }
+            if (f + 1) % max(1, fileCount / 10) == 0 {
+                step()
+                progress("\(done) regions registered over \(f + 1) files; \(curve[curve.count - 1].description)")
+            }
         }
         let totalSeconds = Double(Engine.now() - began) / 1e9
         let blocks = zip(blockStarts, blockStarts.dropFirst()).map { Double($1 - $0) / 1e9 }
@@ -218,12 +256,14 @@ final class ScaleBenchmark {
             usleep(10_000)
             end = DaemonCensus.take(pid: daemonPID)
         }
-        return ScaleCase(regions: done, clients: clientCount, files: fileCount, batch: batch, strategy: strategy,
+        var row = ScaleCase(regions: done, clients: clientCount, files: fileCount, batch: batch, strategy: strategy,
                          maxMR: maxMR, capped: regions < wanted,
                          rateFirstPerSecond: 1000 / (blocks.first ?? .nan), rateLastPerSecond: 1000 / (blocks.last ?? .nan),
                          totalSeconds: totalSeconds,
                          statsEmptyMedianUS: statsEmpty, statsFullMedianUS: statsFull,
                          listEmptyMedianUS: listEmpty, listFullMedianUS: listFull,
                          start: start, idle: idle, full: full, released: released, end: end, releaseSeconds: releaseSeconds)
+        row.curve = curve
+        return row
     }
 }
