@@ -174,6 +174,10 @@ public enum StrategyChooser {
                 text += ": the kernel never long-term pins FS-DAX pages"
             case (.pageCache, .badAddress) where trial.kind.pinsForWrite:
                 text += ": this kernel refuses writable long-term pins of file-backed page-cache pages (Linux 6.5+)"
+            case (.shmem, .badAddress) where trial.kind.pinsForWrite:
+                // Writable, so no read-only mapping was refused: a page could not be made.
+                text += ": a page of the range could not be faulted in for writing (a tmpfs past its size= limit, or"
+                    + " out of memory); register less, or make room"
             case (_, .badAddress):
                 text += ": kernels before 6.2 pin even read-only MRs for writing (FOLL_FORCE|FOLL_WRITE), which a"
                     + " read-only shared mapping refuses; pass an fd opened O_RDWR"

@@ -49,6 +49,16 @@ final class LargeRegistrationBenchmark {
         }
         defer { try? fd.close(); unlink(path) }
         guard ftruncate(fd.rawValue, off_t(bytes)) == 0 else { throw BenchError("ftruncate \(path): \(String(cString: strerror(errno)))") }
+        // Written through first, so both registrations find every page in memory (as a
+        // restoration does): a first pin of a sparse file would also time the allocation of its
+        // pages, for whichever registration came first.
+        let chunk = [UInt8](repeating: 0x5A, count: 1 << 20)
+        var written: UInt64 = 0
+        while written < bytes {
+            let n = chunk.withUnsafeBytes { pwrite(fd.rawValue, $0.baseAddress, Int(min(UInt64(chunk.count), bytes - written)), off_t(written)) }
+            guard n > 0 else { throw BenchError("write \(path) at \(written): \(String(cString: strerror(errno)))") }
+            written += UInt64(n)
+        }
 
         // The prober: its own connection, on its own thread; idle first, then until told to stop.
         let prober = try DaemonClient(path: socket)
