@@ -228,11 +228,13 @@ public final class Engine {
 
     /// A dictionary keeps its storage as entries go: after 100 000 regions left, the region
     /// index would hold megabytes for none. Rebuilt at its size when it is mostly empty.
+    /// The registrar's records of the MRs that went with them are dropped then too.
     func compactIndexes() {
         guard regions.capacity > 4 * Swift.max(regions.count, 1024) else { return }
         var compact = [RegionID: FileKey](minimumCapacity: regions.count)
         for (id, key) in regions { compact[id] = key }
         regions = compact
+        registrar.forgetGone()
     }
 
     /// Drops a region that is gone (deregistered or lost) from the engine's indexes.

@@ -57,6 +57,12 @@ public protocol Registrar: AnyObject {
     var deviceName: String { get }
     var odp: ODPCaps { get }
     func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory
+    /// Forgets what it keeps of MRs that are gone, after many went at once.
+    func forgetGone()
+}
+
+extension Registrar {
+    public func forgetGone() {}
 }
 
 /// Registers on one real device, every region in one PD that holds no queue pair.
@@ -115,4 +121,6 @@ public final class VerbsRegistrar: Registrar {
     public func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
         try protectionDomain.register(address: address, length: length, access: flags)
     }
+
+    public func forgetGone() { protectionDomain.forgetGone() }
 }

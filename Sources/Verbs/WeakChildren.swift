@@ -23,6 +23,16 @@ struct WeakChildren<Child: AnyObject> {
         entries.append(Entry(child: child))
     }
 
+    /// Drops every entry whose child is gone, into storage of the size left. A gone child's
+    /// entry keeps the child's weak-reference side table allocated: 100 000 of them, strewn
+    /// over the pages the children's objects used, kept malloc_trim from giving those pages
+    /// back after the children went (docs/benchmarks.md, issue 19: 66-74 MB after 100 000
+    /// regions were released).
+    mutating func sweep() {
+        entries = entries.filter { $0.child != nil }
+        sweepAt = max(16, entries.count * 2)
+    }
+
     /// Entries held, gone children included (for tests: bounded by twice the live ones, plus 16).
     var storedCount: Int { entries.count }
 
