@@ -5,6 +5,12 @@ import MRLeaseEngine
 import MRLeaseProtocol
 import SystemPackage
 
+/// `Field:   N kB` of a /proc file (status, meminfo) in KiB; -1 when it is not there.
+func kibField(_ field: String, in text: String) -> Int {
+    text.split(separator: "\n").first { $0.hasPrefix(field + ":") }
+        .flatMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first }.flatMap { Int($0) } ?? -1
+}
+
 /// What one daemon process holds, read from outside it: fds, MRs (the rdma tool), leases
 /// (/proc/locks), and its memory (/proc/PID/status).
 struct DaemonCensus: Codable, Equatable, CustomStringConvertible {
@@ -17,10 +23,7 @@ struct DaemonCensus: Codable, Equatable, CustomStringConvertible {
 
     static func take(pid: pid_t) -> DaemonCensus {
         let status = (try? readProcFile("/proc/\(pid)/status")) ?? ""
-        func kib(_ field: String) -> Int {
-            status.split(separator: "\n").first { $0.hasPrefix(field + ":") }
-                .flatMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first }.flatMap { Int($0) } ?? -1
-        }
+        func kib(_ field: String) -> Int { kibField(field, in: status) }
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
         let mrs: Int? = access("/usr/bin/rdma", X_OK) == 0 || access("/sbin/rdma", X_OK) == 0
             ? ProcessCensus.lines(of: "PATH=/usr/bin:/usr/sbin:/sbin:/bin rdma resource show mr pid \(pid) 2>/dev/null").filter { $0.contains("mrn") }.count
@@ -91,11 +94,7 @@ struct ScaleStep: Codable {
 
     static func memory() -> (available: Int, cached: Int, shmem: Int) {
         let text = (try? readProcFile("/proc/meminfo")) ?? ""
-        func kib(_ field: String) -> Int {
-            text.split(separator: "\n").first { $0.hasPrefix(field + ":") }
-                .flatMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first }.flatMap { Int($0) } ?? -1
-        }
-        return (kib("MemAvailable"), kib("Cached"), kib("Shmem"))
+        return (kibField("MemAvailable", in: text), kibField("Cached", in: text), kibField("Shmem", in: text))
     }
 
     var description: String {
