@@ -125,12 +125,12 @@ public final class MRLeaseClient {
 
     /// Negotiates the protocol version and learns what the daemon offers (devices, strategies,
     /// limits). Optional: every other request works without it.
-    @discardableResult
     ///
     /// With `revokingPerFile`, a revocation comes as one `revokingFile` event per file (naming
     /// all of this connection's regions of it that it takes) instead of one `revoking` per
     /// region; answer it with `ack(file:)`. The result's `revokingPerFile` says whether the
     /// daemon does it (an older one sends `revoking` per region). `reconnect()` asks again.
+    @discardableResult
     public func hello(clientName: String? = nil, revokingPerFile: Bool = false) throws(ClientError) -> HelloResult {
         guard case .hello(let result) = try call(.hello(.init(clientName: clientName, revokingPerFile: revokingPerFile))) else {
             throw unexpected(.hello)
