@@ -33,6 +33,9 @@ final class ClientSession {
     /// Whether the daemon has stopped reading this client's requests until it drains
     /// (Daemon+FlowControl); watched for writability meanwhile.
     var isHeld = false
+    /// Its `register`/`register-batch` waiting for a pin on the worker: its requests are not
+    /// read until the reply is out.
+    var registration: RegistrationInProgress?
     /// A quarter of the socket's send buffer: above this much unread, the kernel does not
     /// report the socket writable, and the daemon holds the client after a large reply.
     let writableMark: Int

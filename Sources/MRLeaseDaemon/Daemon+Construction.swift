@@ -44,7 +44,9 @@ extension Daemon {
         // A device's grant MRs are registered on a worker thread; a stand-in's inline, so
         // fuzzers and host tests stay deterministic (they swap in their own maker to test
         // the waiting).
-        let maker: any ExposureMaker = injected == nil ? try ThreadedExposureMaker(verbs: verbs, logger: logger) : InlineExposureMaker(verbs: verbs)
+        let maker: ExposureMaker = injected == nil
+            ? try ThreadRunner<ExposureJob>(name: "mrleased-exposures", logger: logger) { $0.run(on: verbs) }
+            : InlineRunner<ExposureJob> { $0.run(on: verbs) }
         let service = try PeerService(verbs: verbs, maker: maker, endpoints: configuration.listen,
                                       odpAlignment: UInt32(device.integrity?.transferAlignment ?? 1),
                                       revokingRetryMillis: UInt32(min(configuration.quiesceMillis + configuration.restoreBackoffMillis / 10, 10_000)),

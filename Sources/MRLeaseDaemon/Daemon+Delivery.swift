@@ -28,20 +28,26 @@ extension Daemon {
             return disconnect(session, why: "closed")
         case .message(let message):
             let start = Engine.now()
-            let reply = answer(message, from: session)
-            // The engine keeps its own duplicate of a registered fd: the received ones are
-            // ours to close, and close(2) releases them whatever it reports.
+            let reply = answer(message, from: session, received: start)
+            // The engine keeps its own duplicate of a registered fd (and a registration waiting
+            // for its pin, one of its own): the received ones are ours to close, and close(2)
+            // releases them whatever it reports.
             for fd in message.fds { _ = try? fd.close() }
-            // A long list goes in pages that each fit one message (the client asks for the rest).
-            let packet = if case .success(.list(let page)) = reply.outcome, let id = reply.id {
-                Codec.encodeList(id: id, regions: page.regions, more: page.next != nil)
-            } else {
-                Codec.encode(reply)
-            }
-            guard send(packet, to: session, what: "replies") else { return }
-            if let type = reply.type { requestTimes[type, default: LatencyHistogram()].record(nanoseconds: Engine.now() - start) }
-            if packet.count >= Self.largeReplyBytes { holdIfBehind(session) }
+            if let reply { sendReply(reply, to: session, started: start) }
         }
+    }
+
+    /// Sends one reply and counts its time since the request was read (`started`).
+    func sendReply(_ reply: Reply, to session: ClientSession, started: UInt64) {
+        // A long list goes in pages that each fit one message (the client asks for the rest).
+        let packet = if case .success(.list(let page)) = reply.outcome, let id = reply.id {
+            Codec.encodeList(id: id, regions: page.regions, more: page.next != nil)
+        } else {
+            Codec.encode(reply)
+        }
+        guard send(packet, to: session, what: "replies") else { return }
+        if let type = reply.type { requestTimes[type, default: LatencyHistogram()].record(nanoseconds: Engine.now() - started) }
+        if packet.count >= Self.largeReplyBytes { holdIfBehind(session) }
     }
 
     /// Delivers engine events to their owners, in order. Events that delivering causes (a
@@ -85,6 +91,9 @@ extension Daemon {
     func disconnect(_ session: ClientSession, why: String) {
         guard !session.closing else { return }
         session.closing = true
+        // A pin under way for it is abandoned when the worker hands it back.
+        session.registration?.closeFD()
+        session.registration = nil
         let regions = engine?.regionCount(owner: session.owner) ?? 0
         unwatch(session.descriptor)
         sessions[session.owner] = nil
@@ -111,6 +120,12 @@ extension Daemon {
             unwatch(peers.verbs.descriptor)
             if let made = peers.maker.descriptor { unwatch(made) }
             deliver(peers.shutDown())
+        }
+        if let pins {
+            if let done = pins.descriptor { unwatch(done) }
+            // Waits for a pin under way: its MR is deregistered before the engine goes.
+            pins.shutDown()
+            for job in pins.finished() { engine?.abandon(job) }
         }
         for socket in awaitingAdmission { close(socket) }
         awaitingAdmission = []

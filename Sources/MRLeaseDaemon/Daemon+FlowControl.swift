@@ -63,7 +63,7 @@ extension Daemon {
     func hold(_ session: ClientSession) {
         guard !session.isHeld else { return }
         session.isHeld = true
-        setInterest(of: session, writable: true)
+        updateInterest(of: session)
     }
 
     /// Sends what waits for `session` once its socket is writable (it read down to the mark):
@@ -89,7 +89,7 @@ extension Daemon {
         guard session.isHeld else { return }
         session.isHeld = false
         session.stalledSince = nil
-        setInterest(of: session, writable: false)
+        updateInterest(of: session)
     }
 
     func startStallClock(_ session: ClientSession) {
@@ -176,9 +176,12 @@ extension Daemon {
 
     /// A held client is watched for writability only: its requests are not read until it has
     /// drained (see `handle`); hangups and errors are reported either way.
-    func setInterest(of session: ClientSession, writable: Bool) {
+    /// What the loop waits for on `session`'s socket: writability while it is held, nothing
+    /// while its registration waits for a pin (a hang-up is reported anyway), else its requests.
+    func updateInterest(of session: ClientSession) {
+        let events: Epoll.Events = session.isHeld ? .writable : session.registration == nil ? .readable : []
         do {
-            try epoll.watch(session.descriptor, for: writable ? .writable : .readable)
+            try epoll.watch(session.descriptor, for: events)
         } catch {
             disconnect(session, why: "epoll_ctl failed: \(error.symbolicName)")
         }

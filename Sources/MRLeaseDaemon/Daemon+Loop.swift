@@ -176,6 +176,12 @@ extension Daemon {
             // A held client gets no more replies: its requests wait in its socket until it
             // reads (backpressure, Daemon+FlowControl).
             guard !session.closing, !session.isHeld else { return }
+            if session.registration != nil {
+                // Its requests wait for its registration's reply; a client that hung up meanwhile
+                // is gone (its pin is abandoned when the worker hands it back).
+                if !ready.events.isDisjoint(with: [.hangup, .error]) { disconnect(session, why: "hung up while its registration was pinned") }
+                return
+            }
             if !ready.events.isDisjoint(with: [.readable, .hangup, .error]) {
                 readRequests(from: session)
             }
@@ -188,6 +194,8 @@ extension Daemon {
                 deliver(peers.handleEvents(engine: engine, now: currentTime()))
                 schedulePeerHandshake()
             }
+        case .pins:
+            pinsFinished()
         case .exposures:
             if let peers, let engine {
                 peers.exposuresMade(engine: engine, now: currentTime())

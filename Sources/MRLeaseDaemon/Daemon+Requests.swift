@@ -7,8 +7,9 @@ import SystemPackage
 
 extension Daemon {
     /// The reply to one packet. Never throws and never touches another client's state: a bad
-    /// request costs only its sender an error reply.
-    func answer(_ message: UnixSocket.Message, from session: ClientSession) -> Reply {
+    /// request costs only its sender an error reply. nil when the reply comes later: a
+    /// registration whose pin went to the worker (`pinsFinished` sends it).
+    func answer(_ message: UnixSocket.Message, from session: ClientSession, received: UInt64 = Engine.now()) -> Reply? {
         if message.truncated { return Codec.errorReply(to: [], .messageTooLarge) }
         if message.fdsNotReceived {
             logger.warning("a client's fd was not received: out of file descriptors", metadata: ["client": "\(session.owner)", "op": "recvmsg"])
@@ -21,13 +22,16 @@ extension Daemon {
             let (id, request) = try Codec.decodeRequest(message.bytes)
             try Codec.checkDescriptors(message.fds.count, for: request.type)
             if stopping { throw ProtocolError(.shuttingDown, "mrleased is stopping; reconnect after it restarts") }
-            return Reply(id: id, try perform(request, fds: message.fds, session: session))
+            guard let result = try perform(request, id: id, fds: message.fds, session: session, received: received) else { return nil }
+            return Reply(id: id, result)
         } catch {
             return Codec.errorReply(to: message.bytes, error)
         }
     }
 
-    func perform(_ request: Request, fds: [FileDescriptor], session: ClientSession) throws(ProtocolError) -> ReplyResult {
+    /// The result of one request; nil when it comes later (see `answer`).
+    func perform(_ request: Request, id: UInt64, fds: [FileDescriptor], session: ClientSession,
+                 received: UInt64) throws(ProtocolError) -> ReplyResult? {
         switch request {
         case .hello(let hello):
             let version = try hello.negotiatedVersion()
@@ -38,10 +42,10 @@ extension Daemon {
             return .hello(result)
 
         case .register(let register):
-            return .register(try registerRegions([register], fd: fds[0], session: session, batch: false)[0])
+            return try registerRegions([register], id: id, fd: fds[0], session: session, batch: false, started: received).map { .register($0[0]) }
 
         case .registerBatch(let ranges):
-            return .registerBatch(try registerRegions(ranges, fd: fds[0], session: session, batch: true))
+            return try registerRegions(ranges, id: id, fd: fds[0], session: session, batch: true, started: received).map { .registerBatch($0) }
 
         case .deregister(let region):
             // Without a device no region exists: that, not the missing device, is the answer.
@@ -132,102 +136,6 @@ extension Daemon {
         limits.peerHandshakeMillis = configuration.peerHandshakeMillis
         limits.clientStallMillis = configuration.clientStallMillis
         return limits
-    }
-
-    /// Registers each range of the file behind `fd`, all or none: when one fails, the ones
-    /// made before it are deregistered, and in a batch the error names the range's position.
-    /// The fd is inspected once for all of them; each range is planned (RegistrationPlan: the
-    /// one set of rules the engine and the doctor use too) and checked against the quotas
-    /// before anything is registered.
-    func registerRegions(_ ranges: [Request.Register], fd: FileDescriptor, session: ClientSession,
-                         batch: Bool) throws(ProtocolError) -> [Registration] {
-        // The fd is the proof of access: the daemon never opens a client's path itself.
-        let facts: FileFacts
-        do { facts = try FileFacts.inspect(fd, mount: false) } catch {
-            throw ProtocolError(.badRequest, "statx on the passed fd failed: \(error.symbolicName)", errnoName: error.symbolicName, errnoValue: error.rawValue)
-        }
-        let mode: OpenMode
-        do { mode = try Engine.openMode(fd) } catch {
-            throw ProtocolError(.badRequest, "\(error)", errnoName: error.errno?.symbolicName, errnoValue: error.errno?.rawValue)
-        }
-        let uid = session.credentials.uid
-        let held = engine?.usage(uid: uid) ?? Usage()
-        var heldRegions = held.regions
-        var heldBytes = held.bytes
-        var plans: [RegistrationPlan] = []
-        for (index, register) in ranges.enumerated() {
-            // A refusal of the fd itself (its type, its open mode) names no range.
-            var aboutRange = true
-            do throws(ProtocolError) {
-                let planned = RegistrationPlan.make(
-                    file: PlannedFile(facts), mode: mode, offset: register.offset, length: register.length,
-                    access: RegionAccess(wire: register.access), preference: Strategy(wire: register.strategy),
-                    layoutPolicy: LayoutPolicy(wire: register.layoutPolicy ?? configuration.layoutPolicy), device: engine?.device, noDeviceReason: noDeviceReason, lessee: session.lessee,
-                    pageSize: UInt64(SharedMapping.pageSize))
-                switch planned {
-                case .success(let plan): plans.append(plan)
-                case .failure(let refusal):
-                    aboutRange = refusal.aboutRange
-                    throw ProtocolError(refusal)
-                }
-                if heldRegions >= configuration.maxRegionsPerUID {
-                    throw ProtocolError(.quotaExceeded, "uid \(uid) holds \(heldRegions) regions, the limit (max-regions-per-uid); deregister some first")
-                }
-                // Checked: an xfs file may be 2^63 bytes long, and a limit near 2^64 (the
-                // operator's) then lets the sum pass 2^64, which is over any limit.
-                let (total, overflow) = heldBytes.addingReportingOverflow(register.length)
-                if let limit = session.byteLimit, overflow || total > limit {
-                    let amount = overflow ? "more than 2^64" : "\(total)"
-                    throw ProtocolError(.quotaExceeded, "uid \(uid) would hold \(amount) bytes in regions; its limit is \(limit) (its RLIMIT_MEMLOCK, or max-bytes-per-uid)")
-                }
-            } catch {
-                throw batch && aboutRange ? error.at(index) : error
-            }
-            heldRegions += 1
-            // Without a byte limit the sum is only reported: it saturates instead of trapping.
-            heldBytes = heldBytes.addingReportingOverflow(register.length).overflow ? .max : heldBytes + register.length
-        }
-        guard let engine else {
-            // No device: the plan has nothing to try, and says so.
-            let error = switch plans[0].decide(trials: []) {
-            case .failure(let refusal): ProtocolError(refusal)
-            case .success: ProtocolError(.internal, "a registration plan without a device chose a strategy")
-            }
-            throw batch ? error.at(0) : error
-        }
-        var made: [Registration] = []
-        for (index, (register, plan)) in zip(ranges, plans).enumerated() {
-            do throws(ProtocolError) {
-                let info: RegionInfo
-                do { info = try engine.register(owner: session.owner, uid: uid, fd: fd, facts: facts, plan: plan) } catch {
-                    throw ProtocolError(error)
-                }
-                // Only a tag takes room: 100 000 untagged regions cost no entry here.
-                if let tag = register.tag, !tag.isEmpty { session.tags[info.id] = tag }
-                logger.debug("registered", metadata: ["region": "\(info.id)", "file": "\(info.file)", "client": "\(session.owner)",
-                                                     "strategy": "\(info.strategy)", "bytes": "\(info.length)"])
-                made.append(Registration(info))
-            } catch {
-                for registration in made { undo(RegionID(registration.region), of: session) }
-                throw batch ? error.at(index) : error
-            }
-        }
-        // One line per request, not per region: a batch of 64 is one line.
-        if let first = made.first {
-            logger.info("registered", metadata: ["regions": "\(made.count == 1 ? "\(first.region)" : "\(first.region)…\(made[made.count - 1].region) (\(made.count))")",
-                                                 "client": "\(session.owner)", "strategy": "\(first.strategy)",
-                                                 "bytes": "\(ranges.reduce(0) { $0 + $1.length })"])
-        }
-        return made
-    }
-
-    /// Deregisters a region `session` just made in a batch that failed.
-    func undo(_ region: RegionID, of session: ClientSession) {
-        session.tags[region] = nil
-        guard let engine else { return }
-        do { route(try engine.deregister(region, owner: session.owner)) } catch {
-            logger.error("undo of a batch's region failed", metadata: ["region": "\(region)", "error": "\(error)"])
-        }
     }
 
     /// One `list` page: at most `limit` regions with ids above `after`, in ascending order,

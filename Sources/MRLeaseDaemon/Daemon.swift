@@ -34,13 +34,15 @@ public final class Daemon {
         case peers
         /// The exposure worker's eventfd: grants' MRs made off the loop (`ExposureMaker`).
         case exposures
+        /// The pin worker's eventfd: large pinned registrations made off the loop (`PinJob`).
+        case pins
 
         /// Served before any client request, in every turn and between clients' requests:
         /// a lease break waits for no client (docs/reliability.md, "Breaks first").
         var isUrgent: Bool {
             switch self {
             case .terminate, .leaseSignals, .fileCloses, .peers, .exposures: true
-            case .listener, .session: false
+            case .listener, .session, .pins: false
             }
         }
     }
@@ -86,6 +88,9 @@ public final class Daemon {
     /// Remote access: the rdma_cm listener, grants and peers; nil unless `listen` is set and
     /// the device is open.
     let peers: PeerService?
+    /// Where registrations' pins of at least `offload-pin-bytes` run: a thread for a device, at
+    /// once for a stand-in registrar (tests swap in their own to hold a pin); nil without an engine.
+    var pins: (any JobRunner<PinJob>)?
     /// Why there is no listener although `listen` is set (no device, say).
     let noPeersReason: String?
     /// What each watched fd is; a session's socket maps to its session.
@@ -150,8 +155,15 @@ public final class Daemon {
         let timing = FileLifecycle.Timing(quiesce: configuration.quiesceMillis * 1_000_000,
                                           initialBackoff: configuration.restoreBackoffMillis * 1_000_000)
         engine = try registrar.map { registrar in
-            try Engine(registrar: registrar, configuration: .init(timing: timing, extentReader: extentReader,
-                                                                           odpPrefetch: configuration.odpPrefetch), logger: logger)
+            try Engine(registrar: registrar, configuration: .init(timing: timing, extentReader: extentReader, odpPrefetch: configuration.odpPrefetch,
+                                                                  offloadPinBytes: configuration.offloadPinBytes == 0 ? nil : configuration.offloadPinBytes),
+                       logger: logger)
+        }
+        // A device's pins run on a thread of their own (its PD takes registrations from two
+        // threads); a stand-in's at once, so fuzzers and host tests stay deterministic.
+        if engine != nil {
+            pins = injected == nil ? try ThreadRunner<PinJob>(name: "mrleased-pins", logger: logger) { $0.run() }
+                                   : InlineRunner<PinJob> { $0.run() }
         }
 
         (listener, ownsSocketPath) = try Self.makeListener(configuration, environment: environment, logger: logger)
@@ -168,6 +180,7 @@ public final class Daemon {
             try watch(peers.verbs.descriptor, as: .peers)
             if let made = peers.maker.descriptor { try watch(made, as: .exposures) }
         }
+        if let done = pins?.descriptor { try watch(done, as: .pins) }
         if let reason { logger.warning("\(reason)") }
         // The first write at once, so the file exists as soon as the daemon serves.
         if metricsFile != nil { timers.schedule(.metricsFile, at: Engine.now()) }

@@ -52,6 +52,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var metricsIntervalMillis: UInt64 = 15_000
     /// Prefetch each new or restored ODP MR's pages (`ibv_advise_mr`), off by default.
     public var odpPrefetch = false
+    /// Pinned registrations of at least this many bytes are made on a worker thread, so the
+    /// loop goes on serving other clients and lease breaks meanwhile; 0: never.
+    public var offloadPinBytes: UInt64 = 16 << 20
     /// What an ODP region does when its file's layout changes, unless its `register` asks:
     /// `follow` (its MR stays) or `revoke` (the lease protocol). Pinned regions always revoke.
     /// `follow` by default: proven for every layout change on ext4, xfs and both FS-DAX with

@@ -31,7 +31,7 @@ final class PeerService {
     /// `limits.holdNanos` have passed (docs/protocol.md §8). At most a grant's free slots each.
     var held: [RegionID: [HeldConnect]] = [:]
     /// Where grants' PDs and MRs are made: a worker thread for a device, inline for stand-ins.
-    var maker: any ExposureMaker
+    var maker: ExposureMaker
     /// The job making each grant's exposure for its region's current generation, with the
     /// connect requests waiting for it (`PeerService+Admission`).
     var registering: [UInt64: ExposureJob] = [:]
@@ -51,7 +51,7 @@ final class PeerService {
     /// The responder resources (incoming READs and atomics in flight) a peer may ask for.
     static let maxResponderResources: UInt8 = 16
 
-    init(verbs: any PeerVerbs, maker: any ExposureMaker, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
+    init(verbs: any PeerVerbs, maker: ExposureMaker, endpoints: [GrantEndpoint], odpAlignment: UInt32, revokingRetryMillis: UInt32,
          limits: PeerLimits = PeerLimits(), logger: Logger) throws(PeerSetupError) {
         self.verbs = verbs
         self.maker = maker

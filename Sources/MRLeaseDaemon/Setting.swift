@@ -169,6 +169,9 @@ extension DaemonConfiguration {
             default: throw r.problem("must be yes or no, got '\(v)'")
             }
         },
+        Setting("offload-pin-bytes", "bytes, 0 to 2^63", default: "16777216") { c, v, r throws(Problem) in
+            c.offloadPinBytes = try r.number(v, in: 0...(1 << 63))
+        },
         // Reported by `hello` as its own field, `layoutPolicy` (not a limit).
         Setting("layout-policy", "follow or revoke", default: "follow",
                 flag: "What an ODP region does when its file's layout changes: follow (its MR and keys stay) or revoke.") { c, v, r throws(Problem) in

@@ -155,7 +155,7 @@ extension ProtocolError {
         }
         let code: ErrorCode = switch error {
         case .refused(let refusal): refusal.code.wire
-        case .fileBusy: .fileBusy
+        case .fileBusy, .interrupted: .fileBusy
         case .unknownRegion: .unknownRegion
         case .system, .bug: .internal
         }

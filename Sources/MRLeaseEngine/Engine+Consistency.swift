@@ -16,7 +16,7 @@ extension Engine {
             if file.key != key { problems.append("file \(file.key) filed under \(key)") }
             if filesByFD[file.fd.rawValue] != key { problems.append("filesByFD misses \(key)") }
             if let wd = file.watch, filesByWatch[wd] != key { problems.append("filesByWatch misses \(key)") }
-            if file.regions.isEmpty { problems.append("file \(key) tracked with no regions") }
+            if file.isIdle { problems.append("file \(key) tracked with no regions and no pin under way") }
             let guarded = Set(file.regions.values.filter(\.isGuarded).map(\.id))
             if file.lifecycle.regions != guarded {
                 problems.append("file \(key): lifecycle has \(file.lifecycle.regions.sorted()), the file's guarded regions are \(guarded.sorted())")
@@ -30,9 +30,15 @@ extension Engine {
             }
             if file.leaseHeld { leases += 1 }
             // A lease with no guarded region makes other openers wait for nothing.
-            if file.leaseHeld, guarded.isEmpty, file.lifecycle.phase == .leased { problems.append("file \(key) holds a lease for following regions only") }
+            if file.leaseHeld, guarded.isEmpty, file.pinWindows.isEmpty, file.lifecycle.phase == .leased {
+                problems.append("file \(key) holds a lease for following regions only")
+            }
             if file.lifecycle.phase == .lost { problems.append("file \(key) is tracked with its lifecycle ended") }
             var users: [WindowSpan: Int] = [:]
+            for window in file.pinWindows {
+                users[window.span, default: 0] += 1
+                if file.windows[window.span] !== window { problems.append("file \(key): a pin's window is not its file's") }
+            }
             for region in file.regions.values {
                 let id = region.id
                 count += 1
@@ -51,7 +57,7 @@ extension Engine {
                 usage[region.uid, default: Usage()].add(region.length)
             }
             for (span, window) in file.windows where users[span] != window.users {
-                problems.append("file \(key): window \(span.start) counts \(window.users) users, \(users[span] ?? 0) regions use it")
+                problems.append("file \(key): window \(span.start) counts \(window.users) users, \(users[span] ?? 0) regions and pins use it")
             }
         }
         if live != liveBytes { problems.append("liveBytes \(liveBytes) != \(live)") }

@@ -60,7 +60,7 @@ extension Engine {
     /// and following ones remain): holding it would make every other opener of the file wait
     /// for nothing.
     func settleLease(_ file: TrackedFile) {
-        guard file.leaseHeld, !file.hasGuardedRegions, file.lifecycle.phase == .leased else { return }
+        guard file.leaseHeld, !file.hasGuardedRegions, file.pinWindows.isEmpty, file.lifecycle.phase == .leased else { return }
         do { try file.lease.release() } catch {
             logger.warning("lease release failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
             return
@@ -123,6 +123,7 @@ extension Engine {
     func setLease(_ file: TrackedFile, held: Bool) {
         guard file.leaseHeld != held else { return }
         file.leaseHeld = held
+        if held { file.leaseEpoch += 1 }
         leaseCount += held ? 1 : -1
     }
 
@@ -131,78 +132,6 @@ extension Engine {
     func closeOwn(_ fd: FileDescriptor) {
         do { try fd.close() } catch {
             logger.warning("close failed", metadata: ["fd": "\(fd.rawValue)", "error": "\(error)"])
-        }
-    }
-
-    /// What a registration made: the MR, and the strategy that worked and why.
-    struct Registration {
-        var mr: any RegisteredMemory
-        /// The flags the MR was registered with.
-        var flags: AccessFlags
-        var strategy: Strategy
-        var reason: String
-    }
-
-    /// Registers the plan's range at `address` (its place in the file's window), trying the
-    /// plan's attempts in order (the file's last working strategy first); a kernel refusal of
-    /// one kind (EOPNOTSUPP, EFAULT, EINVAL) falls through to the next. The plan decides from
-    /// the kernel's answers. Counts the MR's bytes as live.
-    func makeRegistration(owner: OwnerID, file: TrackedFile, plan: RegistrationPlan,
-                          at address: UnsafeMutableRawPointer) throws(EngineError) -> Registration {
-        var ordered = plan
-        if plan.preference == nil, let cached = file.strategyCache[plan.access.isWritable], plan.attempts.first?.strategy != cached {
-            ordered = plan.trying(first: cached)
-        }
-        var trials: [Trial] = []
-        for attempt in ordered.attempts {
-            let flags = attempt.strategy.flags(for: plan.access)
-            // A guarded MR is made under the lease: taken first, so no layout change can slip
-            // in between the pin and the lease.
-            if plan.layoutPolicy(for: attempt.strategy) == .revoke { try takeLease(file) }
-            do {
-                let mr = try registrar.register(address: address, length: Int(plan.length), flags: flags)
-                file.strategyCache[plan.access.isWritable] = attempt.strategy
-                // The first attempt worked: the reason is the one given before for the same
-                // access and preference, made (with its trial's words) only the first time.
-                let key = ReasonKey(access: plan.access, preference: plan.preference, strategy: attempt.strategy, skipped: plan.skipped.count)
-                let reason: String
-                if trials.isEmpty, let known = file.reason(for: key) {
-                    reason = known
-                } else {
-                    trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .registered))
-                    reason = switch plan.decide(trials: trials) {
-                    case .success(let decision): decision.reason
-                    case .failure: attempt.reason
-                    }
-                    if trials.count == 1 { file.remember(reason, for: key) }
-                }
-                liveBytes[attempt.strategy] += plan.length
-                switch attempt.strategy {
-                case .odp: if configuration.odpPrefetch { prefetch(mr, writable: plan.access.isWritable) }
-                case .pinned: break  // its pages are in already
-                }
-                return Registration(mr: mr, flags: flags, strategy: attempt.strategy, reason: reason)
-            } catch {
-                trials.append(Trial(kind: attempt.kind, flags: flags, outcome: .failed(op: error.op, errno: error.errno)))
-                guard RegistrationPlan.fallsThrough(error.errno) else { throw .system(op: error.op, errno: error.errno) }
-            }
-        }
-        switch plan.decide(trials: trials) {
-        case .failure(let refusal): throw .refused(refusal)
-        case .success(let decision):
-            // decide() says "use" only for a trial that registered, and those returned above.
-            throw .bug("the registration plan decided \(decision.0) without a registration")
-        }
-    }
-
-    /// Starts the prefetch of a new ODP MR's pages; a failure (a device without the verb:
-    /// EOPNOTSUPP) costs only the speed-up, so it is logged, once per engine.
-    func prefetch(_ mr: any RegisteredMemory, writable: Bool) {
-        do throws(VerbsError) { try mr.prefetch(forWriting: writable, synchronous: false) } catch {
-            guard !prefetchFailureLogged else { return }
-            prefetchFailureLogged = true
-            logger.warning("ibv_advise_mr prefetch failed: ODP regions fault their pages at first access instead (further failures are not logged)",
-                           metadata: ["op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
         }
     }
 
@@ -377,7 +306,7 @@ extension Engine {
         }
         if !lost.isEmpty {
             logger.info("file shrank below following regions: lost", metadata: ["file": "\(file.key)", "regions": "\(lost.map(\.id))", "size": "\(size)"])
-            if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
+            settleOrUntrack(file)
         }
     }
 

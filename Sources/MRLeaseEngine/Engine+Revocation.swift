@@ -234,7 +234,7 @@ extension Engine {
                     guard let region = file.regions[id] else { continue }
                     lose(region, of: file, reason: reason, message: file.lossMessages.removeValue(forKey: id))
                 }
-                if file.regions.isEmpty { untrack(file) }
+                if file.isIdle { untrack(file) }
             }
         }
     }
@@ -320,7 +320,9 @@ extension Engine {
                 guard let address = region.address else {
                     throw EngineError.bug("restore of region \(region.id): its mapping is gone, though a revocation keeps it")
                 }
-                let made = try makeRegistration(owner: region.owner, file: file, plan: region.plan.only(region.strategy), at: address)
+                guard case .registered(let made) = try makeRegistration(file: file, plan: region.plan.only(region.strategy), at: address) else {
+                    throw EngineError.bug("restore of region \(region.id): a registration without offloading left its pin to a worker")
+                }
                 region.mr = made.mr
                 region.flags = made.flags
                 region.generation += 1

@@ -29,16 +29,20 @@ public final class Engine {
         /// registration and after restoration, so a peer's first access does not take the page
         /// faults. Off by default: docs/benchmarks.md measures what it saves and costs.
         public var odpPrefetch: Bool
+        /// Pinned registrations of at least this many bytes are left to a worker
+        /// (`startRegistration` returns a `PinJob`); nil: every one runs on the caller's thread.
+        public var offloadPinBytes: UInt64?
         /// The engine's time (monotonic ns): `Engine.now` (CLOCK_MONOTONIC), or a test's, which
         /// advances deadlines and intervals without sleeping.
         public var clock: @Sendable () -> UInt64
         public init(timing: FileLifecycle.Timing = .init(), extentReader: ExtentReader = .fiemap,
-                    layoutCheckInterval: UInt64 = 20_000_000, odpPrefetch: Bool = false,
+                    layoutCheckInterval: UInt64 = 20_000_000, odpPrefetch: Bool = false, offloadPinBytes: UInt64? = nil,
                     clock: @escaping @Sendable () -> UInt64 = Engine.now) {
             self.timing = timing
             self.extentReader = extentReader
             self.layoutCheckInterval = layoutCheckInterval
             self.odpPrefetch = odpPrefetch
+            self.offloadPinBytes = offloadPinBytes
             self.clock = clock
         }
     }
@@ -139,56 +143,6 @@ public final class Engine {
         }
     }
 
-    /// Registers a planned range of the file behind `fd`, owned by `owner` (running as `uid`).
-    ///
-    /// `fd` stays the caller's; the engine keeps its own duplicate. `facts` are the fd's, as
-    /// the plan was made from them. The plan's checks are not repeated here: what is left is
-    /// the file's state (its lease, a revocation in progress) and the kernel's answers.
-    public func register(owner: OwnerID, uid: UInt32, fd: FileDescriptor, facts: FileFacts,
-                         plan: RegistrationPlan) throws(EngineError) -> RegionInfo {
-        try exclusive { () throws(EngineError) in
-            let key = FileKey(device: facts.device, inode: facts.inode)
-            // The lease follows the fd's open mode, not the access: a read lease on an O_RDWR fd
-            // is refused (EAGAIN), so an O_RDWR fd always gets a write lease.
-            let file: TrackedFile
-            if let tracked = files[key] { file = tracked } else { file = try track(key: key, fd: fd, facts: facts, writable: plan.writableFD) }
-            if plan.access.isWritable && !file.writable {
-                throw .fileBusy(leaseType: "write: mrleased holds this file read-only for other regions; a writable region needs them gone")
-            }
-            guard file.lifecycle.phase == .leased else {
-                throw .fileBusy(leaseType: "\(file.leaseType): the file is being revoked or restored; retry after its regions are restored")
-            }
-            do throws(EngineError) {
-                let id = RegionID(nextRegion)
-                let window = try self.window(file, offset: plan.offset, length: plan.length)
-                let made: Registration
-                do throws(EngineError) {
-                    made = try makeRegistration(owner: owner, file: file, plan: plan, at: window.address(of: plan.offset))
-                } catch {
-                    release(window, of: file)
-                    throw error
-                }
-                let region = Region(id: id, owner: owner, uid: uid, plan: plan, strategy: made.strategy,
-                                    strategyReason: made.reason, window: window, mr: made.mr)
-                region.flags = made.flags
-                nextRegion += 1
-                file.regions[id] = region
-                if region.isGuarded { file.lifecycle.add(id) }
-                // A lease taken for a guarded attempt that failed, before a following one worked.
-                settleLease(file)
-                regions[id] = key
-                regionsByOwner[owner, default: []].insert(id)
-                usageByUID[uid, default: Usage()].add(region.length)
-                stats.registrations += 1
-                logger.debug("registered", metadata: ["region": "\(id)", "file": "\(key)", "strategy": "\(region.strategy)"])
-                return info(region, file)
-            } catch {
-                if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
-                throw error
-            }
-        }.0
-    }
-
     /// Deregisters a region: its MR and mapping go at once; the file's lease goes with its
     /// last region. Returns the events this caused (a revocation that was waiting only for
     /// this region completes).
@@ -207,7 +161,7 @@ public final class Engine {
         let actions = file.lifecycle.remove(id, awaited: region.awaitingAck, now: clock())
         region.awaitingAck = false
         perform(actions, on: file)
-        if file.regions.isEmpty { untrack(file) } else { settleLease(file) }
+        settleOrUntrack(file)
         return region.owner
     }
 

@@ -13,6 +13,9 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
     /// being revoked or restored, or held read-only for other regions.
     case fileBusy(leaseType: String)
     case unknownRegion(RegionID)
+    /// The file changed under a registration in progress (its lease broke while a worker
+    /// pinned the range): nothing was registered, and asking again is the remedy.
+    case interrupted(String)
     /// A system call failed where the caller can do nothing but report it.
     case system(op: String, errno: Errno)
     /// Something the engine's own rules say cannot happen did: a bug, reported as such (no
@@ -23,7 +26,7 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .refused(let refusal): refusal.errno
         case .fileBusy: .resourceTemporarilyUnavailable
-        case .unknownRegion: nil
+        case .unknownRegion, .interrupted: nil
         case .system(_, let errno): errno
         case .bug: nil
         }
@@ -37,6 +40,8 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
             "F_SETLEASE (\(type)) refused with EAGAIN: the file is open elsewhere (another process, or a second open of your own); close other opens, or pass the fd you use"
         case .unknownRegion(let region):
             "no region \(region) (deregistered, lost, or owned by another client)"
+        case .interrupted(let what):
+            what
         case .system(let op, let errno):
             "\(op) failed: \(errno.symbolicName) (\(errno))"
         case .bug(let what):

@@ -65,6 +65,12 @@ final class TrackedFile {
     /// land in the window before them.
     var lastWindow: MappedWindow?
     var leaseHeld = false
+    /// One more each time the lease is taken: a pin made on a worker (`PinJob`) is good only
+    /// if the lease it began under was held throughout.
+    var leaseEpoch: UInt64 = 0
+    /// The windows of registrations whose pin runs on a worker (`PinJob`), one entry each:
+    /// they keep the file tracked, its lease, and their window mapped.
+    var pinWindows: [MappedWindow] = []
     var timer: UInt64?
     /// The file's one inotify watch (one per inode, one mask): layout changes and unlinks
     /// always, closes too while `watchingCloses` (released, waiting to restore).
@@ -112,6 +118,9 @@ final class TrackedFile {
 
     /// Whether some region follows the file (is not the lifecycle's).
     var hasFollowingRegions: Bool { regions.count > lifecycle.regions.count }
+
+    /// Whether nothing keeps the file tracked: no region, and no pin under way.
+    var isIdle: Bool { regions.isEmpty && pinWindows.isEmpty }
 
     /// Whether the lease is needed: some region is guarded.
     var hasGuardedRegions: Bool { !lifecycle.regions.isEmpty }

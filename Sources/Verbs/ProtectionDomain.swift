@@ -1,4 +1,5 @@
 import CRDMA
+import Glibc
 
 /// A protection domain: MRs and QPs in one PD can be used together, and only together.
 ///
@@ -7,11 +8,20 @@ import CRDMA
 /// its peers' QPs, so a peer's QP reaches its grant's MR and nothing else.
 /// The PD remembers, weakly, the QPs and MRs made in it, so `close()` can destroy them in
 /// order before the PD itself, the way pyverbs' `PD.close` does.
-public final class ProtectionDomain {
+///
+/// `register` may be called from several threads at once (libibverbs' `ibv_reg_mr` is
+/// thread-safe, and the records of children are kept under a lock): the daemon pins a large
+/// range on a worker while its loop registers others in the same PD. Everything else belongs
+/// to one thread at a time, and `close()` only after the other threads' calls returned.
+public final class ProtectionDomain: @unchecked Sendable {
     public let context: Context
     private(set) var pointer: UnsafeMutablePointer<ibv_pd>?
-    private var queuePairs = WeakChildren<QueuePair>()
-    private var memoryRegions = WeakChildren<MemoryRegion>()
+    private let children = Locked(Children())
+
+    private struct Children {
+        var queuePairs = WeakChildren<QueuePair>()
+        var memoryRegions = WeakChildren<MemoryRegion>()
+    }
 
     init(context: Context, pointer: UnsafeMutablePointer<ibv_pd>) {
         self.context = context
@@ -42,10 +52,11 @@ public final class ProtectionDomain {
     public func close() throws(VerbsError) {
         guard let pointer else { return }
         var failure: VerbsError?
-        for qp in queuePairs.live {
+        let (queuePairs, memoryRegions) = children.withLock { ($0.queuePairs.live, $0.memoryRegions.live) }
+        for qp in queuePairs {
             do throws(VerbsError) { try qp.destroy() } catch { failure = failure ?? error }
         }
-        for mr in memoryRegions.live {
+        for mr in memoryRegions {
             do throws(VerbsError) { try mr.deregister() } catch { failure = failure ?? error }
         }
         if let failure { throw failure }
@@ -67,7 +78,7 @@ public final class ProtectionDomain {
                              detail: "\(length) bytes, access \(access)")
         }
         let region = MemoryRegion(protectionDomain: self, pointer: mr, access: access)
-        memoryRegions.insert(region)
+        children.withLock { $0.memoryRegions.insert(region) }
         return region
     }
 
@@ -84,7 +95,7 @@ public final class ProtectionDomain {
             throw VerbsError(op: "ibv_create_qp", errno: currentErrno(), detail: "RC")
         }
         let queuePair = QueuePair(protectionDomain: self, sendQueue: sendQueue, receiveQueue: receiveQueue, pointer: qp)
-        queuePairs.insert(queuePair)
+        children.withLock { $0.queuePairs.insert(queuePair) }
         return queuePair
     }
 
@@ -92,12 +103,14 @@ public final class ProtectionDomain {
     /// the records doubled: after many children went at once (a client's 100 000 regions),
     /// so the memory they used can go back to the kernel.
     public func forgetGone() {
-        queuePairs.sweep()
-        memoryRegions.sweep()
+        children.withLock {
+            $0.queuePairs.sweep()
+            $0.memoryRegions.sweep()
+        }
     }
 
     /// Records a QP made in this PD by someone else (`rdma_create_qp`), so `close()` destroys it.
     func track(_ queuePair: QueuePair) {
-        queuePairs.insert(queuePair)
+        children.withLock { $0.queuePairs.insert(queuePair) }
     }
 }

@@ -14,7 +14,7 @@ import XCTest
 
 /// A maker that runs its jobs only when the test says so: a grant's MR being registered for
 /// as long as the test likes, with the loop going on meanwhile.
-final class DeferredExposureMaker: ExposureMaker {
+final class DeferredExposureMaker: JobRunner {
     let verbs: any PeerVerbs
     private(set) var submitted: [ExposureJob] = []
     private var done: [ExposureJob] = []
@@ -171,7 +171,7 @@ final class ExposureMakerTests: XCTestCase {
 }
 
 /// The worker thread itself, with verbs that make plain objects (safe from any thread).
-final class ThreadedExposureMakerTests: XCTestCase {
+final class ThreadRunnerTests: XCTestCase {
     final class PlainVerbs: PeerVerbs, @unchecked Sendable {
         final class PD: PeerPD {
             var closed = false
@@ -198,7 +198,8 @@ final class ThreadedExposureMakerTests: XCTestCase {
     }
 
     func testJobsRunOnTheWorkerInOrderAndTheEventFDSaysWhen() throws {
-        let maker = try ThreadedExposureMaker(verbs: PlainVerbs(), logger: .init(label: "test"))
+        let verbs = PlainVerbs()
+        let maker = try ThreadRunner<ExposureJob>(name: "test-exposures", logger: .init(label: "test")) { $0.run(on: verbs) }
         let memory = UnsafeMutableRawPointer.allocate(byteCount: 3 * 4096, alignment: 4096)
         defer { memory.deallocate() }
         let jobs = (0..<3).map {
@@ -222,7 +223,8 @@ final class ThreadedExposureMakerTests: XCTestCase {
     }
 
     func testShutDownWithoutAnyJobReturnsAtOnce() throws {
-        let maker = try ThreadedExposureMaker(verbs: PlainVerbs(), logger: .init(label: "test"))
+        let verbs = PlainVerbs()
+        let maker = try ThreadRunner<ExposureJob>(name: "test-exposures", logger: .init(label: "test")) { $0.run(on: verbs) }
         maker.shutDown()
         XCTAssertEqual(maker.finished().count, 0)
     }

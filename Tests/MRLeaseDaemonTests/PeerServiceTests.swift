@@ -50,7 +50,7 @@ final class PeerServiceTests: XCTestCase {
                                 (nil, "192.0.2.1 is not an address of any RDMA device")] as [(String?, String)] {
             let verbs = RecordingPeerVerbs()
             verbs.listenerDevice = .some(device)
-            XCTAssertThrowsError(try PeerService(verbs: verbs, maker: InlineExposureMaker(verbs: verbs), endpoints: [endpoint],
+            XCTAssertThrowsError(try PeerService(verbs: verbs, maker: InlineRunner<ExposureJob> { $0.run(on: verbs) }, endpoints: [endpoint],
                                                  odpAlignment: 1, revokingRetryMillis: 100, logger: Logger(label: "test"))) { error in
                 XCTAssertTrue("\(error)".contains(words), "\(error)")
                 guard case .address = error as? PeerSetupError else { return XCTFail("not an address refusal: \(error)") }

@@ -27,7 +27,7 @@ final class EngineHostTests: XCTestCase {
     func code(_ error: Error) -> String {
         switch error as? EngineError {
         case .refused(let refusal): refusal.code.rawValue
-        case .fileBusy: "file-busy"
+        case .fileBusy, .interrupted: "file-busy"
         case .unknownRegion: "unknown-region"
         case .system, .bug: "internal"
         case nil: "not an EngineError: \(error)"
