@@ -57,12 +57,26 @@ extension Daemon {
         guard !routing else { return }
         routing = true
         defer { routing = false }
-        var next = 0
-        while next < pendingNotices.count {
-            deliver(pendingNotices[next])
-            next += 1
-        }
-        pendingNotices.removeAll(keepingCapacity: true)
+        repeat {
+            var next = 0
+            while next < pendingNotices.count {
+                deliver(pendingNotices[next])
+                next += 1
+            }
+            pendingNotices.removeAll(keepingCapacity: true)
+            // The call that produced these may have started restorations' pins; an inline
+            // runner finishes them here, and their notices go round again.
+            submitStartedPins()
+        } while !pendingNotices.isEmpty
+    }
+
+    /// Hands the pins the engine's restorations started to the worker.
+    func submitStartedPins() {
+        guard let engine, let pins else { return }
+        let started = engine.takeStartedPins()
+        guard !started.isEmpty else { return }
+        for job in started { pins.submit(job) }
+        if pins.descriptor == nil { pinsFinished() }
     }
 
     /// The one fan-out point of the engine's notices: each goes to every subscriber in order,

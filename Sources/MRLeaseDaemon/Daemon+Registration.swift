@@ -194,13 +194,18 @@ extension Daemon {
         return made
     }
 
-    /// Takes the pins the worker made: each goes on with its registration and, when that is
-    /// done, its reply is sent and its client's requests are read again. A pin whose client
-    /// left is abandoned (its MR deregistered).
+    /// Takes the pins the worker made: a restoration's goes back to the engine (the last one
+    /// restores the file, and owners hear `restored`); a registration's goes on with its
+    /// request and, when that is done, its reply is sent and its client's requests are read
+    /// again. A pin whose client left is abandoned (its MR deregistered).
     func pinsFinished() {
         guard let pins, let engine else { return }
         for job in pins.finished() {
-            guard let session = sessions[job.owner], !session.closing, let work = session.registration, work.job === job else {
+            guard let owner = job.owner else {
+                route(engine.finishRestoration(job))
+                continue
+            }
+            guard let session = sessions[owner], !session.closing, let work = session.registration, work.job === job else {
                 engine.abandon(job)
                 continue
             }

@@ -217,6 +217,7 @@ extension Engine {
     /// registered (leased, or quiescing for a break; a released file's restore re-reads the
     /// layout anyway), or following regions, whatever the lifecycle's phase.
     func layoutTouched(_ file: TrackedFile, now: UInt64) {
+        if !file.pinWindows.isEmpty { file.touchedWhilePinning = true }
         guard file.hasFollowingRegions || file.mrsRegistered else { return }
         if let last = file.layoutCheckedAt, now < last + configuration.layoutCheckInterval {
             if file.layoutTimer == nil {

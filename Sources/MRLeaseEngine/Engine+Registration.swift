@@ -21,22 +21,26 @@ public enum RegistrationStep {
 
 /// One pinned `ibv_reg_mr` too large for the loop (`Configuration.offloadPinBytes`): pinning
 /// costs what the range's size costs (25-100 ms per GB on hardware, about 650 ms per GiB under
-/// soft-RoCE), and every other client and lease break would wait it out.
+/// soft-RoCE), and every other client and lease break would wait it out. A registration's
+/// (`startRegistration`) or a restoration's (the engine's own, taken with `takeStartedPins`).
 ///
-/// The engine makes it on its thread with everything decided: the lease is held (a guarded
-/// registration is pinned under it), the window is mapped and counted, and the file counts the
-/// pin as under way, so it stays tracked. The worker calls `run()` and touches nothing else;
-/// the engine reads `made` only after the job came back through whatever hands jobs between
-/// the threads (a lock, in the daemon): hence `@unchecked Sendable`.
+/// The engine makes it on its thread with everything decided: the lease is held (a pinned
+/// region is guarded), the window is mapped and counted once more for the job, and the file
+/// counts the pin as under way, so it stays tracked. The worker calls `run()` and touches
+/// nothing else; the engine reads `made` only after the job came back through whatever hands
+/// jobs between the threads (a lock, in the daemon): hence `@unchecked Sendable`.
 public final class PinJob: @unchecked Sendable {
-    public let owner: OwnerID
+    enum Purpose {
+        /// A new region: the plan in the order its attempts are tried, the one running, and
+        /// the trials before it.
+        case registration(owner: OwnerID, uid: UInt32, plan: RegistrationPlan, attempt: Int, trials: [Trial])
+        /// A revoked region's MR made again, for the file's restoration in progress.
+        case restoration(RegionID, Restoration)
+    }
+
+    let purpose: Purpose
     public let length: UInt64
-    let uid: UInt32
     let file: TrackedFile
-    /// The plan in the order its attempts are tried, the one running, and the trials before it.
-    let plan: RegistrationPlan
-    let attempt: Int
-    let trials: [Trial]
     let window: MappedWindow
     let address: UnsafeMutableRawPointer
     let flags: AccessFlags
@@ -49,20 +53,21 @@ public final class PinJob: @unchecked Sendable {
     /// How long the registration took (ns).
     public private(set) var nanos: UInt64 = 0
 
-    init(owner: OwnerID, uid: UInt32, file: TrackedFile, plan: RegistrationPlan, attempt: Int, trials: [Trial],
-         window: MappedWindow, flags: AccessFlags, registrar: any Registrar) {
-        self.owner = owner
-        self.uid = uid
+    init(_ purpose: Purpose, file: TrackedFile, window: MappedWindow, offset: UInt64, length: UInt64, flags: AccessFlags,
+         registrar: any Registrar) {
+        self.purpose = purpose
         self.file = file
-        self.plan = plan
-        self.attempt = attempt
-        self.trials = trials
         self.window = window
-        self.address = window.address(of: plan.offset)
-        self.length = plan.length
+        self.address = window.address(of: offset)
+        self.length = length
         self.flags = flags
         self.leaseEpoch = file.leaseEpoch
         self.registrar = registrar
+    }
+
+    /// The client a registration's job is for; nil for a restoration's (the engine's own).
+    public var owner: OwnerID? {
+        if case .registration(let owner, _, _, _, _) = purpose { owner } else { nil }
     }
 
     /// Whether `run()` has been called.
@@ -128,9 +133,8 @@ extension Engine {
                 case .registered(let made):
                     return .registered(admit(made, owner: owner, uid: uid, plan: plan, window: window, file: file))
                 case .offloaded(let attempt, let ordered, let flags, let trials):
-                    file.pinWindows.append(window)
-                    return .pinning(PinJob(owner: owner, uid: uid, file: file, plan: ordered, attempt: attempt, trials: trials,
-                                           window: window, flags: flags, registrar: registrar))
+                    return .pinning(pinJob(.registration(owner: owner, uid: uid, plan: ordered, attempt: attempt, trials: trials),
+                                           file: file, window: window, plan: ordered, flags: flags, holding: false))
                 }
             } catch {
                 settleOrUntrack(file)
@@ -147,34 +151,38 @@ extension Engine {
         try exclusive { () throws(EngineError) -> RegistrationStep in
             let file = job.file
             file.pinEnded(job.window)
+            guard case .registration(let owner, let uid, let plan, let index, let before) = job.purpose else {
+                throw .bug("a restoration's pin was handed to finishRegistration")
+            }
             do throws(EngineError) {
-                let attempt = job.plan.attempts[job.attempt]
+                let attempt = plan.attempts[index]
                 switch job.made {
                 case nil:
                     throw .bug("a pin job was finished before it ran")
                 case .success(let mr):
                     let current = files[file.key] === file && file.lifecycle.phase == .leased
-                    guard current, job.plan.layoutPolicy(for: attempt.strategy) == .follow || (file.leaseHeld && file.leaseEpoch == job.leaseEpoch) else {
+                    guard current, plan.layoutPolicy(for: attempt.strategy) == .follow || (file.leaseHeld && file.leaseEpoch == job.leaseEpoch) else {
                         deregister(mr, length: job.length, strategy: nil)
                         throw .interrupted("the file's lease broke, or its layout changed, while mrleased pinned the range's \(job.length) bytes; nothing was registered. Register it again")
                     }
-                    let made = registered(mr, attempt: attempt, flags: job.flags, file: file, plan: job.plan, trials: job.trials)
-                    return .registered(admit(made, owner: job.owner, uid: job.uid, plan: job.plan, window: job.window, file: file))
+                    let made = registered(mr, attempt: attempt, flags: job.flags, file: file, plan: plan, trials: before)
+                    let info = admit(made, owner: owner, uid: uid, plan: plan, window: job.window, file: file)
+                    lookAgainIfTouched(file)
+                    return .registered(info)
                 case .failure(let error):
-                    var trials = job.trials
+                    var trials = before
                     trials.append(Trial(kind: attempt.kind, flags: job.flags, outcome: .failed(op: error.op, errno: error.errno)))
                     guard RegistrationPlan.fallsThrough(error.errno) else { throw .system(op: error.op, errno: error.errno) }
                     guard files[file.key] === file, file.lifecycle.phase == .leased else {
                         throw .interrupted("the file's lease broke while mrleased pinned the range, and the pin failed (\(error.op): \(error.errno.symbolicName)); register it again")
                     }
-                    switch try makeRegistration(file: file, plan: job.plan, at: job.address, from: job.attempt + 1, trials: trials,
+                    switch try makeRegistration(file: file, plan: plan, at: job.address, from: index + 1, trials: trials,
                                                 offloadAbove: configuration.offloadPinBytes) {
                     case .registered(let made):
-                        return .registered(admit(made, owner: job.owner, uid: job.uid, plan: job.plan, window: job.window, file: file))
+                        return .registered(admit(made, owner: owner, uid: uid, plan: plan, window: job.window, file: file))
                     case .offloaded(let next, let ordered, let flags, let trials):
-                        file.pinWindows.append(job.window)
-                        return .pinning(PinJob(owner: job.owner, uid: job.uid, file: file, plan: ordered, attempt: next, trials: trials,
-                                               window: job.window, flags: flags, registrar: registrar))
+                        return .pinning(pinJob(.registration(owner: owner, uid: uid, plan: ordered, attempt: next, trials: trials),
+                                               file: file, window: job.window, plan: ordered, flags: flags, holding: false))
                     }
                 }
             } catch {
@@ -185,10 +193,30 @@ extension Engine {
         }.0
     }
 
+    /// A job for a pin of `plan`'s range in `window`, counted as under way in its file.
+    /// `holding`: the job takes a user of the window of its own (a restoration's: the region
+    /// keeps its own); a registration's job carries the user `window(_:offset:length:)` counted.
+    func pinJob(_ purpose: PinJob.Purpose, file: TrackedFile, window: MappedWindow, plan: RegistrationPlan, flags: AccessFlags,
+                holding: Bool) -> PinJob {
+        if holding { window.users += 1 }
+        file.pinWindows.append(window)
+        return PinJob(purpose, file: file, window: window, offset: plan.offset, length: plan.length, flags: flags, registrar: registrar)
+    }
+
+    /// A layout change seen while pins were under way (IN_MODIFY through the leased fd, which
+    /// breaks no lease) is compared once the last of them is in: what it changed may be
+    /// what they pinned.
+    func lookAgainIfTouched(_ file: TrackedFile) {
+        guard file.touchedWhilePinning, file.pinWindows.isEmpty, files[file.key] === file else { return }
+        file.touchedWhilePinning = false
+        layoutTouched(file, now: clock())
+    }
+
     /// A pin job nobody waits for (its client left, the daemon stops): its MR, if it made
     /// one, is deregistered, and the file may go.
     public func abandon(_ job: PinJob) {
         exclusive {
+            if case .restoration = job.purpose { return restorationPinned(job, abandoned: true) }
             let file = job.file
             file.pinEnded(job.window)
             if case .success(let mr) = job.made { deregister(mr, length: job.length, strategy: nil) }

@@ -104,6 +104,10 @@ extension Engine {
     }
 
     func leaseBroken(_ file: TrackedFile) {
+        if file.restoration != nil {
+            stats.breaksHandled += 1
+            return abortRestoration(file, now: clock())
+        }
         guard file.lifecycle.phase == .leased else { return }
         let now = clock()
         file.breakStarted = now
@@ -223,7 +227,9 @@ extension Engine {
                 // A write-leased file watches them already (`watch(_:closes:)`).
                 if !file.watchingCloses { watch(file, closes: true) }
             case .attemptRestore:
-                apply(restore(file), to: file)
+                // A close or a timer while a restoration waits for its pins: it is under way.
+                guard file.restoration == nil else { continue }
+                if let event = restore(file) { apply(event, to: file) }
             case .notifyRestored(let ids):
                 for region in file.regions.values where region.isGuarded && ids.contains(region.id) {
                     guard let keys = region.keys else { continue }
@@ -280,63 +286,5 @@ extension Engine {
         for (id, failure) in failures {
             logger.error("deregistration failed", metadata: ["region": "\(id)", "op": "\(failure.op)", "errno": "\(failure.errno.symbolicName)"])
         }
-    }
-
-    /// Re-takes the lease, re-reads the extents, re-maps and re-registers every guarded region
-    /// that still fits in the file. A FIEMAP failure leaves the regions' layout `unknown`, never
-    /// `unchanged`: the daemon could not look. With no guarded region left (they were
-    /// deregistered while revoked) there is nothing to lease or restore.
-    func restore(_ file: TrackedFile) -> FileLifecycle.Event {
-        guard file.hasGuardedRegions else { return .restored(lost: [:]) }
-        let facts: FileFacts
-        do { facts = try FileFacts.inspect(file.fd, mount: false) } catch {
-            logger.error("statx failed at restore", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
-            for id in file.lifecycle.regions { file.lossMessages[id] = "statx on the file failed at restore: \(error.symbolicName)" }
-            return .gone(reason: .restoreFailed)
-        }
-        if facts.nlink == 0 { return .gone(reason: .unlinked) }
-        do {
-            try file.lease.acquire(file.leaseType)
-        } catch {
-            if error == .resourceTemporarilyUnavailable { return .restoreBusy(now: clock()) }
-            logger.error("lease re-take failed", metadata: ["file": "\(file.key)", "errno": "\(error.symbolicName)"])
-            for id in file.lifecycle.regions { file.lossMessages[id] = "F_SETLEASE \(file.leaseType) failed at restore: \(error.symbolicName)" }
-            return .gone(reason: .restoreFailed)
-        }
-        setLease(file, held: true)
-        watch(file, closes: false)
-        let extents = readExtents(file, op: "restore")
-        var lost: [RegionID: RegionLoss] = [:]
-        for region in file.lifecycle.regions.sorted().compactMap({ file.regions[$0] }) {
-            guard region.offset + region.length <= facts.size else {
-                lost[region.id] = .rangeTruncated
-                file.lossMessages[region.id] = "file is now \(facts.size) bytes; the region ends at \(region.offset + region.length)"
-                continue
-            }
-            region.layout = file.layoutChanged.contains(region.id) ? .changed
-                : file.extents.change(to: extents, offset: region.offset, length: region.length)
-            do {
-                // The window stayed mapped through the revocation: the same address again.
-                guard let address = region.address else {
-                    throw EngineError.bug("restore of region \(region.id): its mapping is gone, though a revocation keeps it")
-                }
-                guard case .registered(let made) = try makeRegistration(file: file, plan: region.plan.only(region.strategy), at: address) else {
-                    throw EngineError.bug("restore of region \(region.id): a registration without offloading left its pin to a worker")
-                }
-                region.mr = made.mr
-                region.flags = made.flags
-                region.generation += 1
-                region.state = .registered
-                stats.restorations += 1
-            } catch {
-                logger.error("re-registration failed", metadata: ["region": "\(region.id)", "error": "\(error)"])
-                lost[region.id] = .restoreFailed
-                file.lossMessages[region.id] = "re-registration failed: \(error)"
-            }
-        }
-        file.extents = extents
-        file.size = facts.size
-        file.layoutChanged = []
-        return .restored(lost: lost)
     }
 }

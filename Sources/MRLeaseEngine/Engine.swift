@@ -71,6 +71,8 @@ public final class Engine {
     var liveBytes = BytesByStrategy()
     var leaseCount = 0
     var prefetchFailureLogged = false
+    /// Restorations' pins left to a worker, until the caller takes them (`takeStartedPins`).
+    var startedPins: [PinJob] = []
     /// Events produced by the call in progress, returned when it returns.
     var outbox: [EngineNotice] = []
     var busy = false

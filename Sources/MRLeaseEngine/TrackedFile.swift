@@ -71,6 +71,10 @@ final class TrackedFile {
     /// The windows of registrations whose pin runs on a worker (`PinJob`), one entry each:
     /// they keep the file tracked, its lease, and their window mapped.
     var pinWindows: [MappedWindow] = []
+    /// The restoration waiting for its pins, if one is.
+    var restoration: Restoration?
+    /// Whether IN_MODIFY came while pins were under way: compared when the last is in.
+    var touchedWhilePinning = false
     var timer: UInt64?
     /// The file's one inotify watch (one per inode, one mask): layout changes and unlinks
     /// always, closes too while `watchingCloses` (released, waiting to restore).

@@ -112,12 +112,23 @@ extension BenchCommand {
         defer { _ = child.stop() }
         say("\(prefix)mrleased-bench --large-registration: kernel \(Self.kernelRelease()), dir \(directory), \(largeRegistration >> 20) MiB, device \(verbs.deviceName)")
         let row = try LargeRegistrationBenchmark(socket: socket, directory: scratch, verbs: verbs).run(bytes: largeRegistration, idleTrips: roundTrips)
-        say("\(prefix)large registration \(row.bytes >> 20) MiB (\(row.strategy)): through mrleased \(ms(row.daemonRegisterMS)) ms,"
-            + " bare ibv_reg_mr \(ms(row.bareRegisterMS)) ms | ratio \(String(format: "%.2f", row.registerRatio))")
-        say("\(prefix)another client's stats round trip: idle median \(us(row.idleMedianUS)) µs p99 \(us(row.idleP99US)) µs (n=\(row.idleCount))"
-            + " | during the registration median \(us(row.duringMedianUS)) µs p99 \(us(row.duringP99US)) µs max \(us(row.duringMaxUS)) µs (n=\(row.duringCount))"
-            + " | p99 ratio \(String(format: "%.2f", row.p99Ratio))")
-        say("\(prefix)target another client's stats p99 during a \(row.bytes >> 20) MiB registration within 2x idle: \(row.p99Ratio <= 2 ? "HOLDS" : "MISSED") (ratio \(String(format: "%.2f", row.p99Ratio)))")
+        let mib = row.bytes >> 20
+        say("\(prefix)large registration \(mib) MiB (\(row.strategy)): through mrleased \(ms(row.daemonRegisterMS)) ms,"
+            + " bare ibv_reg_mr \(ms(row.bareRegisterMS)) ms | ratio \(String(format: "%.2f", row.registerRatio))"
+            + " | restoration (breaker's close to restored) \(ms(row.restoreMS)) ms | ratio to bare \(String(format: "%.2f", row.restoreRatio))")
+        for (what, probe) in [("idle", row.idle), ("during the registration", row.duringRegistration), ("during the restoration", row.duringRestoration)] {
+            say("\(prefix)another client's stats round trip \(what): median \(us(probe.medianUS)) µs p99 \(us(probe.p99US)) µs"
+                + " max \(us(probe.maxUS)) µs (n=\(probe.count)) | p99 ratio to idle \(String(format: "%.2f", probe.p99US / row.idle.p99US))")
+        }
+        for (what, ratio) in [("registration", row.registrationP99Ratio), ("restoration", row.restorationP99Ratio)] {
+            say("\(prefix)target another client's stats p99 during a \(mib) MiB pinned \(what) within 2x idle:"
+                + " \(ratio <= 2 ? "HOLDS" : "MISSED") (ratio \(String(format: "%.2f", ratio)))")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            say("\(prefix)report-json " + String(decoding: try encoder.encode(row), as: UTF8.self))
+        }
     }
 
     static func line(_ row: RoundTripCase) -> String {

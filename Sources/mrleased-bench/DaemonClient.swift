@@ -22,12 +22,7 @@ final class DaemonClient {
     func roundTrip(_ packet: [UInt8], fds: [FileDescriptor] = []) throws(BenchError) -> [UInt8] {
         do { try socket.send(packet, fds: fds) } catch { throw BenchError("send to mrleased: \(error)") }
         while true {
-            let received: UnixSocket.Received
-            do { received = try socket.receive(maxSize: Codec.maxMessageBytes) } catch {
-                throw BenchError("receive from mrleased: \(error)")
-            }
-            guard case .message(let message) = received else { throw BenchError("mrleased closed the connection") }
-            for fd in message.fds { try? fd.close() }
+            let message = try receive()
             // An event is the only packet that says "type":"event"; a reply never does at this offset.
             if message.bytes.starts(with: Self.eventPrefix) {
                 events += 1
@@ -35,6 +30,17 @@ final class DaemonClient {
             }
             return message.bytes
         }
+    }
+
+    /// The next packet (blocking); fds that came with it are closed.
+    func receive() throws(BenchError) -> UnixSocket.Message {
+        let received: UnixSocket.Received
+        do { received = try socket.receive(maxSize: Codec.maxMessageBytes) } catch {
+            throw BenchError("receive from mrleased: \(error)")
+        }
+        guard case .message(let message) = received else { throw BenchError("mrleased closed the connection") }
+        for fd in message.fds { try? fd.close() }
+        return message
     }
 
     /// One request, its reply decoded; an error reply throws, naming the request.
@@ -67,6 +73,19 @@ final class DaemonClient {
                   case .success(.stats) = reply.outcome else {
                 throw BenchError("stats: unexpected reply \(String(decoding: bytes.prefix(200), as: UTF8.self))")
             }
+        }
+    }
+
+    /// Reads until an event named `name` arrives (other events are dropped): for a client
+    /// that waits on its own regions' events between requests.
+    func awaitEvent(_ name: Event.Name) throws(BenchError) -> Event {
+        while true {
+            let message = try receive()
+            guard case .event(let event)? = try? Codec.decodeServerMessage(message.bytes) else {
+                throw BenchError("waiting for \(name.rawValue): got \(String(decoding: message.bytes.prefix(200), as: UTF8.self))")
+            }
+            events += 1
+            if event.name == name { return event }
         }
     }
 

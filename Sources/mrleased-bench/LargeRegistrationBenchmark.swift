@@ -8,28 +8,44 @@ import SystemPackage
 import Verbs
 
 /// One row of `--large-registration` (issue 19, "large ranges off the loop"): a client registers
-/// one large range through the daemon while another client times `stats` round trips; and the
-/// same range registered bare (`ibv_reg_mr` over one mapping), for what the registration itself
-/// costs.
+/// one large range through the daemon while another client times `stats` round trips; the
+/// region is then revoked by another process's open and restored, timed the same way; and the
+/// same range is registered bare (`ibv_reg_mr` over one mapping), for what the pin itself costs.
 struct LargeRegistrationCase: Codable {
     var bytes: UInt64
     var strategy: String
     var daemonRegisterMS: Double
     var bareRegisterMS: Double
-    /// Another client's `stats` round trips: idle (before), and while the registration ran.
-    var idleCount: Int
-    var idleMedianUS: Double
-    var idleP99US: Double
-    var duringCount: Int
-    var duringMedianUS: Double
-    var duringP99US: Double
-    var duringMaxUS: Double
+    /// From the breaker's exit (its close) to the owner's `restored`.
+    var restoreMS: Double
+    /// Another client's `stats` round trips: idle (before), while the registration ran, and
+    /// while the restoration ran.
+    var idle: Probe
+    var duringRegistration: Probe
+    var duringRestoration: Probe
 
-    var p99Ratio: Double { duringP99US / idleP99US }
+    struct Probe: Codable {
+        var count: Int
+        var medianUS: Double
+        var p99US: Double
+        var maxUS: Double
+
+        init(_ samples: Samples) {
+            count = samples.count
+            medianUS = samples.medianMS * 1000
+            p99US = samples.quantileMS(0.99) * 1000
+            maxUS = samples.maxMS * 1000
+        }
+    }
+
+    var registrationP99Ratio: Double { duringRegistration.p99US / idle.p99US }
+    var restorationP99Ratio: Double { duringRestoration.p99US / idle.p99US }
     var registerRatio: Double { daemonRegisterMS / bareRegisterMS }
+    var restoreRatio: Double { restoreMS / bareRegisterMS }
 }
 
-/// Times another client's `stats` round trips while one large `register` runs in the daemon.
+/// Times another client's `stats` round trips while one large `register`, and then its
+/// restoration, run in the daemon.
 final class LargeRegistrationBenchmark {
     let socket: String
     let directory: String
@@ -60,44 +76,37 @@ final class LargeRegistrationBenchmark {
             written += UInt64(n)
         }
 
-        // The prober: its own connection, on its own thread; idle first, then until told to stop.
         let prober = try DaemonClient(path: socket)
-        nonisolated(unsafe) var idle = Samples(), during = Samples()
-        nonisolated(unsafe) var failure: BenchError?
-        let stop = ManagedAtomicFlag(), idleDone = DispatchSemaphore(value: 0), finished = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) let probe = prober
-        Thread {
-            defer { finished.signal() }
-            func trip() throws(BenchError) -> UInt64 {
-                let start = Engine.now()
-                _ = try probe.request(.stats)
-                return Engine.now() - start
-            }
-            do throws(BenchError) {
-                for _ in 0..<idleTrips { idle.append(try trip()) }
-                idleDone.signal()
-                while !stop.isSet { during.append(try trip()) }
-            } catch {
-                failure = error
-                idleDone.signal()
-            }
-        }.start()
-        idleDone.wait()
-        if let failure { throw failure }
+        var idle = Samples()
+        try prober.timeStats(idleTrips, into: &idle)
 
+        // The registration, pinned (what the target is about), with the prober going.
         let owner = try DaemonClient(path: socket)
-        let started = Engine.now()
-        let reply: Result<ReplyResult, BenchError>
-        do throws(BenchError) {
-            reply = .success(try owner.request(.register(.init(offset: 0, length: bytes, access: [.read, .write])), fds: [fd]))
-        } catch {
-            reply = .failure(error)
+        var daemonNS: UInt64 = 0
+        let (made, duringRegistration) = try probing(prober) { () throws(BenchError) -> Registration in
+            let started = Engine.now()
+            let reply = try owner.request(.register(.init(offset: 0, length: bytes, access: [.read, .write], strategy: .pinned)), fds: [fd])
+            daemonNS = Engine.now() - started
+            guard case .register(let made) = reply else { throw BenchError("register: unexpected reply") }
+            return made
         }
-        let daemonNS = Engine.now() - started
-        stop.set()
-        finished.wait()
-        guard case .register(let made) = try reply.get() else { throw BenchError("register: unexpected reply") }
-        if let failure { throw failure }
+
+        // Another process opens the file: the owner acks, the breaker reads nothing and exits,
+        // and its close starts the restoration.
+        var restoreNS: UInt64 = 0
+        let (_, duringRestoration) = try probing(prober) { () throws(BenchError) in
+            let breaker = Process()
+            breaker.executableURL = URL(fileURLWithPath: "/bin/sh")
+            breaker.arguments = ["-c", ": < \"$1\"", "breaker", path]
+            do { try breaker.run() } catch { throw BenchError("start the breaker: \(error)") }
+            _ = try owner.awaitEvent(.revoking)
+            _ = try owner.request(.ack(region: made.region))
+            _ = try owner.awaitEvent(.revoked)
+            breaker.waitUntilExit()
+            let closed = Engine.now()
+            _ = try owner.awaitEvent(.restored)
+            restoreNS = Engine.now() - closed
+        }
         _ = try owner.request(.deregister(region: made.region))
 
         // The same range bare, with the flags the daemon's strategy used.
@@ -109,10 +118,34 @@ final class LargeRegistrationBenchmark {
         let bare = try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: Int(bytes), count: 1, range: { _ in (0, Int(bytes)) },
                                                          flags: flags, registrar: verbs, what: "bare")
         return LargeRegistrationCase(bytes: bytes, strategy: made.strategy.rawValue, daemonRegisterMS: Double(daemonNS) / 1e6,
-                                     bareRegisterMS: Double(bare[0].register) / 1e6,
-                                     idleCount: idle.count, idleMedianUS: idle.medianMS * 1000, idleP99US: idle.quantileMS(0.99) * 1000,
-                                     duringCount: during.count, duringMedianUS: during.medianMS * 1000,
-                                     duringP99US: during.quantileMS(0.99) * 1000, duringMaxUS: during.maxMS * 1000)
+                                     bareRegisterMS: Double(bare[0].register) / 1e6, restoreMS: Double(restoreNS) / 1e6,
+                                     idle: .init(idle), duringRegistration: .init(duringRegistration),
+                                     duringRestoration: .init(duringRestoration))
+    }
+
+    /// Runs `body` while `prober` times `stats` round trips on a thread of its own, from
+    /// before `body` starts until it returns.
+    func probing<T>(_ prober: DaemonClient, _ body: () throws(BenchError) -> T) throws(BenchError) -> (T, Samples) {
+        nonisolated(unsafe) var samples = Samples()
+        nonisolated(unsafe) var failure: BenchError?
+        nonisolated(unsafe) let probe = prober
+        let stop = ManagedAtomicFlag(), started = DispatchSemaphore(value: 0), finished = DispatchSemaphore(value: 0)
+        Thread {
+            defer { finished.signal() }
+            started.signal()
+            do throws(BenchError) {
+                while !stop.isSet { try probe.timeStats(1, into: &samples) }
+            } catch {
+                failure = error
+            }
+        }.start()
+        started.wait()
+        let result: Result<T, BenchError>
+        do throws(BenchError) { result = .success(try body()) } catch { result = .failure(error) }
+        stop.set()
+        finished.wait()
+        if let failure { throw failure }
+        return (try result.get(), samples)
     }
 }
 

@@ -20,7 +20,10 @@ final class LargeRegistrationTests: XCTestCase {
     let gate = DispatchSemaphore(value: 0)
 
     func daemon() throws -> (InProcessDaemon, ScratchDirectory, String, FileDescriptor) {
-        let daemon = try InProcessDaemon { $0.offloadPinBytes = 65536 }
+        let daemon = try InProcessDaemon {
+            $0.offloadPinBytes = 65536
+            $0.quiesceMillis = 10
+        }
         var logger = daemon.daemon.logger
         logger.logLevel = .warning
         let runner = try ThreadRunner<PinJob>(name: "test-pins", logger: logger) { [gate] job in
@@ -118,5 +121,32 @@ final class LargeRegistrationTests: XCTestCase {
         XCTAssertTrue(daemon.registrar.steps[1].hasPrefix("deregister"), "\(daemon.registrar.steps)")
         XCTAssertEqual(daemon.engine.statistics().files, 0)
         XCTAssertFalse(RecordingRegistrar.leaseHeld(inode: daemon.registrar.inode))
+    }
+
+    func testARestorationPinsOnTheWorkerWhileOthersAreServedAndItsOwnerHearsWhenItIsIn() throws {
+        let (daemon, scratch, path, fd) = try daemon()
+        defer { try? fd.close(); _ = scratch }
+        let owner = try daemon.connect(), other = try daemon.connect()
+        let register = try send(largePin(), from: owner, fd: fd)
+        gate.signal()
+        XCTAssertTrue(daemon.drive { owner.replies.contains { $0.id == register } })
+        guard case .success(.register(let made))? = owner.replies.first?.outcome else { return XCTFail("\(owner.replies)") }
+
+        let reader = try Subprocess.start("/bin/cat", [path])
+        XCTAssertTrue(daemon.drive { !reader.isRunning && owner.events.count >= 2 }, "\(owner.events)")
+        reader.waitUntilExit()
+        // The restoration's pin waits at the gate: revoked, not yet restored, and the loop serves.
+        daemon.drive(seconds: 0.2) { false }
+        XCTAssertEqual(owner.events.map(\.name), [.revoking, .revoked])
+        XCTAssertTrue(RecordingRegistrar.leaseHeld(inode: daemon.registrar.inode), "the lease is taken again before the pin")
+        guard case .stats = try other.request(.stats) else { return XCTFail("stats") }
+        guard case .stats = try owner.request(.stats) else { return XCTFail("stats") }
+
+        gate.signal()
+        XCTAssertTrue(daemon.drive { owner.events.count >= 3 }, "\(owner.events)")
+        XCTAssertEqual(owner.events.map(\.name), [.revoking, .revoked, .restored])
+        XCTAssertEqual(owner.events.last?.region, made.region)
+        XCTAssertEqual(daemon.engine.info(RegionID(made.region))?.generation, 2)
+        XCTAssertEqual(daemon.engine.indexProblems(), [])
     }
 }

@@ -121,3 +121,99 @@ final class PinJobHostTests: XCTestCase {
         XCTAssertEqual(engine.indexProblems(), [])
     }
 }
+
+/// The same for restorations: a large pinned region's MR is made again on a worker while the
+/// file's lifecycle waits, and a break in the meantime lets the lease go at once.
+final class PinnedRestorationHostTests: XCTestCase {
+    let owner = OwnerID(1)
+    var events: [EngineEvent] = []
+    var pins: [PinJob] = []
+
+    func registered(_ engine: Engine, _ fd: FileDescriptor, length: UInt64) throws -> RegionInfo {
+        let facts = try FileFacts.inspect(fd)
+        let plan = try RegistrationPlan.make(file: PlannedFile(facts), mode: .readWrite, offset: 0, length: length, access: [.read, .write],
+                                             preference: .pinned, layoutPolicy: .revoke, device: engine.device, lessee: .privileged,
+                                             pageSize: UInt64(SharedMapping.pageSize)).get()
+        guard case .pinning(let job) = try engine.startRegistration(owner: owner, uid: 0, fd: fd, facts: facts, plan: plan) else {
+            throw TestFailure("registered on the caller's thread")
+        }
+        job.run()
+        guard case .registered(let info) = try engine.finishRegistration(job) else { throw TestFailure("finished into another pin") }
+        return info
+    }
+
+    /// An engine that pins 64 KiB and more on a worker (quick to quiesce and to retry), and a
+    /// 256 KiB pinned region of `fd` registered through it.
+    func registeredLargeRegion(_ fd: FileDescriptor) throws -> (RecordingRegistrar, Engine, RegionInfo) {
+        let registrar = RecordingRegistrar()
+        registrar.inode = try FileFacts.inspect(fd).inode
+        let engine = try Engine(registrar: registrar, configuration: .init(timing: .init(quiesce: 10_000_000, initialBackoff: 50_000_000),
+                                                                            offloadPinBytes: 65536))
+        return (registrar, engine, try registered(engine, fd, length: 262_144))
+    }
+
+    /// Drives the engine until `done`, collecting its events and the pins it starts.
+    func drive(_ engine: Engine, until done: () -> Bool) {
+        let deadline = Date().addingTimeInterval(10)
+        while !done() && Date() < deadline {
+            events += engine.poll(timeout: .milliseconds(10)).map(\.event)
+            pins += engine.takeStartedPins()
+        }
+    }
+
+    func testALargeRegionIsRestoredOnAWorkerAndItsOwnerToldWhenThePinIsIn() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let (registrar, engine, region) = try registeredLargeRegion(fd)
+        let reader = try Subprocess.start("/bin/cat", [path])
+        drive(engine) { !pins.isEmpty }
+        reader.waitUntilExit()
+        XCTAssertEqual(events.map(\.summary), ["revoking \(region.id)", "revoked \(region.id)"], "no restored before the pin is in")
+        XCTAssertEqual(pins.count, 1)
+        XCTAssertTrue(RecordingRegistrar.leaseHeld(inode: registrar.inode), "the lease is taken again before the pin")
+        XCTAssertEqual(engine.info(region.id)?.state, .revoked)
+        XCTAssertEqual(engine.indexProblems(), [])
+
+        pins[0].run()
+        events += engine.finishRestoration(pins[0]).map(\.event)
+        XCTAssertEqual(events.last?.summary, "restored \(region.id)")
+        let restored = try XCTUnwrap(engine.info(region.id))
+        XCTAssertEqual(restored.state, .registered)
+        XCTAssertEqual(restored.generation, 2)
+        XCTAssertNotEqual(restored.keys, region.keys)
+        XCTAssertEqual(engine.statistics().bytesByStrategy.pinned, 262_144)
+        XCTAssertEqual(engine.indexProblems(), [])
+    }
+
+    func testABreakWhileTheRestorationWaitsForItsPinIsAnsweredAtOnce() throws {
+        let (scratch, path, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let (registrar, engine, region) = try registeredLargeRegion(fd)
+        let first = try Subprocess.start("/bin/cat", [path])
+        drive(engine) { !pins.isEmpty }
+        first.waitUntilExit()
+
+        // A second opener while the first pin is still on the worker: the lease goes at once.
+        let second = try Subprocess.start("/bin/cat", [path])
+        drive(engine) { !second.isRunning }
+        second.waitUntilExit()
+        XCTAssertEqual(second.terminationStatus, 0)
+        XCTAssertFalse(second.isRunning, "answered without waiting for the pin")
+        XCTAssertEqual(events.map(\.summary), ["revoking \(region.id)", "revoked \(region.id)"])
+        // The stale pin comes in: deregistered, and nobody hears of it.
+        pins[0].run()
+        XCTAssertEqual(engine.finishRestoration(pins[0]), [])
+        XCTAssertTrue(registrar.steps.last?.hasPrefix("deregister") ?? false, "\(registrar.steps)")
+        XCTAssertEqual(engine.info(region.id)?.state, .revoked)
+        XCTAssertEqual(engine.indexProblems(), [])
+
+        // The next attempt pins anew, and that one restores.
+        drive(engine) { pins.count == 2 }
+        XCTAssertEqual(pins.count, 2)
+        pins[1].run()
+        events += engine.finishRestoration(pins[1]).map(\.event)
+        XCTAssertEqual(events.map(\.summary), ["revoking \(region.id)", "revoked \(region.id)", "restored \(region.id)"])
+        XCTAssertEqual(engine.info(region.id)?.generation, 2, "one restoration counted, not the one the break ended")
+        XCTAssertEqual(engine.indexProblems(), [])
+    }
+}
