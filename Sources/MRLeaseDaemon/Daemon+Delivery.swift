@@ -75,6 +75,7 @@ extension Daemon {
         guard let engine, let pins else { return }
         let started = engine.takeStartedPins()
         guard !started.isEmpty else { return }
+        logger.debug("restoration pins to the worker", metadata: ["pins": "\(started.count)", "bytes": "\(started.reduce(0) { $0 + $1.length })"])
         for job in started { pins.submit(job) }
         if pins.descriptor == nil { pinsFinished() }
     }

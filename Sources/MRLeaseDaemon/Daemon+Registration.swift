@@ -201,6 +201,8 @@ extension Daemon {
     func pinsFinished() {
         guard let pins, let engine else { return }
         for job in pins.finished() {
+            logger.debug("pin in", metadata: ["for": "\(job.owner.map { "\($0)" } ?? "restoration")", "bytes": "\(job.length)",
+                                              "micros": "\(job.nanos / 1000)"])
             guard let owner = job.owner else {
                 route(engine.finishRestoration(job))
                 continue

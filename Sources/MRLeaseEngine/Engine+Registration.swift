@@ -27,7 +27,7 @@ public enum RegistrationStep {
 /// The engine makes it on its thread with everything decided: the lease is held (a pinned
 /// region is guarded), the window is mapped and counted once more for the job, and the file
 /// counts the pin as under way, so it stays tracked. The worker calls `run()` and touches
-/// nothing else; the engine reads `made` only after the job came back through whatever hands
+/// nothing else (but the file's fd, for a restoration's extents); the engine reads `made` only after the job came back through whatever hands
 /// jobs between the threads (a lock, in the daemon): hence `@unchecked Sendable`.
 public final class PinJob: @unchecked Sendable {
     enum Purpose {
@@ -52,6 +52,10 @@ public final class PinJob: @unchecked Sendable {
     private(set) var made: Result<any RegisteredMemory, VerbsError>?
     /// How long the registration took (ns).
     public private(set) var nanos: UInt64 = 0
+    /// A restoration's first job reads the file's extents (synced) before its pin, here rather
+    /// than on the loop; what it read.
+    var readExtents: (reader: ExtentReader, fd: FileDescriptor, backing: Backing)?
+    private(set) var extentsRead: Result<ExtentMap?, Errno>?
 
     init(_ purpose: Purpose, file: TrackedFile, window: MappedWindow, offset: UInt64, length: UInt64, flags: AccessFlags,
          registrar: any Registrar) {
@@ -77,6 +81,9 @@ public final class PinJob: @unchecked Sendable {
     /// thread-safe (see `Registrar`).
     public func run() {
         let start = Engine.now()
+        if let (reader, fd, backing) = readExtents {
+            do throws(Errno) { extentsRead = .success(try reader.read(fd, backing)) } catch { extentsRead = .failure(error) }
+        }
         do throws(VerbsError) {
             made = .success(try registrar.register(address: address, length: Int(length), flags: flags))
         } catch {

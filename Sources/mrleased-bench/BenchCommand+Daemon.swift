@@ -115,15 +115,16 @@ extension BenchCommand {
         let mib = row.bytes >> 20
         say("\(prefix)large registration \(mib) MiB (\(row.strategy)): through mrleased \(ms(row.daemonRegisterMS)) ms,"
             + " bare ibv_reg_mr \(ms(row.bareRegisterMS)) ms | ratio \(String(format: "%.2f", row.registerRatio))"
-            + " | restoration (breaker's close to restored) \(ms(row.restoreMS)) ms | ratio to bare \(String(format: "%.2f", row.restoreRatio))")
-        for (what, probe) in [("idle", row.idle), ("during the registration", row.duringRegistration), ("during the restoration", row.duringRestoration)] {
+            + " | restoration (owner's ack to restored) \(ms(row.restoreMS)) ms | ratio to bare \(String(format: "%.2f", row.restoreRatio))")
+        for (what, probe) in [("idle", row.idle), ("during the registration", row.duringRegistration),
+                              ("during the revocation", row.duringRevocation), ("during the restoration", row.duringRestoration)] {
             say("\(prefix)another client's stats round trip \(what): median \(us(probe.medianUS)) µs p99 \(us(probe.p99US)) µs"
                 + " max \(us(probe.maxUS)) µs (n=\(probe.count)) | p99 ratio to idle \(String(format: "%.2f", probe.p99US / row.idle.p99US))")
         }
-        for (what, ratio) in [("registration", row.registrationP99Ratio), ("restoration", row.restorationP99Ratio)] {
-            say("\(prefix)target another client's stats p99 during a \(mib) MiB pinned \(what) within 2x idle:"
-                + " \(ratio <= 2 ? "HOLDS" : "MISSED") (ratio \(String(format: "%.2f", ratio)))")
-        }
+        // The issue's target is the registration's; the restoration's is measured alongside
+        // (its pin runs on the worker too; the revocation's deregistration stays on the loop).
+        say("\(prefix)target another client's stats p99 during a \(mib) MiB pinned registration within 2x idle:"
+            + " \(row.registrationP99Ratio <= 2 ? "HOLDS" : "MISSED") (ratio \(String(format: "%.2f", row.registrationP99Ratio)))")
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
