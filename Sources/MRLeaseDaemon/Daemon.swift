@@ -62,6 +62,14 @@ public final class Daemon {
         case metricsFile
     }
 
+    /// Pins of a GiB and more on the worker are made as `pin-slices` MRs of slices, in
+    /// parallel: bare, two slices pin 1 GiB in 0.52-0.59 of one MR's time on the guests' two
+    /// vCPUs, but with both taken the loop starves (another client's `stats` p99 18x idle), so
+    /// by default one CPU is left to the loop (docs/benchmarks.md, "Large registrations off the
+    /// loop").
+    static let parallelPinBytes: UInt64 = 1 << 30
+    static var automaticPinSlices: Int { max(1, min(4, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) - 1)) }
+
     /// How long accepting pauses when the process or system is out of fds (swift-nio's
     /// AcceptBackoffHandler waits one second too): long enough not to spin, short enough that a
     /// freed fd is used soon.
@@ -156,7 +164,9 @@ public final class Daemon {
                                           initialBackoff: configuration.restoreBackoffMillis * 1_000_000)
         engine = try registrar.map { registrar in
             try Engine(registrar: registrar, configuration: .init(timing: timing, extentReader: extentReader, odpPrefetch: configuration.odpPrefetch,
-                                                                  offloadPinBytes: configuration.offloadPinBytes == 0 ? nil : configuration.offloadPinBytes),
+                                                                  offloadPinBytes: configuration.offloadPinBytes == 0 ? nil : configuration.offloadPinBytes,
+                                                                  parallelPinBytes: Self.parallelPinBytes,
+                                                                  pinSlices: configuration.pinSlices == 0 ? Self.automaticPinSlices : configuration.pinSlices),
                        logger: logger)
         }
         // A device's pins run on a thread of their own (its PD takes registrations from two

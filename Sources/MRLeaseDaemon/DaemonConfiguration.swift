@@ -55,6 +55,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Pinned registrations of at least this many bytes are made on a worker thread, so the
     /// loop goes on serving other clients and lease breaks meanwhile; 0: never.
     public var offloadPinBytes: UInt64 = 16 << 20
+    /// MRs a pin of 1 GiB or more is made as, pinned from as many threads at once; 0: the
+    /// CPUs less one, at most 4.
+    public var pinSlices = 0
     /// What an ODP region does when its file's layout changes, unless its `register` asks:
     /// `follow` (its MR stays) or `revoke` (the lease protocol). Pinned regions always revoke.
     /// `follow` by default: proven for every layout change on ext4, xfs and both FS-DAX with

@@ -172,6 +172,9 @@ extension DaemonConfiguration {
         Setting("offload-pin-bytes", "bytes, 0 to 2^63", default: "16777216") { c, v, r throws(Problem) in
             c.offloadPinBytes = try r.number(v, in: 0...(1 << 63))
         },
+        Setting("pin-slices", "count, 0 to 16", default: "0") { c, v, r throws(Problem) in
+            c.pinSlices = try r.count(v, min: 0, max: 16)
+        },
         // Reported by `hello` as its own field, `layoutPolicy` (not a limit).
         Setting("layout-policy", "follow or revoke", default: "follow",
                 flag: "What an ODP region does when its file's layout changes: follow (its MR and keys stay) or revoke.") { c, v, r throws(Problem) in

@@ -44,6 +44,8 @@ public final class PinJob: @unchecked Sendable {
     let window: MappedWindow
     let address: UnsafeMutableRawPointer
     let flags: AccessFlags
+    /// MRs the range is pinned as, in parallel (1: one MR).
+    let slices: Int
     /// The file's lease epoch when the pin began: a break (or a layout change) in between
     /// releases the lease and takes it again, so the pin may hold pages of the old layout.
     let leaseEpoch: UInt64
@@ -58,8 +60,9 @@ public final class PinJob: @unchecked Sendable {
     private(set) var extentsRead: Result<ExtentMap?, Errno>?
 
     init(_ purpose: Purpose, file: TrackedFile, window: MappedWindow, offset: UInt64, length: UInt64, flags: AccessFlags,
-         registrar: any Registrar) {
+         slices: Int, registrar: any Registrar) {
         self.purpose = purpose
+        self.slices = slices
         self.file = file
         self.window = window
         self.address = window.address(of: offset)
@@ -85,7 +88,7 @@ public final class PinJob: @unchecked Sendable {
             do throws(Errno) { extentsRead = .success(try reader.read(fd, backing)) } catch { extentsRead = .failure(error) }
         }
         do throws(VerbsError) {
-            made = .success(try registrar.register(address: address, length: Int(length), flags: flags))
+            made = .success(try registrar.register(address: address, length: Int(length), flags: flags, slices: slices))
         } catch {
             made = .failure(error)
         }
@@ -207,7 +210,9 @@ extension Engine {
                 holding: Bool) -> PinJob {
         if holding { window.users += 1 }
         file.pinWindows.append(window)
-        return PinJob(purpose, file: file, window: window, offset: plan.offset, length: plan.length, flags: flags, registrar: registrar)
+        let sliced = configuration.parallelPinBytes.map { plan.length >= $0 } ?? false
+        return PinJob(purpose, file: file, window: window, offset: plan.offset, length: plan.length, flags: flags,
+                      slices: sliced ? configuration.pinSlices : 1, registrar: registrar)
     }
 
     /// A layout change seen while pins were under way (IN_MODIFY through the leased fd, which

@@ -32,17 +32,24 @@ public final class Engine {
         /// Pinned registrations of at least this many bytes are left to a worker
         /// (`startRegistration` returns a `PinJob`); nil: every one runs on the caller's thread.
         public var offloadPinBytes: UInt64?
+        /// Pins left to a worker of at least this many bytes are made as `pinSlices` MRs of
+        /// slices, in parallel (`SlicedMemory`); nil: one MR always.
+        public var parallelPinBytes: UInt64?
+        public var pinSlices: Int
         /// The engine's time (monotonic ns): `Engine.now` (CLOCK_MONOTONIC), or a test's, which
         /// advances deadlines and intervals without sleeping.
         public var clock: @Sendable () -> UInt64
         public init(timing: FileLifecycle.Timing = .init(), extentReader: ExtentReader = .fiemap,
                     layoutCheckInterval: UInt64 = 20_000_000, odpPrefetch: Bool = false, offloadPinBytes: UInt64? = nil,
+                    parallelPinBytes: UInt64? = nil, pinSlices: Int = 1,
                     clock: @escaping @Sendable () -> UInt64 = Engine.now) {
             self.timing = timing
             self.extentReader = extentReader
             self.layoutCheckInterval = layoutCheckInterval
             self.odpPrefetch = odpPrefetch
             self.offloadPinBytes = offloadPinBytes
+            self.parallelPinBytes = parallelPinBytes
+            self.pinSlices = pinSlices
             self.clock = clock
         }
     }

@@ -56,13 +56,53 @@ public struct ExposureTarget {
 public protocol Registrar: AnyObject {
     var deviceName: String { get }
     var odp: ODPCaps { get }
+    /// Thread-safe for `VerbsRegistrar`: a pin worker calls it while the engine's thread
+    /// registers too.
     func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory
+    /// The same range as `slices` MRs pinned in parallel, held as one (`SlicedMemory`): for
+    /// a large pinned range. A double may register it whole.
+    func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags, slices: Int) throws(VerbsError) -> any RegisteredMemory
     /// Forgets what it keeps of MRs that are gone, after many went at once.
     func forgetGone()
 }
 
 extension Registrar {
     public func forgetGone() {}
+
+    public func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags, slices: Int) throws(VerbsError) -> any RegisteredMemory {
+        try register(address: address, length: length, flags: flags)
+    }
+}
+
+/// A region's registration made of several MRs over consecutive slices of its range, pinned in
+/// parallel. It stands for one registration: a region's own MR is never used for RDMA (see
+/// `VerbsRegistrar`), so what it must do is hold the pages and go; its keys and address are
+/// the first slice's, and they change with every registration as a whole MR's do. Peers reach
+/// the region through a grant's own MR of the whole range, never through these.
+public final class SlicedMemory: RegisteredMemory {
+    public let slices: [any RegisteredMemory]
+
+    public init(_ slices: [any RegisteredMemory]) {
+        precondition(!slices.isEmpty, "a sliced registration of no slice")
+        self.slices = slices
+    }
+
+    public var lkey: UInt32 { slices[0].lkey }
+    public var rkey: UInt32 { slices[0].rkey }
+    public var address: UInt64 { slices[0].address }
+
+    /// Deregisters every slice (all are tried); the first failure is thrown.
+    public func deregister() throws(VerbsError) {
+        var failure: VerbsError?
+        for slice in slices {
+            do throws(VerbsError) { try slice.deregister() } catch { failure = failure ?? error }
+        }
+        if let failure { throw failure }
+    }
+
+    public func prefetch(forWriting: Bool, synchronous: Bool) throws(VerbsError) {
+        for slice in slices { try slice.prefetch(forWriting: forWriting, synchronous: synchronous) }
+    }
 }
 
 /// Registers on one real device, every region in one PD that holds no queue pair.
@@ -120,6 +160,12 @@ public final class VerbsRegistrar: Registrar {
 
     public func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags) throws(VerbsError) -> any RegisteredMemory {
         try protectionDomain.register(address: address, length: length, access: flags)
+    }
+
+    public func register(address: UnsafeMutableRawPointer, length: Int, flags: AccessFlags, slices: Int) throws(VerbsError) -> any RegisteredMemory {
+        guard slices > 1 else { return try register(address: address, length: length, flags: flags) }
+        let parts = try protectionDomain.register(address: address, length: length, access: flags, slices: slices, pageSize: SharedMapping.pageSize)
+        return parts.count == 1 ? parts[0] : SlicedMemory(parts)
     }
 
     public func forgetGone() { protectionDomain.forgetGone() }

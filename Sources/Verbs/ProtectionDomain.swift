@@ -82,6 +82,61 @@ public final class ProtectionDomain: @unchecked Sendable {
         return region
     }
 
+    /// Registers `[address, address+length)` as `slices` MRs over consecutive page-aligned
+    /// slices, each on a thread of its own at once (the calling thread takes the first): a
+    /// large pin costs what its pages cost, and the kernel pins slices in parallel. All or
+    /// none: when one slice fails, the others are deregistered and its error is thrown. The
+    /// threads are made with the caller's signal mask (the daemon's pin worker blocks all).
+    ///
+    /// The corresponding C function is `ibv_reg_mr`, once per slice.
+    public func register(address: UnsafeMutableRawPointer, length: Int, access: AccessFlags, slices: Int,
+                         pageSize: Int) throws(VerbsError) -> [MemoryRegion] {
+        let count = max(1, min(slices, length / pageSize))
+        let slice = (length / count + pageSize - 1) / pageSize * pageSize
+        let pieces = (0..<count).map { i in (offset: i * slice, bytes: min(slice, length - i * slice)) }.filter { $0.bytes > 0 }
+        let results = Locked([Result<MemoryRegion, VerbsError>?](repeating: nil, count: pieces.count))
+        nonisolated(unsafe) let base = address
+        let work: @Sendable (Int) -> Void = { [self] i in
+            let result: Result<MemoryRegion, VerbsError>
+            do throws(VerbsError) { result = .success(try register(address: base + pieces[i].offset, length: pieces[i].bytes, access: access)) } catch {
+                result = .failure(error)
+            }
+            results.withLock { $0[i] = result }
+        }
+        var threads: [pthread_t] = []
+        var failure: VerbsError?
+        for i in 1..<max(pieces.count, 1) {
+            let box = Unmanaged.passRetained(SliceWork { work(i) })
+            var thread = pthread_t()
+            if pthread_create(&thread, nil, { context in
+                let box = Unmanaged<SliceWork>.fromOpaque(context!).takeRetainedValue()
+                box.run()
+                return nil
+            }, box.toOpaque()) == 0 {
+                threads.append(thread)
+            } else {
+                box.release()
+                work(i)   // no thread to be had: this one does it
+            }
+        }
+        work(0)
+        for thread in threads { pthread_join(thread, nil) }
+        let made = results.withLock { $0 }
+        var regions: [MemoryRegion] = []
+        for result in made {
+            switch result {
+            case .success(let region)?: regions.append(region)
+            case .failure(let error)?: failure = failure ?? error
+            case nil: preconditionFailure("a slice's registration never ran, though every slice is run before the joins")
+            }
+        }
+        if let failure {
+            for region in regions { try? region.deregister() }
+            throw failure
+        }
+        return regions
+    }
+
     /// Creates a reliable-connected queue pair.
     ///
     /// The corresponding C function is `ibv_create_qp`.
@@ -113,4 +168,10 @@ public final class ProtectionDomain: @unchecked Sendable {
     func track(_ queuePair: QueuePair) {
         children.withLock { $0.queuePairs.insert(queuePair) }
     }
+}
+
+/// One slice's registration, handed to its thread.
+private final class SliceWork: @unchecked Sendable {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
 }

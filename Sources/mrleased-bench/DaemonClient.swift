@@ -55,7 +55,8 @@ final class DaemonClient {
         }
         switch reply.outcome {
         case .success(let result): return result
-        case .failure(let error): throw BenchError("\(request.type.rawValue) refused: \(error)")
+        case .failure(let error):
+            throw BenchError("\(request.type.rawValue) refused: \(error)", refused: error.code == .strategyUnavailable)
         }
     }
 

@@ -16,6 +16,9 @@ struct LargeRegistrationCase: Codable {
     var strategy: String
     var daemonRegisterMS: Double
     var bareRegisterMS: Double
+    /// The same range bare as `parallelSlices` MRs registered from as many threads at once.
+    var parallelSlices: Int
+    var bareParallelMS: Double
     /// From the owner's ack (the revocation done, the lease let go) to its `restored`: the
     /// breaker's open and close, then the restoration.
     var restoreMS: Double
@@ -122,8 +125,11 @@ final class LargeRegistrationBenchmark {
         let flags = RegistrationBenchmark.flags(for: strategy)
         let bare = try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: Int(bytes), count: 1, range: { _ in (0, Int(bytes)) },
                                                          flags: flags, registrar: verbs, what: "bare")
+        let slices = max(2, min(4, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        let parallel = try PlainVerbs.registerSlicesInParallel(fd: fd, length: Int(bytes), slices: slices, flags: flags, registrar: verbs)
         return LargeRegistrationCase(bytes: bytes, strategy: made.strategy.rawValue, daemonRegisterMS: Double(daemonNS) / 1e6,
-                                     bareRegisterMS: Double(bare[0].register) / 1e6, restoreMS: Double(restoreNS) / 1e6,
+                                     bareRegisterMS: Double(bare[0].register) / 1e6, parallelSlices: slices,
+                                     bareParallelMS: Double(parallel) / 1e6, restoreMS: Double(restoreNS) / 1e6,
                                      idle: .init(idle), duringRegistration: .init(duringRegistration),
                                      duringRevocation: .init(duringRevocation), duringRestoration: .init(duringRestoration))
     }

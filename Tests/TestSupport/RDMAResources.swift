@@ -29,13 +29,15 @@ public enum RDMAResources {
         return Set(names.compactMap { Int32($0) }).union([pid])
     }
 
-    /// The entries of `rdma -j resource show KIND` created by any of `threads`.
-    public static func entries(_ kind: String, threads: Set<Int32>) throws -> [[String: Any]] {
+    /// The entries of `rdma -j resource show KIND` created by any of `threads`; nil: every
+    /// entry, whoever made it (a thread that has exited leaves its objects under its own id).
+    public static func entries(_ kind: String, threads: Set<Int32>?) throws -> [[String: Any]] {
         let result = try Subprocess.run("/usr/bin/env", ["rdma", "-j", "resource", "show", kind])
         guard result.status == 0 else {
             throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "rdma resource show \(kind): \(result.stderr)"])
         }
         let entries = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]) ?? []
+        guard let threads else { return entries }
         return entries.filter { entry in (entry["pid"] as? Int).map { threads.contains(Int32($0)) } ?? false }
     }
 

@@ -56,6 +56,39 @@ final class VerbsTests: XCTestCase {
         try mr.deregister()  // a second call is a no-op, not a double free
     }
 
+    /// A large pin as slices registered from several threads at once (issue 19): consecutive,
+    /// page-aligned, covering the range exactly; and all or none when one slice cannot be made.
+    func testSlicesRegisteredInParallelCoverTheRangeAndFailAllOrNone() throws {
+        let pd = try openDevice().allocateProtectionDomain()
+        let page = 4096, length = 3 << 20 | 8192
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: page)
+        defer { buffer.deallocate() }
+        let slices = try pd.register(address: buffer, length: length, access: [.localWrite, .remoteWrite], slices: 3, pageSize: page)
+        XCTAssertEqual(slices.count, 3)
+        var next = UInt64(UInt(bitPattern: buffer))
+        for slice in slices {
+            XCTAssertEqual(slice.address, next, "consecutive")
+            XCTAssertEqual(slice.address % UInt64(page), 0, "page-aligned")
+            next += UInt64(slice.length)
+        }
+        XCTAssertEqual(next, UInt64(UInt(bitPattern: buffer)) + UInt64(length), "the whole range, nothing more")
+        XCTAssertEqual(Set(slices.map(\.rkey)).count, 3)
+        for slice in slices { try slice.deregister() }
+
+        // The last slice runs past a mapping: the call fails, and the slices made are gone.
+        let mapped = 4 * page
+        let region = mmap(nil, 8 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+        defer { munmap(region, 8 * page) }
+        munmap(region + mapped, 4 * page)
+        let before = try RDMAResources.memoryRegionKeys(pid: getpid())
+        XCTAssertThrowsError(try pd.register(address: region, length: 8 * page, access: [.localWrite], slices: 2, pageSize: page)) { error in
+            XCTAssertEqual((error as? VerbsError)?.op, "ibv_reg_mr", "\(error)")
+        }
+        XCTAssertEqual(try RDMAResources.memoryRegionKeys(pid: getpid()), before, "the first slice, which registered, is gone too")
+        let whole = try pd.register(address: region, length: mapped, access: [.localWrite])
+        try whole.deregister()
+    }
+
     func testRegisteringUnmappedMemoryFailsWithTheCallAndErrno() throws {
         let pd = try openDevice().allocateProtectionDomain()
         let bogus = UnsafeMutableRawPointer(bitPattern: 0x10)!
