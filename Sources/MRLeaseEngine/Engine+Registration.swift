@@ -217,11 +217,15 @@ extension Engine {
 
     /// A layout change seen while pins were under way (IN_MODIFY through the leased fd, which
     /// breaks no lease) is compared once the last of them is in: what it changed may be
-    /// what they pinned.
+    /// what they pinned. At the next timer pass, not in this call: a registration's caller
+    /// routes no events, and the comparison may revoke.
     func lookAgainIfTouched(_ file: TrackedFile) {
         guard file.touchedWhilePinning, file.pinWindows.isEmpty, files[file.key] === file else { return }
         file.touchedWhilePinning = false
-        layoutTouched(file, now: clock())
+        guard file.layoutTimer == nil else { return }
+        let now = clock()
+        file.layoutTimer = now
+        timers.schedule(file.key, at: now)
     }
 
     /// A pin job nobody waits for (its client left, the daemon stops): its MR, if it made

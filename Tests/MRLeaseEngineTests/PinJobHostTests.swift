@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import LinuxFile
 import SystemPackage
@@ -214,6 +215,43 @@ final class PinnedRestorationHostTests: XCTestCase {
         events += engine.finishRestoration(pins[1]).map(\.event)
         XCTAssertEqual(events.map(\.summary), ["revoking \(region.id)", "revoked \(region.id)", "restored \(region.id)"])
         XCTAssertEqual(engine.info(region.id)?.generation, 2, "one restoration counted, not the one the break ended")
+        XCTAssertEqual(engine.indexProblems(), [])
+    }
+}
+
+/// A hole punched through the owner's own fd (IN_MODIFY, no lease break) while a large pin is under
+/// way is compared once the pin is in, and what it changed is told: through a timer pass, whose
+/// events reach their owners (the registration's own call routes none).
+final class TouchedWhilePinningHostTests: XCTestCase {
+    func testAHolePunchedDuringThePinRevokesAndRestoresTheNewRegionAtTheNextPass() throws {
+        let (scratch, _, fd) = try scratchFile()
+        defer { try? fd.close(); _ = scratch }
+        let registrar = RecordingRegistrar()
+        registrar.inode = try FileFacts.inspect(fd).inode
+        let engine = try Engine(registrar: registrar, configuration: .init(layoutCheckInterval: 0, offloadPinBytes: 65536))
+        let facts = try FileFacts.inspect(fd)
+        let plan = try RegistrationPlan.make(file: PlannedFile(facts), mode: .readWrite, offset: 0, length: 262_144, access: [.read, .write],
+                                             preference: .pinned, layoutPolicy: .revoke, device: engine.device, lessee: .privileged,
+                                             pageSize: UInt64(SharedMapping.pageSize)).get()
+        guard case .pinning(let job) = try engine.startRegistration(owner: OwnerID(1), uid: 0, fd: fd, facts: facts, plan: plan) else {
+            return XCTFail("registered on the caller's thread")
+        }
+        // The owner punches a hole under the range being pinned, through its own fd.
+        XCTAssertEqual(mrl_fallocate(fd.rawValue, MRL_FALLOC_FL_PUNCH_HOLE | MRL_FALLOC_FL_KEEP_SIZE, 65536, 65536), 0)
+        var events = engine.poll(timeout: .milliseconds(100)).map(\.event)
+        XCTAssertEqual(events, [], "nothing to tell before the pin is in")
+        job.run()
+        guard case .registered(let region) = try engine.finishRegistration(job) else { return XCTFail("finished into another pin") }
+        let deadline = Date().addingTimeInterval(10)
+        while !events.contains(where: { if case .restored = $0 { true } else { false } }) && Date() < deadline {
+            events += engine.poll(timeout: .milliseconds(10)).map(\.event)
+            // Its restoration pins on the worker too.
+            for restoring in engine.takeStartedPins() {
+                restoring.run()
+                events += engine.finishRestoration(restoring).map(\.event)
+            }
+        }
+        XCTAssertEqual(events.map(\.summary), ["revoking \(region.id)", "revoked \(region.id)", "restored \(region.id)"])
         XCTAssertEqual(engine.indexProblems(), [])
     }
 }
