@@ -261,7 +261,8 @@ extension Engine {
         // file's (mincore). Either one seen changed revokes at once, without the synced FIEMAP,
         // which writes dirty pages back first and so kept pinned MRs alive for tens of ms
         // while peers' WRITEs into dropped pages completed with success (docs/reliability.md).
-        let regions = file.lifecycle.regions.sorted().compactMap { file.regions[$0] }
+        // The lifecycle's regions are the file's guarded ones, already in id order in the table.
+        let regions = file.regions.values.filter(\.isGuarded)
         var changed = regions.filter { $0.offset + $0.length > size || lostPages($0, file) }.map(\.id)
         if changed.isEmpty {
             let read = readExtents(file, op: "layout check")

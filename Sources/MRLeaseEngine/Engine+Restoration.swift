@@ -50,7 +50,9 @@ extension Engine {
         setLease(file, held: true)
         watch(file, closes: false)
         let restoration = Restoration(size: facts.size)
-        let guarded = file.lifecycle.regions.sorted().compactMap { file.regions[$0] }
+        // The lifecycle's regions are the file's guarded ones (`indexProblems` checks it), in id
+        // order in the table: no sort of the set, no lookup per id.
+        let guarded = file.regions.values.filter(\.isGuarded)
         // With a pin for the worker, the extents are its to read too.
         let offloads = configuration.offloadPinBytes.map { limit in guarded.contains { $0.strategy == .pinned && $0.length >= limit } } ?? false
         if !offloads { restoration.extents = readExtents(file, op: "restore") }

@@ -341,6 +341,8 @@ struct BenchCommand: ParsableCommand {
             + " | plain ibv_reg_mr \(rate(row.plainRegsPerSecond))/s | ratio \(String(format: "%.2f", row.ratio))"
             + " | engine with the fd inspected once per 64 (as register-batch) \(rate(row.engineBatchRegsPerSecond))/s, ratio \(String(format: "%.2f", row.batchRatio))"
             + " (deregistration: engine \(rate(row.engineDeregsPerSecond))/s, plain \(rate(row.plainDeregsPerSecond))/s)"
+            + " | plain with the fd inspected per call (statx, fstatfs, F_GETFL: the floor of a per-call register) \(rate(row.plainInspectingRegsPerSecond))/s,"
+            + " ratio to plain \(String(format: "%.2f", row.floorRatio)); engine per call to that floor \(String(format: "%.2f", row.engineRegsPerSecond / row.plainInspectingRegsPerSecond))"
     }
 
     static func rate(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : "%.1f", value) }

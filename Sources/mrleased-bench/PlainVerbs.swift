@@ -13,7 +13,7 @@ enum PlainVerbs {
     /// in errors ("plain", "bare").
     static func registerThenDeregister(
         fd: FileDescriptor, mappedLength: Int, count: Int, range: (Int) -> (offset: Int, length: Int), flags: AccessFlags,
-        registrar: VerbsRegistrar, rounds: Int = 1, what: String
+        registrar: VerbsRegistrar, rounds: Int = 1, what: String, before: ((Int) throws(BenchError) -> Void)? = nil
     ) throws(BenchError) -> [(register: UInt64, deregister: UInt64)] {
         let mapping: SharedMapping
         let pd: ProtectionDomain
@@ -31,6 +31,7 @@ enum PlainVerbs {
             let start = Engine.now()
             for i in 0..<count {
                 let (offset, length) = range(i)
+                try before?(i)
                 do { mrs.append(try pd.register(address: mapping.base + offset, length: length, access: flags)) } catch {
                     throw BenchError("\(what) ibv_reg_mr \(i) of \(count) × \(length) B: \(error)")
                 }

@@ -22,6 +22,11 @@ struct RegistrationCase: Codable {
     var batchRatio: Double
     var engineDeregsPerSecond: Double
     var plainDeregsPerSecond: Double
+    /// The plain loop with the fd inspected before each `ibv_reg_mr` as any registration
+    /// through a passed fd must (statx, fstatfs, F_GETFL): the floor of a per-call register.
+    var plainInspectingRegsPerSecond: Double
+    /// That floor against the plain loop: the most a per-call registration can reach.
+    var floorRatio: Double
 }
 
 /// Registrations per second, engine against plain verbs, in alternating passes on one file.
@@ -64,6 +69,7 @@ final class RegistrationBenchmark {
 
     func run(regions count: Int, length: Int, passes: Int) throws(BenchError) -> RegistrationCase {
         var engineNS: UInt64 = 0, plainNS: UInt64 = 0, engineDeregNS: UInt64 = 0, plainDeregNS: UInt64 = 0, batchNS: UInt64 = 0
+        var inspectingNS: UInt64 = 0
         var strategy = Strategy.odp
         for _ in 0..<passes {
             batchNS += try enginePass(count: count, length: length, inspectEvery: 64).register
@@ -74,6 +80,7 @@ final class RegistrationBenchmark {
             let plainRun = try plainPass(count: count, length: length, flags: Self.flags(for: strategy))
             plainNS += plainRun.register
             plainDeregNS += plainRun.deregister
+            inspectingNS += try plainPass(count: count, length: length, flags: Self.flags(for: strategy), inspecting: true).register
         }
         let total = Double(count * passes)
         let engineRate = total / (Double(engineNS) / 1e9), plainRate = total / (Double(plainNS) / 1e9)
@@ -83,7 +90,9 @@ final class RegistrationBenchmark {
                                 engineBatchRegsPerSecond: total / (Double(batchNS) / 1e9),
                                 batchRatio: total / (Double(batchNS) / 1e9) / plainRate,
                                 engineDeregsPerSecond: total / (Double(engineDeregNS) / 1e9),
-                                plainDeregsPerSecond: total / (Double(plainDeregNS) / 1e9))
+                                plainDeregsPerSecond: total / (Double(plainDeregNS) / 1e9),
+                                plainInspectingRegsPerSecond: total / (Double(inspectingNS) / 1e9),
+                                floorRatio: total / (Double(inspectingNS) / 1e9) / plainRate)
     }
 
     static let access: RegionAccess = [.read, .write]
@@ -139,9 +148,21 @@ final class RegistrationBenchmark {
         return (registered - start, end - registered, strategy)
     }
 
-    func plainPass(count: Int, length: Int, flags: AccessFlags) throws(BenchError) -> (register: UInt64, deregister: UInt64) {
-        try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: Int(size), count: count,
-                                              range: { (Int(offset($0, length: length)), length) }, flags: flags,
-                                              registrar: registrar, what: "plain")[0]
+    /// `inspecting`: statx, fstatfs and F_GETFL of the fd before each registration, the
+    /// syscalls a registration through a passed fd cannot do without (what it is, where it
+    /// lives, how it was opened).
+    func plainPass(count: Int, length: Int, flags: AccessFlags, inspecting: Bool = false) throws(BenchError) -> (register: UInt64, deregister: UInt64) {
+        let fd = self.fd
+        let inspect: ((Int) throws(BenchError) -> Void)? = inspecting ? { (_: Int) throws(BenchError) in
+            do {
+                _ = try FileFacts.inspect(fd, mount: false)
+                _ = try Engine.openMode(fd)
+            } catch {
+                throw BenchError("inspecting the fd: \(error)")
+            }
+        } : nil
+        return try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: Int(size), count: count,
+                                                     range: { (Int(offset($0, length: length)), length) }, flags: flags,
+                                                     registrar: registrar, what: "plain", before: inspect)[0]
     }
 }
