@@ -343,6 +343,7 @@ struct BenchCommand: ParsableCommand {
             + " (deregistration: engine \(rate(row.engineDeregsPerSecond))/s, plain \(rate(row.plainDeregsPerSecond))/s)"
             + " | plain with the fd inspected per call (statx, fstatfs, F_GETFL: the floor of a per-call register) \(rate(row.plainInspectingRegsPerSecond))/s,"
             + " ratio to plain \(String(format: "%.2f", row.floorRatio)); engine per call to that floor \(String(format: "%.2f", row.engineRegsPerSecond / row.plainInspectingRegsPerSecond))"
+            + " | plain with fstat and F_GETFL only (fstatfs cached) \(rate(row.plainIdentityRegsPerSecond))/s, ratio to plain \(String(format: "%.2f", row.identityFloorRatio))"
     }
 
     static func rate(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : "%.1f", value) }

@@ -27,6 +27,9 @@ struct RegistrationCase: Codable {
     var plainInspectingRegsPerSecond: Double
     /// That floor against the plain loop: the most a per-call registration can reach.
     var floorRatio: Double
+    /// The same with statx and F_GETFL only (fstatfs answered from a cache by device number).
+    var plainIdentityRegsPerSecond: Double
+    var identityFloorRatio: Double
 }
 
 /// Registrations per second, engine against plain verbs, in alternating passes on one file.
@@ -69,7 +72,7 @@ final class RegistrationBenchmark {
 
     func run(regions count: Int, length: Int, passes: Int) throws(BenchError) -> RegistrationCase {
         var engineNS: UInt64 = 0, plainNS: UInt64 = 0, engineDeregNS: UInt64 = 0, plainDeregNS: UInt64 = 0, batchNS: UInt64 = 0
-        var inspectingNS: UInt64 = 0
+        var inspectingNS: UInt64 = 0, identityNS: UInt64 = 0
         var strategy = Strategy.odp
         for _ in 0..<passes {
             batchNS += try enginePass(count: count, length: length, inspectEvery: 64).register
@@ -80,7 +83,8 @@ final class RegistrationBenchmark {
             let plainRun = try plainPass(count: count, length: length, flags: Self.flags(for: strategy))
             plainNS += plainRun.register
             plainDeregNS += plainRun.deregister
-            inspectingNS += try plainPass(count: count, length: length, flags: Self.flags(for: strategy), inspecting: true).register
+            inspectingNS += try plainPass(count: count, length: length, flags: Self.flags(for: strategy), inspecting: .full).register
+            identityNS += try plainPass(count: count, length: length, flags: Self.flags(for: strategy), inspecting: .identityAndMode).register
         }
         let total = Double(count * passes)
         let engineRate = total / (Double(engineNS) / 1e9), plainRate = total / (Double(plainNS) / 1e9)
@@ -92,7 +96,9 @@ final class RegistrationBenchmark {
                                 engineDeregsPerSecond: total / (Double(engineDeregNS) / 1e9),
                                 plainDeregsPerSecond: total / (Double(plainDeregNS) / 1e9),
                                 plainInspectingRegsPerSecond: total / (Double(inspectingNS) / 1e9),
-                                floorRatio: total / (Double(inspectingNS) / 1e9) / plainRate)
+                                floorRatio: total / (Double(inspectingNS) / 1e9) / plainRate,
+                                plainIdentityRegsPerSecond: total / (Double(identityNS) / 1e9),
+                                identityFloorRatio: total / (Double(identityNS) / 1e9) / plainRate)
     }
 
     static let access: RegionAccess = [.read, .write]
@@ -148,19 +154,39 @@ final class RegistrationBenchmark {
         return (registered - start, end - registered, strategy)
     }
 
-    /// `inspecting`: statx, fstatfs and F_GETFL of the fd before each registration, the
-    /// syscalls a registration through a passed fd cannot do without (what it is, where it
-    /// lives, how it was opened).
-    func plainPass(count: Int, length: Int, flags: AccessFlags, inspecting: Bool = false) throws(BenchError) -> (register: UInt64, deregister: UInt64) {
+    /// What the plain loop asks of the fd before each registration.
+    enum Inspection {
+        case none
+        /// statx, fstatfs and F_GETFL: what the engine asks of a passed fd (what it is, where
+        /// it lives, how it was opened).
+        case full
+        /// statx (through fstat) and F_GETFL only: fstatfs answered from a cache.
+        case identityAndMode
+    }
+
+    func plainPass(count: Int, length: Int, flags: AccessFlags, inspecting: Inspection = .none) throws(BenchError) -> (register: UInt64, deregister: UInt64) {
         let fd = self.fd
-        let inspect: ((Int) throws(BenchError) -> Void)? = inspecting ? { (_: Int) throws(BenchError) in
-            do {
-                _ = try FileFacts.inspect(fd, mount: false)
-                _ = try Engine.openMode(fd)
-            } catch {
-                throw BenchError("inspecting the fd: \(error)")
+        let inspect: ((Int) throws(BenchError) -> Void)?
+        switch inspecting {
+        case .none:
+            inspect = nil
+        case .full:
+            inspect = { (_: Int) throws(BenchError) in
+                do {
+                    _ = try FileFacts.inspect(fd, mount: false)
+                    _ = try Engine.openMode(fd)
+                } catch {
+                    throw BenchError("inspecting the fd: \(error)")
+                }
             }
-        } : nil
+        case .identityAndMode:
+            inspect = { (_: Int) throws(BenchError) in
+                var buffer = stat()
+                guard fstat(fd.rawValue, &buffer) == 0, fcntl(fd.rawValue, F_GETFL) >= 0 else {
+                    throw BenchError("inspecting the fd: \(String(cString: strerror(errno)))")
+                }
+            }
+        }
         return try PlainVerbs.registerThenDeregister(fd: fd, mappedLength: Int(size), count: count,
                                                      range: { (Int(offset($0, length: length)), length) }, flags: flags,
                                                      registrar: registrar, what: "plain", before: inspect)[0]
