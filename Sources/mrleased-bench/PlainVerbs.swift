@@ -64,14 +64,13 @@ enum PlainVerbs {
         defer { try? mapping.unmap() }
         nonisolated(unsafe) var made = [Result<MemoryRegion, VerbsError>?](repeating: nil, count: slices)
         nonisolated(unsafe) let base = mapping.base
-        nonisolated(unsafe) let domain = pd
         let start = Engine.now()
         made.withUnsafeMutableBufferPointer { results in
             nonisolated(unsafe) let results = results
             DispatchQueue.concurrentPerform(iterations: slices) { i in
                 let offset = i * slice
                 let bytes = min(slice, length - offset)
-                do throws(VerbsError) { results[i] = .success(try domain.register(address: base + offset, length: bytes, access: flags)) } catch {
+                do throws(VerbsError) { results[i] = .success(try pd.register(address: base + offset, length: bytes, access: flags)) } catch {
                     results[i] = .failure(error)
                 }
             }
