@@ -172,7 +172,7 @@ extension Engine {
                 case .success(let mr):
                     let current = files[file.key] === file && file.lifecycle.phase == .leased
                     guard current, plan.layoutPolicy(for: attempt.strategy) == .follow || (file.leaseHeld && file.leaseEpoch == job.leaseEpoch) else {
-                        deregister(mr, length: job.length, strategy: nil)
+                        deregister(mr)
                         throw .interrupted("the file's lease broke, or its layout changed, while mrleased pinned the range's \(job.length) bytes; nothing was registered. Register it again")
                     }
                     let made = registered(mr, attempt: attempt, flags: job.flags, file: file, plan: plan, trials: before)
@@ -189,7 +189,9 @@ extension Engine {
                     switch try makeRegistration(file: file, plan: plan, at: job.address, from: index + 1, trials: trials,
                                                 offloadAbove: configuration.offloadPinBytes) {
                     case .registered(let made):
-                        return .registered(admit(made, owner: owner, uid: uid, plan: plan, window: job.window, file: file))
+                        let info = admit(made, owner: owner, uid: uid, plan: plan, window: job.window, file: file)
+                        lookAgainIfTouched(file)
+                        return .registered(info)
                     case .offloaded(let next, let ordered, let flags, let trials):
                         return .pinning(pinJob(.registration(owner: owner, uid: uid, plan: ordered, attempt: next, trials: trials),
                                                file: file, window: job.window, plan: ordered, flags: flags, holding: false))
@@ -235,7 +237,7 @@ extension Engine {
             if case .restoration = job.purpose { return restorationPinned(job, abandoned: true) }
             let file = job.file
             file.pinEnded(job.window)
-            if case .success(let mr) = job.made { deregister(mr, length: job.length, strategy: nil) }
+            if case .success(let mr) = job.made { deregister(mr) }
             release(job.window, of: file)
             if files[file.key] === file { settleOrUntrack(file) }
         }
@@ -247,10 +249,9 @@ extension Engine {
         if file.isIdle { untrack(file) } else { settleLease(file) }
     }
 
-    /// Deregisters an MR that never became a region's (logging a failure); `strategy`: the
-    /// live bytes it was counted in.
-    func deregister(_ mr: any RegisteredMemory, length: UInt64, strategy: Strategy?) {
-        if let strategy { liveBytes[strategy] -= length }
+    /// Deregisters an MR that never became a region's (logging a failure): no live bytes
+    /// were counted for it.
+    func deregister(_ mr: any RegisteredMemory) {
         do throws(VerbsError) { try mr.deregister() } catch {
             logger.error("deregistration failed", metadata: ["op": "\(error.op)", "errno": "\(error.errno.symbolicName)"])
         }

@@ -147,7 +147,7 @@ extension Engine {
                 region.flags = job.flags
                 liveBytes[region.strategy] += region.length
             } else {
-                deregister(mr, length: job.length, strategy: nil)
+                deregister(mr)
                 if region != nil { lostAtRestore(id, restoration, file, "the daemon is stopping") }
             }
         case .failure(let error)?:
