@@ -90,8 +90,8 @@ public struct FileFacts: Sendable {
         let isDAX = stx.stx_attributes & MRL_STATX_ATTR_DAX != 0
         // The mount's type first when it was read: statfs's f_type can be another
         // filesystem's (9p passes the server's own, so a 9p file reports the host's ext4).
-        let filesystem = mount?.filesystem ?? Self.filesystemNames[magic] ?? "0x" + String(magic, radix: 16)
-        let backing: Backing = isDAX ? .fsDAX : Self.shmemFilesystems.contains(filesystem) ? .shmem : .pageCache
+        let filesystem = mount?.filesystem ?? Self.filesystemName(magic: magic) ?? "0x" + String(magic, radix: 16)
+        let backing: Backing = isDAX ? .fsDAX : Self.isShmem(filesystem) ? .shmem : .pageCache
         return FileFacts(
             device: device, inode: stx.stx_ino, size: stx.stx_size, nlink: stx.stx_nlink, owner: stx.stx_uid,
             mode: mode_t(stx.stx_mode), kind: FileKind(mode: mode_t(stx.stx_mode)),
@@ -113,42 +113,54 @@ public struct FileFacts: Sendable {
     }
 
     /// Filesystems whose pages are shmem: pinnable like anonymous memory, no writeback.
-    static let shmemFilesystems: Set<String> = ["tmpfs", "hugetlbfs"]
+    static func isShmem(_ filesystem: String) -> Bool {
+        switch filesystem {
+        case "tmpfs", "hugetlbfs": true
+        default: false
+        }
+    }
 
     /// Kernel-generated files (procfs, sysfs, …): regular files with no pages behind them to
     /// map or register, whatever FIEMAP answers.
-    public var isPseudoFile: Bool { Self.pseudoFilesystems.contains(filesystem) }
-
     /// anon_inodefs too: whatever mode a kernel gives its anonymous inodes, they have no pages.
-    static let pseudoFilesystems: Set<String> = ["proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup2", "configfs", "anon_inodefs"]
+    public var isPseudoFile: Bool {
+        switch filesystem {
+        case "proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup2", "configfs", "anon_inodefs": true
+        default: false
+        }
+    }
 
-    /// statfs `f_type` magics (linux/magic.h) of the filesystems the daemon meets.
-    static let filesystemNames: [UInt64: String] = [
-        0xEF53: "ext4",  // ext2/3/4 share the magic; the ext4 driver mounts all three here
-        0x5846_5342: "xfs",
-        0x9123_683E: "btrfs",
-        0xF2F5_2010: "f2fs",
-        0x0102_1994: "tmpfs",
-        0x9584_58F6: "hugetlbfs",
-        0x8584_58F6: "ramfs",
-        0x0000_9FA0: "proc",
-        0x6265_6572: "sysfs",
-        0x0000_1CD1: "devpts",
-        0x6367_7270: "cgroup2",
-        0x794C_7630: "overlay",
-        0x0000_6969: "nfs",
-        0x0102_1997: "9p",
-        0x6573_5546: "fuse",
-        0x0000_4D44: "vfat",
-        0x0000_9660: "iso9660",
-        0x7371_7368: "squashfs",
-        0x6462_6720: "debugfs",
-        0x7472_6163: "tracefs",
-        0x7363_6673: "securityfs",
-        0xCAFE_4A11: "bpf",
-        0x6E73_6673: "nsfs",
-        0x5049_5045: "pipefs",
-        0x534F_434B: "sockfs",
-        0x0904_1934: "anon_inodefs",
-    ]
+    /// The name of the filesystem with statfs `f_type` `magic` (linux/magic.h), among those the
+    /// daemon meets. A switch, not a table: a registration asks it, and no hashing is cheaper.
+    static func filesystemName(magic: UInt64) -> String? {
+        switch magic {
+        case 0xEF53: "ext4"  // ext2/3/4 share the magic; the ext4 driver mounts all three here
+        case 0x5846_5342: "xfs"
+        case 0x9123_683E: "btrfs"
+        case 0xF2F5_2010: "f2fs"
+        case 0x0102_1994: "tmpfs"
+        case 0x9584_58F6: "hugetlbfs"
+        case 0x8584_58F6: "ramfs"
+        case 0x0000_9FA0: "proc"
+        case 0x6265_6572: "sysfs"
+        case 0x0000_1CD1: "devpts"
+        case 0x6367_7270: "cgroup2"
+        case 0x794C_7630: "overlay"
+        case 0x0000_6969: "nfs"
+        case 0x0102_1997: "9p"
+        case 0x6573_5546: "fuse"
+        case 0x0000_4D44: "vfat"
+        case 0x0000_9660: "iso9660"
+        case 0x7371_7368: "squashfs"
+        case 0x6462_6720: "debugfs"
+        case 0x7472_6163: "tracefs"
+        case 0x7363_6673: "securityfs"
+        case 0xCAFE_4A11: "bpf"
+        case 0x6E73_6673: "nsfs"
+        case 0x5049_5045: "pipefs"
+        case 0x534F_434B: "sockfs"
+        case 0x0904_1934: "anon_inodefs"
+        default: nil
+        }
+    }
 }

@@ -63,7 +63,8 @@ extension Engine {
         if live != liveBytes { problems.append("liveBytes \(liveBytes) != \(live)") }
         if leases != leaseCount { problems.append("leaseCount \(leaseCount) != \(leases) leases held") }
         if regions.count != count { problems.append("regions index has \(regions.count) entries for \(count) regions") }
-        if owners != regionsByOwner { problems.append("regionsByOwner \(regionsByOwner) != \(owners)") }
+        let indexed = regionsByOwner.mapValues { Set($0.ids) }
+        if owners != indexed { problems.append("regionsByOwner \(indexed) != \(owners)") }
         if usage != usageByUID { problems.append("usageByUID \(usageByUID) != \(usage)") }
         for (fd, key) in filesByFD where files[key]?.fd.rawValue != fd { problems.append("filesByFD[\(fd)] stale") }
         for (wd, key) in filesByWatch where files[key]?.watch != wd { problems.append("filesByWatch[\(wd)] stale") }

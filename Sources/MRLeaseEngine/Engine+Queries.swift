@@ -8,7 +8,7 @@ extension Engine {
         guard let owner else {
             return files.values.flatMap { file in file.regions.values.map { info($0, file) } }.sorted { $0.id < $1.id }
         }
-        return (regionsByOwner[owner] ?? []).compactMap { id in
+        return (regionsByOwner[owner]?.ids ?? []).compactMap { id in
             regions[id].flatMap { files[$0] }.flatMap { file in file.regions[id].map { info($0, file) } }
         }.sorted { $0.id < $1.id }
     }
@@ -49,7 +49,7 @@ extension Engine {
 
     /// The ids of an owner's regions, in no order (a `list` page sorts and describes only
     /// the ones it shows).
-    public func regionIDs(owner: OwnerID) -> Set<RegionID> { regionsByOwner[owner] ?? [] }
+    public func regionIDs(owner: OwnerID) -> [RegionID] { regionsByOwner[owner]?.ids ?? [] }
 
     /// How many regions an owner holds.
     public func regionCount(owner: OwnerID) -> Int { regionsByOwner[owner]?.count ?? 0 }

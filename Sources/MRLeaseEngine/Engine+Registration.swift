@@ -270,7 +270,8 @@ extension Engine {
         // A lease taken for a guarded attempt that failed, before a following one worked.
         settleLease(file)
         regions[id] = file.key
-        regionsByOwner[owner, default: []].insert(id)
+        regionsPeak = Swift.max(regionsPeak, regions.count)
+        regionsByOwner[owner, default: IDTable()][id] = ()
         usageByUID[uid, default: Usage()].add(region.length)
         stats.registrations += 1
         logger.debug("registered", metadata: ["region": "\(id)", "file": "\(file.key)", "strategy": "\(region.strategy)"])

@@ -64,9 +64,12 @@ public final class Engine {
     var files: [FileKey: TrackedFile] = [:]
     var filesByFD: [Int32: FileKey] = [:]
     var filesByWatch: [Int32: FileKey] = [:]
-    var regions: [RegionID: FileKey] = [:]
+    /// Each region's file (`IDTable`: no SipHash on the registration path).
+    var regions = IDTable<FileKey>()
+    /// The most regions held since the registrar last dropped its records of gone MRs.
+    var regionsPeak = 0
     /// Each owner's regions, so releasing or listing one owner does not walk everyone's.
-    var regionsByOwner: [OwnerID: Set<RegionID>] = [:]
+    var regionsByOwner: [OwnerID: IDTable<Void>] = [:]
     /// What each uid holds, kept as regions come and go: quotas ask here.
     var usageByUID: [UInt32: Usage] = [:]
     /// Files' timers by deadline; a file's own `timer` says which entry is current.
@@ -178,7 +181,7 @@ public final class Engine {
     /// `deregistered`: whoever ends the owner's connection has ended what hangs on it.
     public func release(owner: OwnerID) -> [EngineNotice] {
         let (_, notices) = exclusive {
-            for id in (regionsByOwner[owner] ?? []).sorted() {
+            for id in (regionsByOwner[owner]?.ids ?? []).sorted() {
                 do { try remove(id, owner: owner) } catch {
                     // Only unknownRegion, and the ids come from the owner's own index: a bug if seen.
                     logger.error("release: region vanished", metadata: ["region": "\(id)", "error": "\(error)"])
@@ -189,21 +192,19 @@ public final class Engine {
         return notices
     }
 
-    /// A dictionary keeps its storage as entries go: after 100 000 regions left, the region
-    /// index would hold megabytes for none. Rebuilt at its size when it is mostly empty.
-    /// The registrar's records of the MRs that went with them are dropped then too.
+    /// After most regions went (100 000 released), the registrar's records of their MRs are
+    /// dropped: its PD sweeps them only when they double, and they would keep their heap
+    /// pages from being given back. The indexes shrink by themselves (`IDTable`).
     func compactIndexes() {
-        guard regions.capacity > 4 * Swift.max(regions.count, 1024) else { return }
-        var compact = [RegionID: FileKey](minimumCapacity: regions.count)
-        for (id, key) in regions { compact[id] = key }
-        regions = compact
+        guard regionsPeak > 4 * Swift.max(regions.count, 1024) else { return }
+        regionsPeak = regions.count
         registrar.forgetGone()
     }
 
     /// Drops a region that is gone (deregistered or lost) from the engine's indexes.
     func forget(_ region: Region) {
         regions[region.id] = nil
-        regionsByOwner[region.owner]?.remove(region.id)
+        regionsByOwner[region.owner]?[region.id] = nil
         if regionsByOwner[region.owner]?.isEmpty == true { regionsByOwner[region.owner] = nil }
         usageByUID[region.uid]?.remove(region.length)
         if usageByUID[region.uid]?.regions == 0 { usageByUID[region.uid] = nil }

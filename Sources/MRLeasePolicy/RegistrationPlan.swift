@@ -175,14 +175,8 @@ public struct RegistrationPlan: Sendable, Equatable {
         if access.isWritable && mode != .readWrite {
             return .failure(PlanRefusal(.accessDenied, "\(access) access needs an fd opened O_RDWR; this fd is read-only"))
         }
-        guard offset % pageSize == 0 else {
-            return .failure(PlanRefusal(.badAlignment, "offset \(offset) is not a multiple of the page size (\(pageSize))"))
-        }
-        // Written so that no sum can overflow: offset + length may pass 2^64.
-        guard length > 0, offset < file.size, length <= file.size - offset else {
-            let end = offset.addingReportingOverflow(length)
-            let range = end.overflow ? "[\(offset), \(offset) + \(length))" : "[\(offset), \(end.partialValue))"
-            return .failure(PlanRefusal(.rangeOutOfFile, "range \(range) is not inside the file (size \(file.size)); extend the file first"))
+        if let refusal = rangeRefusal(offset: offset, length: length, fileSize: file.size, pageSize: pageSize) {
+            return .failure(refusal)
         }
         var plan = RegistrationPlan(offset: offset, length: length, access: access, backing: file.backing,
                                     writableFD: mode == .readWrite, preference: preference, layoutPolicy: layoutPolicy, device: device,
@@ -204,6 +198,36 @@ public struct RegistrationPlan: Sendable, Equatable {
             }
             plan.attempts.append(Attempt(strategy: strategy, kind: kind, reason: reason))
         }
+        return .success(plan)
+    }
+
+    /// Why `[offset, offset+length)` cannot be a region of a file of `fileSize` bytes, if it
+    /// cannot: the range's own checks, the last of `make`'s.
+    static func rangeRefusal(offset: UInt64, length: UInt64, fileSize: UInt64, pageSize: UInt64) -> PlanRefusal? {
+        guard offset % pageSize == 0 else {
+            return PlanRefusal(.badAlignment, "offset \(offset) is not a multiple of the page size (\(pageSize))")
+        }
+        // Written so that no sum can overflow: offset + length may pass 2^64.
+        guard length > 0, offset < fileSize, length <= fileSize - offset else {
+            let end = offset.addingReportingOverflow(length)
+            let range = end.overflow ? "[\(offset), \(offset) + \(length))" : "[\(offset), \(end.partialValue))"
+            return PlanRefusal(.rangeOutOfFile, "range \(range) is not inside the file (size \(fileSize)); extend the file first")
+        }
+        return nil
+    }
+
+    /// This plan for another range of the same file, as `make` would plan it with the same
+    /// file, mode, access, preference, layout policy, device and lessee: every check but the
+    /// range's passed already, and the strategies to try do not depend on the range. So a
+    /// batch of ranges is planned once per (access, preference, layout policy), and each range
+    /// only checked arithmetically.
+    public func moved(offset: UInt64, length: UInt64, fileSize: UInt64, pageSize: UInt64) -> Result<RegistrationPlan, PlanRefusal> {
+        if let refusal = Self.rangeRefusal(offset: offset, length: length, fileSize: fileSize, pageSize: pageSize) {
+            return .failure(refusal)
+        }
+        var plan = self
+        plan.offset = offset
+        plan.length = length
         return .success(plan)
     }
 

@@ -26,6 +26,33 @@ final class RegistrationPlanTests: XCTestCase {
                               lessee: lessee, pageSize: page)
     }
 
+    // MARK: A batch planned once: `moved` answers what `make` would for each range
+
+    func testAMovedPlanIsWhatMakeWouldPlanForTheRangeAndRefusesWhatMakeRefuses() throws {
+        let size: UInt64 = 1 << 20
+        for backing in [Backing.pageCache, .shmem, .fsDAX] {
+            for device in [nil, Self.rxe61, Self.rxe7, Self.readODPOnly] {
+                for access: RegionAccess in [[.read], [.read, .write]] {
+                    guard case .success(let first) = plan(file(backing, size: size), .readWrite, access, device: device) else { continue }
+                    // Inside, misaligned, empty, past the end, and overflowing 2^64.
+                    let ranges: [(UInt64, UInt64)] = [(page, page), (size - page, page), (0, size), (page + 1, page), (page, 0),
+                                                      (size, page), (size - page, 2 * page), (page, .max)]
+                    for (offset, length) in ranges {
+                        let made = plan(file(backing, size: size), .readWrite, access, device: device, offset: offset, length: length)
+                        let moved = first.moved(offset: offset, length: length, fileSize: size, pageSize: page)
+                        switch (made, moved) {
+                        case (.success(let a), .success(let b)): XCTAssertEqual(a, b, "\(backing) \(access) [\(offset), +\(length))")
+                        case (.failure(let a), .failure(let b)):
+                            XCTAssertEqual(a.code, b.code)
+                            XCTAssertEqual(a.message, b.message)
+                        default: XCTFail("\(backing) \(access) [\(offset), +\(length)): make \(made), moved \(moved)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     // MARK: Who may have the daemon lease a file: the kernel's F_SETLEASE rule, for the client
 
     func testOnlyTheFilesOwnerOrACallerWhoMayLeaseOthersGetsPastTheLeaseRule() {
