@@ -63,9 +63,13 @@ extension Engine {
         if live != liveBytes { problems.append("liveBytes \(liveBytes) != \(live)") }
         if leases != leaseCount { problems.append("leaseCount \(leaseCount) != \(leases) leases held") }
         if regions.count != count { problems.append("regions index has \(regions.count) entries for \(count) regions") }
-        let indexed = regionsByOwner.mapValues { Set($0.ids) }
+        let indexed = regionsByOwner.mapValues { Set($0.current { regions.contains($0) }) }
         if owners != indexed { problems.append("regionsByOwner \(indexed) != \(owners)") }
-        if usage != usageByUID { problems.append("usageByUID \(usageByUID) != \(usage)") }
+        for (owner, index) in regionsByOwner where index.count != indexed[owner]?.count {
+            problems.append("owner \(owner) counts \(index.count) regions, its index lists \(indexed[owner]?.count ?? 0)")
+        }
+        let used = usageByUID.mapValues(\.usage)
+        if usage != used { problems.append("usageByUID \(used) != \(usage)") }
         for (fd, key) in filesByFD where files[key]?.fd.rawValue != fd { problems.append("filesByFD[\(fd)] stale") }
         for (wd, key) in filesByWatch where files[key]?.watch != wd { problems.append("filesByWatch[\(wd)] stale") }
         if busy { problems.append("an engine call is on the stack") }

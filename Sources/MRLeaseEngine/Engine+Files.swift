@@ -84,6 +84,7 @@ extension Engine {
         unwatch(file)
         filesByFD[file.fd.rawValue] = nil
         files[file.key] = nil
+        if lastFile === file { lastFile = nil }
         closeOwn(file.fd)
     }
 

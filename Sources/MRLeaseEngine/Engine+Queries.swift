@@ -8,7 +8,7 @@ extension Engine {
         guard let owner else {
             return files.values.flatMap { file in file.regions.values.map { info($0, file) } }.sorted { $0.id < $1.id }
         }
-        return (regionsByOwner[owner]?.ids ?? []).compactMap { id in
+        return regionIDs(owner: owner).compactMap { id in
             regions[id].flatMap { files[$0] }.flatMap { file in file.regions[id].map { info($0, file) } }
         }.sorted { $0.id < $1.id }
     }
@@ -47,15 +47,14 @@ extension Engine {
         return info(region, file)
     }
 
-    /// The ids of an owner's regions, in no order (a `list` page sorts and describes only
-    /// the ones it shows).
-    public func regionIDs(owner: OwnerID) -> [RegionID] { regionsByOwner[owner]?.ids ?? [] }
+    /// The ids of an owner's regions, ascending.
+    public func regionIDs(owner: OwnerID) -> [RegionID] { regionsByOwner[owner]?.current { regions.contains($0) } ?? [] }
 
     /// How many regions an owner holds.
     public func regionCount(owner: OwnerID) -> Int { regionsByOwner[owner]?.count ?? 0 }
 
     /// What `uid` holds over all its owners.
-    public func usage(uid: UInt32) -> Usage { usageByUID[uid] ?? Usage() }
+    public func usage(uid: UInt32) -> Usage { usageByUID[uid]?.usage ?? Usage() }
 
     /// The region's owner, if the region exists.
     public func owner(of id: RegionID) -> OwnerID? {

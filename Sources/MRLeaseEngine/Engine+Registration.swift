@@ -122,7 +122,14 @@ extension Engine {
             // The lease follows the fd's open mode, not the access: a read lease on an O_RDWR fd
             // is refused (EAGAIN), so an O_RDWR fd always gets a write lease.
             let file: TrackedFile
-            if let tracked = files[key] { file = tracked } else { file = try track(key: key, fd: fd, facts: facts, writable: plan.writableFD) }
+            if let last = lastFile, last.key == key {
+                file = last
+            } else if let tracked = files[key] {
+                file = tracked
+            } else {
+                file = try track(key: key, fd: fd, facts: facts, writable: plan.writableFD)
+            }
+            lastFile = file
             if plan.access.isWritable && !file.writable {
                 throw .fileBusy(leaseType: "write: mrleased holds this file read-only for other regions; a writable region needs them gone")
             }
@@ -262,8 +269,7 @@ extension Engine {
                file: TrackedFile) -> RegionInfo {
         let id = RegionID(nextRegion)
         let region = Region(id: id, owner: owner, uid: uid, plan: plan, strategy: made.strategy,
-                            strategyReason: made.reason, window: window, mr: made.mr)
-        region.flags = made.flags
+                            strategyReason: made.reason, window: window, mr: made.mr, flags: made.flags)
         nextRegion += 1
         file.regions[id] = region
         if region.isGuarded { file.lifecycle.add(id) }
@@ -271,10 +277,30 @@ extension Engine {
         settleLease(file)
         regions[id] = file.key
         regionsPeak = Swift.max(regionsPeak, regions.count)
-        regionsByOwner[owner, default: IDTable()][id] = ()
-        usageByUID[uid, default: Usage()].add(region.length)
+        // Classes in the dictionaries, changed in place; the last ones used are at hand, as
+        // most registrations follow one by the same owner.
+        if let index = lastOwner, index.owner == owner {
+            index.add(id)
+        } else if let index = regionsByOwner[owner] {
+            index.add(id)
+            lastOwner = index
+        } else {
+            let index = OwnerIndex(owner, first: id)
+            regionsByOwner[owner] = index
+            lastOwner = index
+        }
+        if let record = lastUsage, record.uid == uid {
+            record.usage.add(region.length)
+        } else if let record = usageByUID[uid] {
+            record.usage.add(region.length)
+            lastUsage = record
+        } else {
+            let record = UsageRecord(uid, bytes: region.length)
+            usageByUID[uid] = record
+            lastUsage = record
+        }
         stats.registrations += 1
-        logger.debug("registered", metadata: ["region": "\(id)", "file": "\(file.key)", "strategy": "\(region.strategy)"])
+        // No log line per region: the daemon logs each request's regions in one line.
         return info(region, file)
     }
 

@@ -61,31 +61,38 @@ public final class Engine {
     let signals: SignalFD
     let inotify: Inotify
     let logger: Logger
-    var files: [FileKey: TrackedFile] = [:]
+    @exclusivity(unchecked) var files: [FileKey: TrackedFile] = [:]
+    /// The file the last registration went to: most registrations follow one of the same
+    /// file, and this spares them hashing the key. Cleared when that file is untracked.
+    @exclusivity(unchecked) var lastFile: TrackedFile?
     var filesByFD: [Int32: FileKey] = [:]
     var filesByWatch: [Int32: FileKey] = [:]
     /// Each region's file (`IDTable`: no SipHash on the registration path).
-    var regions = IDTable<FileKey>()
+    @exclusivity(unchecked) var regions = IDTable<FileKey>()
     /// The most regions held since the registrar last dropped its records of gone MRs.
-    var regionsPeak = 0
+    @exclusivity(unchecked) var regionsPeak = 0
     /// Each owner's regions, so releasing or listing one owner does not walk everyone's.
-    var regionsByOwner: [OwnerID: IDTable<Void>] = [:]
+    @exclusivity(unchecked) var regionsByOwner: [OwnerID: OwnerIndex] = [:]
     /// What each uid holds, kept as regions come and go: quotas ask here.
-    var usageByUID: [UInt32: Usage] = [:]
+    @exclusivity(unchecked) var usageByUID: [UInt32: UsageRecord] = [:]
+    /// The entries of the two dictionaries above the last registration used: cleared when
+    /// they leave their dictionary.
+    @exclusivity(unchecked) var lastOwner: OwnerIndex?
+    @exclusivity(unchecked) var lastUsage: UsageRecord?
     /// Files' timers by deadline; a file's own `timer` says which entry is current.
     var timers = DeadlineHeap<FileKey>()
-    var nextRegion: UInt64 = 1
-    var stats = EngineStatistics()
+    @exclusivity(unchecked) var nextRegion: UInt64 = 1
+    @exclusivity(unchecked) var stats = EngineStatistics()
     /// Bytes under live MRs per strategy, and leases held: kept as they change, so
     /// `statistics()` costs the same with 100 000 regions as with none.
-    var liveBytes = BytesByStrategy()
+    @exclusivity(unchecked) var liveBytes = BytesByStrategy()
     var leaseCount = 0
     var prefetchFailureLogged = false
     /// Restorations' pins left to a worker, until the caller takes them (`takeStartedPins`).
     var startedPins: [PinJob] = []
     /// Events produced by the call in progress, returned when it returns.
-    var outbox: [EngineNotice] = []
-    var busy = false
+    @exclusivity(unchecked) var outbox: [EngineNotice] = []
+    @exclusivity(unchecked) var busy = false
 
     /// Blocks the lease-break signal (and SIGIO, its overflow fallback) in the calling thread.
     public init(registrar: any Registrar, configuration: Configuration = .init(),
@@ -181,7 +188,7 @@ public final class Engine {
     /// `deregistered`: whoever ends the owner's connection has ended what hangs on it.
     public func release(owner: OwnerID) -> [EngineNotice] {
         let (_, notices) = exclusive {
-            for id in (regionsByOwner[owner]?.ids ?? []).sorted() {
+            for id in regionIDs(owner: owner) {
                 do { try remove(id, owner: owner) } catch {
                     // Only unknownRegion, and the ids come from the owner's own index: a bug if seen.
                     logger.error("release: region vanished", metadata: ["region": "\(id)", "error": "\(error)"])
@@ -204,10 +211,20 @@ public final class Engine {
     /// Drops a region that is gone (deregistered or lost) from the engine's indexes.
     func forget(_ region: Region) {
         regions[region.id] = nil
-        regionsByOwner[region.owner]?[region.id] = nil
-        if regionsByOwner[region.owner]?.isEmpty == true { regionsByOwner[region.owner] = nil }
-        usageByUID[region.uid]?.remove(region.length)
-        if usageByUID[region.uid]?.regions == 0 { usageByUID[region.uid] = nil }
+        if let index = regionsByOwner[region.owner] {
+            index.removed { regions.contains($0) }
+            if index.count == 0 {
+                regionsByOwner[region.owner] = nil
+                if lastOwner === index { lastOwner = nil }
+            }
+        }
+        if let record = usageByUID[region.uid] {
+            record.usage.remove(region.length)
+            if record.usage.regions == 0 {
+                usageByUID[region.uid] = nil
+                if lastUsage === record { lastUsage = nil }
+            }
+        }
     }
 
     /// An owner's quiesce acknowledgement for a revoking region.

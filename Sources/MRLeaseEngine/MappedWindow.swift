@@ -32,7 +32,7 @@ final class MappedWindow {
     let span: WindowSpan
     let mapping: SharedMapping
     /// Regions registered over this window (registered or revoked, not yet gone).
-    var users = 0
+    @exclusivity(unchecked) var users = 0
 
     init(span: WindowSpan, mapping: SharedMapping) {
         self.span = span

@@ -66,7 +66,7 @@ final class Region {
     var window: MappedWindow?
     var mr: (any RegisteredMemory)?
     /// The flags `mr` was registered with: an exposure registers the same pages the same way.
-    var flags: AccessFlags = []
+    var flags: AccessFlags
     /// 1 at registration, one more at each restoration.
     var generation: UInt64 = 1
     /// What else reaches the region's memory (a grant's MR and its peers' QPs): withdrawn
@@ -74,7 +74,7 @@ final class Region {
     var exposures: [any RegionExposure] = []
 
     init(id: RegionID, owner: OwnerID, uid: UInt32, plan: RegistrationPlan,
-         strategy: Strategy, strategyReason: String, window: MappedWindow, mr: any RegisteredMemory) {
+         strategy: Strategy, strategyReason: String, window: MappedWindow, mr: any RegisteredMemory, flags: AccessFlags) {
         self.id = id
         self.owner = owner
         self.uid = uid
@@ -84,6 +84,7 @@ final class Region {
         self.policy = plan.layoutPolicy(for: strategy)
         self.window = window
         self.mr = mr
+        self.flags = flags
     }
 
     /// Whether the file's lease guards this region: its lifecycle revokes and restores it.

@@ -48,29 +48,29 @@ final class TrackedFile {
     /// What the following regions' owners were last told of (at registration, or the last
     /// layout check that compared them).
     var followExtents: Extents
-    var lifecycle = FileLifecycle(regions: [])
-    var regions = RegionTable()
+    @exclusivity(unchecked) var lifecycle = FileLifecycle(regions: [])
+    @exclusivity(unchecked) var regions = RegionTable()
     /// The file's shared mappings, by span: each region is registered in the one covering it.
-    var windows: [WindowSpan: MappedWindow] = [:]
+    @exclusivity(unchecked) var windows: [WindowSpan: MappedWindow] = [:]
     /// How a region about to be reported lost was lost, where the reason alone does not say.
     var lossMessages: [RegionID: String] = [:]
     /// The strategy that worked last, per writability, tried first for the next region.
-    var strategyCache = StrategyCache()
+    @exclusivity(unchecked) var strategyCache = StrategyCache()
     /// Why a region of this file got its strategy, when the first attempt worked: the same
     /// words for every such region with the same access and preference, so they are made
     /// (and stored) once, not once per registration.
     /// A handful of entries, so a scan: no hashing on the registration path.
-    var reasons: [(key: ReasonKey, reason: String)] = []
+    @exclusivity(unchecked) var reasons: [(key: ReasonKey, reason: String)] = []
     /// The window the last registration used: most files have one, and most registrations
     /// land in the window before them.
-    var lastWindow: MappedWindow?
-    var leaseHeld = false
+    @exclusivity(unchecked) var lastWindow: MappedWindow?
+    @exclusivity(unchecked) var leaseHeld = false
     /// One more each time the lease is taken: a pin made on a worker (`PinJob`) is good only
     /// if the lease it began under was held throughout.
     var leaseEpoch: UInt64 = 0
     /// The windows of registrations whose pin runs on a worker (`PinJob`), one entry each:
     /// they keep the file tracked, its lease, and their window mapped.
-    var pinWindows: [MappedWindow] = []
+    @exclusivity(unchecked) var pinWindows: [MappedWindow] = []
     /// The restoration waiting for its pins, if one is.
     var restoration: Restoration?
     /// Whether IN_MODIFY came while pins were under way: compared when the last is in.

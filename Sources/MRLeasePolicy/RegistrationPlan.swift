@@ -140,13 +140,64 @@ public struct RegistrationPlan: Sendable, Equatable {
     /// ODP registration gets. A pinned one always gets `revoke` (`layoutPolicy(for:)`).
     public var layoutPolicy: LayoutPolicy
     /// nil on a host without an RDMA device: nothing can be tried.
-    public var device: DeviceCapabilities?
+    public var device: DeviceCapabilities? {
+        get { choices.device }
+        set { choices = Choices(device: newValue, noDeviceReason: noDeviceReason, attempts: attempts, skipped: skipped) }
+    }
     /// Why the plan has no device, for the refusal ("no RDMA device: …").
-    public var noDeviceReason: String?
+    public var noDeviceReason: String? {
+        get { choices.noDeviceReason }
+        set { choices = Choices(device: device, noDeviceReason: newValue, attempts: attempts, skipped: skipped) }
+    }
     /// In order; empty when nothing can work (then `decide(trials: [])` says why).
-    public var attempts: [Attempt]
+    public var attempts: [Attempt] {
+        get { choices.attempts }
+        set { choices = Choices(device: device, noDeviceReason: noDeviceReason, attempts: newValue, skipped: skipped) }
+    }
     /// Registrations not worth trying on this device, as trials that say why.
-    public var skipped: [Trial]
+    public var skipped: [Trial] {
+        get { choices.skipped }
+        set { choices = Choices(device: device, noDeviceReason: noDeviceReason, attempts: attempts, skipped: newValue) }
+    }
+
+    /// The parts of a plan that hold strings and arrays, in one immutable box shared by its
+    /// copies: the engine keeps a plan per region and copies it on every registration, and a
+    /// copy now retains one object instead of each string and array (callgrind: the copies
+    /// were a tenth of a registration's instructions, docs/benchmarks.md).
+    final class Choices: Sendable {
+        let device: DeviceCapabilities?
+        let noDeviceReason: String?
+        let attempts: [Attempt]
+        let skipped: [Trial]
+
+        init(device: DeviceCapabilities?, noDeviceReason: String?, attempts: [Attempt], skipped: [Trial]) {
+            self.device = device
+            self.noDeviceReason = noDeviceReason
+            self.attempts = attempts
+            self.skipped = skipped
+        }
+    }
+
+    private var choices: Choices
+
+    init(offset: UInt64, length: UInt64, access: RegionAccess, backing: Backing, writableFD: Bool, preference: Strategy?,
+         layoutPolicy: LayoutPolicy, device: DeviceCapabilities?, noDeviceReason: String?, attempts: [Attempt], skipped: [Trial]) {
+        self.offset = offset
+        self.length = length
+        self.access = access
+        self.backing = backing
+        self.writableFD = writableFD
+        self.preference = preference
+        self.layoutPolicy = layoutPolicy
+        self.choices = Choices(device: device, noDeviceReason: noDeviceReason, attempts: attempts, skipped: skipped)
+    }
+
+    public static func == (a: RegistrationPlan, b: RegistrationPlan) -> Bool {
+        a.offset == b.offset && a.length == b.length && a.access == b.access && a.backing == b.backing
+            && a.writableFD == b.writableFD && a.preference == b.preference && a.layoutPolicy == b.layoutPolicy
+            && (a.choices === b.choices
+                || (a.device == b.device && a.noDeviceReason == b.noDeviceReason && a.attempts == b.attempts && a.skipped == b.skipped))
+    }
 
     /// Plans `[offset, offset+length)` of a file opened `mode` for `access` by `lessee`. The
     /// checks run in the order a client fixes them: the file, the fd's mode, who may lease it,
@@ -178,10 +229,13 @@ public struct RegistrationPlan: Sendable, Equatable {
         if let refusal = rangeRefusal(offset: offset, length: length, fileSize: file.size, pageSize: pageSize) {
             return .failure(refusal)
         }
-        var plan = RegistrationPlan(offset: offset, length: length, access: access, backing: file.backing,
-                                    writableFD: mode == .readWrite, preference: preference, layoutPolicy: layoutPolicy, device: device,
-                                    noDeviceReason: noDeviceReason, attempts: [], skipped: [])
-        guard let device else { return .success(plan) }
+        var attempts: [Attempt] = [], skipped: [Trial] = []
+        func plan() -> RegistrationPlan {
+            RegistrationPlan(offset: offset, length: length, access: access, backing: file.backing, writableFD: mode == .readWrite,
+                             preference: preference, layoutPolicy: layoutPolicy, device: device, noDeviceReason: noDeviceReason,
+                             attempts: attempts, skipped: skipped)
+        }
+        guard let device else { return .success(plan()) }
         let order: [Strategy] = preference.map { [$0] } ?? [.odp, .pinned]
         for strategy in order {
             let kind = TrialKind.of(strategy, access: access)
@@ -189,16 +243,16 @@ public struct RegistrationPlan: Sendable, Equatable {
             switch strategy {
             case .odp:
                 if let gap = device.odpGap(for: access) {
-                    plan.skipped.append(Trial(kind: kind, flags: "", outcome: .notTried(reason: gap)))
+                    skipped.append(Trial(kind: kind, flags: "", outcome: .notTried(reason: gap)))
                     continue
                 }
                 reason = "\(device.name) RC ODP covers \(access)"
             case .pinned:
                 reason = "pinned on \(file.backing.rawValue) under the lease"
             }
-            plan.attempts.append(Attempt(strategy: strategy, kind: kind, reason: reason))
+            attempts.append(Attempt(strategy: strategy, kind: kind, reason: reason))
         }
-        return .success(plan)
+        return .success(plan())
     }
 
     /// Why `[offset, offset+length)` cannot be a region of a file of `fileSize` bytes, if it
