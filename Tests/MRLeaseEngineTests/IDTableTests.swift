@@ -39,4 +39,28 @@ final class IDTableTests: XCTestCase {
         XCTAssertEqual(table.capacity, 8, "an emptied table gives its slots back")
         XCTAssertFalse(table.contains(RegionID(5)))
     }
+
+    /// An owner's id list counts removals and compacts against what is still live, keeping
+    /// the ids ascending.
+    func testOwnerIndexCountsRemovalsAndCompactsAgainstTheLiveSet() {
+        var live = Set<UInt64>()
+        let index = OwnerIndex(OwnerID(1), first: RegionID(1))
+        live.insert(1)
+        for id in 2...200 as ClosedRange<UInt64> {
+            index.add(RegionID(id))
+            live.insert(id)
+        }
+        for id in stride(from: 200 as UInt64, through: 1, by: -3) {
+            live.remove(id)
+            index.removed { live.contains($0.rawValue) }
+        }
+        XCTAssertEqual(index.count, live.count)
+        XCTAssertEqual(index.current { live.contains($0.rawValue) }.map(\.rawValue), live.sorted())
+        for id in live.sorted() {
+            live.remove(id)
+            index.removed { live.contains($0.rawValue) }
+        }
+        XCTAssertEqual(index.count, 0)
+        XCTAssertEqual(index.current { live.contains($0.rawValue) }, [])
+    }
 }
