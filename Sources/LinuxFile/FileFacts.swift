@@ -64,6 +64,8 @@ public struct FileFacts: Sendable {
     /// The mount's dax option as written (`dax`, `dax=always`, `dax=inode`, `dax=never`).
     public var mountDAX: String?
     public var backing: Backing
+    /// Whether the file is on a pseudo filesystem (`isPseudo`), decided when inspected.
+    public var isPseudoFile: Bool
 
     /// Inspects the open file `fd`. With `path`, the mount is matched as the longest mount
     /// point on the same device that is a prefix of the path when the kernel gives no mount id.
@@ -98,7 +100,7 @@ public struct FileFacts: Sendable {
             isDAX: isDAX, daxKnown: stx.stx_attributes_mask & MRL_STATX_ATTR_DAX != 0,
             filesystem: filesystem, fsMagic: magic, mountID: mountID,
             mountPoint: mount?.mountPoint, mountOptions: mount?.options ?? [],
-            mountDAX: mount?.daxOption, backing: backing)
+            mountDAX: mount?.daxOption, backing: backing, isPseudoFile: Self.isPseudo(filesystem))
     }
 
     /// The mount a file is on: by mount id when known; else, among mounts of its device, the
@@ -123,7 +125,7 @@ public struct FileFacts: Sendable {
     /// Kernel-generated files (procfs, sysfs, …): regular files with no pages behind them to
     /// map or register, whatever FIEMAP answers.
     /// anon_inodefs too: whatever mode a kernel gives its anonymous inodes, they have no pages.
-    public var isPseudoFile: Bool {
+    static func isPseudo(_ filesystem: String) -> Bool {
         switch filesystem {
         case "proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup2", "configfs", "anon_inodefs": true
         default: false

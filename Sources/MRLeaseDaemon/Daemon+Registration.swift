@@ -85,27 +85,16 @@ extension Daemon {
         var heldBytes = held.bytes
         var plans: [RegistrationPlan] = []
         plans.reserveCapacity(ranges.count)
-        // Planned once per (access, preference, layout policy): a further range of the batch
-        // with the same three is only checked arithmetically (`moved`). A scan: a batch has a
-        // handful of kinds at most.
-        var planned: [(access: RegionAccess, preference: Strategy?, policy: LayoutPolicy, plan: RegistrationPlan)] = []
-        let pageSize = UInt64(SharedMapping.pageSize)
+        // Planned through the cache: a range like one planned before (in this batch or an
+        // earlier request) is only checked arithmetically (`PlanCache`).
         for (index, register) in ranges.enumerated() {
             // A refusal of the fd itself (its type, its open mode) names no range.
             var aboutRange = true
             do throws(ProtocolError) {
                 let access = RegionAccess(wire: register.access), preference = Strategy(wire: register.strategy)
                 let policy = LayoutPolicy(wire: register.layoutPolicy ?? configuration.layoutPolicy)
-                let made: Result<RegistrationPlan, PlanRefusal>
-                if let known = planned.first(where: { $0.access == access && $0.preference == preference && $0.policy == policy }) {
-                    made = known.plan.moved(offset: register.offset, length: register.length, fileSize: facts.size, pageSize: pageSize)
-                } else {
-                    made = RegistrationPlan.make(
-                        file: PlannedFile(facts), mode: mode, offset: register.offset, length: register.length, access: access,
-                        preference: preference, layoutPolicy: policy, device: engine?.device, noDeviceReason: noDeviceReason,
-                        lessee: session.lessee, pageSize: pageSize)
-                    if case .success(let plan) = made { planned.append((access, preference, policy, plan)) }
-                }
+                let made = planCache.plan(file: PlannedFile(facts), mode: mode, offset: register.offset, length: register.length,
+                                          access: access, preference: preference, layoutPolicy: policy, lessee: session.lessee)
                 switch made {
                 case .success(let plan): plans.append(plan)
                 case .failure(let refusal):

@@ -108,6 +108,9 @@ public final class Daemon {
     /// The daemon's time per request, by type (`stats`' `requestMicros`).
     var requestTimes: [RequestType: LatencyHistogram] = [:]
     var nextOwner: UInt64 = 1
+    /// The last registration plans made, for every client: a range with the same file facts,
+    /// fd mode, access, preference, layout policy and lessee as one of them is only checked.
+    lazy var planCache = PlanCache(device: engine?.device, noDeviceReason: noDeviceReason, pageSize: UInt64(SharedMapping.pageSize))
     var stopping = false
     /// Whether we bound the socket path ourselves (and so remove it on exit).
     let ownsSocketPath: Bool

@@ -94,6 +94,8 @@ public final class Engine {
     @exclusivity(unchecked) var liveBytes = BytesByStrategy()
     var leaseCount = 0
     var prefetchFailureLogged = false
+    /// Plans for `register(owner:fd:offset:…)`, which plans each range it is given.
+    lazy var planCache = PlanCache(device: device, pageSize: UInt64(SharedMapping.pageSize))
     /// Restorations' pins left to a worker, until the caller takes them (`takeStartedPins`).
     var startedPins: [PinJob] = []
     /// Events produced by the call in progress, returned when it returns.
@@ -159,9 +161,8 @@ public final class Engine {
         let facts: FileFacts
         do { facts = try FileFacts.inspect(fd, mount: false) } catch { throw .system(op: "statx", errno: error) }
         let mode = try Self.openMode(fd)
-        let plan = RegistrationPlan.make(file: PlannedFile(facts), mode: mode, offset: offset, length: length,
-                                         access: access, preference: preference, layoutPolicy: layoutPolicy, device: device,
-                                         lessee: lessee, pageSize: UInt64(SharedMapping.pageSize))
+        let plan = planCache.plan(file: PlannedFile(facts), mode: mode, offset: offset, length: length,
+                                  access: access, preference: preference, layoutPolicy: layoutPolicy, lessee: lessee)
         switch plan {
         case .success(let plan): return try register(owner: owner, uid: uid, fd: fd, facts: facts, plan: plan)
         case .failure(let refusal): throw .refused(refusal)

@@ -53,6 +53,42 @@ final class RegistrationPlanTests: XCTestCase {
         }
     }
 
+    func testThePlanCacheAnswersWhatMakeAnswersForAnySequenceOfInputs() {
+        var caches = [Self.rxe61, Self.rxe7, Self.readODPOnly, nil].map { PlanCache(device: $0, noDeviceReason: "none", pageSize: page, capacity: 3) }
+        var rng = SystemRandomNumberGenerator()
+        let files = [file(.pageCache), file(.shmem, size: 1 << 16), file(.fsDAX), file(.pageCache, filesystem: "proc")]
+        let lessees = [Lessee(uid: 0, mayLeaseOthers: false), Lessee(uid: 1000, mayLeaseOthers: false)]
+        // Six sets of inputs but the range, drawn from anew every 500 steps, through a cache of
+        // three: hits, misses and evictions all happen.
+        var pool: [(PlannedFile, OpenMode, RegionAccess, Strategy?, LayoutPolicy, DeviceCapabilities?, Lessee)] = []
+        for step in 0..<5_000 {
+            if step % 500 == 0 {
+                pool = (0..<6).map { _ in
+                    (files.randomElement(using: &rng)!, [OpenMode.readOnly, .readWrite].randomElement(using: &rng)!,
+                     [[.read], [.read, .write]].randomElement(using: &rng)!, [nil, Strategy.odp, .pinned].randomElement(using: &rng)!,
+                     LayoutPolicy.allCases.randomElement(using: &rng)!, [nil, Self.rxe61, Self.rxe7, Self.readODPOnly].randomElement(using: &rng)!,
+                     lessees.randomElement(using: &rng)!)
+                }
+            }
+            let (f, mode, access, preference, policy, device, lessee) = pool.randomElement(using: &rng)!
+            let offset = UInt64.random(in: 0...20, using: &rng) * page + (Int.random(in: 0..<10, using: &rng) == 0 ? 1 : 0)
+            let length = UInt64.random(in: 0...20, using: &rng) * page
+            let made = RegistrationPlan.make(file: f, mode: mode, offset: offset, length: length, access: access, preference: preference,
+                                             layoutPolicy: policy, device: device, noDeviceReason: "none", lessee: lessee, pageSize: page)
+            let which = caches.firstIndex { $0.device == device }!
+            let cached = caches[which].plan(file: f, mode: mode, offset: offset, length: length, access: access, preference: preference,
+                                            layoutPolicy: policy, lessee: lessee)
+            switch (made, cached) {
+            case (.success(let a), .success(let b)): XCTAssertEqual(a, b, "step \(step)")
+            case (.failure(let a), .failure(let b)):
+                XCTAssertEqual(a.code, b.code, "step \(step)")
+                XCTAssertEqual(a.message, b.message, "step \(step)")
+                XCTAssertEqual(a.aboutRange, b.aboutRange, "step \(step)")
+            default: XCTFail("step \(step): make \(made), cache \(cached)")
+            }
+        }
+    }
+
     // MARK: Who may have the daemon lease a file: the kernel's F_SETLEASE rule, for the client
 
     func testOnlyTheFilesOwnerOrACallerWhoMayLeaseOthersGetsPastTheLeaseRule() {
