@@ -63,13 +63,18 @@ public final class Epoll {
     /// The corresponding C function is `epoll_wait`.
     public func wait(timeoutMilliseconds: Int32, maxEvents: Int = 64) throws(Errno) -> [Ready] {
         let epfd = try open()
-        var events = [epoll_event](repeating: epoll_event(), count: maxEvents)
-        let result = valueOrErrno(retryOnInterrupt: false) {
-            epoll_wait(epfd, &events, Int32(maxEvents), timeoutMilliseconds)
+        var result: Result<Int32, Errno> = .success(0)
+        // Uninitialized: the kernel fills what it reports, and zeroing 256 events per wait
+        // was 3 000 instructions of every request's loop turn (callgrind).
+        let events = [epoll_event](unsafeUninitializedCapacity: max(maxEvents, 1)) { buffer, initialized in
+            result = valueOrErrno(retryOnInterrupt: false) {
+                epoll_wait(epfd, buffer.baseAddress, Int32(maxEvents), timeoutMilliseconds)
+            }
+            initialized = (try? result.get()).map { min(Int($0), maxEvents) } ?? 0
         }
         if case .failure(.interrupted) = result { return [] }
-        let count = try result.get()
-        return events.prefix(Int(count)).map { Ready(fd: $0.data.fd, events: Events(rawValue: $0.events)) }
+        _ = try result.get()
+        return events.map { Ready(fd: $0.data.fd, events: Events(rawValue: $0.events)) }
     }
 
     /// The epoll fd itself, to watch this set from another epoll set (readable when any fd

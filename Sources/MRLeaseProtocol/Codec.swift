@@ -72,7 +72,7 @@ public enum Codec {
         var o = header(type: request.type.rawValue)
         o.set("id", .integer(id))
         request.write(to: &o)
-        return o.serialized
+        return o.finish()
     }
 
     // MARK: Replies and events (the client's side)
@@ -109,13 +109,13 @@ public enum Codec {
     private static func unbounded(_ reply: Reply) -> [UInt8] {
         var o = header(type: reply.type?.rawValue ?? "error")
         reply.write(to: &o)
-        return o.serialized
+        return o.finish()
     }
 
     private static func unbounded(_ event: Event) -> [UInt8] {
         var o = header(type: "event")
         event.write(to: &o)
-        return o.serialized
+        return o.finish()
     }
 
     /// `encode(message)` with `message` shortened to its longest prefix (whole Unicode

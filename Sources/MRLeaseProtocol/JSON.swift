@@ -93,13 +93,23 @@ extension JSONValue {
 
     /// Decimal digits, without a String in between.
     static func writeUnsigned(_ value: UInt64, to out: inout [UInt8]) {
-        let start = out.count
-        var rest = value
-        repeat {
-            out.append(UInt8(ascii: "0") + UInt8(rest % 10))
-            rest /= 10
-        } while rest > 0
-        out[start...].reverse()
+        // Most numbers of a reply are counters under 10.
+        if value < 10 {
+            out.append(UInt8(ascii: "0") + UInt8(value))
+            return
+        }
+        // The digits from the end of a 24-byte buffer on the stack (2^64 has 20), then one copy.
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var at = buffer.count
+            var rest = value
+            repeat {
+                at -= 1
+                buffer[at] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            } while rest > 0
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[at...]))
+        }
     }
 
     static func writeString(_ text: String, to out: inout [UInt8]) {
@@ -138,13 +148,16 @@ extension JSONValue {
 /// which is how the wire's field order (docs/protocol.md) is kept.
 struct ObjectWriter {
     private var bytes: [UInt8] = [UInt8(ascii: "{")]
+    /// Whether a field was written since this object's `{`: the next one needs a comma.
+    private var hasFields = false
 
     init() { bytes.reserveCapacity(256) }
 
     /// Appends `key: value`; a nil value writes nothing (an optional field that is absent).
     mutating func set(_ key: String, _ value: JSONValue?) {
         guard let value else { return }
-        if bytes.count > 1 { bytes.append(UInt8(ascii: ",")) }
+        if hasFields { bytes.append(UInt8(ascii: ",")) }
+        hasFields = true
         JSONValue.writeString(key, to: &bytes)
         bytes.append(UInt8(ascii: ":"))
         value.write(to: &bytes)
@@ -165,18 +178,68 @@ struct ObjectWriter {
         JSONValue.writeString(value, to: &bytes)
     }
 
+    /// Appends `key: [n, …]` without a JSONValue in between.
+    mutating func set(_ key: StaticString, unsignedArray values: [UInt64]?) {
+        guard let values else { return }
+        writeKey(key)
+        bytes.append(UInt8(ascii: "["))
+        for (i, value) in values.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: ",")) }
+            JSONValue.writeUnsigned(value, to: &bytes)
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
+
+    /// Appends `key: {…}`, the object `body` writes, into these same bytes: no object of its
+    /// own to build and copy in.
+    mutating func object(_ key: String, _ body: (inout ObjectWriter) -> Void) {
+        if hasFields { bytes.append(UInt8(ascii: ",")) }
+        hasFields = true
+        JSONValue.writeString(key, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        nest(body)
+    }
+
+    /// `object` with one of the protocol's own keys.
+    mutating func object(_ key: StaticString, _ body: (inout ObjectWriter) -> Void) {
+        writeKey(key)
+        nest(body)
+    }
+
+    private mutating func nest(_ body: (inout ObjectWriter) -> Void) {
+        var inner = ObjectWriter(continuing: bytes)
+        bytes = []
+        body(&inner)
+        bytes = inner.bytes
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    /// A writer that goes on after `bytes`, with the `{` of a new object.
+    private init(continuing bytes: [UInt8]) {
+        self.bytes = bytes
+        self.bytes.append(UInt8(ascii: "{"))
+    }
+
     /// `"key":`, the comma before it when a field precedes. Keys are the protocol's own
     /// ASCII names: nothing to escape.
     private mutating func writeKey(_ key: StaticString) {
-        if bytes.count > 1 { bytes.append(UInt8(ascii: ",")) }
+        let count = key.utf8CodeUnitCount
+        if hasFields { bytes.append(UInt8(ascii: ",")) }
+        hasFields = true
         bytes.append(UInt8(ascii: "\""))
-        bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: count))
         bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
     }
 
     /// The finished object's bytes.
     var serialized: [UInt8] { bytes + [UInt8(ascii: "}")] }
+
+    /// The finished object's bytes, this writer's own: no copy.
+    consuming func finish() -> [UInt8] {
+        bytes.append(UInt8(ascii: "}"))
+        return bytes
+    }
 
     /// The finished object, to nest in another.
     var value: JSONValue { .encoded(serialized) }

@@ -77,6 +77,7 @@ extension Reply {
     func write(to o: inout ObjectWriter) {
         o.set("id", id.map(JSONValue.integer))
         switch outcome {
+        case .success(.stats(let statistics)): o.object("result") { statistics.write(to: &$0) }
         case .success(let result): o.set("result", result.json)
         case .failure(let error): o.set("error", error.json)
         }

@@ -142,6 +142,17 @@ final class CodecTests: XCTestCase {
                        #"{"v":1,"type":"ack","id":1,"result":{}}"#)
     }
 
+    /// The `stats` reply is written straight into the packet (`Statistics.write(to:)`): the
+    /// bytes are the protocol document's, field for field and in its order.
+    func testTheStatsReplyIsTheProtocolDocumentsByteForByte() throws {
+        let documented = #"{"v":1,"type":"stats","id":10,"result":{"files":2,"regions":3,"bytesByStrategy":{"odp":0,"pinned":6291456},"leasesHeld":2,"breaksHandled":5,"breakToUnlockMicros":{"p50":64,"p99":700,"max":700,"count":5,"sum":920,"buckets":[0,0,0,0,0,3,1,0,0,1]},"clients":1,"layoutChangesHandled":1,"layoutChecks":4,"layoutChangesFollowed":0,"registrations":3,"restorations":5,"regionsLost":0,"grants":0,"peers":0,"requestMicros":{"register":{"p50":512,"p99":873,"max":873,"count":12,"sum":5200,"buckets":[0,0,0,0,0,0,0,0,7,5]},"stats":{"p50":32,"p99":41,"max":41,"count":3,"sum":85,"buckets":[0,0,0,0,2,1]}}}}"#
+        guard case .reply(let reply) = try Codec.decodeServerMessage(Array(documented.utf8)) else { return XCTFail("not a reply") }
+        XCTAssertEqual(String(decoding: Codec.encode(reply), as: UTF8.self), documented)
+        let text = try String(contentsOfFile: #filePath.replacingOccurrences(of: "Tests/MRLeaseProtocolTests/CodecTests.swift", with: "docs/protocol.md"),
+                              encoding: .utf8)
+        XCTAssertTrue(text.contains(documented), "docs/protocol.md no longer shows this stats reply")
+    }
+
     func testUnknownFieldsAreIgnoredAndOptionalNullsMeanAbsent() throws {
         let bytes = Array(#"{"v":1,"type":"register","id":1,"offset":0,"length":1,"access":["read"],"strategy":null,"future":{"x":[1]}}"#.utf8)
         XCTAssertEqual(try Codec.decodeRequest(bytes).request,
