@@ -87,7 +87,9 @@ struct ScaleCase: Codable {
 /// /proc/meminfo's MemAvailable, Cached and Shmem (the guest's tmpfs, where its ext4 image lives).
 struct ScaleStep: Codable {
     var regions: Int
-    var ratePerSecond: Double
+    /// nil at the start, before any block of 1 000 was timed (JSON has no NaN: a NaN here
+    /// made `--json` fail and the run exit non-zero).
+    var ratePerSecond: Double?
     var memAvailableKiB: Int
     var cachedKiB: Int
     var shmemKiB: Int
@@ -98,7 +100,7 @@ struct ScaleStep: Codable {
     }
 
     var description: String {
-        "\(regions) regions: \(Int(ratePerSecond))/s, MemAvailable \(memAvailableKiB / 1024) MiB, Cached \(cachedKiB / 1024) MiB, Shmem \(shmemKiB / 1024) MiB"
+        "\(regions) regions: \(ratePerSecond.map { "\(Int($0))/s" } ?? "no block timed yet"), MemAvailable \(memAvailableKiB / 1024) MiB, Cached \(cachedKiB / 1024) MiB, Shmem \(shmemKiB / 1024) MiB"
     }
 }
 
@@ -201,8 +203,8 @@ final class ScaleBenchmark {
         var curve: [ScaleStep] = []
         func step() {
             let memory = ScaleStep.memory()
-            let last = blockStarts.count > 1 ? Double(blockStarts[blockStarts.count - 1] - blockStarts[blockStarts.count - 2]) / 1e9 : .nan
-            curve.append(ScaleStep(regions: done, ratePerSecond: 1000 / last, memAvailableKiB: memory.available,
+            let last = blockStarts.count > 1 ? Double(blockStarts[blockStarts.count - 1] - blockStarts[blockStarts.count - 2]) / 1e9 : nil
+            curve.append(ScaleStep(regions: done, ratePerSecond: last.map { 1000 / $0 }, memAvailableKiB: memory.available,
                                    cachedKiB: memory.cached, shmemKiB: memory.shmem))
         }
         step()
