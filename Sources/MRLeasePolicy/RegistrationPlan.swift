@@ -272,9 +272,8 @@ public struct RegistrationPlan: Sendable, Equatable {
 
     /// This plan for another range of the same file, as `make` would plan it with the same
     /// file, mode, access, preference, layout policy, device and lessee: every check but the
-    /// range's passed already, and the strategies to try do not depend on the range. So a
-    /// batch of ranges is planned once per (access, preference, layout policy), and each range
-    /// only checked arithmetically.
+    /// range's passed already, and the strategies to try do not depend on the range
+    /// (`PlanCache` plans a range like one before this way).
     public func moved(offset: UInt64, length: UInt64, fileSize: UInt64, pageSize: UInt64) -> Result<RegistrationPlan, PlanRefusal> {
         if let refusal = Self.rangeRefusal(offset: offset, length: length, fileSize: fileSize, pageSize: pageSize) {
             return .failure(refusal)

@@ -17,8 +17,8 @@ struct RegistrationCase: Codable {
     /// engine rate / plain rate: below 1 means the engine is slower.
     var ratio: Double
     /// The engine as the daemon's register-batch drives it: the fd inspected (statx, fstatfs,
-    /// F_GETFL) and the range planned once per 64 regions, each further range checked
-    /// (`RegistrationPlan.moved`) and registered.
+    /// F_GETFL) once per 64 regions, each range planned through the daemon's `PlanCache` and
+    /// registered.
     var engineBatchRegsPerSecond: Double
     var batchRatio: Double
     var engineDeregsPerSecond: Double
@@ -108,8 +108,8 @@ final class RegistrationBenchmark {
     static func flags(for strategy: Strategy) -> AccessFlags { strategy.flags(for: access) }
 
     /// `inspectEvery`: nil, each call inspects the fd (`Engine.register(owner:fd:…)`); n, the fd
-    /// is inspected and planned once per n regions, each further range checked against that
-    /// plan (`moved`) and registered, as the daemon's register-batch does.
+    /// is inspected once per n regions and each range planned through a `PlanCache` (checked
+    /// only, after the first) and registered, as the daemon's register-batch does.
     func enginePass(count: Int, length: Int, inspectEvery: Int? = nil) throws(BenchError) -> (register: UInt64, deregister: UInt64, strategy: Strategy) {
         var ids: [RegionID] = []
         ids.reserveCapacity(count)
@@ -118,26 +118,20 @@ final class RegistrationBenchmark {
         var strategy = Strategy.odp
         let start = Engine.now()
         var facts: FileFacts?
-        var batchPlan: RegistrationPlan?
+        // Planned as the daemon plans every register and register-batch (`PlanCache`).
+        var plans = PlanCache(device: engine.device, pageSize: UInt64(SharedMapping.pageSize))
         var mode = OpenMode.readWrite
         for i in 0..<count {
             do {
                 let info: RegionInfo
                 if let every = inspectEvery {
-                    let planned: Result<RegistrationPlan, PlanRefusal>
                     if i % every == 0 {
                         facts = try FileFacts.inspect(fd, mount: false)
                         mode = try Engine.openMode(fd)
-                        planned = RegistrationPlan.make(file: PlannedFile(facts!), mode: mode, offset: offset(i, length: length),
-                                                        length: UInt64(length), access: Self.access, device: engine.device,
-                                                        lessee: .privileged, pageSize: UInt64(SharedMapping.pageSize))
-                    } else {
-                        // As the daemon plans a batch: once, then each range checked by `moved`.
-                        planned = batchPlan!.moved(offset: offset(i, length: length), length: UInt64(length), fileSize: facts!.size,
-                                                   pageSize: UInt64(SharedMapping.pageSize))
                     }
+                    let planned = plans.plan(file: PlannedFile(facts!), mode: mode, offset: offset(i, length: length),
+                                             length: UInt64(length), access: Self.access, lessee: .privileged)
                     guard case .success(let plan) = planned else { throw BenchError("plan: \(planned)") }
-                    if i % every == 0 { batchPlan = plan }
                     info = try engine.register(owner: owner, uid: 0, fd: fd, facts: facts!, plan: plan)
                 } else {
                     info = try engine.register(owner: owner, fd: fd, offset: offset(i, length: length), length: UInt64(length),
